@@ -1,0 +1,58 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+PORT ?= 3000
+
+export DAGSTER_HOME := $(CURDIR)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export JAMMI_PROJECT := $(CURDIR)/jammi.yaml
+
+.PHONY: install demo demo-data test ui validate lint bench clean
+
+# CPU torch first, from its exact pin, so no CUDA build is ever downloaded.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo-data: install
+	$(BIN)/python -m jammi_assets.demo.generate --out data/demo
+
+demo: demo-data
+	$(BIN)/jammi materialize
+	@echo; echo "== files under artifacts/jammi_db"; ls -1 artifacts/jammi_db
+	@echo; echo "== jammi status"; $(BIN)/jammi status
+	@echo; echo "== DuckDB: products per category, joined with their embeddings"
+	$(BIN)/jammi sql "SELECT v.category, count(*) AS products, round(avg(v.price), 2) AS avg_price, \
+	  count(e._row_id) AS embedded FROM jammi.validated_products v \
+	  LEFT JOIN jammi.products_embeddings e ON CAST(v.product_id AS VARCHAR) = e._row_id \
+	  GROUP BY ALL ORDER BY products DESC"
+	@echo; echo "== semantic search: 'waterproof jacket for rainy hikes'"
+	$(BIN)/jammi search products "waterproof jacket for rainy hikes" -k 5 --select title,category,price
+
+test: install
+	$(BIN)/pytest -q
+
+ui: install
+	@test -f data/demo/products.csv || $(BIN)/python -m jammi_assets.demo.generate --out data/demo
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+
+validate: install
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/embed_overhead.py
+
+clean:
+	rm -rf artifacts data/demo .dagster

@@ -1,0 +1,232 @@
+"""The `jammi` command line: materialize, search, sql, status, recover, infer, quarantine.
+
+The project file is --project PATH, else $JAMMI_PROJECT, else ./jammi.yaml. Errors print
+one readable line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import click
+import pandas as pd
+import pyarrow as pa
+
+from jammi_assets.config import Project, load_project
+from jammi_assets.errors import JammiError
+
+FORMATS = click.Choice(["table", "json", "csv"])
+VECTOR_PREVIEW = 4
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message.splitlines()[0] if message else 'failed'}", err=True)
+    for extra in message.splitlines()[1:]:
+        click.echo(f"       {extra}", err=True)
+    sys.exit(1)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except JammiError as err:
+            _fail(str(err))
+
+
+def _project(ctx: click.Context) -> Project:
+    return load_project(ctx.obj["project"])
+
+
+def _emit(frame: pd.DataFrame, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(frame.to_json(orient="records", date_format="iso", indent=2, default_handler=str))
+    elif fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif frame.empty:
+        click.echo("(no rows)")
+    else:
+        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+            click.echo(frame.to_string(index=False))
+
+
+def _arrow_to_frame(table: pa.Table, fmt: str) -> pd.DataFrame:
+    frame = table.to_pandas()
+    if "vector" in frame and fmt == "table":
+        frame["vector"] = frame["vector"].map(
+            lambda v: "null" if v is None else
+            "[" + ", ".join(f"{x:.4f}" for x in v[:VECTOR_PREVIEW]) + f", …] ({len(v)})"
+        )
+    elif "vector" in frame:
+        frame["vector"] = frame["vector"].map(lambda v: None if v is None else [float(x) for x in v])
+    return frame
+
+
+@click.group(cls=_Group)
+@click.option("--project", "project", type=click.Path(dir_okay=False), default=None,
+              help="Project file (default: $JAMMI_PROJECT, else ./jammi.yaml).")
+@click.option("-v", "--verbose", is_flag=True, help="Show library warnings and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, project: str | None, verbose: bool) -> None:
+    """Jammi: validated, embedded, indexed, SQL-queryable tables from declared sources."""
+    ctx.obj = {"project": project}
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@cli.command()
+@click.option("--select", "select", multiple=True,
+              help="Asset, source or pipeline name (repeatable); default: everything.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.pass_context
+def materialize(ctx: click.Context, select: tuple[str, ...], device: str) -> None:
+    """Run the asset graph on the local Dagster instance, with progress."""
+    from jammi_assets.runner import run_materialization
+
+    project = _project(ctx)
+    t0 = time.perf_counter()
+    outcome = run_materialization(project, list(select), device=device, echo=click.echo)
+    click.echo(f"\n{'asset':<28} {'rows':>8}  details")
+    for row in outcome.summary:
+        click.echo(f"{row['asset']:<28} {row['rows']:>8}  {row['details']}")
+    if not outcome.success:
+        _fail(outcome.error or "materialization failed")
+    click.echo(f"\nmaterialized {len(outcome.summary)} asset(s) in {time.perf_counter() - t0:.1f}s "
+               f"(run {outcome.run_id})")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("query", required=False)
+@click.option("-k", "k", default=10, show_default=True, help="Number of results.")
+@click.option("--row-key", default=None, help="Search with the vector of this row instead of text.")
+@click.option("--filter", "where", default=None, help="SQL predicate over the source's columns.")
+@click.option("--select", "select", default=None, help="Comma-separated source columns to return.")
+@click.option("--exact", is_flag=True, help="Exact scoring instead of the HNSW index.")
+@click.option("--table", default=None, help="A specific embedding table (default: newest ready).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def search(ctx, name, query, k, row_key, where, select, exact, table, fmt) -> None:
+    """Semantic search over source or pipeline NAME with QUERY text (or --row-key)."""
+    from jammi_assets.api import Jammi
+
+    cols = [c.strip() for c in select.split(",")] if select else None
+    frame = Jammi(_project(ctx)).search(name, query, row_key=row_key, k=k, filter=where,
+                                        select=cols, exact=exact, table=table)
+    _emit(frame, fmt)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def sql(ctx, query, fmt) -> None:
+    """Run SQL over the catalog; every output is a view: SELECT ... FROM jammi.<name>."""
+    from jammi_assets.api import Jammi
+
+    _emit(Jammi(_project(ctx)).sql(query), fmt)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def status(ctx, fmt) -> None:
+    """Embedding tables with their status and counts (newest first)."""
+    from jammi_assets.api import Jammi
+
+    _emit(Jammi(_project(ctx)).status(), fmt)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def recover(ctx, fmt) -> None:
+    """Settle tables left in `building` by a process that died."""
+    from jammi_assets.api import Jammi
+
+    actions = Jammi(_project(ctx), recover_on_open=False).recover()
+    _emit(pd.DataFrame([a.__dict__ for a in actions], columns=["table_name", "action", "detail"]), fmt)
+
+
+@cli.command()
+@click.argument("texts", nargs=-1)
+@click.option("--source", default=None, help="Embed rows of this source instead of TEXTS.")
+@click.option("--columns", default=None, help="Comma-separated text columns (default: pipeline's).")
+@click.option("--model", default=None, help="Model id or local directory.")
+@click.option("--limit", type=int, default=None, help="At most this many source rows.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def infer(ctx, texts, source, columns, model, limit, fmt) -> None:
+    """Embed TEXTS or a source's rows without writing anything."""
+    from jammi_assets.api import Jammi
+
+    if not texts and not source:
+        raise JammiError("give TEXTS to embed or --source NAME")
+    if texts and source:
+        raise JammiError("give either TEXTS or --source, not both")
+    jammi = Jammi(_project(ctx), recover_on_open=False)
+    cols = [c.strip() for c in columns.split(",")] if columns else None
+    table = jammi.infer(source=source, texts=list(texts) if texts else None, columns=cols,
+                        model=model, limit=limit)
+    _emit(_arrow_to_frame(table, fmt), fmt)
+
+
+@cli.group(cls=_Group)
+def quarantine() -> None:
+    """Rows that failed validation: list them, re-admit them once fixed upstream."""
+
+
+@quarantine.command("list")
+@click.argument("source")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many rows.")
+@click.pass_context
+def quarantine_list(ctx, source, fmt, limit) -> None:
+    """Quarantined rows of SOURCE, as extracted, with the reasons they failed."""
+    from jammi_assets.frames.quarantine import read_quarantine
+
+    _emit(read_quarantine(_project(ctx), source, limit), fmt)
+
+
+@quarantine.command("readmit")
+@click.argument("source")
+@click.option("--key", "keys", multiple=True, help="Only this quarantined key (repeatable).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.pass_context
+def quarantine_readmit(ctx, source, keys, device) -> None:
+    """Re-validate SOURCE's quarantined rows and re-materialize it if any now pass."""
+    from jammi_assets.frames.quarantine import readmit
+
+    project = _project(ctx)
+    result = readmit(project, source, list(keys) or None, device=device, echo=click.echo)
+    if result.statuses.empty:
+        click.echo(f"no quarantined rows in quarantine_{source}")
+        return
+    _emit(result.statuses, "table")
+    if result.outcome is None:
+        click.echo("\nno quarantined row passes validation yet; nothing was re-materialized")
+        return
+    if not result.outcome.success:
+        _fail(result.outcome.error or "materialization failed")
+    click.echo(f"\nre-admitted {len(result.readmitted)} row(s); materialized "
+               f"{len(result.outcome.summary)} asset(s) (run {result.outcome.run_id})")
+
+
+def main() -> None:
+    cli(prog_name="jammi")
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,53 @@
+"""The code location: every asset, resource, job and sensor of the project in jammi.yaml
+($JAMMI_PROJECT, else ./jammi.yaml)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from jammi_assets.config import Project, load_project
+from jammi_assets.embeddings.assets import embeddings_asset
+from jammi_assets.frames.assets import validate_asset
+from jammi_assets.indexes.assets import ann_index_asset
+from jammi_assets.quality.assets import quality_report_asset
+from jammi_assets.sources.assets import raw_asset
+from resources.artifacts import ArtifactStore, FrameIOManager
+from resources.embedding_model import EmbeddingModelResource
+from sensors.source_files import build_source_files_sensor
+
+ALL_ASSETS_JOB = "jammi_all"
+
+
+def build_assets(project: Project) -> list[dg.AssetsDefinition]:
+    assets: list[dg.AssetsDefinition] = []
+    for name in project.sources:
+        assets += [raw_asset(project, name), validate_asset(project, name)]
+    for pipeline in project.pipelines:
+        assets += [embeddings_asset(project, pipeline), ann_index_asset(project, pipeline)]
+    assets.append(quality_report_asset(project))
+    return assets
+
+
+def build_resources(project: Project, device: str = "auto") -> dict:
+    artifact_dir = str(project.artifact_dir)
+    return {
+        "artifacts": ArtifactStore(artifact_dir=artifact_dir),
+        "frame_io": FrameIOManager(artifact_dir=artifact_dir),
+        "embedding_model": EmbeddingModelResource(device=device),
+    }
+
+
+def build_definitions(project: Project) -> dg.Definitions:
+    job = dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all(),
+                              description="Every asset of the project.")
+    return dg.Definitions(
+        assets=build_assets(project),
+        resources=build_resources(project),
+        jobs=[job],
+        sensors=[build_source_files_sensor(project, job)],
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(load_project())

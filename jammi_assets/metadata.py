@@ -1,0 +1,34 @@
+"""Materialization metadata shared by the frame assets."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+PREVIEW_ROWS = 5
+PREVIEW_CHARS = 60
+
+
+def column_schema(df: pd.DataFrame) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()]
+    )
+
+
+def preview_markdown(df: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
+    head = df.head(rows).copy()
+    for col in head.columns:
+        if head[col].dtype == object or str(head[col].dtype) == "string":
+            head[col] = head[col].map(
+                lambda v: v if not isinstance(v, str) or len(v) <= PREVIEW_CHARS
+                else v[: PREVIEW_CHARS - 1] + "…"
+            )
+    return head.to_markdown(index=False) if len(head) else "_no rows_"
+
+
+def frame_metadata(df: pd.DataFrame) -> dict:
+    return {
+        "dagster/row_count": len(df),
+        "dagster/column_schema": column_schema(df),
+        "preview": dg.MetadataValue.md(preview_markdown(df)),
+    }

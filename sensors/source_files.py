@@ -1,0 +1,75 @@
+"""A sensor that requests a refresh of a file source when its files change.
+
+The cursor maps each source to a fingerprint of its files (names, sizes, mtimes). A run
+key derived from the fingerprint makes a request idempotent across ticks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import dagster as dg
+
+from jammi_assets.config import Project
+from jammi_assets.errors import SourceError
+from jammi_assets.sources.extract import source_files
+
+FILE_KINDS = ("csv", "parquet", "jsonl")
+
+
+def fingerprint(project: Project, name: str) -> str | None:
+    try:
+        files = source_files(project, name, project.sources[name])
+    except SourceError:
+        return None
+    h = hashlib.sha1()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def source_assets(project: Project, name: str) -> list[dg.AssetKey]:
+    keys = [f"raw_{name}", f"validated_{name}", f"quarantine_{name}"]
+    for pipeline in project.pipelines_of(name):
+        keys += [f"{pipeline}_embeddings", f"{pipeline}_ann_index"]
+    return [dg.AssetKey(k) for k in keys]
+
+
+def changed_sources(project: Project, cursor: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    new_cursor, changed = dict(cursor), []
+    for name, spec in project.sources.items():
+        if spec.kind not in FILE_KINDS:
+            continue
+        fp = fingerprint(project, name)
+        if fp is not None and cursor.get(name) != fp:
+            changed.append(name)
+            new_cursor[name] = fp
+    return new_cursor, changed
+
+
+def build_source_files_sensor(project: Project, job: dg.UnresolvedAssetJobDefinition):
+    @dg.sensor(
+        name="source_files_sensor",
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Refreshes a file source's assets when its files change.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        new_cursor, changed = changed_sources(project, cursor)
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"{name}:{new_cursor[name]}",
+                    asset_selection=source_assets(project, name),
+                    tags={"jammi/source": name},
+                )
+                for name in changed
+            ],
+            cursor=json.dumps(new_cursor, sort_keys=True),
+        )
+
+    return _sensor

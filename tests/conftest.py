@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny projects written to tmp dirs, the real packaged model, and a
+materialize() helper over an ephemeral Dagster instance."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from jammi_assets.catalog.store import Catalog  # noqa: E402
+from jammi_assets.config import DEFAULT_MODEL, Project, load_project  # noqa: E402
+from jammi_assets.definitions import build_assets, build_resources  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def write_project(root: Path, sources: dict, pipelines: dict | None = None,
+                  artifact_dir: str = "artifacts") -> Project:
+    """Write jammi.yaml under `root` and load it."""
+    root.mkdir(parents=True, exist_ok=True)
+    doc = {"artifact_dir": artifact_dir, "sources": sources, "pipelines": pipelines or {}}
+    path = root / "jammi.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return load_project(path)
+
+
+def materialize(project: Project, selection=None, raise_on_error: bool = False):
+    """Run the project's assets in-process on an ephemeral instance."""
+    return dg.materialize(
+        build_assets(project),
+        resources=build_resources(project),
+        instance=dg.DagsterInstance.ephemeral(),
+        selection=selection,
+        raise_on_error=raise_on_error,
+    )
+
+
+def failure_message(result) -> str:
+    """The user-facing error of the first failed step (deepest cause)."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            err = event.step_failure_data.error
+            while err.cause is not None:
+                err = err.cause
+            return err.message
+    return ""
+
+
+def ready_tables(project: Project):
+    return Catalog(project.artifact_dir).tables(status="ready")
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The real packaged all-MiniLM-L6-v2 (loaded once per test session)."""
+    from jammi_assets.embeddings.model import load_encoder
+
+    return load_encoder(DEFAULT_MODEL, "cpu")
+
+
+@pytest.fixture
+def products_csv(tmp_path: Path) -> Path:
+    """A small clean CSV source with one null text and one empty text."""
+    path = tmp_path / "data" / "products.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "id,title,body,price\n"
+        "1,Red running shoes,Light trail runners for wet weather,59.5\n"
+        "2,Espresso machine,Fifteen bar pump and a steam wand,199\n"
+        "3,Cast iron skillet,,35\n"
+        "4,,,12\n"
+        "5,Noise cancelling headphones,Wireless over-ear headphones,149\n"
+        "6,Yoga mat,Non-slip mat for home workouts,25\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+PRODUCT_COLUMNS = {"id": "int", "title": "str", "body": "str", "price": {"type": "float", "ge": 0}}
