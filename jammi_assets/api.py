@@ -1,5 +1,6 @@
 """A small Python facade over a project's artifact directory: search, SQL, status,
-recovery and raw inference, the same operations the `jammi` CLI offers."""
+recovery, blue/green table management and raw inference, the same operations the `jammi`
+CLI offers."""
 
 from __future__ import annotations
 
@@ -46,10 +47,32 @@ class Jammi:
                 raise JammiError(f"SQL failed: {str(err).splitlines()[0]}") from None
 
     def status(self) -> pd.DataFrame:
-        cols = ["table_name", "pipeline", "source", "model_id", "status", "dimensions",
+        cols = ["table_name", "pipeline", "source", "model_id", "status", "active", "dimensions",
                 "rows_embedded", "rows_skipped", "rows_failed", "rows_truncated", "created_at"]
-        rows = [{c: getattr(t, c) for c in cols} for t in self.catalog.tables()]
+        active = self.catalog.active_names()
+        rows = [{c: (t.table_name in active) if c == "active" else getattr(t, c) for c in cols}
+                for t in self.catalog.tables()]
         return pd.DataFrame(rows, columns=cols)
+
+    def tables(self, pipeline: str | None = None) -> pd.DataFrame:
+        """Embedding tables (of `pipeline`), newest first: status, active flag, generation
+        (source schema version, text columns, model), rows and creation time."""
+        from jammi_assets.catalog.bluegreen import list_tables
+
+        return list_tables(self.catalog, pipeline)
+
+    def rollback(self, pipeline: str, to: str | None = None):
+        """Switch `pipeline`'s active table back to the previous ready one (or to `to`),
+        atomically; returns the new pointer (pipeline, table_name, previous_table, switched_at)."""
+        from jammi_assets.catalog.bluegreen import rollback
+
+        return rollback(self.catalog, pipeline, to)
+
+    def remove_table(self, table_name: str):
+        """Delete a non-active table's files and mark it `removed`; the active table is refused."""
+        from jammi_assets.catalog.bluegreen import remove_table
+
+        return remove_table(self.catalog, table_name)
 
     def recover(self) -> list[RecoveryAction]:
         return recover(self.catalog)

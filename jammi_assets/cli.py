@@ -1,4 +1,5 @@
-"""The `jammi` command line: materialize, search, sql, status, recover, infer, quarantine.
+"""The `jammi` command line: materialize, search, sql, status, recover, infer, quarantine,
+tables.
 
 The project file is --project PATH, else $JAMMI_PROJECT, else ./jammi.yaml. Errors print
 one readable line and exit non-zero.
@@ -114,7 +115,7 @@ def materialize(ctx: click.Context, select: tuple[str, ...], device: str) -> Non
 @click.option("--filter", "where", default=None, help="SQL predicate over the source's columns.")
 @click.option("--select", "select", default=None, help="Comma-separated source columns to return.")
 @click.option("--exact", is_flag=True, help="Exact scoring instead of the HNSW index.")
-@click.option("--table", default=None, help="A specific embedding table (default: newest ready).")
+@click.option("--table", default=None, help="A specific ready embedding table (default: the active one).")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
 def search(ctx, name, query, k, row_key, where, select, exact, table, fmt) -> None:
@@ -142,7 +143,7 @@ def sql(ctx, query, fmt) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
 def status(ctx, fmt) -> None:
-    """Embedding tables with their status and counts (newest first)."""
+    """Embedding tables with their status, active flag and counts (newest first)."""
     from jammi_assets.api import Jammi
 
     _emit(Jammi(_project(ctx)).status(), fmt)
@@ -221,6 +222,46 @@ def quarantine_readmit(ctx, source, keys, device) -> None:
         _fail(result.outcome.error or "materialization failed")
     click.echo(f"\nre-admitted {len(result.readmitted)} row(s); materialized "
                f"{len(result.outcome.summary)} asset(s) (run {result.outcome.run_id})")
+
+
+@cli.group(cls=_Group)
+def tables() -> None:
+    """Blue/green embedding tables: list them, roll a pipeline back, remove old ones."""
+
+
+@tables.command("list")
+@click.argument("pipeline", required=False)
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def tables_list(ctx, pipeline, fmt) -> None:
+    """Tables of PIPELINE (default: all), newest first, with the active flag and generation."""
+    from jammi_assets.api import Jammi
+
+    _emit(Jammi(_project(ctx), recover_on_open=False).tables(pipeline), fmt)
+
+
+@tables.command("rollback")
+@click.argument("pipeline")
+@click.option("--to", "to", default=None, help="This ready table (default: the one active before).")
+@click.pass_context
+def tables_rollback(ctx, pipeline, to) -> None:
+    """Switch PIPELINE's active table back to the previous ready table, atomically."""
+    from jammi_assets.api import Jammi
+
+    pointer = Jammi(_project(ctx), recover_on_open=False).rollback(pipeline, to)
+    click.echo(f"{pipeline}: active table is now {pointer.table_name}"
+               + (f" (was {pointer.previous_table})" if pointer.previous_table else ""))
+
+
+@tables.command("remove")
+@click.argument("table")
+@click.pass_context
+def tables_remove(ctx, table) -> None:
+    """Delete TABLE's files and mark it removed; the active table of a pipeline is refused."""
+    from jammi_assets.api import Jammi
+
+    removed = Jammi(_project(ctx), recover_on_open=False).remove_table(table)
+    click.echo(f"removed {removed.table_name} ({len(removed.deleted)} file(s) deleted)")
 
 
 def main() -> None:

@@ -16,6 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jammi_assets.errors import ConfigError
+from jammi_assets.fusion.spec import EntitySpec
+from jammi_assets.schemas.spec import SchemaSpec
+from jammi_assets.schemas.validate import check_source_schema
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PROJECT_ENV = "JAMMI_PROJECT"
@@ -140,9 +143,12 @@ class SourceSpec(_Strict):
     query: str | None = None
     table: str | None = None
     dsn: str | None = None
+    database: str | None = None  # kind duckdb: a database file to open read-only (query or table)
     description: str | None = None
     quality: QualitySpec = QualitySpec()
     remediation: RemediationSpec = RemediationSpec()
+    # versioned schemas and migrations (jammi_assets/schemas); `columns` is the current version
+    schema_: SchemaSpec[ColumnSpec] | None = Field(default=None, alias="schema")
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -175,13 +181,18 @@ class SourceSpec(_Strict):
         file_kind = self.kind in ("csv", "parquet", "jsonl")
         if file_kind and not self.path:
             raise ValueError(f"kind {self.kind!r} needs 'path' (a file or a glob)")
-        if self.kind == "duckdb" and not self.query:
-            raise ValueError("kind 'duckdb' needs 'query'")
+        if self.kind == "duckdb":
+            if bool(self.table) == bool(self.query):
+                raise ValueError("kind 'duckdb' needs exactly one of 'query' or 'table' (with 'database')")
+            if self.table and not self.database:
+                raise ValueError("kind 'duckdb' with 'table' needs 'database' (a .duckdb file)")
         if self.kind == "postgres":
             if not self.dsn:
                 raise ValueError("kind 'postgres' needs 'dsn' (e.g. postgresql://127.0.0.1/test)")
             if bool(self.table) == bool(self.query):
                 raise ValueError("kind 'postgres' needs exactly one of 'table' or 'query'")
+        if self.schema_ is not None:
+            check_source_schema(self)
         return self
 
 
@@ -209,9 +220,11 @@ class ProjectSpec(_Strict):
     artifact_dir: str = "artifacts"
     sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SourceSpec]
     pipelines: dict[Annotated[str, Field(pattern=NAME_PATTERN)], PipelineSpec] = {}
+    entities: dict[Annotated[str, Field(pattern=NAME_PATTERN)], EntitySpec] = {}
 
     @model_validator(mode="after")
     def _cross_refs(self) -> ProjectSpec:
+        self._check_entities()
         for name, src in self.sources.items():
             for fk in src.quality.foreign_keys:
                 parent, _, col = fk.references.partition(".")
@@ -221,10 +234,19 @@ class ProjectSpec(_Strict):
                         "source.column"
                     )
         for name, pipe in self.pipelines.items():
+            if pipe.source in self.entities:
+                declared = self.entities[pipe.source].fields
+                for col in pipe.text_columns:
+                    if col not in declared:
+                        raise ValueError(
+                            f"pipelines.{name}.text_columns: {col!r} is not a field of entity "
+                            f"{pipe.source!r} (fields: {', '.join(declared)})"
+                        )
+                continue
             if pipe.source not in self.sources:
                 raise ValueError(
-                    f"pipelines.{name}.source: unknown source {pipe.source!r} "
-                    f"(declared: {', '.join(self.sources)})"
+                    f"pipelines.{name}.source: unknown source or entity {pipe.source!r} "
+                    f"(declared: {', '.join([*self.sources, *self.entities])})"
                 )
             declared = self.sources[pipe.source].columns
             for col in pipe.text_columns:
@@ -234,6 +256,25 @@ class ProjectSpec(_Strict):
                         f"{pipe.source!r} (declared: {', '.join(declared)})"
                     )
         return self
+
+
+    def _check_entities(self) -> None:
+        for entity, ent in self.entities.items():
+            where = f"entities.{entity}"
+            if entity in self.sources:
+                raise ValueError(f"{where}: the name is already a source; entities and sources need "
+                                 "distinct names")
+            for name, contrib in ent.sources.items():
+                if name not in self.sources:
+                    raise ValueError(f"{where}.sources: unknown source {name!r} "
+                                     f"(declared: {', '.join(self.sources)})")
+                columns = self.sources[name].columns
+                named = [(f"mapping.{t}", c) for t, m in contrib.mapping.items() for c in m.inputs]
+                named += [("timestamp", contrib.timestamp), ("id", contrib.id)]
+                for field_path, col in named:
+                    if col is not None and col not in columns:
+                        raise ValueError(f"{where}.sources.{name}.{field_path}: {col!r} is not a "
+                                         f"column of source {name!r} (declared: {', '.join(columns)})")
 
 
 class Project:
@@ -259,6 +300,39 @@ class Project:
     def resolve(self, relative: str) -> Path:
         p = Path(os.path.expanduser(relative))
         return p if p.is_absolute() else (self.root / p)
+
+    @property
+    def entities(self) -> dict[str, EntitySpec]:
+        return self.spec.entities
+
+    def entity_of(self, name: str) -> str | None:
+        """The entity `name` refers to, as `product` or as its asset `fused_product`."""
+        if name in self.entities:
+            return name
+        bare = name.removeprefix("fused_")
+        return bare if name.startswith("fused_") and bare in self.entities else None
+
+    def embedding_source(self, name: str) -> str:
+        """The `_source_id` of tables embedding `name`: the source, or `fused_<entity>`."""
+        entity = self.entity_of(name)
+        return f"fused_{entity}" if entity else name
+
+    def frame_asset(self, name: str) -> str:
+        """The asset holding the rows of `name`: `validated_<source>` or `fused_<entity>`."""
+        entity = self.entity_of(name)
+        return f"fused_{entity}" if entity else f"validated_{name}"
+
+    def frame_spec(self, name: str) -> SourceSpec | None:
+        """The declared columns and key of a source, or those of a fused entity's frame."""
+        entity = self.entity_of(name)
+        if entity is None:
+            return self.sources.get(name)
+        ent = self.entities[entity]
+        id_col = ent.id_column(entity)
+        columns = {id_col: ColumnSpec(type="str", nullable=False)}
+        columns.update({f: ColumnSpec(type=t) for f, t in ent.fields.items()})
+        return SourceSpec(kind="parquet", path=f"fused_{entity}", key=id_col, columns=columns,
+                          description=f"fused entity {entity!r}")
 
     def pipelines_of(self, source: str) -> dict[str, PipelineSpec]:
         return {n: p for n, p in self.pipelines.items() if p.source == source}

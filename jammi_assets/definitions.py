@@ -8,6 +8,7 @@ import dagster as dg
 from jammi_assets.config import Project, load_project
 from jammi_assets.embeddings.assets import embeddings_asset
 from jammi_assets.frames.assets import validate_asset
+from jammi_assets.fusion.assets import fused_asset
 from jammi_assets.indexes.assets import ann_index_asset
 from jammi_assets.quality.assets import quality_report_asset
 from jammi_assets.sources.assets import raw_asset
@@ -22,6 +23,8 @@ def build_assets(project: Project) -> list[dg.AssetsDefinition]:
     assets: list[dg.AssetsDefinition] = []
     for name in project.sources:
         assets += [raw_asset(project, name), validate_asset(project, name)]
+    for entity in project.entities:
+        assets.append(fused_asset(project, entity))
     for pipeline in project.pipelines:
         assets += [embeddings_asset(project, pipeline), ann_index_asset(project, pipeline)]
     assets.append(quality_report_asset(project))

@@ -27,3 +27,11 @@ class ArtifactError(JammiError):
 
 class SearchError(JammiError):
     """A search request cannot be answered."""
+
+
+class FusionError(JammiError):
+    """Source records cannot be standardized or fused into an entity."""
+
+
+class SchemaMigrationError(SourceError):
+    """Rows could not be migrated between a source's schema versions."""

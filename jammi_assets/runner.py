@@ -70,23 +70,32 @@ def _progress_logger(echo: Callable[[str], None]) -> dg.LoggerDefinition:
     return progress
 
 
+def _frame_assets(project: Project, name: str) -> list[str]:
+    """The assets that produce the rows of a source or of a fused entity."""
+    entity = project.entity_of(name)
+    if entity is None:
+        return [f"raw_{name}", f"validated_{name}", f"quarantine_{name}"]
+    out = [a for s in project.entities[entity].sources for a in _frame_assets(project, s)]
+    return out + [f"fused_{entity}", f"fused_{entity}_provenance", f"fused_{entity}_links"]
+
+
 def resolve_selection(project: Project, names: list[str], all_keys: set[str]) -> list[dg.AssetKey]:
-    """Asset names as-is; a source name means its assets and every pipeline over it;
+    """Asset names as-is; a source or entity name means its assets and every pipeline over it;
     a pipeline name means its source's assets and the pipeline's table and index."""
     chosen: list[str] = []
     for name in names:
-        if name in project.sources:
-            chosen += [f"raw_{name}", f"validated_{name}", f"quarantine_{name}"]
+        known = name in project.sources or name in project.entities
+        if known:
+            chosen += _frame_assets(project, name)
             for p in project.pipelines_of(name):
                 chosen += [f"{p}_embeddings", f"{p}_ann_index"]
         if name in project.pipelines:
-            src = project.pipelines[name].source
-            chosen += [f"raw_{src}", f"validated_{src}", f"quarantine_{src}",
-                       f"{name}_embeddings", f"{name}_ann_index"]
+            chosen += _frame_assets(project, project.pipelines[name].source)
+            chosen += [f"{name}_embeddings", f"{name}_ann_index"]
         if name in all_keys:
             chosen.append(name)
-        if name not in project.sources and name not in project.pipelines and name not in all_keys:
-            raise JammiError(f"--select {name!r}: not an asset, source or pipeline "
+        if not known and name not in project.pipelines and name not in all_keys:
+            raise JammiError(f"--select {name!r}: not an asset, source, entity or pipeline "
                              f"(assets: {', '.join(sorted(all_keys))})")
     return [dg.AssetKey(k) for k in dict.fromkeys(chosen)]
 

@@ -26,7 +26,8 @@ EncoderLoader = Callable[[str], object]
 
 
 def resolve_table(project: Project, catalog: Catalog, name: str, table: str | None) -> TableRecord:
-    """`name` is a pipeline or a source; `table` picks a specific table of it."""
+    """`name` is a pipeline or a source, served by its active table; `table` picks a specific
+    ready table instead (an older one kept for rollback, say)."""
     if table:
         rec = catalog.table(table)
         if rec is None or rec.status != "ready":
@@ -34,11 +35,11 @@ def resolve_table(project: Project, catalog: Catalog, name: str, table: str | No
             raise SearchError(f"embedding table {table!r} {state}; `jammi status` lists tables")
         return rec
     if name in project.pipelines:
-        rec = catalog.newest_ready(pipeline=name)
-    elif name in project.sources:
-        rec = catalog.newest_ready(source=name)
+        rec = catalog.active(pipeline=name)
+    elif name in project.sources or project.entity_of(name):
+        rec = catalog.active(source=project.embedding_source(name))
     else:
-        known = sorted({*project.sources, *project.pipelines})
+        known = sorted({*project.sources, *project.pipelines, *project.entities})
         raise SearchError(f"unknown source or pipeline {name!r} (known: {', '.join(known)})")
     if rec is None:
         raise SearchError(f"{name!r} has no ready embedding table; run `jammi materialize` first")
@@ -140,16 +141,17 @@ def search(
 
     catalog = Catalog(project.artifact_dir)
     rec = resolve_table(project, catalog, name, table)
-    src = project.sources.get(rec.source)
+    src = project.frame_spec(rec.source)
     if src is None:
         raise SearchError(f"table {rec.table_name} belongs to source {rec.source!r}, no longer declared")
     cols = list(select) if select else list(src.columns)
     unknown = [c for c in cols if c not in src.columns]
     if unknown:
         raise SearchError(f"select: unknown column(s) {unknown} of source {rec.source!r}")
-    frame = frame_path(project.artifact_dir, f"validated_{rec.source}")
+    frame_asset = project.frame_asset(rec.source)
+    frame = frame_path(project.artifact_dir, frame_asset)
     if not frame.exists():
-        raise SearchError(f"validated_{rec.source} has not been materialized ({frame} missing)")
+        raise SearchError(f"{frame_asset} has not been materialized ({frame} missing)")
     q = _query_vector(rec, query, vector, row_key, loader or load_encoder)
     allowed = _allowed_keys(frame, src.key, filter)
     exclude = {str(row_key)} if row_key is not None else set()

@@ -3,6 +3,10 @@
 Parquet missing -> failed; Parquet corrupt -> deleted, failed; Parquet valid but
 stuck in building -> ready, and its index rebuilt. Tables whose builder process is
 still alive are left alone, so recovery is safe to run beside a live materialization.
+
+A promoted table becomes its pipeline's active table only when the pipeline serves no
+ready table: a build that died before its switch must not displace the table in service
+(the table that served is pinned as active instead, for catalogs from before the pointer).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RecoveryAction:
     table_name: str
-    action: str  # "failed: parquet missing" | "failed: parquet corrupt" | "ready: promoted"
+    action: str  # "failed: parquet missing" | "failed: parquet corrupt" | "ready: promoted, ..."
     detail: str = ""
 
 
@@ -80,10 +84,12 @@ def recover(catalog: Catalog) -> list[RecoveryAction]:
         manifest.update(status=STATUS_READY, count=rows, dimensions=rec.dimensions,
                         model_id=rec.model_id, source=rec.source, pipeline=rec.pipeline)
         write_json_atomic(sidecar(rec.base_path, ".manifest.json"), manifest)
-        catalog.set_status(rec.table_name, STATUS_READY, rows_embedded=rows,
-                           error="recovery: promoted from building")
+        made_active = catalog.activate(rec.table_name, only_if_none=True, rows_embedded=rows,
+                                       error="recovery: promoted from building")
+        detail = f"{rows} rows, index in {stats.seconds:.1f}s"
         actions.append(RecoveryAction(rec.table_name, "ready: promoted, index rebuilt",
-                                      f"{rows} rows, index in {stats.seconds:.1f}s"))
+                                      detail + ("; now active" if made_active else
+                                                f"; {rec.pipeline}'s active table unchanged")))
     for action in actions:
         log.warning("recovery: %s %s %s", action.table_name, action.action, action.detail)
     return actions

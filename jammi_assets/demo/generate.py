@@ -128,7 +128,10 @@ def write_demo(out_dir: Path, products: int = 2000, review_files: int = 2) -> di
         chunk = reviews[part::review_files]
         with open(out_dir / "reviews" / f"part-{part:03d}.jsonl", "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in chunk)
-    return {"products": len(rows), "reviews": len(reviews)}
+    from jammi_assets.demo.fusion_data import write_fusion_demo
+
+    fusion = write_fusion_demo(out_dir, rows, partners=max(50, products * 3 // 10))
+    return {"products": len(rows), "reviews": len(reviews), **fusion}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=int, default=1, help="multiply the corpus size (benchmarks)")
     args = parser.parse_args(argv)
     counts = write_demo(Path(args.out), products=args.products * args.scale)
-    print(f"demo data in {args.out}: {counts['products']} products, {counts['reviews']} reviews")
+    print(f"demo data in {args.out}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
 if __name__ == "__main__":

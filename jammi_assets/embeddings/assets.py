@@ -1,4 +1,5 @@
-"""Gold: `<pipeline>_embeddings`, a new embedding table per materialization."""
+"""Gold: `<pipeline>_embeddings`, a new embedding table per materialization, switched to
+(blue/green) once it has passed its checks."""
 
 import hashlib
 import json
@@ -7,30 +8,40 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from jammi_assets.catalog.store import frame_path
-from jammi_assets.config import PipelineSpec, Project
-from jammi_assets.embeddings.build import EmbedStats, build_embedding_table
+from jammi_assets.config import PipelineSpec, Project, SourceSpec
+from jammi_assets.embeddings.build import (
+    EmbedStats,
+    build_embedding_table,
+    generation_of,
+    source_schema_version,
+)
 from jammi_assets.quality import embedding_checks as ec
 from jammi_assets.quality.dagster_checks import check_result, check_specs
 from resources.artifacts import ArtifactStore
 from resources.embedding_model import EmbeddingModelResource
 
 
-def code_version(pipe: PipelineSpec) -> str:
-    """Changes when the model or the text spec changes, so Dagster flags the table stale."""
-    spec = json.dumps({"model": pipe.model, "text": pipe.text_columns}, sort_keys=True)
-    return hashlib.sha1(spec.encode()).hexdigest()[:12]
+def code_version(pipe: PipelineSpec, src: SourceSpec | None = None) -> str:
+    """Changes when the model, the text spec or the source schema version changes, so Dagster
+    flags the table stale (unchanged for schema v1, the version before versioned schemas)."""
+    spec: dict = {"model": pipe.model, "text": pipe.text_columns}
+    version = source_schema_version(src) if src is not None else "v1"
+    if version != "v1":
+        spec["schema_version"] = version
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
     pipe = project.pipelines[pipeline]
-    source, src = pipe.source, project.sources[pipe.source]
+    source, src = project.embedding_source(pipe.source), project.frame_spec(pipe.source)
+    frame_asset = project.frame_asset(pipe.source)
 
     @dg.asset(
         name=f"{pipeline}_embeddings",
-        deps=[f"validated_{source}"],
+        deps=[frame_asset],
         group_name="embeddings",
         kinds={"pytorch", "parquet"},
-        code_version=code_version(pipe),
+        code_version=code_version(pipe, src),
         pool="embedding_model",
         # refresh when upstream changes, never past a failed blocking check
         automation_condition=dg.AutomationCondition.eager()
@@ -51,9 +62,14 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
         for action in artifacts.recover():
             context.log.warning(f"recovered {action.table_name}: {action.action}")
         catalog = artifacts.catalog()
-        previous = next((t for t in catalog.tables(pipeline=pipeline, status="ready")
-                         if t.model_id == pipe.model), None)
-        frame_file = frame_path(artifacts.path, f"validated_{source}")
+        # drift is measured against a table of the same generation (schema, text spec, model):
+        # the active one if it is, else the newest such ready table
+        generation = generation_of(pipe, src)
+        active = catalog.active(pipeline=pipeline)
+        previous = active if active is not None and active.generation == generation else next(
+            (t for t in catalog.tables(pipeline=pipeline, status="ready") if t.generation == generation),
+            None)
+        frame_file = frame_path(artifacts.path, frame_asset)
 
         def verify(stats: EmbedStats) -> list:
             validated_rows = pq.ParquetFile(frame_file).metadata.num_rows
@@ -85,7 +101,7 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
         if stats.blocked_by:
             context.log.error(
                 f"{stats.table_name} failed its quality gate ({', '.join(stats.blocked_by)}); "
-                "it is marked failed and the previous ready table keeps serving search"
+                "it is marked failed and the active table keeps serving search"
             )
         return dg.MaterializeResult(
             check_results=[check_result(o) for o in stats.outcomes],
@@ -102,6 +118,10 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
                     ]
                 ),
                 "table_name": stats.table_name,
+                "active_table": stats.table_name if not stats.blocked_by else (
+                    active.table_name if active else ""),
+                "generation": generation,
+                "source_schema_version": source_schema_version(src),
                 "path": dg.MetadataValue.path(str(stats.parquet_path)),
                 "model": stats.model_id,
                 "device": getattr(encoder, "device", "cpu"),

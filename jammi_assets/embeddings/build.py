@@ -32,7 +32,13 @@ from jammi_assets.embeddings.table import (
     to_vector_array,
     write_json_atomic,
 )
-from jammi_assets.embeddings.texts import compose_texts, content_hash
+from jammi_assets.embeddings.texts import (
+    DEFAULT_SCHEMA_VERSION,
+    TEXT_SEPARATOR,
+    compose_texts,
+    content_hash,
+    generation_fingerprint,
+)
 from jammi_assets.errors import ArtifactError, SourceError
 
 WINDOW_ROWS = 2048
@@ -77,8 +83,23 @@ def source_schema(spec: SourceSpec) -> dict:
     return {"key": spec.key, "columns": {c: s.type for c, s in spec.columns.items()}}
 
 
+def source_schema_version(spec: SourceSpec) -> str:
+    """The source's current schema version (`schema.current`), "v1" when it declares none."""
+    for attr in ("schema_", "schema"):  # the model field is `schema_`, aliased `schema` in jammi.yaml
+        current = getattr(getattr(spec, attr, None), "current", None)
+        if isinstance(current, str) and current:
+            return current
+    return DEFAULT_SCHEMA_VERSION
+
+
+def generation_of(pipe: PipelineSpec, src: SourceSpec) -> str:
+    """The fingerprint of (source schema version, text spec, model) a pipeline builds now."""
+    return generation_fingerprint(source_schema_version(src), pipe.text_columns, TEXT_SEPARATOR, pipe.model)
+
+
 def _manifest(stats: EmbedStats, pipeline: str, pipe: PipelineSpec, src_name: str,
               src: SourceSpec, status: str) -> dict:
+    version = source_schema_version(src)
     return {
         "table_name": stats.table_name,
         "status": status,
@@ -91,9 +112,10 @@ def _manifest(stats: EmbedStats, pipeline: str, pipe: PipelineSpec, src_name: st
         "backend": "usearch",
         "index": pipe.index.model_dump(),
         "key_column": src.key,
-        "text_spec": {"columns": pipe.text_columns, "separator": " "},
+        "text_spec": {"columns": pipe.text_columns, "separator": TEXT_SEPARATOR},
         "source_schema": source_schema(src),
-        "source_schema_version": "v1",
+        "source_schema_version": version,
+        "generation": generation_fingerprint(version, pipe.text_columns, TEXT_SEPARATOR, stats.model_id),
         "rows_skipped": stats.rows_skipped,
         "rows_failed": stats.rows_failed,
         "rows_truncated": stats.rows_truncated,
@@ -113,13 +135,14 @@ def build_embedding_table(
     progress: Progress | None = None,
     verify: Verify | None = None,
 ) -> EmbedStats:
-    """Embed the validated frame at `frame_file` into a new table; mark it ready when whole.
+    """Embed the validated frame at `frame_file` into a new table; when whole, mark it ready
+    and switch the pipeline's active pointer to it in one catalog transaction (blue/green).
 
     A failure marks the table failed, removes its partial files and re-raises; the
-    previously ready table of the pipeline keeps serving search throughout. `verify` runs
-    on the complete Parquet before the table is marked ready; when one of its outcomes is
-    a failed error-severity check, the table is marked failed instead (files kept for
-    inspection) and `stats.blocked_by` names the checks.
+    pipeline's active table keeps serving search throughout, and stays active (ready, for
+    rollback) after the switch. `verify` runs on the complete Parquet before the table is
+    marked ready; when one of its outcomes is a failed error-severity check, the table is
+    marked failed instead (files kept for inspection) and `stats.blocked_by` names the checks.
     """
     if not frame_file.exists():
         raise SourceError(
@@ -143,6 +166,9 @@ def build_embedding_table(
             "model_id": encoder.model_id, "text_columns": pipe.text_columns,
             "key_column": src.key, "dimensions": encoder.dimensions,
             "source_schema": source_schema(src), "parquet_path": final,
+            "source_schema_version": source_schema_version(src), "text_separator": TEXT_SEPARATOR,
+            "generation": generation_fingerprint(source_schema_version(src), pipe.text_columns,
+                                                 TEXT_SEPARATOR, encoder.model_id),
         }
     )
     write_json_atomic(sidecar(base, ".manifest.json"),
@@ -157,7 +183,7 @@ def build_embedding_table(
             return stats
         write_json_atomic(sidecar(base, ".manifest.json"),
                           _manifest(stats, pipeline, pipe, source, src, STATUS_READY))
-        catalog.set_status(name, STATUS_READY, **_counts(stats))
+        catalog.activate(name, **_counts(stats))
     except BaseException as err:
         for path in (tmp_path(final), final, sidecar(base, ".manifest.json")):
             path.unlink(missing_ok=True)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pandas as pd
+
+TEXT_SEPARATOR = " "
+DEFAULT_SCHEMA_VERSION = "v1"
 
 
 def compose_texts(frame: pd.DataFrame, text_columns: list[str]) -> list[str | None]:
@@ -13,7 +17,7 @@ def compose_texts(frame: pd.DataFrame, text_columns: list[str]) -> list[str | No
     out: list[str | None] = []
     for values in zip(*cols, strict=True):
         parts = [str(v) for v in values if present(v)]
-        out.append(" ".join(parts) if parts else None)
+        out.append(TEXT_SEPARATOR.join(parts) if parts else None)
     return out
 
 
@@ -32,3 +36,16 @@ def content_hash(model_id: str, text: str) -> str:
     h.update(b"\x00")
     h.update(text.encode("utf-8"))
     return h.hexdigest()
+
+
+def generation_fingerprint(
+    schema_version: str, text_columns: list[str], separator: str, model_id: str
+) -> str:
+    """Identifies what a table's vectors mean: a change of source schema version, text spec
+    or model gives a new generation (and a new table); the same inputs always the same one."""
+    spec = json.dumps(
+        {"schema_version": schema_version, "text": {"columns": list(text_columns), "separator": separator},
+         "model": model_id},
+        sort_keys=True,
+    )
+    return hashlib.sha1(spec.encode("utf-8")).hexdigest()[:16]

@@ -10,6 +10,7 @@ from jammi_assets.frames.schema import REASON_COLUMN, build_model, split_valid
 from jammi_assets.metadata import frame_metadata
 from jammi_assets.quality.dagster_checks import blocking_failures, check_result, check_specs
 from jammi_assets.quality.frame_gate import check_names, frame_checks
+from jammi_assets.schemas.lazy import to_current_version
 from resources.artifacts import ArtifactStore, write_parquet_atomic
 
 
@@ -43,9 +44,11 @@ def validate_asset(project: Project, name: str) -> dg.AssetsDefinition:
         },
     )
     def _validate(context: dg.AssetExecutionContext, raw, artifacts: ArtifactStore):
-        fixed, fixes = remediate(raw, spec)
+        current = to_current_version(raw, spec)  # rows of older schema versions migrated
+        fixed, fixes = remediate(current.frame, spec)
         valid, quarantine = split_valid(fixed, model)
-        quarantine = quarantine_as_extracted(raw, valid, quarantine)
+        quarantine = current.with_unresolved(
+            quarantine_as_extracted(raw.loc[current.frame.index], valid, quarantine))
         # drift compares with the last frame whose blocking checks passed, not the last written
         baseline = artifacts.frame_path(f"{validated}.baseline")
         previous = pd.read_parquet(baseline) if baseline.exists() else None
@@ -70,7 +73,7 @@ def validate_asset(project: Project, name: str) -> dg.AssetsDefinition:
             valid,
             output_name=validated,
             metadata={**frame_metadata(valid), "rows_quarantined": len(quarantine),
-                      **{f"remediation/{fix}": n for fix, n in fixes.items()}},
+                      **{f"remediation/{fix}": n for fix, n in fixes.items()}, **current.metadata()},
         )
         yield dg.Output(quarantine, output_name=f"quarantine_{name}", metadata=frame_metadata(quarantine))
         for outcome in outcomes:

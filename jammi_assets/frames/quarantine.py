@@ -17,6 +17,7 @@ from jammi_assets.config import Project
 from jammi_assets.errors import ArtifactError, JammiError
 from jammi_assets.frames.remediation import quarantine_as_extracted, remediate
 from jammi_assets.frames.schema import REASON_COLUMN, build_model, split_valid
+from jammi_assets.schemas.lazy import to_current_version
 from jammi_assets.sources.extract import extract
 
 READMITTED = "re-admitted"
@@ -67,9 +68,10 @@ def check_readmission(project: Project, source: str, keys: Iterable[str] | None 
     quarantined = dict(zip(_keys(stored, spec.key), stored.get(REASON_COLUMN, []), strict=False))
     wanted = list(dict.fromkeys(str(k) for k in keys)) if keys else list(quarantined)
     raw = extract(project, source)
-    fixed, _ = remediate(raw, spec)
+    current = to_current_version(raw, spec)
+    fixed, _ = remediate(current.frame, spec)
     valid, failed = split_valid(fixed, build_model(source, spec))
-    failed = quarantine_as_extracted(raw, valid, failed)
+    failed = current.with_unresolved(quarantine_as_extracted(raw.loc[current.frame.index], valid, failed))
     passing = set(_keys(raw.loc[valid.index], spec.key))
     failing = dict(zip(_keys(failed, spec.key), failed.get(REASON_COLUMN, []), strict=False))
     rows = []

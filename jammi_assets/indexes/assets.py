@@ -1,4 +1,4 @@
-"""`<pipeline>_ann_index`: the USearch HNSW sidecar of the pipeline's newest table."""
+"""`<pipeline>_ann_index`: the USearch HNSW sidecar of the pipeline's active table."""
 
 import dagster as dg
 
@@ -22,13 +22,13 @@ def ann_index_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         kinds={"usearch"},
         description=(
-            f"HNSW ({pipe.index.metric}) sidecar over the newest ready `{pipeline}` table; "
+            f"HNSW ({pipe.index.metric}) sidecar over the active `{pipeline}` table; "
             "disposable: search falls back to exact scoring without it."
         ),
         check_specs=check_specs(f"{pipeline}_ann_index", [ANN_RECALL]),
     )
     def _index(context: dg.AssetExecutionContext, artifacts: ArtifactStore):
-        rec = artifacts.catalog().newest_ready(pipeline=pipeline)
+        rec = artifacts.catalog().active(pipeline=pipeline)
         if rec is None:
             raise ArtifactError(f"pipeline {pipeline!r} has no ready embedding table to index")
         stats = build_index(rec.base_path, rec.dimensions, pipe.index)

@@ -8,7 +8,7 @@ from resources.artifacts import ArtifactStore
 
 
 def quality_report_asset(project: Project) -> dg.AssetsDefinition:
-    deps = [f"validated_{s}" for s in project.sources]
+    deps = [f"validated_{s}" for s in project.sources] + [f"fused_{e}" for e in project.entities]
     deps += [f"{p}_{suffix}" for p in project.pipelines for suffix in ("embeddings", "ann_index")]
 
     @dg.asset(

@@ -15,6 +15,7 @@ import pandas as pd
 
 from jammi_assets.config import Project, SourceSpec
 from jammi_assets.errors import KeyIntegrityError, SourceError
+from jammi_assets.schemas.lazy import mixed_types_as_text
 
 MAX_LISTED_KEYS = 10
 
@@ -62,9 +63,21 @@ def _read_file(name: str, spec: SourceSpec, file: Path) -> pd.DataFrame:
 
 
 def _read_duckdb(project: Project, name: str, spec: SourceSpec) -> pd.DataFrame:
-    con = duckdb.connect()
+    if spec.database:
+        db = project.resolve(spec.database)
+        if not db.is_file():
+            raise SourceError(f"source {name!r}: DuckDB database {spec.database!r} not found ({db})")
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+        except duckdb.Error as err:
+            raise SourceError(f"source {name!r}: cannot open DuckDB database {db}: {err}") from None
+    else:
+        con = duckdb.connect()
     try:
         con.execute(f"SET file_search_path = '{str(project.root).replace(chr(39), chr(39) * 2)}'")
+        if spec.table:
+            ident = ".".join('"' + p.replace('"', '""') + '"' for p in spec.table.split("."))
+            return con.execute(f"SELECT * FROM {ident}").df()
         return con.execute(spec.query).df()
     except duckdb.Error as err:
         raise SourceError(f"source {name!r}: DuckDB query failed: {err}") from None
@@ -103,11 +116,15 @@ def extract(project: Project, name: str) -> pd.DataFrame:
         df = _read_postgres(name, spec)
     check_columns(name, spec, df)
     check_keys(name, spec.key, df)
+    if spec.schema_ is not None:
+        df = mixed_types_as_text(df)
     return df.reset_index(drop=True)
 
 
 def check_columns(name: str, spec: SourceSpec, df: pd.DataFrame) -> None:
-    missing = [c for c in spec.columns if c not in df.columns]
+    # a versioned source's rows may all be older versions: only the key is in every version
+    expected = spec.columns if spec.schema_ is None else [spec.key]
+    missing = [c for c in expected if c not in df.columns]
     if missing:
         found = ", ".join(map(str, df.columns)) or "none"
         raise SourceError(

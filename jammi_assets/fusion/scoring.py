@@ -1,0 +1,171 @@
+"""Pairwise scoring: per-field similarities in [0, 1] combined with the embedding cosine.
+
+Comparators (the values of `matching.fields`):
+
+* `text`: the mean of rapidfuzz `token_set_ratio` (tolerates one side holding extra words) and
+  `token_sort_ratio` (charges for them), on casefolded, accent-free words.
+* `name`: person lists ("A. Smith, Bo Li and C. Wu"): the same two ratios over the sorted
+  surnames (last word of each person), so initials and first-name spellings do not matter.
+* `code`: the model-number-like tokens of each side (letters and digits mixed, length >= 3,
+  separators dropped): 1 when they share one, 0 when both have codes and share none; no
+  evidence when either side has none.
+* `number`: 1 - |a - b| / max(|a|, |b|), floored at 0; no evidence when either is null or 0
+  (catalogues write 0 for "unknown").
+* `year`: 1 when equal, else 0.
+* `exact`: 1 when equal after trimming and casefolding, else 0.
+
+A null on either side is not evidence: the field drops out of that pair's score. The score is
+the weighted mean of the fields that have evidence and the cosine of the two embeddings (floored
+at 0), each weight taken from `WEIGHTS`. A `text` field whose two sides both carry numbers
+(versions, years, sizes) that disagree, e.g. "office 2003" vs "office 2007", is multiplied by
+`NUMBER_CLASH`: such titles read alike but name different things.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+from rapidfuzz import fuzz, process
+
+from jammi_assets.fusion.blocking import codes, words
+
+WEIGHTS = {"text": 1.0, "name": 1.0, "code": 1.0, "number": 0.25, "year": 0.5, "exact": 1.0}
+COSINE_WEIGHT = 1.0
+NUMBER_CLASH = 0.8
+_PERSON_SPLIT = re.compile(r"\s*(?:,|;|&|\band\b)\s*")
+_DIGITS = re.compile(r"^[0-9]+$")
+
+
+def _strings(values: pd.Series) -> list[str | None]:
+    return [None if pd.isna(v) else str(v) for v in values.astype(object)]
+
+
+def _text_form(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = " ".join(words(value))
+    return text or None
+
+
+def _surnames(value: str | None) -> str | None:
+    if value is None:
+        return None
+    people = [p for p in _PERSON_SPLIT.split(value) if p.strip()]
+    last = sorted(w[-1] for w in (words(p) for p in people) if w)
+    return " ".join(last) or None
+
+
+def _numbers(text: str | None) -> frozenset[str]:
+    return frozenset(w.lstrip("0") or "0" for w in (text or "").split() if _DIGITS.match(w))
+
+
+def _objects(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _ratio_mean(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Mean of token_set and token_sort ratios per pair (NaN where either side is missing)."""
+    out = np.full(len(left), np.nan)
+    both = (left != None) & (right != None)  # noqa: E711 (element-wise on object arrays)
+    if both.any():
+        a, b = left[both].tolist(), right[both].tolist()
+        kw = {"processor": None, "workers": -1, "dtype": np.float32}
+        set_ratio = process.cpdist(a, b, scorer=fuzz.token_set_ratio, **kw)
+        sort_ratio = process.cpdist(a, b, scorer=fuzz.token_sort_ratio, **kw)
+        out[both] = (set_ratio.astype(np.float64) + sort_ratio) / 200.0
+    return out
+
+
+def _disjoint(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Per pair of frozensets: both non-empty and sharing nothing."""
+    out = np.zeros(len(left), dtype=bool)
+    both = np.flatnonzero(np.fromiter((bool(a) for a in left), bool, len(left))
+                          & np.fromiter((bool(b) for b in right), bool, len(right)))
+    out[both] = [a.isdisjoint(b) for a, b in zip(left[both], right[both], strict=True)]
+    return out
+
+
+class Prepared:
+    """One side's compared fields, normalised once per record rather than once per pair."""
+
+    def __init__(self, frame: pd.DataFrame, comparators: dict[str, str]):
+        self.values: dict[str, np.ndarray] = {}
+        self.numbers: dict[str, np.ndarray] = {}
+        for field, kind in comparators.items():
+            raw = frame[field]
+            if kind in ("number", "year"):
+                self.values[field] = pd.to_numeric(raw.astype(object), errors="coerce").to_numpy(np.float64)
+            elif kind == "text":
+                texts = [_text_form(v) for v in _strings(raw)]
+                self.values[field] = _objects(texts)
+                self.numbers[field] = _objects([_numbers(t) for t in texts])
+            elif kind == "name":
+                self.values[field] = _objects([_surnames(v) for v in _strings(raw)])
+            elif kind == "code":
+                self.values[field] = _objects([codes(v) if v is not None else frozenset() for v in _strings(raw)])
+            else:
+                self.values[field] = _objects([None if v is None else v.strip().casefold() or None
+                                               for v in _strings(raw)])
+
+
+def field_similarity(kind: str, left: Prepared, right: Prepared, field: str,
+                     li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+    """Similarity in [0, 1] of `field` for each pair (li[n], ri[n]); NaN means no evidence."""
+    a, b = left.values[field][li], right.values[field][ri]
+    if kind == "year":
+        return np.where(np.isnan(a) | np.isnan(b), np.nan, (a == b).astype(np.float64))
+    if kind == "number":
+        big = np.maximum(np.abs(a), np.abs(b))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sim = np.clip(1.0 - np.abs(a - b) / big, 0.0, 1.0)
+        return np.where(np.isnan(a) | np.isnan(b) | (a == 0) | (b == 0), np.nan, sim)
+    if kind in ("text", "name"):
+        sim = _ratio_mean(a, b)
+        if kind == "text":
+            clash = _disjoint(left.numbers[field][li], right.numbers[field][ri])
+            sim = np.where(clash, sim * NUMBER_CLASH, sim)
+        return sim
+    if kind == "code":
+        out = np.full(len(li), np.nan)
+        has = np.flatnonzero(np.fromiter((bool(x) for x in a), bool, len(a))
+                             & np.fromiter((bool(y) for y in b), bool, len(b)))
+        out[has] = [0.0 if x.isdisjoint(y) else 1.0 for x, y in zip(a[has], b[has], strict=True)]
+        return out
+    known = (a != None) & (b != None)  # noqa: E711
+    return np.where(known, (a == b).astype(np.float64), np.nan)
+
+
+def score_pairs(
+    left: Prepared,
+    right: Prepared,
+    comparators: dict[str, str],
+    left_vecs: np.ndarray,
+    right_vecs: np.ndarray,
+    pairs: np.ndarray,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Score of each [left, right] pair in [0, 1] and the per-field similarities behind it
+    (key `cos` holds the cosine)."""
+    li, ri = pairs[:, 0], pairs[:, 1]
+    sims: dict[str, np.ndarray] = {}
+    total = np.zeros(len(pairs))
+    weight = np.zeros(len(pairs))
+    for field, kind in comparators.items():
+        sim = field_similarity(kind, left, right, field, li, ri)
+        sims[field] = sim
+        has = ~np.isnan(sim)
+        total[has] += WEIGHTS[kind] * sim[has]
+        weight[has] += WEIGHTS[kind]
+    cos = np.einsum("ij,ij->i", left_vecs[li], right_vecs[ri]).astype(np.float64)
+    zero = (np.abs(left_vecs[li]).sum(axis=1) == 0) | (np.abs(right_vecs[ri]).sum(axis=1) == 0)
+    cos = np.where(zero, np.nan, np.clip(cos, 0.0, 1.0))
+    sims["cos"] = cos
+    has = ~np.isnan(cos)
+    total[has] += COSINE_WEIGHT * cos[has]
+    weight[has] += COSINE_WEIGHT
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(weight > 0, total / weight, 0.0)
+    return score, sims

@@ -1,0 +1,96 @@
+"""Lazy migration on read: a raw frame whose rows were written in several schema versions,
+turned into rows of the current version before validation.
+
+Rows keep their raw index, so quarantined rows can still be shown as extracted. Rows whose
+version cannot be resolved, and rows a migration step cannot migrate, are returned apart with
+the reason, for quarantine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from jammi_assets.frames.schema import REASON_COLUMN
+from jammi_assets.schemas.migrations import migrate_rows
+from jammi_assets.schemas.steps import coerce_value
+from jammi_assets.schemas.versions import resolve_versions, version_columns
+
+
+@dataclass
+class CurrentFrame:
+    """Raw rows in the current version (`frame`), the raw rows that could not be brought there
+    (`unresolved`, with `_quarantine_reason`), and counts for the asset's metadata."""
+
+    frame: pd.DataFrame
+    unresolved: pd.DataFrame
+    rows_per_version: dict[str, int] = field(default_factory=dict)
+    migrated: int = 0
+    ambiguous: int = 0
+
+    def metadata(self) -> dict[str, int]:
+        if not self.rows_per_version:
+            return {}
+        return {
+            **{f"schema/rows_{v}": n for v, n in self.rows_per_version.items()},
+            "schema/rows_migrated": self.migrated,
+            "schema/rows_ambiguous": self.ambiguous,
+            "schema/rows_unresolved": len(self.unresolved),
+        }
+
+    def with_unresolved(self, quarantine: pd.DataFrame) -> pd.DataFrame:
+        """`quarantine` followed by the unresolved rows."""
+        if not len(self.unresolved):
+            return quarantine
+        return pd.concat([quarantine, self.unresolved], ignore_index=True)
+
+
+def mixed_types_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns holding values of several Python types (a field whose type changed between
+    versions, e.g. price "12.5" in v1 and 12.5 in v2) as text, so the raw frame can be stored;
+    validation types them. Nulls stay null; other columns are untouched."""
+    out = frame
+    for col in frame.columns:
+        if frame[col].dtype != object:
+            continue
+        values = frame[col].dropna()
+        if len({type(v) for v in values}) > 1:
+            out = out.copy() if out is frame else out
+            out[col] = frame[col].map(lambda v: coerce_value(v, "str")[1])
+    return out
+
+
+def _unresolved(raw: pd.DataFrame, reasons: dict[Any, str]) -> pd.DataFrame:
+    rows = raw.loc[[i for i in raw.index if i in reasons]].copy()
+    rows[REASON_COLUMN] = [reasons[i] for i in rows.index]
+    return rows.reset_index(drop=True)
+
+
+def to_current_version(raw: pd.DataFrame, spec: Any) -> CurrentFrame:
+    """Resolve each row's version and migrate older rows to the current version.
+
+    A source without a `schema:` block passes through unchanged.
+    """
+    if spec.schema_ is None:
+        return CurrentFrame(raw, raw.iloc[0:0].assign(**{REASON_COLUMN: pd.Series(dtype=object)}))
+    schema = spec.schema_
+    resolution = resolve_versions(raw, spec)
+    reasons = dict(resolution.reasons)
+    parts, counts, migrated = [], {}, 0
+    for version in version_columns(spec):
+        rows = raw.loc[resolution.versions == version]
+        counts[version] = len(rows)
+        if not len(rows):
+            continue
+        out, failed = migrate_rows(rows, spec, version)
+        reasons.update(failed)
+        parts.append(out)
+        if version != schema.current:
+            migrated += len(out)
+    current = list(spec.columns)
+    frame = pd.concat(parts) if parts else raw.iloc[0:0].reindex(columns=current)
+    extra = [c for c in frame.columns if c not in current]
+    frame = frame.reindex(index=[i for i in raw.index if i in frame.index], columns=[*current, *extra])
+    return CurrentFrame(frame, _unresolved(raw, reasons), counts, migrated, resolution.ambiguous)
