@@ -37,6 +37,13 @@ demo: demo-data
 	  GROUP BY ALL ORDER BY products DESC"
 	@echo; echo "== semantic search: 'waterproof jacket for rainy hikes'"
 	$(BIN)/jammi search products "waterproof jacket for rainy hikes" -k 5 --select title,category,price
+	@echo; echo "== fused products: how many entities each combination of sources describes"
+	$(BIN)/jammi sql "SELECT _sources, count(*) AS entities FROM jammi.fused_product GROUP BY 1 ORDER BY 2 DESC"
+	@echo; echo "== provenance of one entity known to all three sources"
+	$(BIN)/jammi sql "SELECT p.field, p.value, p.source, p.rule, p.conflict FROM jammi.fused_product_provenance p \
+	  WHERE p.product_key = (SELECT min(product_key) FROM jammi.fused_product WHERE _record_count = 3) ORDER BY 1"
+	@echo; echo "== semantic search over fused products: 'ergonomic office chair'"
+	$(BIN)/jammi search product_entities "ergonomic office chair" -k 3 --select title,brand,price,on_hand
 
 test: install
 	$(BIN)/pytest -q

@@ -147,7 +147,7 @@ def test_pipeline_references_unknown_source(tmp_path):
     doc["pipelines"]["products"]["source"] = "prodcuts"
     message = load_error(tmp_path, doc)
     assert "pipelines.products.source" in message
-    assert "unknown source 'prodcuts'" in message
+    assert "unknown source or entity 'prodcuts'" in message
     assert "declared: products" in message
 
 
@@ -311,9 +311,12 @@ def test_definitions_load_from_env_project(tmp_path, monkeypatch):
 
 def test_repo_project_loads_and_builds_definitions():
     project = load_project(REPO / "jammi.yaml")
-    assert set(project.sources) == {"products", "reviews"}
+    assert set(project.sources) == {"products", "reviews", "inventory", "partners"}
     assert project.sources["products"].kind == "csv"
     assert project.sources["reviews"].kind == "jsonl"
+    assert project.sources["inventory"].kind == "duckdb"
+    assert project.sources["partners"].schema_.current == "v2"
+    assert set(project.entities["product"].sources) == {"products", "inventory", "partners"}
     assert project.pipelines["products"].text_columns == ["title", "description"]
 
     defs = build_definitions(project)
@@ -321,6 +324,8 @@ def test_repo_project_loads_and_builds_definitions():
     expected = {
         "raw_products", "validated_products", "quarantine_products",
         "products_embeddings", "products_ann_index",
+        "fused_product", "fused_product_provenance", "fused_product_links",
+        "product_entities_embeddings", "product_entities_ann_index", "quality_report",
     }
     assert expected <= keys
     assert {"raw_reviews", "validated_reviews", "reviews_embeddings"} <= keys
@@ -328,3 +333,6 @@ def test_repo_project_loads_and_builds_definitions():
     embeddings = dg.AssetKey("products_embeddings")
     assert dg.AssetKey("validated_products") in graph.get(embeddings).parent_keys
     assert embeddings in graph.get(dg.AssetKey("products_ann_index")).parent_keys
+    fused = graph.get(dg.AssetKey("fused_product")).parent_keys
+    assert {dg.AssetKey(f"validated_{s}") for s in ("products", "inventory", "partners")} <= fused
+    assert dg.AssetKey("fused_product") in graph.get(dg.AssetKey("product_entities_embeddings")).parent_keys

@@ -87,7 +87,7 @@ def test_same_fusion_with_inventory_in_postgres(duckdb_run, tmp_path):
     table = f"jammi_inventory_{uuid.uuid4().hex[:8]}"
     inventory = duckdb.connect(str(duck_project.root / "data/demo/inventory.duckdb"), read_only=True) \
         .execute("SELECT * FROM inventory").df()
-    with conn, conn.cursor() as cur:
+    with conn.cursor() as cur:
         cur.execute(f"CREATE TABLE {table} (sku text PRIMARY KEY, catalog_id bigint, item_name text, "
                     "brand text, on_hand bigint, warehouse text, unit_price double precision, "
                     "counted_at timestamp)")

@@ -2,10 +2,13 @@
 
 Comparators (the values of `matching.fields`):
 
-* `text`: the mean of rapidfuzz `token_set_ratio` (tolerates one side holding extra words) and
-  `token_sort_ratio` (charges for them), on casefolded, accent-free words.
-* `name`: person lists ("A. Smith, Bo Li and C. Wu"): the same two ratios over the sorted
-  surnames (last word of each person), so initials and first-name spellings do not matter.
+* `text`: the mean of rapidfuzz `token_set_ratio` on casefolded, accent-free words (tolerant of
+  typos and of one side holding extra words) and the IDF-weighted cosine of the two word sets,
+  IDF counted over both sides' values of the field (so a shared rare word such as a product
+  line counts for much more than a shared "software" or "edition").
+* `name`: person lists ("A. Smith, Bo Li and C. Wu"): the mean of `token_set_ratio` and
+  `token_sort_ratio` (which charges for missing people) over the sorted surnames (last word of
+  each person), so initials and first-name spellings do not matter.
 * `code`: the model-number-like tokens of each side (letters and digits mixed, length >= 3,
   separators dropped): 1 when they share one, 0 when both have codes and share none; no
   evidence when either side has none.
@@ -27,6 +30,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from rapidfuzz import fuzz, process
 
 from jammi_assets.fusion.blocking import codes, words
@@ -67,6 +71,16 @@ def _objects(values: list) -> np.ndarray:
     return out
 
 
+def _set_ratio(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """rapidfuzz token_set_ratio per pair in [0, 1] (NaN where either side is missing)."""
+    out = np.full(len(left), np.nan)
+    both = (left != None) & (right != None)  # noqa: E711 (element-wise on object arrays)
+    if both.any():
+        out[both] = process.cpdist(left[both].tolist(), right[both].tolist(), scorer=fuzz.token_set_ratio,
+                                   processor=None, workers=-1, dtype=np.float32) / 100.0
+    return out
+
+
 def _ratio_mean(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Mean of token_set and token_sort ratios per pair (NaN where either side is missing)."""
     out = np.full(len(left), np.nan)
@@ -78,6 +92,28 @@ def _ratio_mean(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         sort_ratio = process.cpdist(a, b, scorer=fuzz.token_sort_ratio, **kw)
         out[both] = (set_ratio.astype(np.float64) + sort_ratio) / 200.0
     return out
+
+
+def _idf_cosine(left: np.ndarray, right: np.ndarray, li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+    """IDF-weighted cosine of binary word sets per pair; `left`/`right` hold each record's text."""
+    docs = [set(t.split()) if t else set() for t in (*left, *right)]
+    vocab: dict[str, int] = {}
+    rows, cols = [], []
+    for i, doc in enumerate(docs):
+        for tok in doc:
+            rows.append(i)
+            cols.append(vocab.setdefault(tok, len(vocab)))
+    if not vocab:
+        return np.full(len(li), np.nan)
+    cols_a = np.asarray(cols, dtype=np.int64)
+    df = np.bincount(cols_a, minlength=len(vocab))
+    idf = np.log(len(docs) / df)
+    m = sp.csr_matrix((idf[cols_a], (np.asarray(rows, dtype=np.int64), cols_a)), shape=(len(docs), len(vocab)))
+    a, b = m[: len(left)], m[len(left):]
+    mass_a, mass_b = np.asarray(a.sum(axis=1)).ravel(), np.asarray(b.sum(axis=1)).ravel()
+    shared = np.asarray(a[li].multiply(b[ri] > 0).sum(axis=1)).ravel()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mass_a[li] * mass_b[ri] > 0, shared / np.sqrt(mass_a[li] * mass_b[ri]), 0.0)
 
 
 def _disjoint(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -106,7 +142,8 @@ class Prepared:
             elif kind == "name":
                 self.values[field] = _objects([_surnames(v) for v in _strings(raw)])
             elif kind == "code":
-                self.values[field] = _objects([codes(v) if v is not None else frozenset() for v in _strings(raw)])
+                self.values[field] = _objects([codes(v) if v is not None else frozenset()
+                                               for v in _strings(raw)])
             else:
                 self.values[field] = _objects([None if v is None else v.strip().casefold() or None
                                                for v in _strings(raw)])
@@ -123,12 +160,13 @@ def field_similarity(kind: str, left: Prepared, right: Prepared, field: str,
         with np.errstate(invalid="ignore", divide="ignore"):
             sim = np.clip(1.0 - np.abs(a - b) / big, 0.0, 1.0)
         return np.where(np.isnan(a) | np.isnan(b) | (a == 0) | (b == 0), np.nan, sim)
-    if kind in ("text", "name"):
-        sim = _ratio_mean(a, b)
-        if kind == "text":
-            clash = _disjoint(left.numbers[field][li], right.numbers[field][ri])
-            sim = np.where(clash, sim * NUMBER_CLASH, sim)
-        return sim
+    if kind == "name":
+        return _ratio_mean(a, b)
+    if kind == "text":
+        sim = _set_ratio(a, b)
+        sim = (sim + _idf_cosine(left.values[field], right.values[field], li, ri)) / 2
+        clash = _disjoint(left.numbers[field][li], right.numbers[field][ri])
+        return np.where(clash, sim * NUMBER_CLASH, sim)
     if kind == "code":
         out = np.full(len(li), np.nan)
         has = np.flatnonzero(np.fromiter((bool(x) for x in a), bool, len(a))
