@@ -337,12 +337,12 @@ def hashing_embedder(texts: list[str]) -> np.ndarray:
     for row, text in enumerate(texts):
         padded = f"  {text.casefold()} "
         for i in range(len(padded) - 2):
-            out[row, zlib_hash(padded[i:i + 3]) % HASH_DIM] += 1.0
+            out[row, _zlib_hash(padded[i:i + 3]) % HASH_DIM] += 1.0
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(norms == 0, 1.0, norms)
 
 
-def zlib_hash(text: str) -> int:
+def _zlib_hash(text: str) -> int:
     import zlib
 
     return zlib.crc32(text.encode("utf-8"))

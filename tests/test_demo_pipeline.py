@@ -52,11 +52,17 @@ def test_every_asset_materializes_with_metadata(demo):
     project, outcome, lines = demo
     assert outcome.success, outcome.error
     by_asset = {row["asset"]: row["metadata"] for row in outcome.summary}
+    sources = ("products", "reviews", "inventory", "partners")
+    pipelines = ("products", "reviews", "product_entities")
     assert set(by_asset) == {
-        f"{prefix}_{s}" for s in ("products", "reviews") for prefix in ("raw", "validated", "quarantine")
-    } | {f"{p}_{suffix}" for p in ("products", "reviews") for suffix in ("embeddings", "ann_index")} | {
-        "quality_report"
+        f"{prefix}_{s}" for s in sources for prefix in ("raw", "validated", "quarantine")
+    } | {f"{p}_{suffix}" for p in pipelines for suffix in ("embeddings", "ann_index")} | {
+        "quality_report", "fused_product", "fused_product_provenance", "fused_product_links"
     }
+    fused = by_asset["fused_product"]
+    assert fused["records"] == sum(by_asset[f"validated_{s}"]["dagster/row_count"]
+                                   for s in ("products", "inventory", "partners"))
+    assert 0 < fused["dagster/row_count"] < fused["records"]
     assert by_asset["raw_products"]["dagster/row_count"] == PRODUCTS
     validated = by_asset["validated_products"]["dagster/row_count"]
     quarantined = by_asset["quarantine_products"]["dagster/row_count"]

@@ -187,6 +187,31 @@ def test_duckdb_query_error_names_the_source(tmp_path):
     assert "missing.parquet" in str(info.value)
 
 
+def test_duckdb_table_in_a_database_file(tmp_path, monkeypatch):
+    import duckdb
+
+    write_parquet(tmp_path / "data" / "items.parquet", ROWS)
+    with duckdb.connect(str(tmp_path / "data" / "shop.duckdb")) as con:
+        con.execute(f"CREATE TABLE items AS SELECT * FROM read_parquet('{tmp_path}/data/items.parquet')")
+    monkeypatch.chdir(Path("/"))
+    spec = source("duckdb", database="data/shop.duckdb", table="items")
+    spec.pop("query", None)
+    project = write_project(tmp_path, {"products": spec})
+    assert_rows(extract(project, "products"), ROWS)
+    missing = write_project(tmp_path, {"products": {**spec, "database": "data/nope.duckdb"}})
+    with pytest.raises(SourceError, match="DuckDB database 'data/nope.duckdb' not found"):
+        extract(missing, "products")
+
+
+def test_duckdb_table_needs_a_database(tmp_path):
+    from jammi_assets.errors import ConfigError
+
+    spec = source("duckdb", table="items")
+    spec.pop("query", None)
+    with pytest.raises(ConfigError, match="with 'table' needs 'database'"):
+        write_project(tmp_path, {"products": spec})
+
+
 # --- PostgreSQL -------------------------------------------------------------------------
 
 

@@ -1,15 +1,16 @@
 """Blocking: the few record pairs between two sources worth scoring.
 
-Two blockers, unioned:
+Each record proposes at most `k` (= `matching.candidates`) partners from the other source, so
+the candidate pairs never exceed k x (left records + right records). Two blockers, unioned:
 
-* Embedding neighbours. Each side's vectors go into a USearch HNSW index (cosine); every left
-  record asks the right index for its `k` nearest and every right record asks the left index,
-  so a record that is nobody's neighbour still brings its own `k` candidates.
-* Rare shared tokens. Records that share a token few records hold (a surname, an unusual word,
-  a model number such as `dw2000` or `mb-344ll/a`) are paired even when their embeddings are far
-  apart. A token is rare when at most `k` records of the two sides together hold it, so one
-  token can never add more than k^2/4 pairs. Pairs are weighted by the summed IDF of their
-  shared rare tokens and each record keeps only its `k` best, from both sides again.
+* Embedding neighbours (`k - k // 4` per record). Each side's vectors go into a USearch HNSW
+  index (cosine); every left record asks the right index for its nearest and every right record
+  asks the left index, so a record that is nobody's neighbour still brings its own candidates.
+* Rare shared tokens (`k // 4` per record). Records that share a token few records hold (a
+  surname, an unusual word, a model number such as `dw2000` or `mb-344ll/a`) are paired even
+  when their embeddings are far apart. A token is rare when at most `k` records of the two sides
+  together hold it, so one token never adds more than k^2/4 pairs. Pairs are weighted by the
+  summed IDF of their shared rare tokens and each record keeps its best, from both sides again.
 
 Everything is in row positions of the two frames; the result is sorted and deduplicated.
 """
@@ -136,15 +137,21 @@ def record_tokens(texts: list[str]) -> list[set[str]]:
     return [{w for w in words(t) if len(w) >= MIN_TOKEN_LENGTH} | set(codes(t)) for t in texts]
 
 
-def token_candidates(left_tokens: list[set[str]], right_tokens: list[set[str]], k: int) -> np.ndarray:
-    """[left, right] pairs sharing a rare token (held by <= k records), k best per record each way."""
+def token_candidates(
+    left_tokens: list[set[str]], right_tokens: list[set[str]], max_df: int, k: int | None = None
+) -> np.ndarray:
+    """[left, right] pairs sharing a rare token (held by <= `max_df` records), the `k` (default
+    `max_df`) best per record each way."""
+    k = max_df if k is None else k
+    if k <= 0:
+        return np.zeros((0, 2), dtype=np.int64)
     df: dict[str, list[int]] = {}
     for side, docs in enumerate((left_tokens, right_tokens)):
         for doc in docs:
             for tok in doc:
                 df.setdefault(tok, [0, 0])[side] += 1
     n = len(left_tokens) + len(right_tokens)
-    rare = [t for t, (a, b) in df.items() if a and b and a + b <= k]
+    rare = [t for t, (a, b) in df.items() if a and b and a + b <= max_df]
     if not rare:
         return np.zeros((0, 2), dtype=np.int64)
     vocab = {t: i for i, t in enumerate(rare)}
@@ -165,7 +172,8 @@ def candidates(
     k: int,
 ) -> np.ndarray:
     """Union of embedding neighbours and rare-token pairs, as sorted unique [left, right] rows."""
-    by_vector = embedding_candidates(left_vecs, right_vecs, k)
-    by_token = token_candidates(record_tokens(left_texts), record_tokens(right_texts), k)
+    by_token_k = k // 4
+    by_vector = embedding_candidates(left_vecs, right_vecs, k - by_token_k)
+    by_token = token_candidates(record_tokens(left_texts), record_tokens(right_texts), k, by_token_k)
     return _pairs(np.concatenate([by_vector[:, 0], by_token[:, 0]]),
                   np.concatenate([by_vector[:, 1], by_token[:, 1]]))

@@ -1,0 +1,178 @@
+"""The record-linkage matcher: blocking, comparators, threshold rule, one-to-one assignment."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jammi_assets.fusion.blocking import codes, embedding_candidates, token_candidates
+from jammi_assets.fusion.matching import (
+    FALLBACK_THRESHOLD,
+    assign,
+    match,
+    otsu_threshold,
+)
+from jammi_assets.fusion.scoring import Prepared, field_similarity
+from jammi_assets.fusion.spec import EntitySpec
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+PRODUCT = EntitySpec.model_validate({
+    "fields": {"name": "str", "model": "str", "manufacturer": "str", "price": "float"},
+    "sources": {"shop": {"mapping": {"name": "name"}}, "web": {"mapping": {"name": "name"}}},
+    "matching": {"fields": {"name": "text", "model": "code", "manufacturer": "text", "price": "number"},
+                 "embed": ["name", "manufacturer"], "candidates": 4},
+})
+
+LEFT = pd.DataFrame({
+    "_source": "shop",
+    "_record_id": ["a1", "a2", "a3", "a4", "a5"],
+    "name": ["Adobe Photoshop Elements 5.0", "Norton AntiVirus 2007", "Canon PowerShot SD800IS camera",
+             "Microsoft Office Home and Student 2007", "Hoyle Board Games"],
+    "manufacturer": ["adobe", "symantec", "canon", "microsoft", "encore"],
+    "price": [89.99, 39.99, 299.0, 149.95, 9.99],
+})
+LEFT["model"] = LEFT["name"]
+RIGHT = pd.DataFrame({
+    "_source": "web",
+    "_record_id": ["b1", "b2", "b3", "b4", "b5", "b6"],
+    "name": ["symantec norton antivirus 2007 windows", "photoshop elements 5 by adobe",
+             "PowerShot SD-800IS digital camera (canon)", "microsoft office home & student 2007",
+             "microsoft office home & student 2003", "garden planner deluxe"],
+    "manufacturer": [None, None, "Canon", None, None, None],
+    "price": [41.5, 84.0, 289.0, 139.0, 99.0, 19.0],
+})
+RIGHT["model"] = RIGHT["name"]
+TRUE_PAIRS = {("a1", "b2"), ("a2", "b1"), ("a3", "b3"), ("a4", "b4")}
+
+
+def _texts(frame: pd.DataFrame) -> list[str]:
+    return (frame["name"].fillna("") + " " + frame["manufacturer"].fillna("")).str.strip().tolist()
+
+
+@pytest.fixture(scope="module")
+def encode():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from jammi_assets.embeddings.model import load_encoder
+
+    return load_encoder(MODEL).encode
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Canon PowerShot SD-800IS", {"sd800is"}),
+        ("apple mb-344LL/A ipod", {"mb344lla"}),
+        ("version v2.1 of office 2007", {"v21"}),
+        ("office 2007 premier edition", set()),  # digits alone or letters alone are not codes
+        ("x1 is too short", set()),
+        (None, set()),
+    ],
+)
+def test_codes_are_mixed_letter_digit_tokens(text, expected):
+    assert codes(text) == expected
+
+
+def test_code_comparator_shared_disjoint_and_missing():
+    comparators = {"model": "code"}
+    left = Prepared(pd.DataFrame({"model": ["dw-2000 drill", "dw2000", "plain drill"]}), comparators)
+    right = Prepared(pd.DataFrame({"model": ["DW2000", "DW2001"]}), comparators)
+    li, ri = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 0])
+    sim = field_similarity("code", left, right, "model", li, ri)
+    assert sim[0] == 1.0 and sim[1] == 0.0 and sim[2] == 0.0
+    assert np.isnan(sim[3])  # one side has no code: no evidence either way
+
+
+def test_number_year_and_name_comparators():
+    left = Prepared(pd.DataFrame({"p": [100.0, 0.0, None], "y": [1999, 2001, None],
+                                  "a": ["Gottfried Vossen, Mathias Weske", "A. Smith", None]}),
+                    {"p": "number", "y": "year", "a": "name"})
+    right = Prepared(pd.DataFrame({"p": [80.0, 50.0, 5.0], "y": [1999, 2002, 1999],
+                                   "a": ["M. Weske and G. Vossen", "Bo Li", "X"]}),
+                     {"p": "number", "y": "year", "a": "name"})
+    idx = np.array([0, 1, 2])
+    price = field_similarity("number", left, right, "p", idx, idx)
+    assert price[0] == pytest.approx(0.8) and np.isnan(price[1]) and np.isnan(price[2])  # 0 = unknown
+    year = field_similarity("year", left, right, "y", idx, idx)
+    assert year[0] == 1.0 and year[1] == 0.0 and np.isnan(year[2])
+    names = field_similarity("name", left, right, "a", idx, idx)
+    assert names[0] == 1.0 and names[1] < 0.5 and np.isnan(names[2])  # surnames, any order
+
+
+def test_text_comparator_penalises_clashing_numbers():
+    comparators = {"name": "text"}
+    left = Prepared(pd.DataFrame({"name": ["office home student 2007"]}), comparators)
+    right = Prepared(pd.DataFrame({"name": ["office home student 2007", "office home student 2003"]}),
+                     comparators)
+    sim = field_similarity("text", left, right, "name", np.array([0, 0]), np.array([0, 1]))
+    assert sim[0] == pytest.approx(1.0)
+    assert sim[1] < 0.8
+
+
+def test_token_blocking_pairs_records_sharing_a_rare_code():
+    left = [{"acme", "drill", "dw2000"}, {"acme", "saw"}]
+    right = [{"drill", "cordless", "dw2000"}, {"acme", "hammer"}, {"acme", "saw", "x"}]
+    pairs = {tuple(p) for p in token_candidates(left, right, max_df=3).tolist()}
+    assert (0, 0) in pairs  # shares the rare code dw2000
+    assert (1, 2) in pairs  # shares "saw"
+    assert (0, 1) not in pairs  # only "acme", which 4 records hold: not rare
+
+
+def test_embedding_blocking_finds_the_true_pairs(encode):
+    lv, rv = encode(_texts(LEFT)), encode(_texts(RIGHT))
+    pairs = {(LEFT["_record_id"][a], RIGHT["_record_id"][b]) for a, b in embedding_candidates(lv, rv, 1)}
+    assert TRUE_PAIRS <= pairs
+
+
+def test_otsu_threshold_splits_a_bimodal_set():
+    rng = np.random.default_rng(0)
+    low = np.clip(rng.normal(0.35, 0.05, 300), 0, 1)
+    high = np.clip(rng.normal(0.9, 0.03, 200), 0, 1)
+    threshold, rule = otsu_threshold(np.concatenate([low, high]))
+    assert 0.5 < threshold < 0.8
+    assert (low < threshold).mean() > 0.99 and (high >= threshold).mean() > 0.99
+    assert rule.startswith("otsu")
+
+
+def test_otsu_threshold_falls_back_without_two_modes():
+    assert otsu_threshold(np.full(50, 0.7))[0] == FALLBACK_THRESHOLD
+    assert otsu_threshold(np.array([0.2, 0.9]))[0] == FALLBACK_THRESHOLD  # too few records
+
+
+def test_assignment_is_one_to_one_and_greedy_by_score():
+    left = np.array([0, 0, 1, 1, 2])
+    right = np.array([0, 1, 0, 1, 1])
+    score = np.array([0.95, 0.9, 0.92, 0.6, 0.85])
+    chosen = assign(left, right, score, threshold=0.5)
+    assert sorted(zip(left[chosen].tolist(), right[chosen].tolist(), strict=True)) == [(0, 0), (2, 1)]
+    assert assign(left, right, score, threshold=0.99).size == 0
+
+
+def test_match_links_the_true_pairs_one_to_one(encode):
+    lv, rv = encode(_texts(LEFT)), encode(_texts(RIGHT))
+    found = match(LEFT, RIGHT, lv, rv, PRODUCT)
+    links = {(LEFT["_record_id"][a], RIGHT["_record_id"][b]) for a, b in zip(
+        found.links["left"], found.links["right"], strict=True)}
+    assert links == TRUE_PAIRS  # not "office 2003", not the garden planner, not hoyle
+    assert found.links["left"].is_unique and found.links["right"].is_unique
+    assert found.links["score"].between(found.threshold, 1).all()
+    assert found.links["rule"].str.startswith("match:score>=").all()
+    assert "model 1.00" in found.links.loc[found.links["left"] == 2, "evidence"].item()
+    candidate_pairs = set(zip(found.candidates["left"], found.candidates["right"], strict=True))
+    assert set(zip(found.links["left"], found.links["right"], strict=True)) <= candidate_pairs
+    assert len(found.candidates) <= PRODUCT.matching.candidates * (len(LEFT) + len(RIGHT))
+
+
+def test_match_reads_no_labels_and_honours_a_configured_threshold(encode):
+    lv, rv = encode(_texts(LEFT)), encode(_texts(RIGHT))
+    plain = match(LEFT, RIGHT, lv, rv, PRODUCT)
+    # a label column next to the fields changes nothing: only declared fields are read
+    labelled = LEFT.assign(is_match=[True, False, True, False, True], gold_id=["x"] * 5)
+    again = match(labelled, RIGHT.assign(is_match=False), lv, rv, PRODUCT)
+    pd.testing.assert_frame_equal(plain.links, again.links)
+    assert plain.threshold == again.threshold
+    strict = PRODUCT.model_copy(update={"matching": PRODUCT.matching.model_copy(update={"threshold": 0.99})})
+    assert match(LEFT, RIGHT, lv, rv, strict).links.empty
