@@ -9,11 +9,14 @@ import pandas as pd
 import pytest
 
 from jammi_assets.fusion.blocking import codes, embedding_candidates, token_candidates
+from jammi_assets.fusion.clusters import cluster
 from jammi_assets.fusion.matching import (
     FALLBACK_THRESHOLD,
     assign,
+    duplicate_threshold,
     match,
     otsu_threshold,
+    twin_candidates,
 )
 from jammi_assets.fusion.scoring import Prepared, field_similarity
 from jammi_assets.fusion.spec import EntitySpec
@@ -176,3 +179,79 @@ def test_match_reads_no_labels_and_honours_a_configured_threshold(encode):
     assert plain.threshold == again.threshold
     strict = PRODUCT.model_copy(update={"matching": PRODUCT.matching.model_copy(update={"threshold": 0.99})})
     assert match(LEFT, RIGHT, lv, rv, strict).links.empty
+
+
+def test_text_field_null_on_one_side_counts_the_key_word_found_elsewhere():
+    comparators = {"name": "text", "manufacturer": "text"}
+    left = Prepared(pd.DataFrame({"name": ["hoyle mahjongg", "hoyle mahjongg", "jaws"],
+                                  "manufacturer": ["Encore Software", "Riverdeep Software", None]}),
+                    comparators)
+    right = Prepared(pd.DataFrame({"name": ["encore software 10023 - hoyle mahjongg", "jaws unleashed",
+                                            "magix software"],
+                                   "manufacturer": [None, None, "Encore"]}), comparators)
+    li, ri = np.array([0, 1, 2, 0]), np.array([0, 0, 1, 2])
+    sim = field_similarity("text", left, right, "manufacturer", li, ri)
+    # "encore" (held by 2 of the 3 distinct values, "software" by 2, ties alphabetical) is in the name
+    assert sim[0] == 1.0
+    assert np.isnan(sim[1])  # "riverdeep" is nowhere in the other record: no evidence, not 0
+    assert np.isnan(sim[2])  # both sides null
+    assert 0.5 < sim[3] < 1.0  # both present: the ordinary comparison ("encore" vs "encore software")
+
+
+def test_twin_candidates_are_unlinked_records_whose_best_partner_holds_their_twin():
+    # left 0 is linked to right 0; right 1 (best candidate: left 0) is unlinked -> twin of right 0
+    left = np.array([0, 0, 1, 1])
+    right = np.array([0, 1, 1, 2])
+    score = np.array([0.95, 0.9, 0.7, 0.5])
+    chosen = assign(left, right, score, threshold=0.6)
+    assert sorted(zip(left[chosen].tolist(), right[chosen].tolist(), strict=True)) == [(0, 0), (1, 1)]
+    # right 1 is linked (to left 1), right 2 scores under the threshold: no twin candidates
+    assert twin_candidates(left, right, score, chosen, 0.6) == []
+    score = np.array([0.95, 0.9, 0.5, 0.5])  # now left 1 has no partner above 0.6
+    chosen = assign(left, right, score, threshold=0.6)
+    assert twin_candidates(left, right, score, chosen, 0.6) == [(1, 0, "r")]
+    assert duplicate_threshold(0.6) == 0.8
+
+
+def test_a_record_links_to_its_partner_and_the_partners_twin(encode):
+    left = pd.DataFrame({"_source": "shop", "_record_id": ["s1", "s2"],
+                         "name": ["adobe soundbooth cs3", "garden planner deluxe 3"],
+                         "manufacturer": ["adobe", "artifact"], "price": [199.0, 29.0]})
+    right = pd.DataFrame({"_source": "web", "_record_id": ["w1", "w2", "w3"],
+                          "name": ["adobe soundbooth cs3 windows", "adobe soundbooth cs3 mac",
+                                   "adobe audition 3"],
+                          "manufacturer": [None, None, None], "price": [205.0, 205.0, 349.0]})
+    for frame in (left, right):
+        frame["model"] = frame["name"]
+    spec = PRODUCT.model_copy(update={"matching": PRODUCT.matching.model_copy(update={"threshold": 0.7})})
+    found = match(left, right, encode(_texts(left)), encode(_texts(right)), spec)
+    pairs = {(left["_record_id"][a], right["_record_id"][b]): rule for a, b, rule in zip(
+        found.links["left"], found.links["right"], found.links["rule"], strict=True)}
+    assert set(pairs) == {("s1", "w1"), ("s1", "w2")}
+    twin = [rule for rule in pairs.values() if rule.startswith("match:duplicate")]
+    assert len(twin) == 1 and "twin" in twin[0]
+    off = spec.model_copy(update={"matching": spec.matching.model_copy(update={"duplicates": False})})
+    strict = match(left, right, encode(_texts(left)), encode(_texts(right)), off)
+    assert len(strict.links) == 1 and strict.links["left"].is_unique
+
+    # clustering keeps both twins in one entity with their shared partner
+    sources = ["shop", "shop", "web", "web", "web"]
+    links = found.links.assign(right=found.links["right"] + 2)[["left", "right", "score", "rule"]]
+    labels, out = cluster(sources, links)
+    assert labels[0] == labels[2] == labels[3] and out["accepted"].all()
+
+
+def test_a_duplicate_link_adds_one_record_but_never_merges_two_entities():
+    sources = ["a", "b", "b", "a", "b", "c", "b"]
+    links = pd.DataFrame({
+        "left": [0, 3, 5, 0, 0, 0],
+        "right": [1, 4, 6, 2, 4, 6],
+        "score": [0.95, 0.9, 0.9, 0.8, 0.79, 0.78],
+        "rule": ["match:score>=0.6"] * 3 + ["match:duplicate of b1"] * 3,
+    })
+    labels, out = cluster(sources, links)
+    # record 2 joins entity {0, 1}; {3, 4} and {5, 6} stay apart
+    assert labels.tolist() == [0, 0, 0, 3, 3, 5, 5]
+    assert out["accepted"].tolist() == [True, True, True, True, False, False]
+    assert "same source" in out["refused_because"].iloc[4]  # would join two a's and two b's
+    assert "not bring a cluster" in out["refused_because"].iloc[5]  # shares only b, but brings c

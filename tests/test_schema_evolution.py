@@ -17,6 +17,7 @@ from jammi_assets.errors import ConfigError, SchemaMigrationError
 from jammi_assets.frames.schema import REASON_COLUMN
 from jammi_assets.schemas.lazy import to_current_version
 from jammi_assets.schemas.migrations import migrate_frame, migration_path
+from jammi_assets.schemas.models import version_models
 from jammi_assets.schemas.spec import MigrationSpec
 from jammi_assets.schemas.steps import apply_to_frame
 from jammi_assets.schemas.versions import infer_version, resolve_versions
@@ -367,6 +368,31 @@ def test_to_current_version_migrates_older_rows_and_keeps_the_raw_index():
     assert current.unresolved["sku"].tolist() == ["c"]
     assert current.metadata() == {"schema/rows_v1": 1, "schema/rows_v2": 1, "schema/rows_migrated": 1,
                                   "schema/rows_ambiguous": 0, "schema/rows_unresolved": 1}
+
+
+def test_each_version_is_a_pandera_model_of_its_own_columns():
+    spec = load(three_versions())
+    models = version_models("partners", spec)
+    assert list(models) == ["v1", "v2", "v3"]
+    assert models["v1"].__name__ == "PartnersV1Frame" and models["v3"].__name__ == "PartnersFrame"
+    assert set(models["v1"].to_schema().columns) == set(V1)
+    assert set(models["v2"].to_schema().columns) == set(V2)
+    assert models["v2"].to_schema().columns["price"].dtype.type.name == "Float64"
+    assert not models["v1"].to_schema().columns["name"].nullable
+    models["v2"].validate(pd.DataFrame({"sku": ["a"], "title": ["t"], "price": ["1.5"], "currency": ["EUR"],
+                                        "first": [None], "last": [None]}))
+
+
+def test_an_older_row_invalid_in_its_own_version_is_quarantined_naming_that_version():
+    spec = load(source(version_column="schema_version"))
+    raw = pd.DataFrame([
+        {"sku": "a", "name": "Old", "price": "12.5", "schema_version": "v1"},
+        {"sku": "b", "name": None, "price": "3", "schema_version": "v1"},  # v1 requires name
+    ])
+    current = to_current_version(raw, spec, "partners")
+    assert current.frame["sku"].tolist() == ["a"]
+    reason = current.unresolved.set_index("sku").loc["b", REASON_COLUMN]
+    assert reason.startswith("schema v1: name:") and "not_nullable" in reason
 
 
 def test_validate_asset_migrates_lazily_and_quarantines_unresolved_rows(tmp_path):

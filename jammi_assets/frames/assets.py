@@ -44,7 +44,7 @@ def validate_asset(project: Project, name: str) -> dg.AssetsDefinition:
         },
     )
     def _validate(context: dg.AssetExecutionContext, raw, artifacts: ArtifactStore):
-        current = to_current_version(raw, spec)  # rows of older schema versions migrated
+        current = to_current_version(raw, spec, name)  # rows of older schema versions migrated
         fixed, fixes = remediate(current.frame, spec)
         valid, quarantine = split_valid(fixed, model)
         quarantine = current.with_unresolved(

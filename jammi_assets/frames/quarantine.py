@@ -68,7 +68,7 @@ def check_readmission(project: Project, source: str, keys: Iterable[str] | None 
     quarantined = dict(zip(_keys(stored, spec.key), stored.get(REASON_COLUMN, []), strict=False))
     wanted = list(dict.fromkeys(str(k) for k in keys)) if keys else list(quarantined)
     raw = extract(project, source)
-    current = to_current_version(raw, spec)
+    current = to_current_version(raw, spec, source)
     fixed, _ = remediate(current.frame, spec)
     valid, failed = split_valid(fixed, build_model(source, spec))
     failed = current.with_unresolved(quarantine_as_extracted(raw.loc[current.frame.index], valid, failed))

@@ -6,6 +6,10 @@ source into one entity (or, with `max_cluster_size > 0`, when the merged cluster
 that size). A single weak link therefore cannot chain two established entities together: by
 the time it is considered, each side already holds its stronger partners, and the merge is
 refused. Every link keeps its score and rule, and says whether it was accepted.
+
+Duplicate links (rule `match:duplicate ...`, see matching.py) come last. One may add a record
+to an entity that already holds a record of the same source (its twin), and nothing more: the
+two clusters may share that one source, no other.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pandas as pd
 
 LINK_COLUMNS = ["left", "right", "score", "rule"]
 KEY_RULE_PREFIX = "key:"
+DUPLICATE_RULE_PREFIX = "match:duplicate"
 
 
 class _Clusters:
@@ -42,30 +47,51 @@ class _Clusters:
         self.sources[b] = Counter()
 
 
+def _refusal(state: _Clusters, a: int, b: int, tier: int, max_cluster_size: int) -> str:
+    """Why merging clusters `a` and `b` by a match (tier 1) or duplicate (tier 2) link is refused;
+    empty when it is allowed."""
+    if max_cluster_size > 0:
+        if state.size[a] + state.size[b] > max_cluster_size:
+            return f"cluster would exceed {max_cluster_size} records"
+        return ""
+    shared = state.sources[a].keys() & state.sources[b].keys()
+    if not shared:
+        return ""
+    if tier == 2 and len(shared) == 1:
+        (source,) = shared
+        if min(state.sources[a][source], state.sources[b][source]) == 1 and (
+            state.size[a] == 1 or state.size[b] == 1
+        ):
+            return ""
+        return "a duplicate may join an entity alone, not bring a cluster with it"
+    return "both clusters already hold a record of the same source"
+
+
 def cluster(
     sources: list[str], links: pd.DataFrame, max_cluster_size: int = 0
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Cluster label per record (the smallest member position) and the links with an `accepted`
     column and, when refused, a `refused_because` reason."""
     state = _Clusters(sources)
-    ordered = links.assign(_key=~links["rule"].str.startswith(KEY_RULE_PREFIX)).sort_values(
-        ["_key", "score", "left", "right"], ascending=[True, False, True, True], kind="stable"
+    rule = links["rule"].astype(str)
+    tier = np.where(rule.str.startswith(KEY_RULE_PREFIX), 0,
+                    np.where(rule.str.startswith(DUPLICATE_RULE_PREFIX), 2, 1))
+    ordered = links.assign(_tier=tier).sort_values(
+        ["_tier", "score", "left", "right"], ascending=[True, False, True, True], kind="stable"
     )
     accepted = np.zeros(len(ordered), dtype=bool)
     reasons = [""] * len(ordered)
-    for pos, (left, right, is_match) in enumerate(
-        zip(ordered["left"].to_numpy(), ordered["right"].to_numpy(), ordered["_key"].to_numpy(), strict=True)
+    for pos, (left, right, kind) in enumerate(
+        zip(ordered["left"].to_numpy(), ordered["right"].to_numpy(), ordered["_tier"].to_numpy(), strict=True)
     ):
         a, b = state.find(int(left)), state.find(int(right))
         if a == b:
             accepted[pos] = True
             continue
-        if is_match:
-            if max_cluster_size > 0 and state.size[a] + state.size[b] > max_cluster_size:
-                reasons[pos] = f"cluster would exceed {max_cluster_size} records"
-                continue
-            if max_cluster_size == 0 and (state.sources[a].keys() & state.sources[b].keys()):
-                reasons[pos] = "both clusters already hold a record of the same source"
+        if kind:
+            reason = _refusal(state, a, b, int(kind), max_cluster_size)
+            if reason:
+                reasons[pos] = reason
                 continue
         state.union(a, b)
         accepted[pos] = True
@@ -75,7 +101,7 @@ def cluster(
     for i, r in enumerate(roots):
         label_of_root.setdefault(int(r), i)
     labels = np.array([label_of_root[int(r)] for r in roots], dtype=np.int64)
-    result = ordered.drop(columns="_key").assign(accepted=accepted, refused_because=reasons)
+    result = ordered.drop(columns="_tier").assign(accepted=accepted, refused_because=reasons)
     return labels, result.sort_index()
 
 

@@ -22,8 +22,10 @@ import pandas as pd
 
 from jammi_assets.config import Project
 from jammi_assets.errors import FusionError
+from jammi_assets.fusion.blocking import VectorIndex
 from jammi_assets.fusion.clusters import cluster, key_links
 from jammi_assets.fusion.mapping import standardize
+from jammi_assets.fusion.matching import match
 from jammi_assets.fusion.resolve import resolve
 from jammi_assets.fusion.spec import EntitySpec
 
@@ -75,9 +77,11 @@ def standardized_records(project: Project, entity: str, frames: dict[str, pd.Dat
 
 
 def _texts(records: pd.DataFrame, fields: list[str]) -> list[str]:
-    parts = records[fields].astype("string").fillna("")
-    joined = parts.agg(" ".join, axis=1) if fields else pd.Series([""] * len(records))
-    return joined.str.split().str.join(" ").fillna("").tolist()
+    if not fields:
+        return [""] * len(records)
+    parts = [records[f].astype("string").fillna("") for f in fields]
+    joined = parts[0].str.cat(parts[1:], sep=" ") if len(parts) > 1 else parts[0]
+    return [" ".join(t.split()) for t in joined.tolist()]
 
 
 def _text_hash(text: str) -> str:
@@ -103,15 +107,20 @@ def _match_pairs(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     links, candidates, thresholds = [], [], {}
     by_source = {s: np.flatnonzero(records["_source"].to_numpy() == s) for s in ent.sources}
+    indexes: dict[str, VectorIndex] = {}  # one HNSW index per source, shared by its pairs
+
+    def index_of(source: str) -> VectorIndex:
+        if source not in indexes:
+            indexes[source] = VectorIndex(np.asarray(vectors[by_source[source]], dtype=np.float32))
+        return indexes[source]
+
     for a, b in itertools.combinations(sorted(ent.sources), 2):
         pa_, pb = by_source[a], by_source[b]
         if not len(pa_) or not len(pb):
             continue
         left = records.iloc[pa_].reset_index(drop=True)
         right = records.iloc[pb].reset_index(drop=True)
-        from jammi_assets.fusion.matching import match
-
-        found = match(left, right, vectors[pa_], vectors[pb], ent)
+        found = match(left, right, vectors[pa_], vectors[pb], ent, (index_of(a), index_of(b)))
         thresholds[f"{a}~{b}"] = float(found.threshold)
         if len(found.links):
             links.append(pd.DataFrame({

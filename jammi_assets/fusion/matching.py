@@ -21,6 +21,18 @@ Assignment is one-to-one and greedy by score: pairs at or above the threshold ar
 descending score order (ties: lower left, then lower right position) and a pair is accepted
 when neither record is already linked. Every accepted pair is therefore its own best
 remaining option; mutual best pairs are always accepted.
+
+Duplicates within a source. One source often holds the same thing twice (a Windows and a Mac
+listing, a re-keyed catalogue row). One-to-one assignment links only one of the twins; the
+other is left with its best candidate already taken. Such a record `x` still joins when:
+its best candidate `o` (in the other source) scores at or above the threshold, `o` is linked
+to `p` from `x`'s own source, and `x` and `p` are twins: compared with the same scorer, they
+score at least `duplicate threshold = (1 + threshold) / 2`, i.e. they must be closer to each
+other than an accepted cross-source pair needs to be, by half the remaining distance to 1; and
+no `text` field of theirs may carry clashing numbers ("office 2003" and "office 2007" are two
+editions, not a duplicate).
+The link's rule says `match:duplicate of <p>` with both scores; clustering lets it add that
+one more record of `x`'s source to `o`'s entity (clusters.py).
 """
 
 from __future__ import annotations
@@ -30,8 +42,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from jammi_assets.fusion.blocking import VectorIndex
 from jammi_assets.fusion.blocking import candidates as block
-from jammi_assets.fusion.scoring import Prepared, score_pairs
+from jammi_assets.fusion.scoring import Prepared, number_clash, score_pairs
 from jammi_assets.fusion.spec import EntitySpec
 
 MIN_THRESHOLD = 0.5
@@ -41,6 +54,7 @@ MIN_SEPARATION = 0.5
 MIN_RECORDS = 10
 BINS = 100
 TEXT_KINDS = ("text", "name", "code")
+DUPLICATE_RULE = "match:duplicate"
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,8 @@ def best_scores(left: np.ndarray, right: np.ndarray, score: np.ndarray) -> np.nd
     if not len(score):
         return np.zeros(0)
     frame = pd.DataFrame({"l": left, "r": right, "s": score})
-    return np.concatenate([frame.groupby("l")["s"].max().to_numpy(), frame.groupby("r")["s"].max().to_numpy()])
+    return np.concatenate([frame.groupby("l")["s"].max().to_numpy(),
+                           frame.groupby("r")["s"].max().to_numpy()])
 
 
 def otsu_threshold(values: np.ndarray) -> tuple[float, str]:
@@ -103,6 +118,79 @@ def assign(left: np.ndarray, right: np.ndarray, score: np.ndarray, threshold: fl
     return np.asarray(chosen, dtype=np.int64)
 
 
+def duplicate_threshold(threshold: float) -> float:
+    """How alike two records of one source must be to count as twins (module docstring)."""
+    return round((1.0 + threshold) / 2.0, 4)
+
+
+def twin_candidates(
+    left: np.ndarray, right: np.ndarray, score: np.ndarray, chosen: np.ndarray, threshold: float
+) -> list[tuple[int, int, str]]:
+    """(candidate pair index, twin position, side of the unlinked record) for every record left
+    unlinked whose best candidate is at or above `threshold` and already linked to a record of
+    its own side (the twin to compare with)."""
+    out: list[tuple[int, int, str]] = []
+    ends = {"l": np.asarray(left, dtype=np.int64), "r": np.asarray(right, dtype=np.int64)}
+    for side, other in (("l", "r"), ("r", "l")):
+        mine, theirs = ends[side], ends[other]
+        if not len(mine):
+            continue
+        size = int(max(mine.max(), theirs.max())) + 1
+        linked = np.zeros(size, dtype=bool)
+        linked[mine[chosen]] = True
+        partner = np.full(size, -1, dtype=np.int64)
+        partner[theirs[chosen]] = mine[chosen]
+        best = np.full(size, -np.inf)
+        np.maximum.at(best, mine, score)
+        ok = (score >= threshold) & (score >= best[mine]) & ~linked[mine] & (partner[theirs] >= 0)
+        out.extend((int(n), int(partner[theirs[n]]), side) for n in np.flatnonzero(ok))
+    # one pair per unlinked record: its best (ties broken by position)
+    seen: set[tuple[str, int]] = set()
+    unique = []
+    for n, twin, side in sorted(out, key=lambda t: (-score[t[0]], t[0])):
+        x = int(left[n] if side == "l" else right[n])
+        if (side, x) not in seen:
+            seen.add((side, x))
+            unique.append((n, twin, side))
+    return unique
+
+
+def duplicate_links(
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    prepared: tuple[Prepared, Prepared],
+    vectors: tuple[np.ndarray, np.ndarray],
+    comparators: dict[str, str],
+    li: np.ndarray,
+    ri: np.ndarray,
+    score: np.ndarray,
+    chosen: np.ndarray,
+    threshold: float,
+) -> tuple[np.ndarray, list[str]]:
+    """Candidate pair indices that join as duplicates of a linked twin, and their rules."""
+    found = twin_candidates(li, ri, score, chosen, threshold)
+    if not found:
+        return np.zeros(0, dtype=np.int64), []
+    bar = duplicate_threshold(threshold)
+    keep: list[int] = []
+    rules: list[str] = []
+    for side, frame, prep, vecs, pos in (("l", left, prepared[0], vectors[0], li),
+                                         ("r", right, prepared[1], vectors[1], ri)):
+        mine = [(n, twin) for n, twin, s in found if s == side]
+        if not mine:
+            continue
+        pairs = np.array([[twin, int(pos[n])] for n, twin in mine], dtype=np.int64)
+        twin_score, _ = score_pairs(prep, prep, comparators, vecs, vecs, pairs)
+        clash = number_clash(prep, prep, comparators, pairs[:, 0], pairs[:, 1])
+        ids = frame["_record_id"].astype(str).to_numpy()
+        for (n, twin), ts, differ in zip(mine, twin_score, clash, strict=True):
+            if ts >= bar and not differ:
+                keep.append(n)
+                rules.append(f"{DUPLICATE_RULE} of {ids[twin]} (twin {ts:.2f} >= {bar:.2f}, "
+                             f"score {score[n]:.2f} >= {threshold:.2f})")
+    return np.asarray(keep, dtype=np.int64), rules
+
+
 def _texts(frame: pd.DataFrame, fields: list[str]) -> list[str]:
     if not fields:
         return [""] * len(frame)
@@ -121,8 +209,10 @@ def match(
     left_vecs: np.ndarray,
     right_vecs: np.ndarray,
     entity: EntitySpec,
+    indexes: tuple[VectorIndex | None, VectorIndex | None] = (None, None),
 ) -> Matches:
-    """Link records of `left` to records of `right` one-to-one; see the module docstring."""
+    """Link records of `left` to records of `right` one-to-one; see the module docstring.
+    `indexes` are prebuilt vector indexes of the two sides, when the caller reuses them."""
     spec = entity.matching
     comparators = entity.compared_fields()
     blocking_fields = [f for f, kind in comparators.items() if kind in TEXT_KINDS]
@@ -130,21 +220,29 @@ def match(
         if f not in blocking_fields and entity.fields.get(f) == "str":
             blocking_fields.append(f)
     pairs = block(np.asarray(left_vecs, dtype=np.float32), np.asarray(right_vecs, dtype=np.float32),
-                  _texts(left, blocking_fields), _texts(right, blocking_fields), spec.candidates)
+                  _texts(left, blocking_fields), _texts(right, blocking_fields), spec.candidates, indexes)
     li, ri = pairs[:, 0], pairs[:, 1]
-    score, sims = score_pairs(Prepared(left, comparators), Prepared(right, comparators), comparators,
-                              np.asarray(left_vecs), np.asarray(right_vecs), pairs)
+    prepared = (Prepared(left, comparators), Prepared(right, comparators))
+    vectors = (np.asarray(left_vecs), np.asarray(right_vecs))
+    score, sims = score_pairs(*prepared, comparators, *vectors, pairs)
     if spec.threshold is not None:
         threshold, how = float(spec.threshold), f"configured threshold {spec.threshold}"
     else:
         threshold, how = otsu_threshold(best_scores(li, ri, score))
     chosen = assign(li, ri, score, threshold)
+    rules = [f"match:score>={threshold:.2f}"] * len(chosen)
+    if spec.duplicates:
+        twins, twin_rules = duplicate_links(left, right, prepared, vectors, comparators, li, ri, score,
+                                            chosen, threshold)
+        chosen = np.concatenate([chosen, twins])
+        rules += twin_rules
+    evidence = [_evidence(sims, n) for n in chosen]
     links = pd.DataFrame({
         "left": li[chosen],
         "right": ri[chosen],
         "score": np.round(score[chosen], 4),
-        "rule": [f"match:score>={threshold:.2f} ({_evidence(sims, n)})" for n in chosen],
-        "evidence": [_evidence(sims, n) for n in chosen],
+        "rule": [f"{r} ({e})" for r, e in zip(rules, evidence, strict=True)],
+        "evidence": evidence,
     })
     scored = pd.DataFrame({"left": li, "right": ri, "score": score, **sims})
     return Matches(

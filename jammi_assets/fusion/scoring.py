@@ -17,7 +17,13 @@ Comparators (the values of `matching.fields`):
 * `year`: 1 when equal, else 0.
 * `exact`: 1 when equal after trimming and casefolding, else 0.
 
-A null on either side is not evidence: the field drops out of that pair's score. The score is
+A null on either side is usually not evidence: the field drops out of that pair's score. One
+exception, for `text` fields: when one side is null and the other's *key word* (its word that
+the fewest distinct values of the field hold, e.g. `encore` in "encore software", `magix` in
+"magix entertainment") appears anywhere in the other record's compared text, that counts as a
+match (1.0). Feeds often fold the manufacturer into the product name ("encore software 10023 -
+hoyle mahjongg") and leave the manufacturer column empty; the absence of the word is still no
+evidence either way. The score is
 the weighted mean of the fields that have evidence and the cosine of the two embeddings (floored
 at 0), each weight taken from `WEIGHTS`. A `text` field whose two sides both carry numbers
 (versions, years, sizes) that disagree, e.g. "office 2003" vs "office 2007", is multiplied by
@@ -27,6 +33,7 @@ at 0), each weight taken from `WEIGHTS`. A `text` field whose two sides both car
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -108,7 +115,8 @@ def _idf_cosine(left: np.ndarray, right: np.ndarray, li: np.ndarray, ri: np.ndar
     cols_a = np.asarray(cols, dtype=np.int64)
     df = np.bincount(cols_a, minlength=len(vocab))
     idf = np.log(len(docs) / df)
-    m = sp.csr_matrix((idf[cols_a], (np.asarray(rows, dtype=np.int64), cols_a)), shape=(len(docs), len(vocab)))
+    rows_a = np.asarray(rows, dtype=np.int64)
+    m = sp.csr_matrix((idf[cols_a], (rows_a, cols_a)), shape=(len(docs), len(vocab)))
     a, b = m[: len(left)], m[len(left):]
     mass_a, mass_b = np.asarray(a.sum(axis=1)).ravel(), np.asarray(b.sum(axis=1)).ravel()
     shared = np.asarray(a[li].multiply(b[ri] > 0).sum(axis=1)).ravel()
@@ -125,12 +133,39 @@ def _disjoint(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return out
 
 
+def _key_word_evidence(field: str, left: Prepared, right: Prepared, li: np.ndarray, ri: np.ndarray,
+                       sim: np.ndarray) -> np.ndarray:
+    """`sim` with 1.0 where one side of `field` is null and the other side's key word appears in
+    the null side's compared text (module docstring)."""
+    a, b = left.values[field][li], right.values[field][ri]
+    one = np.flatnonzero((a == None) != (b == None))  # noqa: E711 (element-wise on object arrays)
+    if not len(one):
+        return sim
+    distinct = {v for v in (*left.values[field], *right.values[field]) if v}
+    df = Counter(t for v in distinct for t in set(v.split()))
+    key_word = {v: min(v.split(), key=lambda t: (df[t], t)) for v in distinct}
+    out = sim.copy()
+    for n in one:
+        if a[n] is not None:
+            hit = key_word[a[n]] in right.all_words[ri[n]]
+        else:
+            hit = key_word[b[n]] in left.all_words[li[n]]
+        if hit:
+            out[n] = 1.0
+    return out
+
+
 class Prepared:
     """One side's compared fields, normalised once per record rather than once per pair."""
 
     def __init__(self, frame: pd.DataFrame, comparators: dict[str, str]):
         self.values: dict[str, np.ndarray] = {}
         self.numbers: dict[str, np.ndarray] = {}
+        textual = [f for f, kind in comparators.items() if kind in ("text", "name")]
+        columns = [_strings(frame[f]) for f in textual]
+        self.all_words = _objects([frozenset(w for v in row if v for w in words(v))
+                                   for row in zip(*columns, strict=True)] if columns
+                                  else [frozenset()] * len(frame))
         for field, kind in comparators.items():
             raw = frame[field]
             if kind in ("number", "year"):
@@ -166,7 +201,7 @@ def field_similarity(kind: str, left: Prepared, right: Prepared, field: str,
         sim = _set_ratio(a, b)
         sim = (sim + _idf_cosine(left.values[field], right.values[field], li, ri)) / 2
         clash = _disjoint(left.numbers[field][li], right.numbers[field][ri])
-        return np.where(clash, sim * NUMBER_CLASH, sim)
+        return _key_word_evidence(field, left, right, li, ri, np.where(clash, sim * NUMBER_CLASH, sim))
     if kind == "code":
         out = np.full(len(li), np.nan)
         has = np.flatnonzero(np.fromiter((bool(x) for x in a), bool, len(a))
@@ -175,6 +210,30 @@ def field_similarity(kind: str, left: Prepared, right: Prepared, field: str,
         return out
     known = (a != None) & (b != None)  # noqa: E711
     return np.where(known, (a == b).astype(np.float64), np.nan)
+
+
+def _is_zero(vectors: np.ndarray) -> np.ndarray:
+    return np.abs(vectors).sum(axis=1) == 0
+
+
+def _row_dots(left: np.ndarray, right: np.ndarray, li: np.ndarray, ri: np.ndarray,
+              chunk: int = 65536) -> np.ndarray:
+    """left[li[n]] . right[ri[n]] for every n, gathered in chunks (no pairs x dims copy)."""
+    out = np.empty(len(li), dtype=np.float64)
+    for start in range(0, len(li), chunk):
+        a, b = left[li[start:start + chunk]], right[ri[start:start + chunk]]
+        out[start:start + chunk] = np.einsum("ij,ij->i", a, b)
+    return out
+
+
+def number_clash(left: Prepared, right: Prepared, comparators: dict[str, str],
+                 li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+    """Per pair: some `text` field carries numbers on both sides and they share none."""
+    out = np.zeros(len(li), dtype=bool)
+    for field, kind in comparators.items():
+        if kind == "text":
+            out |= _disjoint(left.numbers[field][li], right.numbers[field][ri])
+    return out
 
 
 def score_pairs(
@@ -197,8 +256,8 @@ def score_pairs(
         has = ~np.isnan(sim)
         total[has] += WEIGHTS[kind] * sim[has]
         weight[has] += WEIGHTS[kind]
-    cos = np.einsum("ij,ij->i", left_vecs[li], right_vecs[ri]).astype(np.float64)
-    zero = (np.abs(left_vecs[li]).sum(axis=1) == 0) | (np.abs(right_vecs[ri]).sum(axis=1) == 0)
+    cos = _row_dots(left_vecs, right_vecs, li, ri)
+    zero = _is_zero(left_vecs)[li] | _is_zero(right_vecs)[ri]
     cos = np.where(zero, np.nan, np.clip(cos, 0.0, 1.0))
     sims["cos"] = cos
     has = ~np.isnan(cos)

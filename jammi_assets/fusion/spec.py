@@ -101,6 +101,7 @@ class MatchingSpec(_Strict):
     candidates: int = Field(default=20, ge=1, le=200)
     threshold: float | None = Field(default=None, ge=0, le=1)  # None: the automatic rule
     max_cluster_size: int = Field(default=0, ge=0)  # 0: one record per source per entity
+    duplicates: bool = True  # a record may join its linked twin's entity (matching.py)
 
 
 class FusedQualitySpec(_Strict):

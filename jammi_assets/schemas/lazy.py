@@ -15,6 +15,7 @@ import pandas as pd
 
 from jammi_assets.frames.schema import REASON_COLUMN
 from jammi_assets.schemas.migrations import migrate_rows
+from jammi_assets.schemas.models import invalid_in_version
 from jammi_assets.schemas.steps import coerce_value
 from jammi_assets.schemas.versions import resolve_versions, version_columns
 
@@ -68,8 +69,9 @@ def _unresolved(raw: pd.DataFrame, reasons: dict[Any, str]) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def to_current_version(raw: pd.DataFrame, spec: Any) -> CurrentFrame:
-    """Resolve each row's version and migrate older rows to the current version.
+def to_current_version(raw: pd.DataFrame, spec: Any, source: str = "source") -> CurrentFrame:
+    """Resolve each row's version and migrate older rows to the current version; an older row
+    must first pass its own version's Pandera model (schemas/models.py).
 
     A source without a `schema:` block passes through unchanged.
     """
@@ -84,6 +86,10 @@ def to_current_version(raw: pd.DataFrame, spec: Any) -> CurrentFrame:
         counts[version] = len(rows)
         if not len(rows):
             continue
+        if version != schema.current:
+            invalid = invalid_in_version(rows, source, spec, version)
+            reasons.update(invalid)
+            rows = rows.drop(index=list(invalid))
         out, failed = migrate_rows(rows, spec, version)
         reasons.update(failed)
         parts.append(out)
