@@ -58,11 +58,8 @@ def _refusal(state: _Clusters, a: int, b: int, tier: int, max_cluster_size: int)
     if not shared:
         return ""
     if tier == 2 and len(shared) == 1:
-        (source,) = shared
-        if min(state.sources[a][source], state.sources[b][source]) == 1 and (
-            state.size[a] == 1 or state.size[b] == 1
-        ):
-            return ""
+        if state.size[a] == 1 or state.size[b] == 1:
+            return ""  # the twin joins alone: its source is the one the two share
         return "a duplicate may join an entity alone, not bring a cluster with it"
     return "both clusters already hold a record of the same source"
 

@@ -44,6 +44,7 @@ import pandas as pd
 
 from jammi_assets.fusion.blocking import VectorIndex
 from jammi_assets.fusion.blocking import candidates as block
+from jammi_assets.fusion.clusters import DUPLICATE_RULE_PREFIX as DUPLICATE_RULE
 from jammi_assets.fusion.scoring import Prepared, number_clash, score_pairs
 from jammi_assets.fusion.spec import EntitySpec
 
@@ -54,7 +55,6 @@ MIN_SEPARATION = 0.5
 MIN_RECORDS = 10
 BINS = 100
 TEXT_KINDS = ("text", "name", "code")
-DUPLICATE_RULE = "match:duplicate"
 
 
 @dataclass(frozen=True)
