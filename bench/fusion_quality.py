@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from jammi_assets.config import DEFAULT_MODEL, Project, parse_project  # noqa: E402
 from jammi_assets.frames.remediation import remediate  # noqa: E402
 from jammi_assets.frames.schema import build_model, split_valid  # noqa: E402
-from jammi_assets.fusion.fuse import FusionResult, fuse_entity  # noqa: E402
+from jammi_assets.fusion.fuse import FusionResult, fuse_entity, record_texts  # noqa: E402
 from jammi_assets.sources.extract import extract  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -171,13 +171,6 @@ class CachedEmbedder:
         os.replace(tmp, self.path)
 
 
-def _record_texts(records: pd.DataFrame, fields: list[str]) -> list[str]:
-    """The blocking text of each record, as fuse_entity builds it: fields joined by a space."""
-    parts = [records[f].astype("string").fillna("") for f in fields]
-    joined = parts[0].str.cat(parts[1:], sep=" ") if len(parts) > 1 else parts[0]
-    return joined.str.split().str.join(" ").fillna("").tolist()
-
-
 def _prf(found: set, gold: set) -> dict[str, float]:
     tp = len(found & gold)
     precision = tp / len(found) if found else 0.0
@@ -231,7 +224,7 @@ def evaluate_real(
     candidates = _oriented(result.candidates, left)
     n_records = len(frames[left]) + len(frames[right])
     records = result.records
-    vectors = embedder(_record_texts(records, project.entities[entity].embed_fields()))
+    vectors = embedder(record_texts(records, project.entities[entity].embed_fields()))
     twins = accepted["rule"].str.startswith("match:duplicate")
     strict = _without_twins(project, entity)
     strict_links = fuse_entity(strict, entity, frames, embedder).links

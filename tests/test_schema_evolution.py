@@ -17,7 +17,7 @@ from jammi_assets.errors import ConfigError, SchemaMigrationError
 from jammi_assets.frames.schema import REASON_COLUMN
 from jammi_assets.schemas.lazy import to_current_version
 from jammi_assets.schemas.migrations import migrate_frame, migration_path
-from jammi_assets.schemas.models import version_models
+from jammi_assets.schemas.models import version_model, version_models
 from jammi_assets.schemas.spec import MigrationSpec
 from jammi_assets.schemas.steps import apply_to_frame
 from jammi_assets.schemas.versions import infer_version, resolve_versions
@@ -381,6 +381,13 @@ def test_each_version_is_a_pandera_model_of_its_own_columns():
     assert not models["v1"].to_schema().columns["name"].nullable
     models["v2"].validate(pd.DataFrame({"sku": ["a"], "title": ["t"], "price": ["1.5"], "currency": ["EUR"],
                                         "first": [None], "last": [None]}))
+
+
+def test_a_source_without_versions_has_its_own_model_only():
+    plain = load({"kind": "jsonl", "path": "data/*.jsonl", "key": "sku", "columns": {"sku": REQ}})
+    assert version_model("partners", plain, "v1").__name__ == "PartnersFrame"
+    with pytest.raises(KeyError, match="declares no schema version 'v7'"):
+        version_model("partners", load(source()), "v7")
 
 
 def test_an_older_row_invalid_in_its_own_version_is_quarantined_naming_that_version():

@@ -76,7 +76,8 @@ def standardized_records(project: Project, entity: str, frames: dict[str, pd.Dat
     return records
 
 
-def _texts(records: pd.DataFrame, fields: list[str]) -> list[str]:
+def record_texts(records: pd.DataFrame, fields: list[str]) -> list[str]:
+    """Each record's embedding text: `fields` joined by one space, whitespace collapsed."""
     if not fields:
         return [""] * len(records)
     parts = [records[f].astype("string").fillna("") for f in fields]
@@ -185,7 +186,7 @@ def fuse_entity(
     cache = dict(previous.vectors) if previous is not None else {}
     n_embedded = 0
     if ent.matching.enabled and len(ent.sources) > 1:
-        vectors, n_embedded = embed_records(_texts(records, ent.embed_fields()), embed, cache)
+        vectors, n_embedded = embed_records(record_texts(records, ent.embed_fields()), embed, cache)
     else:
         vectors = np.zeros((len(records), 1), dtype=np.float32)
     timings["embed_s"] = time.perf_counter() - t0

@@ -218,7 +218,8 @@ def _is_zero(vectors: np.ndarray) -> np.ndarray:
 
 def _row_dots(left: np.ndarray, right: np.ndarray, li: np.ndarray, ri: np.ndarray,
               chunk: int = 65536) -> np.ndarray:
-    """left[li[n]] . right[ri[n]] for every n, gathered in chunks (no pairs x dims copy)."""
+    """left[li[n]] . right[ri[n]] for every n, gathered `chunk` pairs at a time (never a full
+    pairs x dims copy)."""
     out = np.empty(len(li), dtype=np.float64)
     for start in range(0, len(li), chunk):
         a, b = left[li[start:start + chunk]], right[ri[start:start + chunk]]

@@ -14,19 +14,19 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from jammi_assets.frames.schema import build_model, model_name, split_valid
+from jammi_assets.frames.schema import REASON_COLUMN, build_model, model_name, split_valid
 from jammi_assets.schemas.migrations import restrict_to_version
 from jammi_assets.schemas.versions import version_columns
 
 
 def version_model(source: str, spec: Any, version: str) -> type[pa.DataFrameModel]:
     """The Pandera model of `version` of `source` (the source's own model for the current one)."""
+    if spec.schema_ is None or version == spec.schema_.current:
+        return build_model(source, spec)
     columns = version_columns(spec)
     if version not in columns:
         raise KeyError(f"source {source!r} declares no schema version {version!r} "
                        f"(declared: {', '.join(columns)})")
-    if spec.schema_ is None or version == spec.schema_.current:
-        return build_model(source, spec)
     model = build_model(source, spec.model_copy(update={"columns": columns[version]}))
     model.__name__ = model_name(source).removesuffix("Frame") + version.capitalize() + "Frame"
     return model
@@ -44,4 +44,4 @@ def invalid_in_version(rows: pd.DataFrame, source: str, spec: Any, version: str)
     own = restrict_to_version(rows, spec, version)
     _, failed = split_valid(own.reset_index(names="_raw_index"), version_model(source, spec, version))
     return {raw: f"schema {version}: {reason}"
-            for raw, reason in zip(failed["_raw_index"], failed["_quarantine_reason"], strict=True)}
+            for raw, reason in zip(failed["_raw_index"], failed[REASON_COLUMN], strict=True)}
