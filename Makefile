@@ -24,7 +24,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo-data: install
-	$(BIN)/python -m jammi_assets.demo.generate --out data/demo
+	$(BIN)/python -m jammi.demo.generate --out data/demo
 
 demo: demo-data
 	$(BIN)/jammi materialize
@@ -49,7 +49,7 @@ test: install
 	$(BIN)/pytest -q
 
 ui: install
-	@test -f data/demo/products.csv || $(BIN)/python -m jammi_assets.demo.generate --out data/demo
+	@test -f data/demo/products.csv || $(BIN)/python -m jammi.demo.generate --out data/demo
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 validate: install

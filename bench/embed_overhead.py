@@ -32,10 +32,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import dagster as dg  # noqa: E402
 import yaml  # noqa: E402
 
-from jammi_assets.config import DEFAULT_MODEL, load_project  # noqa: E402
+from jammi.demo.generate import make_products  # noqa: E402
+from jammi.embedding.model import load_encoder  # noqa: E402
+from jammi.spec.project import DEFAULT_MODEL, load_project  # noqa: E402
 from jammi_assets.definitions import build_assets, build_resources  # noqa: E402
-from jammi_assets.demo.generate import make_products  # noqa: E402
-from jammi_assets.embeddings.model import load_encoder  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "embed_overhead.json"
 

@@ -42,11 +42,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jammi_assets.config import DEFAULT_MODEL, Project, parse_project  # noqa: E402
-from jammi_assets.frames.remediation import remediate  # noqa: E402
-from jammi_assets.frames.schema import build_model, split_valid  # noqa: E402
-from jammi_assets.fusion.fuse import FusionResult, fuse_entity, record_texts  # noqa: E402
-from jammi_assets.sources.extract import extract  # noqa: E402
+from jammi.embedding.texts import content_hash  # noqa: E402
+from jammi.fusion.fuse import FusionResult, fuse_entity, record_texts  # noqa: E402
+from jammi.ingest.extract import extract  # noqa: E402
+from jammi.silver.recipe import to_silver  # noqa: E402
+from jammi.spec.project import DEFAULT_MODEL, Project, parse_project  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 CACHE = ROOT / "bench" / ".cache"
@@ -122,16 +122,18 @@ def validated_frames(project: Project, entity: str) -> dict[str, pd.DataFrame]:
     frames = {}
     for name in project.entities[entity].sources:
         spec = project.sources[name]
-        fixed, _ = remediate(extract(project, name), spec)
-        valid, quarantine = split_valid(fixed, build_model(name, spec))
-        if len(quarantine):
-            print(f"  {name}: {len(quarantine)} row(s) quarantined")
-        frames[name] = valid
+        silver = to_silver(extract(project, name), spec, name)
+        if len(silver.quarantine):
+            print(f"  {name}: {len(silver.quarantine)} row(s) quarantined")
+        frames[name] = silver.valid
     return frames
 
 
 class CachedEmbedder:
-    """The real model behind a disk cache keyed by text hash (bench/.cache/<model>.npz)."""
+    """The real model behind a disk cache keyed by model id + text (bench/.cache/<model>.npz);
+    an Encoder, so fusion calls it as it calls the model."""
+
+    dimensions, max_seq_length = 384, 256
 
     def __init__(self, model_id: str = DEFAULT_MODEL):
         self.model_id = model_id
@@ -143,15 +145,11 @@ class CachedEmbedder:
         self.seconds = 0.0
         self.embedded = 0
 
-    @staticmethod
-    def _key(text: str) -> str:
-        return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        keys = [self._key(t) for t in texts]
+    def encode(self, texts: list[str]) -> np.ndarray:
+        keys = [content_hash(self.model_id, t) for t in texts]
         todo = list({k: t for k, t in zip(keys, texts, strict=True) if k not in self.vectors}.items())
         if todo:
-            from jammi_assets.embeddings.model import load_encoder
+            from jammi.embedding.model import load_encoder
 
             t0 = time.perf_counter()
             encoder = load_encoder(self.model_id)
@@ -224,7 +222,7 @@ def evaluate_real(
     candidates = _oriented(result.candidates, left)
     n_records = len(frames[left]) + len(frames[right])
     records = result.records
-    vectors = embedder(record_texts(records, project.entities[entity].embed_fields()))
+    vectors = embedder.encode(record_texts(records, project.entities[entity].embed_fields()))
     twins = accepted["rule"].str.startswith("match:duplicate")
     strict = _without_twins(project, entity)
     strict_links = fuse_entity(strict, entity, frames, embedder).links
@@ -252,6 +250,7 @@ def evaluate_real(
 
 
 # -- synthetic ----------------------------------------------------------------------------------
+
 
 def _pseudo_words(rng: random.Random, n: int) -> list[str]:
     words = set()
@@ -347,16 +346,20 @@ def synthetic_project() -> Project:
     return parse_project(data, ROOT / "bench" / "synthetic.yaml")
 
 
-def hashing_embedder(texts: list[str]) -> np.ndarray:
+class HashingEncoder:
     """Cheap deterministic stand-in for a model: character trigrams hashed into HASH_DIM buckets,
     L2-normalised. Only used for the synthetic timing."""
-    out = np.zeros((len(texts), HASH_DIM), dtype=np.float32)
-    for row, text in enumerate(texts):
-        padded = f"  {text.casefold()} "
-        for i in range(len(padded) - 2):
-            out[row, _zlib_hash(padded[i:i + 3]) % HASH_DIM] += 1.0
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.where(norms == 0, 1.0, norms)
+
+    model_id, dimensions, max_seq_length = "hashing-trigrams", HASH_DIM, 10**6
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), HASH_DIM), dtype=np.float32)
+        for row, text in enumerate(texts):
+            padded = f"  {text.casefold()} "
+            for i in range(len(padded) - 2):
+                out[row, _zlib_hash(padded[i:i + 3]) % HASH_DIM] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1.0, norms)
 
 
 def _zlib_hash(text: str) -> int:
@@ -368,10 +371,9 @@ def evaluate_synthetic() -> dict:
     raw, gold = synthetic_frames()
     frames = {}
     for name, frame in raw.items():
-        valid, _ = split_valid(frame, build_model(name, project.sources[name]))
-        frames[name] = valid
+        frames[name] = to_silver(frame, project.sources[name], name).valid
     t0 = time.perf_counter()
-    result = fuse_entity(project, "item", frames, hashing_embedder)
+    result = fuse_entity(project, "item", frames, HashingEncoder())
     seconds = time.perf_counter() - t0
     links = result.links[result.links["accepted"] & result.links["rule"].str.startswith("match:")]
     found = {tuple(sorted((f"{a}:{b}", f"{c}:{d}"))) for a, b, c, d in

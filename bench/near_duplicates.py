@@ -36,8 +36,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jammi_assets.demo.generate import make_products  # noqa: E402
-from jammi_assets.quality.near_duplicates import find_near_duplicates  # noqa: E402
+from jammi.demo.generate import make_products  # noqa: E402
+from jammi.quality.near_duplicates import find_near_duplicates  # noqa: E402
 
 SIZES = (10_000, 30_000, 100_000)
 THRESHOLD = 0.8

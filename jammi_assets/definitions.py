@@ -1,18 +1,22 @@
-"""The code location: every asset, resource, job and sensor of the project in jammi.yaml
-($JAMMI_PROJECT, else ./jammi.yaml)."""
+"""The code location. `defs` loads the defs folder, whose one component (jammi_assets.component)
+builds everything from jammi.yaml; `build_definitions` is that factory, also used by the CLI's
+runner and the tests."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
-from jammi_assets.config import Project, load_project
-from jammi_assets.embeddings.assets import embeddings_asset
-from jammi_assets.frames.assets import validate_asset
-from jammi_assets.fusion.assets import fused_asset
-from jammi_assets.indexes.assets import ann_index_asset
-from jammi_assets.quality.assets import quality_report_asset
-from jammi_assets.sources.assets import raw_asset
-from resources.artifacts import ArtifactStore, FrameIOManager
+from jammi.spec.project import Project
+from jammi_assets.assets.bronze import raw_asset
+from jammi_assets.assets.embeddings import embeddings_asset
+from jammi_assets.assets.fused import fused_asset
+from jammi_assets.assets.indexes import ann_index_asset
+from jammi_assets.assets.quality import quality_report_asset
+from jammi_assets.assets.silver import validate_asset
+from jammi_assets.io_manager import FrameIOManager
+from resources.artifacts import ArtifactStore
 from resources.embedding_model import EmbeddingModelResource
 from sensors.source_files import build_source_files_sensor
 
@@ -53,4 +57,4 @@ def build_definitions(project: Project) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(load_project())
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

@@ -7,11 +7,13 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
-from jammi_assets.config import Project
-from jammi_assets.errors import JammiError
+from jammi import keys
+from jammi.errors import JammiError
+from jammi.spec.project import Project
 
 SUMMARY_KEYS = ("rows_quarantined", "rows_skipped", "rows_truncated", "rows_per_second",
                 "table_name", "vectors", "build_seconds")
@@ -25,14 +27,21 @@ class Outcome:
     error: str | None = None
 
 
+QUIET_INSTANCE = "# written by jammi: a local instance with default storage\ntelemetry:\n  enabled: false\n"
+
+
 def use_local_instance(project: Project) -> dg.DagsterInstance:
     """$DAGSTER_HOME if set; else the project folder when it holds dagster.yaml; else a
-    dagster_home folder inside the artifact directory. Runs show up in `dagster dev`."""
+    dagster_home folder inside the artifact directory. Runs show up in `dagster dev`. A home
+    without dagster.yaml gets one that only turns telemetry off."""
     if not os.environ.get("DAGSTER_HOME"):
         home = project.root if (project.root / "dagster.yaml").exists() else (
             project.artifact_dir / "dagster_home")
         home.mkdir(parents=True, exist_ok=True)
         os.environ["DAGSTER_HOME"] = str(home)
+    config = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
+    if not config.exists():  # else Dagster prints its telemetry banner on every run
+        config.write_text(QUIET_INSTANCE, encoding="utf-8")
     os.chdir(os.environ["DAGSTER_HOME"])  # dagster.yaml's relative storage paths
     return dg.DagsterInstance.get()
 
@@ -70,33 +79,24 @@ def _progress_logger(echo: Callable[[str], None]) -> dg.LoggerDefinition:
     return progress
 
 
-def _frame_assets(project: Project, name: str) -> list[str]:
-    """The assets that produce the rows of a source or of a fused entity."""
-    entity = project.entity_of(name)
-    if entity is None:
-        return [f"raw_{name}", f"validated_{name}", f"quarantine_{name}"]
-    out = [a for s in project.entities[entity].sources for a in _frame_assets(project, s)]
-    return out + [f"fused_{entity}", f"fused_{entity}_provenance", f"fused_{entity}_links"]
-
-
-def resolve_selection(project: Project, names: list[str], all_keys: set[str]) -> list[dg.AssetKey]:
+def resolve_selection(project: Project, names: list[str],
+                      assets: list[dg.AssetsDefinition]) -> list[dg.AssetKey]:
     """Asset names as-is; a source or entity name means its assets and every pipeline over it;
-    a pipeline name means its source's assets and the pipeline's table and index."""
+    a pipeline name means its source's assets and the pipeline's table and index. An asset
+    that shares its step with others (validated_ and quarantine_, say) brings them along, as
+    the UI does."""
+    all_keys = {k.to_user_string() for a in assets for k in a.keys}
     chosen: list[str] = []
     for name in names:
-        known = name in project.sources or name in project.entities
-        if known:
-            chosen += _frame_assets(project, name)
-            for p in project.pipelines_of(name):
-                chosen += [f"{p}_embeddings", f"{p}_ann_index"]
-        if name in project.pipelines:
-            chosen += _frame_assets(project, project.pipelines[name].source)
-            chosen += [f"{name}_embeddings", f"{name}_ann_index"]
-        if name in all_keys:
-            chosen.append(name)
-        if not known and name not in project.pipelines and name not in all_keys:
+        expanded = keys.assets_of(project, name)
+        if not expanded and name not in all_keys:
             raise JammiError(f"--select {name!r}: not an asset, source, entity or pipeline "
                              f"(assets: {', '.join(sorted(all_keys))})")
+        chosen += expanded or [name]
+    for a in assets:
+        names_of_step = [k.to_user_string() for k in a.keys]
+        if not a.can_subset and any(n in chosen for n in names_of_step):
+            chosen += names_of_step
     return [dg.AssetKey(k) for k in dict.fromkeys(chosen)]
 
 
@@ -112,13 +112,13 @@ def run_materialization(project: Project, select: list[str], device: str = "auto
     from jammi_assets.definitions import build_assets, build_resources
 
     assets = build_assets(project)
-    keys = {k.to_user_string() for a in assets for k in a.keys}
-    selection = resolve_selection(project, select, keys) if select else None
+    selection = resolve_selection(project, select, assets) if select else None
     instance = use_local_instance(project)
     defs = dg.Definitions(assets=assets, resources=build_resources(project, device),
                           loggers={"jammi_progress": _progress_logger(echo)})
     job = defs.resolve_implicit_global_asset_job_def()
-    echo(f"materializing {len(selection) if selection else len(keys)} asset(s) of {project.path}")
+    count = len(selection) if selection else sum(len(a.keys) for a in assets)
+    echo(f"materializing {count} asset(s) of {project.path}")
     result = job.execute_in_process(
         run_config={"loggers": {"jammi_progress": {}}},
         instance=instance,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from jammi_assets.embeddings.model import SentenceTransformerEncoder, load_encoder
+from jammi.embedding.model import LazyEncoder, SentenceTransformerEncoder, load_encoder
 
 
 class EmbeddingModelResource(dg.ConfigurableResource):
@@ -16,4 +16,9 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     device: str = "auto"
 
     def encoder(self, model_id: str) -> SentenceTransformerEncoder:
+        """The loaded model (loads it now: a model that cannot load fails the step here)."""
         return load_encoder(model_id, self.device)
+
+    def lazy(self, model_id: str) -> LazyEncoder:
+        """The model, loaded only when a text is first encoded."""
+        return LazyEncoder(model_id, self.device)

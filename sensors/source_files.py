@@ -11,9 +11,10 @@ import json
 
 import dagster as dg
 
-from jammi_assets.config import Project
-from jammi_assets.errors import SourceError
-from jammi_assets.sources.extract import source_files
+from jammi import keys
+from jammi.errors import SourceError
+from jammi.ingest.extract import source_files
+from jammi.spec.project import Project
 
 FILE_KINDS = ("csv", "parquet", "jsonl")
 
@@ -31,10 +32,7 @@ def fingerprint(project: Project, name: str) -> str | None:
 
 
 def source_assets(project: Project, name: str) -> list[dg.AssetKey]:
-    keys = [f"raw_{name}", f"validated_{name}", f"quarantine_{name}"]
-    for pipeline in project.pipelines_of(name):
-        keys += [f"{pipeline}_embeddings", f"{pipeline}_ann_index"]
-    return [dg.AssetKey(k) for k in keys]
+    return [dg.AssetKey(k) for k in keys.assets_of(project, name)]
 
 
 def changed_sources(project: Project, cursor: dict[str, str]) -> tuple[dict[str, str], list[str]]:

@@ -13,8 +13,8 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from jammi_assets.catalog.store import Catalog  # noqa: E402
-from jammi_assets.config import DEFAULT_MODEL, Project, load_project  # noqa: E402
+from jammi.spec.project import DEFAULT_MODEL, Project, load_project  # noqa: E402
+from jammi.tables.catalog import Catalog  # noqa: E402
 from jammi_assets.definitions import build_assets, build_resources  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +42,16 @@ def materialize(project: Project, selection=None, raise_on_error: bool = False):
     )
 
 
+def invoke_cli(args: list[str]):
+    """The `jammi` command line as the console script runs it (the Dagster runner plugged in)."""
+    from click.testing import CliRunner
+
+    from jammi.cli import cli
+    from jammi_assets.cli import materialize as run_graph
+
+    return CliRunner().invoke(cli, args, obj={"materialize": run_graph})
+
+
 def failure_message(result) -> str:
     """The user-facing error of the first failed step (deepest cause)."""
     for event in result.all_events:
@@ -60,7 +70,7 @@ def ready_tables(project: Project):
 @pytest.fixture(scope="session")
 def encoder():
     """The real packaged all-MiniLM-L6-v2 (loaded once per test session)."""
-    from jammi_assets.embeddings.model import load_encoder
+    from jammi.embedding.model import load_encoder
 
     return load_encoder(DEFAULT_MODEL, "cpu")
 

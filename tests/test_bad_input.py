@@ -11,8 +11,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jammi_assets.catalog.store import STATUS_BUILDING, STATUS_READY, Catalog, frame_path
-from jammi_assets.frames.schema import REASON_COLUMN
+from jammi.silver.pandera_model import REASON_COLUMN
+from jammi.storage import frame_path
+from jammi.tables.catalog import STATUS_BUILDING, STATUS_READY, Catalog
 from tests.conftest import PRODUCT_COLUMNS, failure_message, materialize, ready_tables, write_project
 
 PG_DSN = "postgresql://127.0.0.1:5432/test"

@@ -13,26 +13,19 @@ from types import SimpleNamespace
 
 import duckdb
 import pytest
-from click.testing import CliRunner
 
-from jammi_assets.api import Jammi
-from jammi_assets.catalog.recovery import recover
-from jammi_assets.catalog.store import (
-    STATUS_BUILDING,
-    STATUS_READY,
-    STATUS_REMOVED,
-    Catalog,
-    frame_path,
-)
-from jammi_assets.cli import cli
-from jammi_assets.config import DEFAULT_MODEL
-from jammi_assets.embeddings.build import build_embedding_table, source_schema_version
-from jammi_assets.embeddings.model import load_encoder
-from jammi_assets.embeddings.table import SUFFIXES, read_manifest, sidecar
-from jammi_assets.embeddings.texts import generation_fingerprint
-from jammi_assets.errors import ArtifactError, SearchError
-from jammi_assets.search import resolve_table, search
-from tests.conftest import PRODUCT_COLUMNS, materialize, write_project
+from jammi.app.facade import Jammi
+from jammi.embedding.model import load_encoder
+from jammi.errors import ArtifactError, SearchError
+from jammi.query.search import resolve_table, search
+from jammi.spec.project import DEFAULT_MODEL
+from jammi.storage import frame_path
+from jammi.tables.build import build_embedding_table
+from jammi.tables.catalog import STATUS_BUILDING, STATUS_READY, STATUS_REMOVED, Catalog
+from jammi.tables.contract import SUFFIXES, read_manifest, sidecar
+from jammi.tables.generation import generation_fingerprint, source_schema_version
+from jammi.tables.recovery import recover
+from tests.conftest import PRODUCT_COLUMNS, invoke_cli, materialize, write_project
 
 TEXT = ["title", "body"]
 QUERY = "espresso coffee machine"
@@ -237,7 +230,7 @@ def test_search_serves_the_active_table_while_a_new_one_builds(tmp_path, product
 
 
 def test_a_table_failing_its_checks_never_becomes_active(tmp_path, products_csv, encoder):
-    from jammi_assets.quality.outcome import CheckOutcome
+    from jammi.quality.outcome import CheckOutcome
 
     project = project_with(tmp_path, products_csv)
     first = built(project)
@@ -270,14 +263,14 @@ def test_remove_refuses_the_active_table_and_deletes_an_inactive_ones_files(tmp_
 
     with pytest.raises(ArtifactError, match="is the active table of pipeline 'products'"):
         jammi.remove_table(second.table_name)
-    res = CliRunner().invoke(cli, ["--project", str(project.path), "tables", "remove", second.table_name])
+    res = invoke_cli(["--project", str(project.path), "tables", "remove", second.table_name])
     assert res.exit_code == 1
     assert res.output.startswith(f"error: embedding table {second.table_name!r} is the active table")
     assert all(sidecar(second.base_path, s).exists() for s in SUFFIXES)
     assert catalog.table(second.table_name).status == STATUS_READY
 
     assert all(sidecar(first.base_path, s).exists() for s in SUFFIXES)
-    res = CliRunner().invoke(cli, ["--project", str(project.path), "tables", "remove", first.table_name])
+    res = invoke_cli(["--project", str(project.path), "tables", "remove", first.table_name])
 
     assert res.exit_code == 0, res.output
     assert res.output.strip() == f"removed {first.table_name} (4 file(s) deleted)"
@@ -300,7 +293,7 @@ def test_pointer_survives_reopening_and_is_visible_to_any_duckdb_client(tmp_path
     project = project_with(tmp_path, products_csv)
     first = built(project)
     second = built(project)
-    res = CliRunner().invoke(cli, ["--project", str(project.path), "tables", "rollback", "products",
+    res = invoke_cli(["--project", str(project.path), "tables", "rollback", "products",
                                    "--to", first.table_name])
     assert res.exit_code == 0, res.output
     assert res.output.strip() == f"products: active table is now {first.table_name} (was {second.table_name})"
@@ -318,7 +311,7 @@ def test_pointer_survives_reopening_and_is_visible_to_any_duckdb_client(tmp_path
             (first.table_name,)]
     finally:
         con.close()
-    res = CliRunner().invoke(cli, ["--project", str(project.path), "tables", "list", "products",
+    res = invoke_cli(["--project", str(project.path), "tables", "list", "products",
                                    "--format", "json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
@@ -328,7 +321,7 @@ def test_pointer_survives_reopening_and_is_visible_to_any_duckdb_client(tmp_path
         (first.table_name, "ready", True, "v1", DEFAULT_MODEL, "title, body", 5),
     ]
     assert {r["generation"] for r in rows} == {first.generation}
-    res = CliRunner().invoke(cli, ["--project", str(project.path), "tables", "rollback", "nope"])
+    res = invoke_cli(["--project", str(project.path), "tables", "rollback", "nope"])
     assert res.exit_code == 1 and res.output.startswith("error: pipeline 'nope' has no embedding tables")
 
 

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from jammi_assets.api import Jammi
-from jammi_assets.catalog.store import Catalog
-from jammi_assets.cli import cli
-from jammi_assets.config import DEFAULT_MODEL, load_project
-from jammi_assets.demo.generate import write_demo
-from jammi_assets.embeddings.table import sidecar
-from jammi_assets.embeddings.texts import compose_texts, content_hash
+from jammi.app.facade import Jammi
+from jammi.cli import cli
+from jammi.demo.generate import write_demo
+from jammi.embedding.texts import compose_texts, content_hash
+from jammi.spec.project import DEFAULT_MODEL, load_project
+from jammi.tables.catalog import Catalog
+from jammi.tables.contract import sidecar
 from jammi_assets.runner import run_materialization
 from tests.conftest import REPO
 
@@ -170,7 +170,7 @@ def test_search_filter_select_and_row_key(demo):
     by_vector = jammi.search("products", vector=vec, k=4)
     assert by_vector["_row_id"].iloc[0] == anchor
     assert by_vector["_row_id"].tolist()[1:] == similar["_row_id"].tolist()
-    from jammi_assets.errors import SearchError
+    from jammi.errors import SearchError
 
     with pytest.raises(SearchError, match="filter"):
         jammi.search("products", "x", filter="no_such_column > 1")

@@ -10,13 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jammi_assets.api import Jammi
-from jammi_assets.catalog.store import Catalog
-from jammi_assets.config import DEFAULT_MODEL, IndexSpec
-from jammi_assets.embeddings import model as model_module
-from jammi_assets.embeddings.table import sidecar, table_schema, to_vector_array
-from jammi_assets.indexes.ann import build_index
-from jammi_assets.quality import embedding_checks as ec
+from jammi.app.facade import Jammi
+from jammi.embedding import model as model_module
+from jammi.embedding.vectors import to_vector_array
+from jammi.spec.project import DEFAULT_MODEL, IndexSpec
+from jammi.tables import checks as ec
+from jammi.tables.catalog import Catalog
+from jammi.tables.contract import sidecar, table_schema
+from jammi.tables.index import build_index
 from tests.conftest import PRODUCT_COLUMNS, failure_message, materialize, write_project
 
 

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from jammi_assets.catalog.store import STATUS_READY, Catalog
-from jammi_assets.config import PipelineSpec, SourceSpec
-from jammi_assets.embeddings.build import build_embedding_table
-from jammi_assets.embeddings.encode import MAX_OOM_RETRIES, BatchSizer, encode_window, is_oom
+from jammi.embedding.encode import MAX_OOM_RETRIES, BatchSizer, encode_window, is_oom
+from jammi.spec.project import PipelineSpec, SourceSpec
+from jammi.tables.build import build_embedding_table
+from jammi.tables.catalog import STATUS_READY, Catalog
 
 DIMS = 384
 POISON = "this exact text always exhausts device memory"
@@ -224,6 +224,8 @@ def test_poison_alone():
      KeyError("input_ids")],
     ids=["value-error", "runtime-error", "key-error"],
 )
+
+
 def test_non_oom_errors_propagate(encoder, err):
     wrapped = Raises(encoder, err)
     with pytest.raises(type(err)) as info:

@@ -1,4 +1,4 @@
-"""The pure frame checks in jammi_assets.quality.frame_checks: each fails on data built to
+"""The pure frame checks in jammi.quality.frame_checks: each fails on data built to
 fail it, passes on clean data, survives an empty frame and odd values in text columns."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jammi_assets.quality import frame_checks as fc
-from jammi_assets.quality.outcome import MAX_EXAMPLES, CheckOutcome
+from jammi.quality import frame_checks as fc
+from jammi.quality.outcome import MAX_EXAMPLES, CheckOutcome
 
 
 def _sane(out: CheckOutcome, name: str, severity: str = "warn") -> CheckOutcome:
@@ -182,8 +182,8 @@ def test_schema_conformance_passes_without_quarantine():
 
 
 def test_schema_conformance_reads_real_pandera_reasons():
-    from jammi_assets.config import ColumnSpec, SourceSpec
-    from jammi_assets.frames.schema import build_model, split_valid
+    from jammi.silver.pandera_model import build_model, split_valid
+    from jammi.spec.project import ColumnSpec, SourceSpec
 
     spec = SourceSpec(kind="csv", key="id", path="x.csv", columns={
         "id": ColumnSpec(type="int", nullable=False),
@@ -302,6 +302,8 @@ EMPTY = pd.DataFrame({"id": pd.Series([], dtype=object), "title": pd.Series([], 
                                   0.1, 0.2, "warn"),
 ], ids=["completeness", "exact_duplicates", "outliers", "schema_conformance", "referential_integrity",
         "distribution_drift"])
+
+
 def test_empty_frame_passes_explicitly(run):
     out = run()
     assert out.passed and out.statistic == 0.0 and out.examples == []

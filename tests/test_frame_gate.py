@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from jammi_assets.api import Jammi
-from jammi_assets.catalog.store import Catalog
-from jammi_assets.config import parse_project
-from jammi_assets.errors import ConfigError
-from jammi_assets.quality.frame_gate import BASE_CHECKS
+from jammi.app.facade import Jammi
+from jammi.errors import ConfigError
+from jammi.quality.frame_gate import BASE_CHECKS
+from jammi.spec.project import parse_project
+from jammi.tables.catalog import Catalog
 from tests.conftest import PRODUCT_COLUMNS, failure_message, materialize, write_project
 
 CLEAN = (
@@ -100,6 +100,8 @@ def test_referential_integrity_between_sources(tmp_path):
         ({"foreign_keys": [{"column": "id", "references": "ghost.id"}]}, "'ghost.id' is not a declared"),
     ],
 )
+
+
 def test_bad_quality_config_fails_at_load(tmp_path, quality, message):
     doc = {"sources": {"products": {"kind": "csv", "path": "x.csv", "key": "id",
                                     "columns": PRODUCT_COLUMNS, "quality": quality}}}

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from jammi_assets.fusion.spec import EntitySpec
-from jammi_assets.quality.fused_checks import (
+from jammi.quality.fused_checks import (
     cluster_size,
     conflict_rate,
     fused_checks,
     source_coverage,
     unique_entity_id,
 )
+from jammi.spec.entities import EntitySpec
 
 ENTITY = EntitySpec.model_validate({
     "fields": {"title": "str", "price": "float"},

@@ -9,19 +9,32 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jammi_assets.config import parse_project
-from jammi_assets.errors import ConfigError, FusionError
-from jammi_assets.fusion.clusters import cluster, key_links
-from jammi_assets.fusion.fuse import fuse_entity
+from jammi.errors import ConfigError, FusionError
+from jammi.fusion.clusters import cluster, key_links
+from jammi.fusion.fuse import fuse_entity
+from jammi.spec.project import parse_project
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @pytest.fixture(scope="module")
 def embed():
-    from jammi_assets.embeddings.model import load_encoder
+    from jammi.embedding.model import load_encoder
 
-    return load_encoder(MODEL, "cpu").encode
+    return load_encoder(MODEL, "cpu")
+
+
+class CountingEncoder:
+    """Passes texts to a real encoder and counts how many reach it."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+        self.model_id, self.dimensions = inner.model_id, inner.dimensions
+        self.max_seq_length = inner.max_seq_length
+
+    def encode(self, texts):
+        self.calls.append(len(texts))
+        return self.inner.encode(texts)
 
 
 def project(tmp_path: Path, entities: dict, sources: dict | None = None):
@@ -167,17 +180,12 @@ def test_matching_links_records_without_keys(tmp_path, embed):
 def test_incremental_equals_full_and_only_touches_changed_entities(tmp_path, embed):
     proj = project(tmp_path, {"product": PRODUCTS}, PRODUCT_SOURCES)
     first = fuse_entity(proj, "product", product_frames(), embed)
-    calls = []
-
-    def counting(texts):
-        calls.append(len(texts))
-        return embed(texts)
-
+    counting = CountingEncoder(embed)
     incremental = fuse_entity(proj, "product", product_frames(changed=True), counting, first.state())
     full = fuse_entity(proj, "product", product_frames(changed=True), embed)
     pd.testing.assert_frame_equal(incremental.entities, full.entities)
     pd.testing.assert_frame_equal(incremental.provenance, full.provenance)
-    assert sum(calls) == 1  # only the new feed record's text was embedded
+    assert sum(counting.calls) == 1  # only the new feed record's text was embedded
     # the price update touches one entity, the new record another; the rest are carried over
     assert incremental.stats["entities_resolved"] == 2
     assert incremental.stats["entities_reused"] == len(full.entities) - 2
@@ -206,6 +214,8 @@ def test_unparseable_timestamp_names_source_column_and_record(tmp_path, embed):
     (lambda e: e["sources"].update(ghost={"mapping": {"name": "x"}}), "unknown source 'ghost'"),
     (lambda e: e.update(resolution={"email": ["loudest"]}), "resolution.email"),
 ])
+
+
 def test_bad_entity_declarations_fail_at_load(tmp_path, change, expected):
     import copy
 
@@ -217,18 +227,29 @@ def test_bad_entity_declarations_fail_at_load(tmp_path, change, expected):
     assert "jammi.yaml" in str(err.value)
 
 
-def test_vectors_are_cached_by_text(tmp_path):
-    from jammi_assets.fusion.fuse import embed_records
+class FakeEncoder:
+    """Orchestration only: records what reaches the model, returns constant vectors."""
 
-    cache: dict[str, np.ndarray] = {}
-    calls = []
+    dimensions, max_seq_length = 3, 128
 
-    def fake(texts):  # orchestration only: counts what reaches the model
-        calls.append(list(texts))
+    def __init__(self, model_id: str):
+        self.model_id, self.calls = model_id, []
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
         return np.ones((len(texts), 3), dtype=np.float32)
 
+
+def test_vectors_are_cached_by_model_and_text(tmp_path):
+    from jammi.fusion.fuse import embed_records
+
+    cache: dict[str, np.ndarray] = {}
+    fake = FakeEncoder("model-a")
     vecs, n = embed_records(["a", "b", "", "a"], fake, cache)
-    assert n == 2 and calls == [["a", "b"]] and vecs.shape == (4, 3)
+    assert n == 2 and sorted(map(sorted, fake.calls)) == [["a", "b"]] and vecs.shape == (4, 3)
     assert not vecs[2].any()
     _, n = embed_records(["a", "c"], fake, cache)
-    assert n == 1 and calls[-1] == ["c"]
+    assert n == 1 and fake.calls[-1] == ["c"]
+    other = FakeEncoder("model-b")  # same texts, another model: nothing is reused
+    _, n = embed_records(["a", "c"], other, cache)
+    assert n == 2 and sorted(other.calls[0]) == ["a", "c"]

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from jammi_assets.config import load_project
+from jammi.demo.generate import write_demo
+from jammi.query.search import search
+from jammi.spec.project import load_project
 from jammi_assets.definitions import build_assets
-from jammi_assets.demo.generate import write_demo
 from jammi_assets.runner import resolve_selection
-from jammi_assets.search import search
 from tests.conftest import REPO, materialize
 
 PG_DSN = "postgresql://127.0.0.1:5432/test"
@@ -37,8 +37,7 @@ def demo_project(root: Path, inventory: dict | None = None):
 
 
 def run_fusion(project) -> dg.ExecuteInProcessResult:
-    keys = {k.to_user_string() for a in build_assets(project) for k in a.keys}
-    selection = resolve_selection(project, SELECTION, keys)
+    selection = resolve_selection(project, SELECTION, build_assets(project))
     result = materialize(project, selection=selection)
     assert result.success
     return result

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from jammi_assets.errors import FusionError
-from jammi_assets.fusion.mapping import standardize
-from jammi_assets.fusion.spec import EntitySpec
+from jammi.errors import FusionError
+from jammi.fusion.mapping import standardize
+from jammi.spec.entities import EntitySpec
 
 
 def entity(fields: dict, mapping: dict, **source) -> EntitySpec:

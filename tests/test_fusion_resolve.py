@@ -9,9 +9,9 @@ import random
 import pandas as pd
 import pytest
 
-from jammi_assets.fusion.mapping import standardize
-from jammi_assets.fusion.resolve import resolve
-from jammi_assets.fusion.spec import EntitySpec
+from jammi.fusion.mapping import standardize
+from jammi.fusion.resolve import resolve
+from jammi.spec.entities import EntitySpec
 
 T = pd.Timestamp
 
@@ -110,6 +110,8 @@ def test_chapter_example_email_most_recent_name_by_priority():
     ("vote", [dict(source="a", id="1", quality=0.9, v="x"), dict(source="b", id="2", quality=0.5, v="y"),
               dict(source="c", id="3", quality=0.5, v="y")], ("y", "b")),
 ])
+
+
 def test_each_rule_picks_its_best_candidate(rule, rows, winner):
     ent = spec({"v": "str", "w": "str"}, {"v": [rule]})
     fused, provenance = fuse(rows, ent)
@@ -222,6 +224,7 @@ def test_empty_records_give_empty_typed_frames():
 
 
 # --- the vectorized resolver against a record-by-record reference -------------------------
+
 
 def reference(rows: list[dict], ent: EntitySpec) -> dict:
     fields = list(ent.fields)

@@ -8,15 +8,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from click.testing import CliRunner
 
-from jammi_assets.api import Jammi
-from jammi_assets.cli import cli
-from jammi_assets.config import DEFAULT_MODEL
-from jammi_assets.embeddings.encode import EMPTY_TEXT_ERROR
-from jammi_assets.embeddings.infer import infer_texts
-from jammi_assets.errors import JammiError
-from tests.conftest import PRODUCT_COLUMNS, write_project
+from jammi.app.facade import Jammi
+from jammi.embedding.encode import EMPTY_TEXT_ERROR
+from jammi.embedding.infer import infer_texts
+from jammi.errors import JammiError
+from jammi.spec.project import DEFAULT_MODEL
+from tests.conftest import PRODUCT_COLUMNS, invoke_cli, write_project
 
 DIMS = 384
 EXPECTED_SCHEMA = pa.schema(
@@ -148,7 +146,7 @@ def test_jammi_infer_texts_and_errors(project, encoder):
 
 
 def test_cli_infer_json(project, encoder):
-    result = CliRunner().invoke(cli, ["--project", str(project.path), "infer", "a", "", "--format", "json"])
+    result = invoke_cli(["--project", str(project.path), "infer", "a", "", "--format", "json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["_row_id"] for r in rows] == ["0", "1"]
@@ -165,12 +163,14 @@ def test_cli_infer_json(project, encoder):
 
 
 def test_cli_infer_table_format(project, encoder):
-    result = CliRunner().invoke(cli, ["--project", str(project.path), "infer", "hello", "  "])
+    result = invoke_cli(["--project", str(project.path), "infer", "hello", "  "])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 3  # header + two rows
-    assert "(384)" in lines[1] and "ok" in lines[1]
-    assert "null" in lines[2] and EMPTY_TEXT_ERROR in lines[2]
+    assert "(384)" in lines[1] and " ok " in lines[1]
+    # the error row: status, the start of the message (the table fits 100 columns), no vector
+    assert " error " in lines[2] and EMPTY_TEXT_ERROR[:10] in lines[2] and "(384)" not in lines[2]
+    assert all(len(line) <= 100 for line in lines)
 
 
 @pytest.mark.parametrize(
@@ -183,8 +183,10 @@ def test_cli_infer_table_format(project, encoder):
     ],
     ids=["nothing", "both", "unknown-source", "unknown-model"],
 )
+
+
 def test_cli_infer_errors(project, args, message):
-    result = CliRunner().invoke(cli, ["--project", str(project.path), *args])
+    result = invoke_cli(["--project", str(project.path), *args])
     assert result.exit_code == 1
     assert result.stdout == ""
     lines = result.stderr.splitlines()

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jammi_assets.fusion.blocking import codes, embedding_candidates, token_candidates
-from jammi_assets.fusion.clusters import cluster
-from jammi_assets.fusion.matching import (
+from jammi.fusion.blocking import codes, embedding_candidates, token_candidates
+from jammi.fusion.clusters import cluster
+from jammi.fusion.matching import (
     FALLBACK_THRESHOLD,
     assign,
     duplicate_threshold,
@@ -18,8 +18,8 @@ from jammi_assets.fusion.matching import (
     otsu_threshold,
     twin_candidates,
 )
-from jammi_assets.fusion.scoring import Prepared, field_similarity
-from jammi_assets.fusion.spec import EntitySpec
+from jammi.fusion.scoring import Prepared, field_similarity
+from jammi.spec.entities import EntitySpec
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -59,7 +59,7 @@ def _texts(frame: pd.DataFrame) -> list[str]:
 @pytest.fixture(scope="module")
 def encode():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from jammi_assets.embeddings.model import load_encoder
+    from jammi.embedding.model import load_encoder
 
     return load_encoder(MODEL).encode
 
@@ -75,6 +75,8 @@ def encode():
         (None, set()),
     ],
 )
+
+
 def test_codes_are_mixed_letter_digit_tokens(text, expected):
     assert codes(text) == expected
 

@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from jammi_assets.embeddings.model import (
+from jammi.embedding.model import (
     load_encoder,
     model_short_name,
     resolve_device,
     resolve_model_path,
 )
-from jammi_assets.errors import ModelLoadError
+from jammi.errors import ModelLoadError
 from tests.conftest import PRODUCT_COLUMNS, materialize, ready_tables, write_project
 
 HIDDEN = 32
@@ -105,6 +105,8 @@ def test_local_directory_loads(tiny_dirs, kind):
         (["config.json", "tokenizer.json"], "config.json, tokenizer.json"),
     ],
 )
+
+
 def test_incomplete_directory_names_what_is_missing(tiny_dirs, tmp_path, remove, named):
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_dirs["bert"], broken)

@@ -8,7 +8,7 @@ import string
 
 import pytest
 
-from jammi_assets.quality.near_duplicates import (
+from jammi.quality.near_duplicates import (
     find_near_duplicates,
     near_duplicate_check,
     normalise,
@@ -51,6 +51,8 @@ def test_normalise_folds_case_unicode_punctuation_and_space():
     BASE.upper(),  # changed case
     BASE.replace(".", " ").replace(",", " ; "),  # punctuation / whitespace only
 ])
+
+
 def test_planted_near_duplicate_is_found_with_its_keys(variant):
     texts = _distinct_texts(40) + [BASE, variant]
     keys = [f"k{i}" for i in range(40)] + ["orig", "copy"]
@@ -113,6 +115,8 @@ def test_null_and_empty_texts_are_ignored():
 @pytest.mark.parametrize("keys, texts", [
     ([], []), (["a", "b", "c"], [None, None, None]), (["a", "b"], ["", " "]),
 ])
+
+
 def test_empty_or_all_null_input_passes_with_zero_statistic(keys, texts):
     outcome = near_duplicate_check(keys, texts)
     assert outcome.passed is True

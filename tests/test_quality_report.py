@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from jammi_assets.api import Jammi
-from jammi_assets.quality.embedding_checks import ANN_RECALL, TABLE_CHECKS
-from jammi_assets.quality.frame_gate import BASE_CHECKS
-from jammi_assets.quality.report import summary_markdown
+from jammi.app.facade import Jammi
+from jammi.quality.frame_gate import BASE_CHECKS
+from jammi.quality.report import summary_markdown
+from jammi.tables.checks import ANN_RECALL, TABLE_CHECKS
 from tests.conftest import PRODUCT_COLUMNS, materialize, write_project
 
 

@@ -8,12 +8,11 @@ import json
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from jammi_assets.catalog.store import Catalog, frame_path
-from jammi_assets.cli import cli
-from jammi_assets.frames.schema import REASON_COLUMN
-from tests.conftest import PRODUCT_COLUMNS, write_project
+from jammi.silver.pandera_model import REASON_COLUMN
+from jammi.storage import frame_path
+from jammi.tables.catalog import Catalog
+from tests.conftest import PRODUCT_COLUMNS, invoke_cli, write_project
 
 ROWS = (
     "id,title,body,price\n"
@@ -39,7 +38,7 @@ def project(tmp_path, monkeypatch):
 
 
 def _jammi(project, *args):
-    return CliRunner().invoke(cli, ["--project", str(project.path), *args])
+    return invoke_cli(["--project", str(project.path), *args])
 
 
 def test_list_before_materialize_and_unknown_source_fail_in_one_line(project):

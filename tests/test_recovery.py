@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from jammi_assets.catalog.recovery import builder_alive, recover
-from jammi_assets.catalog.store import (
+from jammi.query.search import search
+from jammi.storage import tmp_path as temp_file_of
+from jammi.tables.catalog import (
     STATUS_BUILDING,
     STATUS_FAILED,
     STATUS_READY,
@@ -27,12 +27,10 @@ from jammi_assets.catalog.store import (
     TableRecord,
     this_builder,
 )
-from jammi_assets.cli import cli
-from jammi_assets.embeddings.table import read_manifest, sidecar
-from jammi_assets.embeddings.table import tmp_path as temp_file_of
-from jammi_assets.indexes.ann import load_index
-from jammi_assets.search import search
-from tests.conftest import PRODUCT_COLUMNS, REPO, materialize, ready_tables, write_project
+from jammi.tables.contract import read_manifest, sidecar
+from jammi.tables.index import load_index
+from jammi.tables.recovery import builder_alive, recover
+from tests.conftest import PRODUCT_COLUMNS, REPO, invoke_cli, materialize, ready_tables, write_project
 
 DEAD_BUILDER = f"{socket.gethostname()}:999999:1.0"
 KILL_ROWS = 3000
@@ -304,7 +302,7 @@ def test_cli_recover_prints_actions(tmp_path, products_csv):
         )
     args = ["--project", str(project.path), "recover"]
 
-    result = CliRunner().invoke(cli, [*args, "--format", "json"])
+    result = invoke_cli([*args, "--format", "json"])
 
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
@@ -317,7 +315,7 @@ def test_cli_recover_prints_actions(tmp_path, products_csv):
     assert catalog.table(ghost).status == STATUS_FAILED
     assert sidecar(rec.base_path, ".usearch").is_file()
 
-    again = CliRunner().invoke(cli, args)
+    again = invoke_cli(args)
     assert again.exit_code == 0, again.output
     assert again.stdout.strip() == "(no rows)"
 
@@ -326,7 +324,7 @@ def test_cli_recover_table_format(tmp_path, products_csv):
     project, rec = materialized(tmp_path / "proj", products_csv)
     rec.parquet_path.unlink()
     set_stuck(project, rec.table_name)
-    result = CliRunner().invoke(cli, ["--project", str(project.path), "recover"])
+    result = invoke_cli(["--project", str(project.path), "recover"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert lines[0].split() == ["table_name", "action", "detail"]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from jammi_assets.config import SourceSpec, parse_project
-from jammi_assets.errors import ConfigError
-from jammi_assets.frames.remediation import FIXES, remediate
-from jammi_assets.frames.schema import REASON_COLUMN, build_model, split_valid
+from jammi.errors import ConfigError
+from jammi.silver.pandera_model import REASON_COLUMN, build_model, split_valid
+from jammi.silver.remediation import FIXES, remediate
+from jammi.spec.project import SourceSpec, parse_project
 from tests.conftest import PRODUCT_COLUMNS, materialize, write_project
 
 COLUMNS = {"id": "int", "title": "str", "body": "str",
@@ -116,6 +116,8 @@ def test_unparseable_value_is_still_quarantined():
         ({"clip_numeric": "sometimes"}, "remediation.clip_numeric"),
     ],
 )
+
+
 def test_bad_remediation_config_fails_at_load(tmp_path, remediation, message):
     doc = {"sources": {"products": {"kind": "csv", "path": "x.csv", "key": "id",
                                     "columns": PRODUCT_COLUMNS, "remediation": remediation}}}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jammi_assets.config import ColumnSpec
-from jammi_assets.schemas.compatibility import compare_schemas, meet
-from jammi_assets.schemas.spec import MigrationSpec
+from jammi.spec.compatibility import compare_schemas, meet
+from jammi.spec.project import ColumnSpec
+from jammi.spec.schema import MigrationSpec
 
 
 def cols(**types: str) -> dict[str, ColumnSpec]:
@@ -28,6 +28,8 @@ def cols(**types: str) -> dict[str, ColumnSpec]:
     (cols(k="str!", n="int"), cols(k="str!", n="float!"), "n", "type+nullability", "breaking"),
     (cols(k="str!", n="float!"), cols(k="str!", n="int"), "n", "type+nullability", "breaking"),
 ])
+
+
 def test_each_kind_of_change_has_its_level(old, new, field, change, level):
     result = compare_schemas(old, new)
     got = result.field(field)

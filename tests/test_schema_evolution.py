@@ -11,16 +11,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jammi_assets.config import parse_project
-from jammi_assets.demo.versioned import PARTNERS_SOURCE, write_partner_files
-from jammi_assets.errors import ConfigError, SchemaMigrationError
-from jammi_assets.frames.schema import REASON_COLUMN
-from jammi_assets.schemas.lazy import to_current_version
-from jammi_assets.schemas.migrations import migrate_frame, migration_path
-from jammi_assets.schemas.models import version_model, version_models
-from jammi_assets.schemas.spec import MigrationSpec
-from jammi_assets.schemas.steps import apply_to_frame
-from jammi_assets.schemas.versions import infer_version, resolve_versions
+from jammi.demo.versioned import PARTNERS_SOURCE, write_partner_files
+from jammi.errors import ConfigError, SchemaMigrationError
+from jammi.silver.migrate import to_current_version
+from jammi.silver.migrations import migrate_frame
+from jammi.silver.pandera_model import REASON_COLUMN
+from jammi.silver.version_models import version_model, version_models
+from jammi.silver.versions import infer_version, resolve_versions
+from jammi.spec.project import parse_project
+from jammi.spec.schema import MigrationSpec, migration_path
+from jammi.spec.steps import apply_to_frame
 from tests.conftest import materialize, write_project
 
 REQ = {"type": "str", "nullable": False}
@@ -128,6 +128,8 @@ def _without(steps: list, kind: str) -> list:
     (lambda s: s["schema"]["versions"]["v1"].update({"deprecated": ["fax"]}),
      "deprecated: 'fax' is not a column of this version"),
 ])
+
+
 def test_bad_schema_blocks_fail_at_load_naming_the_field(mutate, expected):
     src = copy.deepcopy(source())
     mutate(src)

@@ -10,9 +10,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jammi_assets.catalog.store import frame_path
-from jammi_assets.errors import SourceError
-from jammi_assets.sources.extract import extract, source_files
+from jammi.errors import SourceError
+from jammi.ingest.extract import extract, source_files
+from jammi.storage import frame_path
 from tests.conftest import PRODUCT_COLUMNS, failure_message, materialize, ready_tables, write_project
 
 PG_DSN = "postgresql://127.0.0.1:5432/test"
@@ -204,7 +204,7 @@ def test_duckdb_table_in_a_database_file(tmp_path, monkeypatch):
 
 
 def test_duckdb_table_needs_a_database(tmp_path):
-    from jammi_assets.errors import ConfigError
+    from jammi.errors import ConfigError
 
     spec = source("duckdb", table="items")
     spec.pop("query", None)

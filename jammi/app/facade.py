@@ -1,0 +1,133 @@
+"""A small Python facade over a project's artifact directory: search, SQL, status,
+recovery, blue/green table management and raw inference, the same operations the `jammi`
+CLI offers."""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from jammi.embedding.infer import infer_texts
+from jammi.embedding.model import load_encoder
+from jammi.embedding.texts import compose_texts
+from jammi.errors import ArtifactError, JammiError
+from jammi.ingest.extract import extract
+from jammi.query.search import search as _search
+from jammi.silver.recipe import to_silver
+from jammi.spec.project import Project, load_project
+from jammi.tables.catalog import Catalog
+from jammi.tables.recovery import RecoveryAction, recover
+
+
+class Jammi:
+    """Open a project (`--project`, $JAMMI_PROJECT or ./jammi.yaml); recovery runs first."""
+
+    def __init__(self, project: str | os.PathLike | Project | None = None, *, recover_on_open=True):
+        self.project = project if isinstance(project, Project) else load_project(project)
+        self.catalog = Catalog(self.project.artifact_dir)
+        self.recovered: list[RecoveryAction] = recover(self.catalog) if recover_on_open else []
+
+    def search(self, name: str, query: str | None = None, **kwargs) -> pd.DataFrame:
+        """See jammi.query.search.search: query text | vector= | row_key=, k, filter, select."""
+        return _search(self.project, name, query, **kwargs)
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """Run SQL against the catalog, where every output is a view: FROM jammi.<name>."""
+        if not self.catalog.path.exists():
+            raise ArtifactError(
+                f"catalog {self.catalog.path} does not exist yet; run `jammi materialize` first"
+            )
+        with self.catalog.connect(read_only=True) as con:
+            try:
+                return con.execute(query).df()
+            except duckdb.Error as err:
+                raise JammiError(f"SQL failed: {str(err).splitlines()[0]}") from None
+
+    def status(self) -> pd.DataFrame:
+        cols = ["table_name", "pipeline", "source", "model_id", "status", "active", "dimensions",
+                "rows_embedded", "rows_skipped", "rows_failed", "rows_truncated", "created_at"]
+        active = self.catalog.active_names()
+        rows = [{c: (t.table_name in active) if c == "active" else getattr(t, c) for c in cols}
+                for t in self.catalog.tables()]
+        return pd.DataFrame(rows, columns=cols)
+
+    def tables(self, pipeline: str | None = None) -> pd.DataFrame:
+        """Embedding tables (of `pipeline`), newest first: status, active flag, generation
+        (source schema version, text columns, model), rows and creation time."""
+        from jammi.tables.bluegreen import list_tables
+
+        return list_tables(self.catalog, pipeline)
+
+    def rollback(self, pipeline: str, to: str | None = None):
+        """Switch `pipeline`'s active table back to the previous ready one (or to `to`),
+        atomically; returns the new pointer (pipeline, table_name, previous_table, switched_at)."""
+        from jammi.tables.bluegreen import rollback
+
+        return rollback(self.catalog, pipeline, to)
+
+    def remove_table(self, table_name: str):
+        """Delete a non-active table's files and mark it `removed`; the active table is refused."""
+        from jammi.tables.bluegreen import remove_table
+
+        return remove_table(self.catalog, table_name)
+
+    def recover(self) -> list[RecoveryAction]:
+        return recover(self.catalog)
+
+    def quarantine(self, source: str, limit: int | None = None) -> pd.DataFrame:
+        """The rows of `quarantine_<source>` as extracted, with `_quarantine_reason`."""
+        from jammi.app.quarantine import read_quarantine
+
+        return read_quarantine(self.project, source, limit)
+
+    def readmit(self, source: str, keys: list[str] | None = None, *, materialize):
+        """Re-check quarantined rows (all, or `keys`) against the source as it is now and, when
+        one passes, call `materialize([source])` (e.g. jammi_assets.runner's run_materialization
+        bound to this project); see jammi.app.quarantine.readmit."""
+        from jammi.app.quarantine import readmit
+
+        return readmit(self.project, source, keys, materialize=materialize)
+
+    def infer(
+        self,
+        source: str | None = None,
+        texts: list[str | None] | None = None,
+        *,
+        columns: list[str] | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+        batch_size: int = 32,
+    ) -> pa.Table:
+        """Embed without persisting: given `texts`, or rows of `source` read and validated
+        in memory (nothing is written)."""
+        if (source is None) == (texts is None):
+            raise JammiError("infer needs either a source or texts")
+        if texts is not None:
+            return infer_texts(load_encoder(model or _default_model(self.project)), texts,
+                               source="inline", batch_size=batch_size)
+        if source not in self.project.sources:
+            raise JammiError(f"unknown source {source!r} (declared: {', '.join(self.project.sources)})")
+        spec = self.project.sources[source]
+        pipes = self.project.pipelines_of(source)
+        pipe = next(iter(pipes.values()), None)
+        cols = columns or (pipe.text_columns if pipe else None)
+        if not cols:
+            raise JammiError(f"source {source!r}: say which columns to embed (--columns)")
+        unknown = [c for c in cols if c not in spec.columns]
+        if unknown:
+            raise JammiError(f"source {source!r}: unknown column(s) {unknown}")
+        frame = to_silver(extract(self.project, source), spec, source).valid
+        if limit is not None:
+            frame = frame.head(limit)
+        encoder = load_encoder(model or (pipe.model if pipe else _default_model(self.project)))
+        return infer_texts(encoder, compose_texts(frame, cols), frame[spec.key].astype(str).tolist(),
+                           source=source, batch_size=batch_size)
+
+
+def _default_model(project: Project) -> str:
+    from jammi.spec.project import DEFAULT_MODEL
+
+    return next(iter(project.pipelines.values())).model if project.pipelines else DEFAULT_MODEL

@@ -1,0 +1,289 @@
+"""The `jammi` command line: materialize, search, sql, status, recover, infer, quarantine,
+tables.
+
+The project file is --project PATH (before or after the command), else $JAMMI_PROJECT, else
+./jammi.yaml. Errors print one readable line and exit non-zero. Commands that run the asset
+graph call the `materialize` function the caller plugs in (`jammi_assets.cli` plugs in the
+Dagster runner), so this module knows nothing of Dagster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import click
+import pandas as pd
+
+from jammi import __version__
+from jammi.errors import JammiError
+from jammi.spec.project import Project, load_project
+from jammi.terminal import render
+
+FORMATS = click.Choice(["table", "json", "csv"])
+Materialize = Callable[..., object]  # (project, select, device=, echo=) -> outcome
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message.splitlines()[0] if message else 'failed'}", err=True)
+    for extra in message.splitlines()[1:]:
+        click.echo(f"       {extra}", err=True)
+    sys.exit(1)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except JammiError as err:
+            _fail(str(err))
+
+
+def _remember_project(ctx: click.Context, _param, value: str | None) -> str | None:
+    if value is not None:
+        ctx.ensure_object(dict)["project"] = value
+    return value
+
+
+def project_option(f):
+    """--project on a subcommand too: `jammi materialize --project X` = `jammi --project X materialize`."""
+    return click.option("--project", type=click.Path(dir_okay=False), default=None, expose_value=False,
+                        is_eager=True, callback=_remember_project,
+                        help="Project file (default: $JAMMI_PROJECT, else ./jammi.yaml).")(f)
+
+
+def _project(ctx: click.Context) -> Project:
+    return load_project(ctx.find_root().obj.get("project"))
+
+
+def _materializer(ctx: click.Context) -> Materialize:
+    materialize = ctx.find_root().obj.get("materialize")
+    if materialize is None:
+        raise JammiError("this command runs the asset graph and needs the Dagster layer: "
+                         "run it through the `jammi` command (jammi_assets.cli)")
+    return materialize
+
+
+def _emit(frame: pd.DataFrame, fmt: str) -> None:
+    click.echo(render(frame, fmt))
+
+
+@click.group(cls=_Group)
+@project_option
+@click.option("-v", "--verbose", is_flag=True, help="Show library warnings and debug logs.")
+@click.version_option(__version__, prog_name="jammi")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Jammi: validated, embedded, indexed, SQL-queryable tables from declared sources."""
+    ctx.ensure_object(dict)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@cli.command()
+@project_option
+@click.option("--select", "select", multiple=True,
+              help="Asset, source or pipeline name (repeatable); default: everything.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.pass_context
+def materialize(ctx: click.Context, select: tuple[str, ...], device: str) -> None:
+    """Run the asset graph on the local Dagster instance, with progress."""
+    project = _project(ctx)
+    t0 = time.perf_counter()
+    outcome = _materializer(ctx)(project, list(select), device=device, echo=click.echo)
+    click.echo(f"\n{'asset':<28} {'rows':>8}  details")
+    for row in outcome.summary:
+        click.echo(f"{row['asset']:<28} {row['rows']:>8}  {row['details']}")
+    if not outcome.success:
+        _fail(outcome.error or "materialization failed")
+    click.echo(f"\nmaterialized {len(outcome.summary)} asset(s) in {time.perf_counter() - t0:.1f}s "
+               f"(run {outcome.run_id})")
+
+
+@cli.command()
+@project_option
+@click.argument("name")
+@click.argument("query", required=False)
+@click.option("-k", "k", default=10, show_default=True, help="Number of results.")
+@click.option("--row-key", default=None, help="Search with the vector of this row instead of text.")
+@click.option("--filter", "where", default=None, help="SQL predicate over the source's columns.")
+@click.option("--select", "select", default=None, help="Comma-separated source columns to return.")
+@click.option("--exact", is_flag=True, help="Exact scoring instead of the HNSW index.")
+@click.option("--table", default=None, help="A specific ready embedding table (default: the active one).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def search(ctx, name, query, k, row_key, where, select, exact, table, fmt) -> None:
+    """Semantic search over source or pipeline NAME with QUERY text (or --row-key)."""
+    from jammi.app.facade import Jammi
+
+    cols = [c.strip() for c in select.split(",")] if select else None
+    frame = Jammi(_project(ctx)).search(name, query, row_key=row_key, k=k, filter=where,
+                                        select=cols, exact=exact, table=table)
+    _emit(frame, fmt)
+
+
+@cli.command()
+@project_option
+@click.argument("query")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def sql(ctx, query, fmt) -> None:
+    """Run SQL over the catalog; every output is a view: SELECT ... FROM jammi.<name>."""
+    from jammi.app.facade import Jammi
+
+    _emit(Jammi(_project(ctx)).sql(query), fmt)
+
+
+@cli.command()
+@project_option
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def status(ctx, fmt) -> None:
+    """Embedding tables with their status, active flag and counts (newest first)."""
+    from jammi.app.facade import Jammi
+
+    _emit(Jammi(_project(ctx)).status(), fmt)
+
+
+@cli.command()
+@project_option
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def recover(ctx, fmt) -> None:
+    """Settle tables left in `building` by a process that died."""
+    from jammi.app.facade import Jammi
+
+    actions = Jammi(_project(ctx), recover_on_open=False).recover()
+    _emit(pd.DataFrame([a.__dict__ for a in actions], columns=["table_name", "action", "detail"]), fmt)
+
+
+@cli.command()
+@project_option
+@click.argument("texts", nargs=-1)
+@click.option("--source", default=None, help="Embed rows of this source instead of TEXTS.")
+@click.option("--columns", default=None, help="Comma-separated text columns (default: pipeline's).")
+@click.option("--model", default=None, help="Model id or local directory.")
+@click.option("--limit", type=int, default=None, help="At most this many source rows.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def infer(ctx, texts, source, columns, model, limit, fmt) -> None:
+    """Embed TEXTS or a source's rows without writing anything."""
+    from jammi.app.facade import Jammi
+
+    if not texts and not source:
+        raise JammiError("give TEXTS to embed or --source NAME")
+    if texts and source:
+        raise JammiError("give either TEXTS or --source, not both")
+    jammi = Jammi(_project(ctx), recover_on_open=False)
+    cols = [c.strip() for c in columns.split(",")] if columns else None
+    table = jammi.infer(source=source, texts=list(texts) if texts else None, columns=cols,
+                        model=model, limit=limit)
+    _emit(table.to_pandas(), fmt)
+
+
+@cli.group(cls=_Group)
+def quarantine() -> None:
+    """Rows that failed validation: list them, re-admit them once fixed upstream."""
+
+
+@quarantine.command("list")
+@project_option
+@click.argument("source")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many rows.")
+@click.pass_context
+def quarantine_list(ctx, source, fmt, limit) -> None:
+    """Quarantined rows of SOURCE, as extracted, with the reasons they failed."""
+    from jammi.app.quarantine import read_quarantine
+
+    _emit(read_quarantine(_project(ctx), source, limit), fmt)
+
+
+@quarantine.command("readmit")
+@project_option
+@click.argument("source")
+@click.option("--key", "keys", multiple=True, help="Only this quarantined key (repeatable).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.pass_context
+def quarantine_readmit(ctx, source, keys, device) -> None:
+    """Re-validate SOURCE's quarantined rows and re-materialize it if any now pass."""
+    from jammi.app.quarantine import readmit
+
+    project = _project(ctx)
+    materialize = _materializer(ctx)
+    result = readmit(project, source, list(keys) or None,
+                     materialize=lambda select: materialize(project, select, device=device, echo=click.echo))
+    if result.statuses.empty:
+        click.echo(f"no quarantined rows in quarantine_{source}")
+        return
+    _emit(result.statuses, "table")
+    if result.outcome is None:
+        click.echo("\nno quarantined row passes validation yet; nothing was re-materialized")
+        return
+    if not result.outcome.success:
+        _fail(result.outcome.error or "materialization failed")
+    click.echo(f"\nre-admitted {len(result.readmitted)} row(s); materialized "
+               f"{len(result.outcome.summary)} asset(s) (run {result.outcome.run_id})")
+
+
+@cli.group(cls=_Group)
+def tables() -> None:
+    """Blue/green embedding tables: list them, roll a pipeline back, remove old ones."""
+
+
+@tables.command("list")
+@project_option
+@click.argument("pipeline", required=False)
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def tables_list(ctx, pipeline, fmt) -> None:
+    """Tables of PIPELINE (default: all), newest first, with the active flag and generation."""
+    from jammi.app.facade import Jammi
+
+    _emit(Jammi(_project(ctx), recover_on_open=False).tables(pipeline), fmt)
+
+
+@tables.command("rollback")
+@project_option
+@click.argument("pipeline")
+@click.option("--to", "to", default=None, help="This ready table (default: the one active before).")
+@click.pass_context
+def tables_rollback(ctx, pipeline, to) -> None:
+    """Switch PIPELINE's active table back to the previous ready table, atomically."""
+    from jammi.app.facade import Jammi
+
+    pointer = Jammi(_project(ctx), recover_on_open=False).rollback(pipeline, to)
+    click.echo(f"{pipeline}: active table is now {pointer.table_name}"
+               + (f" (was {pointer.previous_table})" if pointer.previous_table else ""))
+
+
+@tables.command("remove")
+@project_option
+@click.argument("table")
+@click.pass_context
+def tables_remove(ctx, table) -> None:
+    """Delete TABLE's files and mark it removed; the active table of a pipeline is refused."""
+    from jammi.app.facade import Jammi
+
+    removed = Jammi(_project(ctx), recover_on_open=False).remove_table(table)
+    click.echo(f"removed {removed.table_name} ({len(removed.deleted)} file(s) deleted)")
+
+
+def main(materialize: Materialize | None = None) -> None:
+    cli(prog_name="jammi", obj={"materialize": materialize})
+
+
+if __name__ == "__main__":
+    main()
+

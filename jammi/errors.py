@@ -1,0 +1,41 @@
+"""One small exception hierarchy; every message names the source, field or key."""
+
+
+class JammiError(Exception):
+    """Base class for errors a user can act on."""
+
+
+class ConfigError(JammiError):
+    """jammi.yaml is missing, unreadable or invalid."""
+
+
+class SourceError(JammiError):
+    """A source could not be extracted or breaks its declared contract."""
+
+
+class KeyIntegrityError(SourceError):
+    """Null or duplicate keys: the whole run is refused."""
+
+
+class ModelLoadError(JammiError):
+    """An embedding model could not be loaded."""
+
+
+class EmbeddingError(JammiError):
+    """Texts could not be encoded, even one at a time."""
+
+
+class ArtifactError(JammiError):
+    """The artifact directory or one of its tables is unusable."""
+
+
+class SearchError(JammiError):
+    """A search request cannot be answered."""
+
+
+class FusionError(JammiError):
+    """Source records cannot be standardized or fused into an entity."""
+
+
+class SchemaMigrationError(SourceError):
+    """Rows could not be migrated between a source's schema versions."""

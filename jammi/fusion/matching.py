@@ -1,0 +1,254 @@
+"""Record linkage between two sources of one entity: block, score, threshold, assign.
+
+`match()` takes two standardized record frames (row positions are the record handles), their
+embedding matrices (rows aligned, L2-normalised) and the EntitySpec, and returns:
+
+* `candidates`: the pairs blocking proposed (embedding neighbours and rare shared tokens, see
+  blocking.py), each record bringing at most `matching.candidates` of its own;
+* `scored`: every candidate pair with its score and per-field similarities (scoring.py);
+* `links`: the accepted one-to-one pairs with score, rule and evidence;
+* `threshold`: `matching.threshold` when set, else the automatic rule below.
+
+Automatic threshold (no labels, nothing tuned per dataset): take each record's best candidate
+score, from both sides. Records that have a partner in the other source put their best score in
+a high mode; records that have none put a near-miss there, in a lower mode. Otsu's method
+splits the two: the cut that maximises the between-class variance of a 100-bin histogram of
+those best scores. The cut is clamped to [`MIN_THRESHOLD`, `MAX_THRESHOLD`]; with too few
+records, or a distribution with no second mode (between-class variance under
+`MIN_SEPARATION` of the total), `FALLBACK_THRESHOLD` is used instead.
+
+Assignment is one-to-one and greedy by score: pairs at or above the threshold are taken in
+descending score order (ties: lower left, then lower right position) and a pair is accepted
+when neither record is already linked. Every accepted pair is therefore its own best
+remaining option; mutual best pairs are always accepted.
+
+Duplicates within a source. One source often holds the same thing twice (a Windows and a Mac
+listing, a re-keyed catalogue row). One-to-one assignment links only one of the twins; the
+other is left with its best candidate already taken. Such a record `x` still joins when:
+its best candidate `o` (in the other source) scores at or above the threshold, `o` is linked
+to `p` from `x`'s own source, and `x` and `p` are twins: compared with the same scorer, they
+score at least `duplicate threshold = (1 + threshold) / 2`, i.e. they must be closer to each
+other than an accepted cross-source pair needs to be, by half the remaining distance to 1; and
+no `text` field of theirs may carry clashing numbers ("office 2003" and "office 2007" are two
+editions, not a duplicate).
+The link's rule says `match:duplicate of <p>` with both scores; clustering lets it add that
+one more record of `x`'s source to `o`'s entity (clusters.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from jammi.fusion.blocking import VectorIndex
+from jammi.fusion.blocking import candidates as block
+from jammi.fusion.clusters import DUPLICATE_RULE_PREFIX as DUPLICATE_RULE
+from jammi.fusion.scoring import Prepared, number_clash, score_pairs
+from jammi.spec.entities import EntitySpec
+
+MIN_THRESHOLD = 0.5
+MAX_THRESHOLD = 0.95
+FALLBACK_THRESHOLD = 0.75
+MIN_SEPARATION = 0.5
+MIN_RECORDS = 10
+BINS = 100
+TEXT_KINDS = ("text", "name", "code")
+
+
+@dataclass(frozen=True)
+class Matches:
+    candidates: pd.DataFrame  # left, right (row positions)
+    scored: pd.DataFrame  # left, right, score, then one similarity column per field and `cos`
+    links: pd.DataFrame  # left, right, score, rule, evidence
+    threshold: float
+    threshold_rule: str
+
+
+def best_scores(left: np.ndarray, right: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Each record's best candidate score, left records then right records (records without
+    candidates are left out)."""
+    if not len(score):
+        return np.zeros(0)
+    frame = pd.DataFrame({"l": left, "r": right, "s": score})
+    return np.concatenate([frame.groupby("l")["s"].max().to_numpy(),
+                           frame.groupby("r")["s"].max().to_numpy()])
+
+
+def otsu_threshold(values: np.ndarray) -> tuple[float, str]:
+    """The automatic threshold for a set of best-candidate scores, and how it was chosen."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if len(values) < MIN_RECORDS:
+        return FALLBACK_THRESHOLD, f"fallback {FALLBACK_THRESHOLD} (only {len(values)} records scored)"
+    hist, edges = np.histogram(values, bins=BINS, range=(0.0, 1.0))
+    p = hist / hist.sum()
+    mids = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)
+    mu = np.cumsum(p * mids)
+    mu_t = mu[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        between = (mu_t * w0 - mu) ** 2 / (w0 * (1 - w0))
+    between = np.where((w0 > 0) & (w0 < 1), between, 0.0)
+    total = float(np.sum(p * (mids - mu_t) ** 2))
+    best = int(np.argmax(between))
+    if total <= 0 or between[best] / total < MIN_SEPARATION:
+        return FALLBACK_THRESHOLD, f"fallback {FALLBACK_THRESHOLD} (best scores are not bimodal)"
+    cut = float(edges[best + 1])
+    clamped = min(max(cut, MIN_THRESHOLD), MAX_THRESHOLD)
+    note = "" if clamped == cut else f", clamped from {cut:.2f}"
+    return clamped, f"otsu split of {len(values)} best-candidate scores at {clamped:.2f}{note}"
+
+
+def assign(left: np.ndarray, right: np.ndarray, score: np.ndarray, threshold: float) -> np.ndarray:
+    """Indices of the pairs kept by greedy one-to-one assignment above `threshold`."""
+    keep = np.flatnonzero(score >= threshold)
+    order = keep[np.lexsort((right[keep], left[keep], -score[keep]))]
+    used_left: set[int] = set()
+    used_right: set[int] = set()
+    chosen = []
+    for n in order:
+        a, b = int(left[n]), int(right[n])
+        if a in used_left or b in used_right:
+            continue
+        used_left.add(a)
+        used_right.add(b)
+        chosen.append(n)
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def duplicate_threshold(threshold: float) -> float:
+    """How alike two records of one source must be to count as twins (module docstring)."""
+    return round((1.0 + threshold) / 2.0, 4)
+
+
+def twin_candidates(
+    left: np.ndarray, right: np.ndarray, score: np.ndarray, chosen: np.ndarray, threshold: float
+) -> list[tuple[int, int, str]]:
+    """(candidate pair index, twin position, side of the unlinked record) for every record left
+    unlinked whose best candidate is at or above `threshold` and already linked to a record of
+    its own side (the twin to compare with)."""
+    out: list[tuple[int, int, str]] = []
+    ends = {"l": np.asarray(left, dtype=np.int64), "r": np.asarray(right, dtype=np.int64)}
+    for side, other in (("l", "r"), ("r", "l")):
+        mine, theirs = ends[side], ends[other]
+        if not len(mine):
+            continue
+        size = int(max(mine.max(), theirs.max())) + 1
+        linked = np.zeros(size, dtype=bool)
+        linked[mine[chosen]] = True
+        partner = np.full(size, -1, dtype=np.int64)
+        partner[theirs[chosen]] = mine[chosen]
+        best = np.full(size, -np.inf)
+        np.maximum.at(best, mine, score)
+        ok = (score >= threshold) & (score >= best[mine]) & ~linked[mine] & (partner[theirs] >= 0)
+        out.extend((int(n), int(partner[theirs[n]]), side) for n in np.flatnonzero(ok))
+    # one pair per unlinked record: its best (ties broken by position)
+    seen: set[tuple[str, int]] = set()
+    unique = []
+    for n, twin, side in sorted(out, key=lambda t: (-score[t[0]], t[0])):
+        x = int(left[n] if side == "l" else right[n])
+        if (side, x) not in seen:
+            seen.add((side, x))
+            unique.append((n, twin, side))
+    return unique
+
+
+def duplicate_links(
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    prepared: tuple[Prepared, Prepared],
+    vectors: tuple[np.ndarray, np.ndarray],
+    comparators: dict[str, str],
+    li: np.ndarray,
+    ri: np.ndarray,
+    score: np.ndarray,
+    chosen: np.ndarray,
+    threshold: float,
+) -> tuple[np.ndarray, list[str]]:
+    """Candidate pair indices that join as duplicates of a linked twin, and their rules."""
+    found = twin_candidates(li, ri, score, chosen, threshold)
+    if not found:
+        return np.zeros(0, dtype=np.int64), []
+    bar = duplicate_threshold(threshold)
+    keep: list[int] = []
+    rules: list[str] = []
+    for side, frame, prep, vecs, pos in (("l", left, prepared[0], vectors[0], li),
+                                         ("r", right, prepared[1], vectors[1], ri)):
+        mine = [(n, twin) for n, twin, s in found if s == side]
+        if not mine:
+            continue
+        pairs = np.array([[twin, int(pos[n])] for n, twin in mine], dtype=np.int64)
+        twin_score, _ = score_pairs(prep, prep, comparators, vecs, vecs, pairs)
+        clash = number_clash(prep, prep, comparators, pairs[:, 0], pairs[:, 1])
+        ids = frame["_record_id"].astype(str).to_numpy()
+        for (n, twin), ts, differ in zip(mine, twin_score, clash, strict=True):
+            if ts >= bar and not differ:
+                keep.append(n)
+                rules.append(f"{DUPLICATE_RULE} of {ids[twin]} (twin {ts:.2f} >= {bar:.2f}, "
+                             f"score {score[n]:.2f} >= {threshold:.2f})")
+    return np.asarray(keep, dtype=np.int64), rules
+
+
+def _texts(frame: pd.DataFrame, fields: list[str]) -> list[str]:
+    if not fields:
+        return [""] * len(frame)
+    parts = [frame[f].astype("string").fillna("") for f in fields]
+    return parts[0].str.cat(parts[1:], sep=" ").tolist() if len(parts) > 1 else parts[0].tolist()
+
+
+def _evidence(sims: dict[str, np.ndarray], n: int) -> str:
+    shown = [f"{name} {vals[n]:.2f}" for name, vals in sims.items() if not np.isnan(vals[n])]
+    return ", ".join(shown)
+
+
+def match(
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    left_vecs: np.ndarray,
+    right_vecs: np.ndarray,
+    entity: EntitySpec,
+    indexes: tuple[VectorIndex | None, VectorIndex | None] = (None, None),
+) -> Matches:
+    """Link records of `left` to records of `right` one-to-one; see the module docstring.
+    `indexes` are prebuilt vector indexes of the two sides, when the caller reuses them."""
+    spec = entity.matching
+    comparators = entity.compared_fields()
+    blocking_fields = [f for f, kind in comparators.items() if kind in TEXT_KINDS]
+    for f in entity.embed_fields():
+        if f not in blocking_fields and entity.fields.get(f) == "str":
+            blocking_fields.append(f)
+    pairs = block(np.asarray(left_vecs, dtype=np.float32), np.asarray(right_vecs, dtype=np.float32),
+                  _texts(left, blocking_fields), _texts(right, blocking_fields), spec.candidates, indexes)
+    li, ri = pairs[:, 0], pairs[:, 1]
+    prepared = (Prepared(left, comparators), Prepared(right, comparators))
+    vectors = (np.asarray(left_vecs), np.asarray(right_vecs))
+    score, sims = score_pairs(*prepared, comparators, *vectors, pairs)
+    if spec.threshold is not None:
+        threshold, how = float(spec.threshold), f"configured threshold {spec.threshold}"
+    else:
+        threshold, how = otsu_threshold(best_scores(li, ri, score))
+    chosen = assign(li, ri, score, threshold)
+    rules = [f"match:score>={threshold:.2f}"] * len(chosen)
+    if spec.duplicates:
+        twins, twin_rules = duplicate_links(left, right, prepared, vectors, comparators, li, ri, score,
+                                            chosen, threshold)
+        chosen = np.concatenate([chosen, twins])
+        rules += twin_rules
+    evidence = [_evidence(sims, n) for n in chosen]
+    links = pd.DataFrame({
+        "left": li[chosen],
+        "right": ri[chosen],
+        "score": np.round(score[chosen], 4),
+        "rule": [f"{r} ({e})" for r, e in zip(rules, evidence, strict=True)],
+        "evidence": evidence,
+    })
+    scored = pd.DataFrame({"left": li, "right": ri, "score": score, **sims})
+    return Matches(
+        candidates=pd.DataFrame({"left": li, "right": ri}),
+        scored=scored,
+        links=links.sort_values(["left", "right"], kind="stable").reset_index(drop=True),
+        threshold=threshold,
+        threshold_rule=how,
+    )

@@ -1,0 +1,181 @@
+"""Extract a declared source as-is into a DataFrame (bronze), and check its keys.
+
+Files are read with every column as text so that typing happens once, in validation,
+where a bad value sends its row to quarantine instead of silently becoming NaN.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from jammi.errors import KeyIntegrityError, SourceError
+from jammi.spec.project import Project, SourceSpec
+from jammi.types import coerce_value
+
+MAX_LISTED_KEYS = 10
+
+
+def source_files(project: Project, name: str, spec: SourceSpec) -> list[Path]:
+    """The files a file source reads: its path, or every file its glob matches, sorted."""
+    pattern = str(project.resolve(spec.path or ""))
+    files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    if not files:
+        raise SourceError(f"source {name!r}: no file matches path {spec.path!r} ({pattern})")
+    return files
+
+
+def _decode_error(name: str, file: Path, spec: SourceSpec, err: UnicodeDecodeError) -> SourceError:
+    data = file.read_bytes()
+    try:  # pandas decodes CSV field by field, so its offsets are relative to one field
+        data.decode(spec.encoding)
+    except UnicodeDecodeError as whole:
+        err = whole
+    line = data.count(b"\n", 0, err.start) + 1
+    return SourceError(
+        f"source {name!r}: {file.name} is not valid {spec.encoding}: byte 0x{data[err.start]:02x} "
+        f"at offset {err.start} (line {line}); declare the file's encoding, e.g. "
+        f"'encoding: cp1252', in the source"
+    )
+
+
+def _read_file(name: str, spec: SourceSpec, file: Path) -> pd.DataFrame:
+    try:
+        if spec.kind == "csv":
+            return pd.read_csv(
+                file, dtype=str, keep_default_na=False, na_values=[""],
+                encoding=spec.encoding, sep=spec.delimiter,
+            )
+        if spec.kind == "jsonl":
+            text = file.read_bytes().decode(spec.encoding)
+            if not text.strip():
+                return pd.DataFrame()
+            return pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
+        return pd.read_parquet(file)
+    except UnicodeDecodeError as err:
+        raise _decode_error(name, file, spec, err) from None
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise SourceError(f"source {name!r}: cannot read {file}: {err}") from None
+
+
+def _read_duckdb(project: Project, name: str, spec: SourceSpec) -> pd.DataFrame:
+    if spec.database:
+        db = project.resolve(spec.database)
+        if not db.is_file():
+            raise SourceError(f"source {name!r}: DuckDB database {spec.database!r} not found ({db})")
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+        except duckdb.Error as err:
+            raise SourceError(f"source {name!r}: cannot open DuckDB database {db}: {err}") from None
+    else:
+        con = duckdb.connect()
+    try:
+        con.execute(f"SET file_search_path = '{str(project.root).replace(chr(39), chr(39) * 2)}'")
+        if spec.table:
+            ident = ".".join('"' + p.replace('"', '""') + '"' for p in spec.table.split("."))
+            return con.execute(f"SELECT * FROM {ident}").df()
+        return con.execute(spec.query).df()
+    except duckdb.Error as err:
+        raise SourceError(f"source {name!r}: DuckDB query failed: {err}") from None
+    finally:
+        con.close()
+
+
+def _read_postgres(name: str, spec: SourceSpec) -> pd.DataFrame:
+    import psycopg
+    from psycopg import sql
+
+    query = sql.SQL(spec.query) if spec.query else sql.SQL("SELECT * FROM {}").format(
+        sql.Identifier(*spec.table.split("."))
+    )
+    try:
+        with psycopg.connect(spec.dsn, connect_timeout=10) as conn, conn.cursor() as cur:
+            cur.execute(query)
+            cols = [d.name for d in cur.description]
+            return pd.DataFrame(cur.fetchall(), columns=cols)
+    except psycopg.Error as err:
+        what = f"table {spec.table!r}" if spec.table else "query"
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SourceError(f"source {name!r}: PostgreSQL {what} failed: {detail}") from None
+
+
+def extract(project: Project, name: str) -> pd.DataFrame:
+    """Read source `name` as it is; raise SourceError naming the source on any failure."""
+    spec = project.sources[name]
+    if spec.kind in ("csv", "jsonl", "parquet"):
+        frames = [_read_file(name, spec, f) for f in source_files(project, name, spec)]
+        frames = [f for f in frames if len(f.columns)]
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    elif spec.kind == "duckdb":
+        df = _read_duckdb(project, name, spec)
+    else:
+        df = _read_postgres(name, spec)
+    check_columns(name, spec, df)
+    check_keys(name, spec.key, df)
+    declared = set(spec.columns) if spec.schema_ is None else None
+    return storable(df, declared).reset_index(drop=True)
+
+
+def _as_text(value):
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+    return coerce_value(value, "str")[1]
+
+
+def storable(frame: pd.DataFrame, declared: set[str] | None) -> pd.DataFrame:
+    """The frame with every column Parquet can store as it is.
+
+    Columns holding values of several Python types (a field whose type changed between schema
+    versions, e.g. price "12.5" in v1 and 12.5 in v2) become text; validation types them.
+    Columns that are not declared (`declared`; None for a versioned source, whose columns
+    differ by version) and hold objects or lists (BEIR's `"metadata": {}`) become JSON text,
+    so they stay readable in `raw_<source>`. Nulls stay null; other columns are untouched.
+    """
+    out = frame
+    for col in frame.columns:
+        if frame[col].dtype != object:
+            continue
+        values = frame[col].dropna()
+        types = {type(v) for v in values}
+        nested = bool(types & {dict, list, tuple}) and (declared is None or col not in declared)
+        if len(types) > 1 or nested:
+            out = out.copy() if out is frame else out
+            out[col] = frame[col].map(lambda v: None if v is None else _as_text(v))
+    return out
+
+
+def check_columns(name: str, spec: SourceSpec, df: pd.DataFrame) -> None:
+    # a versioned source's rows may all be older versions: only the key is in every version
+    expected = spec.columns if spec.schema_ is None else [spec.key]
+    missing = [c for c in expected if c not in df.columns]
+    if missing:
+        found = ", ".join(map(str, df.columns)) or "none"
+        raise SourceError(
+            f"source {name!r}: declared column(s) {', '.join(map(repr, missing))} not found "
+            f"(the source has: {found})"
+        )
+
+
+def check_keys(name: str, key: str, df: pd.DataFrame) -> None:
+    """Null or duplicate keys refuse the whole run: nothing is written for the source."""
+    keys = df[key]
+    nulls = int(keys.map(lambda v: pd.isna(v) or (isinstance(v, str) and not v.strip())).sum())
+    if nulls:
+        raise KeyIntegrityError(
+            f"source {name!r}: key column {key!r} has {nulls} null or empty value(s) out of "
+            f"{len(df)} rows; the run is refused and nothing was written"
+        )
+    counts = keys.astype(str).value_counts()
+    dupes = counts[counts > 1]
+    if len(dupes):
+        listed = ", ".join(f"{k!r} x{n}" for k, n in dupes.head(MAX_LISTED_KEYS).items())
+        more = f" and {len(dupes) - MAX_LISTED_KEYS} more" if len(dupes) > MAX_LISTED_KEYS else ""
+        raise KeyIntegrityError(
+            f"source {name!r}: key column {key!r} has {len(dupes)} duplicated key(s): "
+            f"{listed}{more}; the run is refused and nothing was written"
+        )

@@ -1,0 +1,183 @@
+"""Similarity search over an embedding table: HNSW through the USearch sidecar, or exact
+scoring over the Parquet vectors when asked to or when the sidecar is unusable. Both
+paths return the same frame: the source's columns, `_row_id` and `similarity` (cosine)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jammi.embedding.vectors import vectors_of
+from jammi.errors import SearchError
+from jammi.spec.project import IndexSpec, Project
+from jammi.storage import frame_path
+from jammi.tables.catalog import Catalog, TableRecord, quote_ident, quote_literal
+from jammi.tables.contract import manifest_index_spec
+from jammi.tables.index import SidecarUnusable, load_index
+
+log = logging.getLogger(__name__)
+EncoderLoader = Callable[[str], object]
+
+
+def resolve_table(project: Project, catalog: Catalog, name: str, table: str | None) -> TableRecord:
+    """`name` is a pipeline or a source, served by its active table; `table` picks a specific
+    ready table instead (an older one kept for rollback, say)."""
+    if table:
+        rec = catalog.table(table)
+        if rec is None or rec.status != "ready":
+            state = "does not exist" if rec is None else f"is {rec.status}"
+            raise SearchError(f"embedding table {table!r} {state}; `jammi status` lists tables")
+        return rec
+    if name in project.pipelines:
+        rec = catalog.active(pipeline=name)
+    elif name in project.sources or project.entity_of(name):
+        rec = catalog.active(source=project.embedding_source(name))
+    else:
+        known = sorted({*project.sources, *project.pipelines, *project.entities})
+        raise SearchError(f"unknown source or pipeline {name!r} (known: {', '.join(known)})")
+    if rec is None:
+        raise SearchError(f"{name!r} has no ready embedding table; run `jammi materialize` first")
+    return rec
+
+
+def _table_vectors(rec: TableRecord, row_ids: set[str] | None = None) -> tuple[pa.Array, np.ndarray]:
+    table = pq.read_table(rec.parquet_path, columns=["_row_id", "vector"])
+    if row_ids is not None:
+        table = table.filter(pc.is_in(table["_row_id"], pa.array(sorted(row_ids), pa.string())))
+    ids = table["_row_id"].combine_chunks()
+    return ids, vectors_of(table["vector"], rec.dimensions)
+
+
+def _query_vector(rec: TableRecord, query: str | None, vector, row_key, loader: EncoderLoader) -> np.ndarray:
+    given = sum(x is not None for x in (query, vector, row_key))
+    if given != 1:
+        raise SearchError("give exactly one of a query text, a vector or a row key")
+    if query is not None:
+        if not query.strip():
+            raise SearchError("the query text is empty")
+        q = loader(rec.model_id).encode([query])[0]
+    elif vector is not None:
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape[0] != rec.dimensions:
+            raise SearchError(f"query vector has {q.shape[0]} dimensions, table has {rec.dimensions}")
+    else:
+        ids, vecs = _table_vectors(rec, {str(row_key)})
+        if len(ids) == 0:
+            raise SearchError(f"row key {row_key!r} is not in table {rec.table_name}")
+        q = vecs[0]
+    norm = float(np.linalg.norm(q))
+    if not np.isfinite(norm) or norm == 0:
+        raise SearchError("the query vector is zero or not finite")
+    return (q / norm).astype(np.float32)
+
+
+def _allowed_keys(frame: Path, key: str, where: str | None) -> set[str] | None:
+    if where is None:
+        return None
+    sql = (f"SELECT CAST({quote_ident(key)} AS VARCHAR) FROM read_parquet({quote_literal(str(frame))})"
+           f" WHERE {where}")
+    try:
+        return {r[0] for r in duckdb.sql(sql).fetchall()}
+    except duckdb.Error as err:
+        raise SearchError(f"filter {where!r} failed: {str(err).splitlines()[0]}") from None
+
+
+def _similarity(distances: np.ndarray, metric: str) -> np.ndarray:
+    return 1.0 - distances / 2.0 if metric == "l2sq" else 1.0 - distances
+
+
+def _exact(rec, q, k, allowed, exclude) -> list[tuple[str, float]]:
+    ids, vecs = _table_vectors(rec, allowed)
+    if len(ids) == 0:
+        return []
+    scores = vecs @ q
+    take = min(len(scores), k + len(exclude))
+    top = np.argpartition(-scores, take - 1)[:take]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    id_list = ids.to_pylist()
+    hits = [(id_list[i], float(scores[i])) for i in top if id_list[i] not in exclude]
+    return hits[:k]
+
+
+def _ann(rec, spec: IndexSpec, q, k, allowed, exclude) -> list[tuple[str, float]]:
+    index, rowmap = load_index(rec.base_path, rec.rows_embedded, spec)
+    total = len(index)
+    count = min(total, (k + len(exclude)) * (10 if allowed is not None else 1))
+    while True:
+        matches = index.search(q, count)
+        rows = rowmap.take(pa.array(matches.keys.astype(np.int64))).to_pylist()
+        sims = _similarity(np.asarray(matches.distances, dtype=np.float64), spec.metric)
+        hits = [(r, float(s)) for r, s in zip(rows, sims, strict=True)
+                if r not in exclude and (allowed is None or r in allowed)]
+        if len(hits) >= k or count >= total:
+            return hits[:k]
+        count = min(total, count * 4)
+
+
+def search(
+    project: Project,
+    name: str,
+    query: str | None = None,
+    *,
+    vector=None,
+    row_key=None,
+    k: int = 10,
+    filter: str | None = None,
+    select: list[str] | None = None,
+    exact: bool = False,
+    table: str | None = None,
+    loader: EncoderLoader | None = None,
+) -> pd.DataFrame:
+    """Nearest rows of `name` (a source or pipeline) to a text, a vector or a row's vector."""
+    if k < 1:
+        raise SearchError("k must be at least 1")
+    from jammi.embedding.model import load_encoder
+
+    catalog = Catalog(project.artifact_dir)
+    rec = resolve_table(project, catalog, name, table)
+    src = project.frame_spec(rec.source)
+    if src is None:
+        raise SearchError(f"table {rec.table_name} belongs to source {rec.source!r}, no longer declared")
+    cols = list(select) if select else list(src.columns)
+    unknown = [c for c in cols if c not in src.columns]
+    if unknown:
+        raise SearchError(f"select: unknown column(s) {unknown} of source {rec.source!r}")
+    frame_asset = project.frame_asset(rec.source)
+    frame = frame_path(project.artifact_dir, frame_asset)
+    if not frame.exists():
+        raise SearchError(f"{frame_asset} has not been materialized ({frame} missing)")
+    q = _query_vector(rec, query, vector, row_key, loader or load_encoder)
+    allowed = _allowed_keys(frame, src.key, filter)
+    exclude = {str(row_key)} if row_key is not None else set()
+    hits = None
+    if not exact:
+        try:
+            hits = _ann(rec, manifest_index_spec(rec.base_path), q, k, allowed, exclude)
+        except SidecarUnusable as err:
+            log.warning("%s: %s; falling back to exact search", rec.table_name, err)
+    if hits is None:
+        hits = _exact(rec, q, k, allowed, exclude)
+    return _attach_columns(frame, src.key, cols, hits)
+
+
+def _attach_columns(frame: Path, key: str, cols: list[str], hits: list[tuple[str, float]]) -> pd.DataFrame:
+    hit_frame = pd.DataFrame(hits, columns=["_row_id", "similarity"])
+    con = duckdb.connect()
+    try:
+        con.register("hits", hit_frame)
+        select = ", ".join(f"s.{quote_ident(c)}" for c in cols)
+        return con.execute(
+            f"SELECT {select}, h._row_id, h.similarity FROM hits h JOIN "
+            f"read_parquet({quote_literal(str(frame))}) s "
+            f"ON CAST(s.{quote_ident(key)} AS VARCHAR) = h._row_id ORDER BY h.similarity DESC"
+        ).df()
+    finally:
+        con.close()

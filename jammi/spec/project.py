@@ -1,0 +1,392 @@
+"""The declarative project file (jammi.yaml): typed, validated at load time.
+
+A project declares sources (where rows come from, their key and column types) and
+embedding pipelines (which columns of which source make the text, which model and
+index parameters to use). Paths inside the file are relative to the file itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from jammi import keys
+from jammi.errors import ConfigError
+from jammi.spec.entities import EntitySpec
+from jammi.spec.schema import SchemaSpec
+from jammi.spec.schema_checks import check_source_schema
+from jammi.types import ColumnType
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+PROJECT_ENV = "JAMMI_PROJECT"
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    """One declared column: its type and the row-level rules Pandera enforces."""
+
+    type: ColumnType = "str"
+    nullable: bool = True
+    ge: float | None = None
+    le: float | None = None
+    isin: list[Any] | None = None
+    max_length: int | None = Field(default=None, gt=0)
+
+
+class IndexSpec(_Strict):
+    """USearch HNSW parameters."""
+
+    metric: Literal["cos", "ip", "l2sq"] = "cos"
+    connectivity: int = Field(default=16, ge=2, le=256)
+    expansion_add: int = Field(default=128, ge=1)
+    expansion_search: int = Field(default=64, ge=1)
+    dtype: Literal["f32", "f16", "i8"] = "f32"
+
+
+Severity = Literal["warn", "error"]
+
+
+class CompletenessSpec(_Strict):
+    required: list[str] | None = None  # default: the source's pipeline text columns
+    max_null_rate: float = Field(default=0.1, ge=0, le=1)
+    severity: Severity = "warn"
+
+
+class DuplicatesSpec(_Strict):
+    max_rate: float = Field(default=0.05, ge=0, le=1)
+    severity: Severity = "warn"
+
+
+class NearDuplicatesSpec(_Strict):
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    max_rate: float = Field(default=0.1, ge=0, le=1)
+    severity: Severity = "warn"
+
+
+class OutliersSpec(_Strict):
+    numeric: list[str] | None = None  # default: declared int/float columns other than the key
+    max_rate: float = Field(default=0.05, ge=0, le=1)
+    cutoff: float = Field(default=3.5, gt=0)
+    severity: Severity = "warn"
+
+
+class ConformanceSpec(_Strict):
+    max_rate: float = Field(default=0.1, ge=0, le=1)
+    severity: Severity = "error"
+
+
+class DriftSpec(_Strict):
+    numeric: list[str] | None = None  # default: declared int/float columns other than the key
+    categorical: list[str] = []
+    ks_threshold: float = Field(default=0.2, gt=0, le=1)
+    psi_threshold: float = Field(default=0.25, gt=0)
+    severity: Severity = "warn"
+
+
+class ForeignKeySpec(_Strict):
+    column: str
+    references: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[^.]+$")  # source.column
+    max_orphans: int = Field(default=0, ge=0)
+    severity: Severity = "warn"
+
+
+class QualitySpec(_Strict):
+    """Thresholds and severities of the checks on a source's validated frame."""
+
+    completeness: CompletenessSpec = CompletenessSpec()
+    exact_duplicates: DuplicatesSpec = DuplicatesSpec()
+    near_duplicates: NearDuplicatesSpec = NearDuplicatesSpec()
+    outliers: OutliersSpec = OutliersSpec()
+    schema_conformance: ConformanceSpec = ConformanceSpec()
+    drift: DriftSpec = DriftSpec()
+    foreign_keys: list[ForeignKeySpec] = []
+
+    def columns_used(self) -> dict[str, list[str]]:
+        return {
+            "completeness.required": self.completeness.required or [],
+            "outliers.numeric": self.outliers.numeric or [],
+            "drift.numeric": self.drift.numeric or [],
+            "drift.categorical": self.drift.categorical,
+            "foreign_keys.column": [fk.column for fk in self.foreign_keys],
+        }
+
+
+class RemediationSpec(_Strict):
+    """Deterministic fixes applied to raw rows before validation (all off by default)."""
+
+    trim: bool = False  # strip leading/trailing whitespace of str columns
+    unicode_nfc: bool = False  # Unicode NFC normalisation of str columns
+    collapse_whitespace: bool = False  # runs of whitespace -> one space in str columns
+    clip_numeric: bool = False  # clip int/float columns to their declared ge/le bounds
+    columns: list[str] | None = None  # default: every declared column
+
+
+class SourceSpec(_Strict):
+    """Where a source's rows come from and what they must look like."""
+
+    kind: Literal["csv", "parquet", "jsonl", "duckdb", "postgres"]
+    key: str
+    columns: dict[str, ColumnSpec]
+    path: str | None = None
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    query: str | None = None
+    table: str | None = None
+    dsn: str | None = None
+    database: str | None = None  # kind duckdb: a database file to open read-only (query or table)
+    description: str | None = None
+    quality: QualitySpec = QualitySpec()
+    remediation: RemediationSpec = RemediationSpec()
+    # versioned schemas and migrations (jammi_assets/schemas); `columns` is the current version
+    schema_: SchemaSpec[ColumnSpec] | None = Field(default=None, alias="schema")
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ({"type": v} if isinstance(v, str) else v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> SourceSpec:
+        if not self.columns:
+            raise ValueError("declare at least one column")
+        for field_name, cols in self.quality.columns_used().items():
+            for col in cols:
+                if col not in self.columns:
+                    raise ValueError(
+                        f"quality.{field_name}: {col!r} is not a declared column "
+                        f"(declared: {', '.join(self.columns)})"
+                    )
+        for col in self.remediation.columns or []:
+            if col not in self.columns:
+                raise ValueError(
+                    f"remediation.columns: {col!r} is not a declared column "
+                    f"(declared: {', '.join(self.columns)})"
+                )
+        if self.key not in self.columns:
+            raise ValueError(
+                f"key {self.key!r} is not a declared column (declared: {', '.join(self.columns)})"
+            )
+        file_kind = self.kind in ("csv", "parquet", "jsonl")
+        if file_kind and not self.path:
+            raise ValueError(f"kind {self.kind!r} needs 'path' (a file or a glob)")
+        if self.kind == "duckdb":
+            if bool(self.table) == bool(self.query):
+                raise ValueError("kind 'duckdb' needs exactly one of 'query' or 'table' (with 'database')")
+            if self.table and not self.database:
+                raise ValueError("kind 'duckdb' with 'table' needs 'database' (a .duckdb file)")
+        if self.kind == "postgres":
+            if not self.dsn:
+                raise ValueError("kind 'postgres' needs 'dsn' (e.g. postgresql://127.0.0.1/test)")
+            if bool(self.table) == bool(self.query):
+                raise ValueError("kind 'postgres' needs exactly one of 'table' or 'query'")
+        if self.schema_ is not None:
+            check_source_schema(self)
+        return self
+
+
+class EmbeddingQualitySpec(_Strict):
+    """Gates on a new embedding table and its index."""
+
+    max_centroid_shift: float = Field(default=0.1, ge=0, le=2)
+    drift_severity: Literal["warn", "error"] = "warn"
+    min_recall: float = Field(default=0.95, ge=0, le=1)
+    recall_queries: int = Field(default=200, ge=1)
+
+
+class PipelineSpec(_Strict):
+    """One embedding table family: a source, its text columns and a model."""
+
+    source: str
+    text_columns: list[str] = Field(min_length=1)
+    model: str = DEFAULT_MODEL
+    batch_size: int = Field(default=32, ge=1)
+    index: IndexSpec = IndexSpec()
+    quality: EmbeddingQualitySpec = EmbeddingQualitySpec()
+
+
+class ProjectSpec(_Strict):
+    artifact_dir: str = "artifacts"
+    sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SourceSpec]
+    pipelines: dict[Annotated[str, Field(pattern=NAME_PATTERN)], PipelineSpec] = {}
+    entities: dict[Annotated[str, Field(pattern=NAME_PATTERN)], EntitySpec] = {}
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> ProjectSpec:
+        self._check_entities()
+        for name, src in self.sources.items():
+            for fk in src.quality.foreign_keys:
+                parent, _, col = fk.references.partition(".")
+                if parent not in self.sources or col not in self.sources[parent].columns:
+                    raise ValueError(
+                        f"sources.{name}.quality.foreign_keys: {fk.references!r} is not a declared "
+                        "source.column"
+                    )
+        for name, pipe in self.pipelines.items():
+            if pipe.source in self.entities:
+                declared = self.entities[pipe.source].fields
+                for col in pipe.text_columns:
+                    if col not in declared:
+                        raise ValueError(
+                            f"pipelines.{name}.text_columns: {col!r} is not a field of entity "
+                            f"{pipe.source!r} (fields: {', '.join(declared)})"
+                        )
+                continue
+            if pipe.source not in self.sources:
+                raise ValueError(
+                    f"pipelines.{name}.source: unknown source or entity {pipe.source!r} "
+                    f"(declared: {', '.join([*self.sources, *self.entities])})"
+                )
+            declared = self.sources[pipe.source].columns
+            for col in pipe.text_columns:
+                if col not in declared:
+                    raise ValueError(
+                        f"pipelines.{name}.text_columns: {col!r} is not a column of source "
+                        f"{pipe.source!r} (declared: {', '.join(declared)})"
+                    )
+        return self
+
+
+    def _check_entities(self) -> None:
+        for entity, ent in self.entities.items():
+            where = f"entities.{entity}"
+            if entity in self.sources:
+                raise ValueError(f"{where}: the name is already a source; entities and sources need "
+                                 "distinct names")
+            for name, contrib in ent.sources.items():
+                if name not in self.sources:
+                    raise ValueError(f"{where}.sources: unknown source {name!r} "
+                                     f"(declared: {', '.join(self.sources)})")
+                columns = self.sources[name].columns
+                named = [(f"mapping.{t}", c) for t, m in contrib.mapping.items() for c in m.inputs]
+                named += [("timestamp", contrib.timestamp), ("id", contrib.id)]
+                for field_path, col in named:
+                    if col is not None and col not in columns:
+                        raise ValueError(f"{where}.sources.{name}.{field_path}: {col!r} is not a "
+                                         f"column of source {name!r} (declared: {', '.join(columns)})")
+
+
+class Project:
+    """A loaded project: the validated spec plus the directory paths resolve against."""
+
+    def __init__(self, spec: ProjectSpec, path: Path):
+        self.spec = spec
+        self.path = path
+        self.root = path.parent
+
+    @property
+    def sources(self) -> dict[str, SourceSpec]:
+        return self.spec.sources
+
+    @property
+    def pipelines(self) -> dict[str, PipelineSpec]:
+        return self.spec.pipelines
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.resolve(self.spec.artifact_dir)
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(os.path.expanduser(relative))
+        return p if p.is_absolute() else (self.root / p)
+
+    @property
+    def entities(self) -> dict[str, EntitySpec]:
+        return self.spec.entities
+
+    def entity_of(self, name: str) -> str | None:
+        """The entity `name` refers to, as `product` or as its asset `fused_product`."""
+        if name in self.entities:
+            return name
+        bare = name.removeprefix("fused_")
+        return bare if name.startswith("fused_") and bare in self.entities else None
+
+    def embedding_source(self, name: str) -> str:
+        """The `_source_id` of tables embedding `name`: the source, or `fused_<entity>`."""
+        entity = self.entity_of(name)
+        return keys.fused(entity) if entity else name
+
+    def frame_asset(self, name: str) -> str:
+        """The asset holding the rows of `name`: `validated_<source>` or `fused_<entity>`."""
+        entity = self.entity_of(name)
+        return keys.fused(entity) if entity else keys.validated(name)
+
+    def frame_spec(self, name: str) -> SourceSpec | None:
+        """The declared columns and key of a source, or those of a fused entity's frame."""
+        entity = self.entity_of(name)
+        if entity is None:
+            return self.sources.get(name)
+        ent = self.entities[entity]
+        id_col = ent.id_column(entity)
+        columns = {id_col: ColumnSpec(type="str", nullable=False)}
+        columns.update({f: ColumnSpec(type=t) for f, t in ent.fields.items()})
+        return SourceSpec(kind="parquet", path=keys.fused(entity), key=id_col, columns=columns,
+                          description=f"fused entity {entity!r}")
+
+    def pipelines_of(self, source: str) -> dict[str, PipelineSpec]:
+        return {n: p for n, p in self.pipelines.items() if p.source == source}
+
+
+def project_path(explicit: str | os.PathLike | None = None) -> Path:
+    """--project PATH, else $JAMMI_PROJECT, else ./jammi.yaml."""
+    raw = explicit or os.environ.get(PROJECT_ENV) or "jammi.yaml"
+    return Path(raw).expanduser().resolve()
+
+
+def _expand_env(value: Any, where: str, file: Path) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{where}.{k}" if where else str(k), file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{where}[{i}]", file) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in os.environ:
+                raise ConfigError(f"{file}: {where}: environment variable ${{{m.group(1)}}} is not set")
+            return os.environ[m.group(1)]
+        return _ENV_REF.sub(sub, value)
+    return value
+
+
+def _format_validation_error(file: Path, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{file}: {loc}: {msg}" if loc else f"{file}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_project(data: Any, path: Path) -> Project:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with 'sources' and 'pipelines'")
+    try:
+        spec = ProjectSpec.model_validate(_expand_env(data, "", path))
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(path, err)) from None
+    return Project(spec, path)
+
+
+def load_project(path: str | os.PathLike | None = None) -> Project:
+    """Read and validate a project file; every problem names the file and the field."""
+    file = project_path(path)
+    if not file.is_file():
+        raise ConfigError(
+            f"{file}: project file not found (pass --project PATH or set ${PROJECT_ENV})"
+        )
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: not valid YAML: {err}") from None
+    return parse_project(data, file)

@@ -1,0 +1,80 @@
+"""The embedding-table contract: file names, Arrow schema, manifest, and integrity.
+
+{artifact_dir}/jammi_db/{source}__embedding__{model_short}__{YYYYMMDDTHHMMSS}
+  .parquet (source of truth) .usearch .rowmap .manifest.json (disposable sidecars)
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jammi.embedding.model import model_short_name
+from jammi.spec.project import IndexSpec
+
+SUFFIXES = (".parquet", ".usearch", ".rowmap", ".manifest.json")
+CONTRACT_COLUMNS = ("_row_id", "_source_id", "_model_id", "vector", "_content_hash")
+
+
+def table_schema(dimensions: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("_row_id", pa.string(), nullable=False),
+            pa.field("_source_id", pa.string(), nullable=False),
+            pa.field("_model_id", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dimensions), nullable=False),
+            pa.field("_content_hash", pa.string(), nullable=False),
+        ]
+    )
+
+
+def new_table_name(tables_dir: Path, source: str, model_id: str, taken: set[str]) -> str:
+    """A timestamped name not used by any file or catalog entry (seconds step on clash)."""
+    ts = datetime.now(UTC).replace(microsecond=0)
+    while True:
+        name = f"{source}__embedding__{model_short_name(model_id)}__{ts:%Y%m%dT%H%M%S}"
+        if name not in taken and not any((tables_dir / f"{name}{s}").exists() for s in SUFFIXES):
+            return name
+        ts += timedelta(seconds=1)
+
+
+def sidecar(base: Path, suffix: str) -> Path:
+    return base.parent / f"{base.name}{suffix}"
+
+
+def read_manifest(base: Path) -> dict:
+    try:
+        return json.loads(sidecar(base, ".manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def verify_parquet(path: Path, dimensions: int | None = None) -> int:
+    """Read the whole file; return its row count or raise if it is corrupt or off-contract."""
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    missing = [c for c in CONTRACT_COLUMNS if c not in names]
+    if missing:
+        raise ValueError(f"missing contract column(s) {missing}")
+    vtype = pf.schema_arrow.field("vector").type
+    if not pa.types.is_fixed_size_list(vtype) or (dimensions and vtype.list_size != dimensions):
+        raise ValueError(f"vector column has type {vtype}, expected FixedSizeList<float, {dimensions}>")
+    rows = 0
+    for batch in pf.iter_batches(batch_size=65536):
+        rows += batch.num_rows
+    if rows != pf.metadata.num_rows:
+        raise ValueError("row count does not match the footer")
+    return rows
+
+
+def manifest_index_spec(base: Path) -> IndexSpec:
+    """The index parameters a table was built with (defaults when the manifest is gone)."""
+    data = read_manifest(base).get("index") or {}
+    try:
+        return IndexSpec.model_validate(data)
+    except ValueError:
+        return IndexSpec()

@@ -1,0 +1,42 @@
+"""A table's generation: what its vectors mean (source schema version x text spec x model).
+
+Refresh keeps a generation and commits new versions of its table; a change of generation
+builds a new table blue/green. The fingerprint is made here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from jammi.embedding.texts import TEXT_SEPARATOR
+from jammi.spec.project import PipelineSpec, SourceSpec
+
+DEFAULT_SCHEMA_VERSION = "v1"
+
+
+def generation_fingerprint(
+    schema_version: str, text_columns: list[str], separator: str, model_id: str
+) -> str:
+    """Identifies what a table's vectors mean: a change of source schema version, text spec
+    or model gives a new generation (and a new table); the same inputs always the same one."""
+    spec = json.dumps(
+        {"schema_version": schema_version, "text": {"columns": list(text_columns), "separator": separator},
+         "model": model_id},
+        sort_keys=True,
+    )
+    return hashlib.sha1(spec.encode("utf-8")).hexdigest()[:16]
+
+
+def source_schema_version(spec: SourceSpec) -> str:
+    """The source's current schema version (`schema.current`), "v1" when it declares none."""
+    for attr in ("schema_", "schema"):  # the model field is `schema_`, aliased `schema` in jammi.yaml
+        current = getattr(getattr(spec, attr, None), "current", None)
+        if isinstance(current, str) and current:
+            return current
+    return DEFAULT_SCHEMA_VERSION
+
+
+def generation_of(pipe: PipelineSpec, src: SourceSpec) -> str:
+    """The fingerprint of (source schema version, text spec, model) a pipeline builds now."""
+    return generation_fingerprint(source_schema_version(src), pipe.text_columns, TEXT_SEPARATOR, pipe.model)

@@ -1,0 +1,89 @@
+"""Crash recovery: settle tables left in `building` by a process that died.
+
+Parquet missing -> failed; Parquet corrupt -> deleted, failed; Parquet valid but
+stuck in building -> ready, and its index rebuilt. Tables whose builder process is
+still alive are left alone, so recovery is safe to run beside a live materialization.
+
+A promoted table becomes its pipeline's active table only when the pipeline serves no
+ready table: a build that died before its switch must not displace the table in service
+(the table that served is pinned as active instead, for catalogs from before the pointer).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+
+import psutil
+
+from jammi.storage import tmp_path, write_json_atomic
+from jammi.tables.catalog import STATUS_BUILDING, STATUS_FAILED, STATUS_READY, Catalog
+from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar, verify_parquet
+from jammi.tables.index import build_index
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecoveryAction:
+    table_name: str
+    action: str  # "failed: parquet missing" | "failed: parquet corrupt" | "ready: promoted, ..."
+    detail: str = ""
+
+
+def builder_alive(builder: str | None) -> bool:
+    if not builder:
+        return False
+    host, _, rest = builder.partition(":")
+    pid_s, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return True  # another machine's process: not ours to judge
+    try:
+        proc = psutil.Process(int(pid_s))
+        return proc.status() != psutil.STATUS_ZOMBIE and (
+            not started or abs(proc.create_time() - float(started)) < 1.0
+        )
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def recover(catalog: Catalog) -> list[RecoveryAction]:
+    if not catalog.path.exists():
+        return []
+    actions = []
+    for rec in catalog.tables(status=STATUS_BUILDING):
+        if builder_alive(rec.builder):
+            continue
+        final = rec.parquet_path
+        tmp_path(final).unlink(missing_ok=True)
+        if not final.exists():
+            sidecar(rec.base_path, ".manifest.json").unlink(missing_ok=True)
+            catalog.set_status(rec.table_name, STATUS_FAILED,
+                               error="recovery: Parquet missing after an interrupted build")
+            actions.append(RecoveryAction(rec.table_name, "failed: parquet missing"))
+            continue
+        try:
+            rows = verify_parquet(final, rec.dimensions)
+        except Exception as err:  # pyarrow raises several types on damaged files
+            final.unlink(missing_ok=True)
+            for suffix in (".usearch", ".rowmap", ".manifest.json"):
+                sidecar(rec.base_path, suffix).unlink(missing_ok=True)
+            catalog.set_status(rec.table_name, STATUS_FAILED,
+                               error=f"recovery: corrupt Parquet deleted ({err})"[:2000])
+            actions.append(RecoveryAction(rec.table_name, "failed: parquet corrupt", str(err)))
+            continue
+        stats = build_index(rec.base_path, rec.dimensions, manifest_index_spec(rec.base_path))
+        manifest = read_manifest(rec.base_path) or {"table_name": rec.table_name}
+        manifest.update(status=STATUS_READY, count=rows, dimensions=rec.dimensions,
+                        model_id=rec.model_id, source=rec.source, pipeline=rec.pipeline)
+        write_json_atomic(sidecar(rec.base_path, ".manifest.json"), manifest)
+        made_active = catalog.activate(rec.table_name, only_if_none=True, rows_embedded=rows,
+                                       error="recovery: promoted from building")
+        detail = f"{rows} rows, index in {stats.seconds:.1f}s"
+        actions.append(RecoveryAction(rec.table_name, "ready: promoted, index rebuilt",
+                                      detail + ("; now active" if made_active else
+                                                f"; {rec.pipeline}'s active table unchanged")))
+    for action in actions:
+        log.warning("recovery: %s %s %s", action.table_name, action.action, action.detail)
+    return actions

@@ -1,0 +1,86 @@
+"""Gold: `<pipeline>_embeddings`, a new embedding table per materialization, switched to
+(blue/green) once it has passed its checks."""
+
+import dagster as dg
+
+from jammi import keys
+from jammi.app.embeddings import embed_pipeline
+from jammi.spec.project import Project
+from jammi.tables.checks import TABLE_CHECKS
+from jammi.tables.contract import CONTRACT_COLUMNS
+from jammi.tables.generation import generation_of
+from jammi_assets.checks import check_result, check_specs
+from resources.embedding_model import EmbeddingModelResource
+
+
+def contract_schema(dimensions: int) -> dg.TableSchema:
+    types = {"vector": f"fixed_size_list<float32, {dimensions}>"}
+    return dg.TableSchema(columns=[dg.TableColumn(c, types.get(c, "string")) for c in CONTRACT_COLUMNS])
+
+
+def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
+    pipe = project.pipelines[pipeline]
+    source = project.embedding_source(pipe.source)
+    name = keys.embeddings(pipeline)
+
+    @dg.asset(
+        name=name,
+        deps=[project.frame_asset(pipe.source)],
+        group_name="embeddings",
+        kinds={"pytorch", "parquet"},
+        # the generation (model x text spec x schema version): Dagster flags the table stale
+        # when it changes
+        code_version=generation_of(pipe, project.frame_spec(pipe.source)),
+        pool="embedding_model",
+        # refresh when upstream changes, never past a failed blocking check
+        automation_condition=dg.AutomationCondition.eager()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+        description=(
+            f"Embeddings of `{source}` ({' + '.join(pipe.text_columns)}) by `{pipe.model}`, "
+            "as a timestamped Parquet table under jammi_db/."
+        ),
+        metadata={"model": pipe.model, "text_columns": ", ".join(pipe.text_columns)},
+        check_specs=check_specs(name, list(TABLE_CHECKS)),
+    )
+    def _embeddings(context: dg.AssetExecutionContext, embedding_model: EmbeddingModelResource):
+        encoder = embedding_model.encoder(pipe.model)  # fails before any table is begun
+        run = embed_pipeline(project, pipeline, encoder, context.log.info, context.run_id)
+        for action in run.recovered:
+            context.log.warning(f"recovered {action.table_name}: {action.action}")
+        stats = run.stats
+        if stats.rows_truncated:
+            context.log.warning(
+                f"{source}: {stats.rows_truncated} text(s) longer than the model window "
+                f"({encoder.max_seq_length} tokens) were truncated"
+            )
+        if stats.blocked_by:
+            context.log.error(
+                f"{stats.table_name} failed its quality gate ({', '.join(stats.blocked_by)}); "
+                "it is marked failed and the active table keeps serving search"
+            )
+        return dg.MaterializeResult(
+            check_results=[check_result(o) for o in stats.outcomes],
+            metadata={
+                "table_status": "failed" if stats.blocked_by else "ready",
+                "dagster/row_count": stats.rows_embedded,
+                "dagster/column_schema": contract_schema(stats.dimensions),
+                "table_name": stats.table_name,
+                "active_table": run.active_table,
+                "generation": run.generation,
+                "source_schema_version": run.schema_version,
+                "path": dg.MetadataValue.path(str(stats.parquet_path)),
+                "model": stats.model_id,
+                "device": getattr(encoder, "device", "cpu"),
+                "dimensions": stats.dimensions,
+                "rows_embedded": stats.rows_embedded,
+                "rows_skipped": stats.rows_skipped,
+                "rows_failed": stats.rows_failed,
+                "rows_truncated": stats.rows_truncated,
+                "rows_per_second": round(stats.rows_per_second, 1),
+                "seconds": round(stats.seconds, 2),
+                "batch_size": f"{stats.batch_size_start} -> {stats.batch_size_end}",
+                "oom_events": stats.oom_events,
+            }
+        )
+
+    return _embeddings
