@@ -96,12 +96,16 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--select", "select", multiple=True,
               help="Asset, source or pipeline name (repeatable); default: everything.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--full", is_flag=True, help="Rebuild embedding tables instead of refreshing them.")
 @click.pass_context
-def materialize(ctx: click.Context, select: tuple[str, ...], device: str) -> None:
-    """Run the asset graph on the local Dagster instance, with progress."""
+def materialize(ctx: click.Context, select: tuple[str, ...], device: str, full: bool) -> None:
+    """Run the asset graph on the local Dagster instance, with progress.
+
+    An embedding table of the same generation is refreshed: only added and changed rows are
+    embedded, deleted rows leave it, and the result is committed as a new version."""
     project = _project(ctx)
     t0 = time.perf_counter()
-    outcome = _materializer(ctx)(project, list(select), device=device, echo=click.echo)
+    outcome = _materializer(ctx)(project, list(select), device=device, echo=click.echo, full=full)
     click.echo(f"\n{'asset':<28} {'rows':>8}  details")
     for row in outcome.summary:
         click.echo(f"{row['asset']:<28} {row['rows']:>8}  {row['details']}")
@@ -258,14 +262,63 @@ def tables_list(ctx, pipeline, fmt) -> None:
 @project_option
 @click.argument("pipeline")
 @click.option("--to", "to", default=None, help="This ready table (default: the one active before).")
+@click.option("--version", "version", type=int, default=None,
+              help="Serve this earlier version of the active table instead.")
 @click.pass_context
-def tables_rollback(ctx, pipeline, to) -> None:
-    """Switch PIPELINE's active table back to the previous ready table, atomically."""
+def tables_rollback(ctx, pipeline, to, version) -> None:
+    """Switch PIPELINE's active table back to the previous ready table, or its active table back
+    to an earlier version (--version N), atomically."""
     from jammi.app.facade import Jammi
 
-    pointer = Jammi(_project(ctx), recover_on_open=False).rollback(pipeline, to)
+    jammi = Jammi(_project(ctx), recover_on_open=False)
+    if version is not None:
+        if to is not None:
+            raise JammiError("give either --to TABLE or --version N, not both")
+        chosen = jammi.rollback_version(pipeline, version)
+        click.echo(f"{pipeline}: {chosen.table_name} now serves version {chosen.version} "
+                   f"({chosen.rows} rows)")
+        return
+    pointer = jammi.rollback(pipeline, to)
     click.echo(f"{pipeline}: active table is now {pointer.table_name}"
                + (f" (was {pointer.previous_table})" if pointer.previous_table else ""))
+
+
+@tables.command("versions")
+@project_option
+@click.argument("pipeline")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def tables_versions(ctx, pipeline, fmt) -> None:
+    """Versions of PIPELINE's active table, with what each refresh added, changed and deleted."""
+    from jammi.app.facade import Jammi
+
+    _emit(Jammi(_project(ctx), recover_on_open=False).versions(pipeline), fmt)
+
+
+@tables.command("compact")
+@project_option
+@click.argument("pipeline")
+@click.pass_context
+def tables_compact(ctx, pipeline) -> None:
+    """Rewrite PIPELINE's current rows into one Parquet file with a fresh index (a new version)."""
+    from jammi.app.facade import Jammi
+
+    version = Jammi(_project(ctx), recover_on_open=False).compact(pipeline)
+    click.echo(f"{pipeline}: compacted into version {version.version} ({version.rows} rows, one segment)")
+
+
+@tables.command("expire")
+@project_option
+@click.argument("pipeline")
+@click.option("--keep", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Versions to keep (the current one is always kept).")
+@click.pass_context
+def tables_expire(ctx, pipeline, keep) -> None:
+    """Delete the files of PIPELINE's old versions, keeping the newest --keep."""
+    from jammi.app.facade import Jammi
+
+    deleted = Jammi(_project(ctx), recover_on_open=False).expire(pipeline, keep)
+    click.echo(f"{pipeline}: kept the newest {keep} version(s); {len(deleted)} file(s) deleted")
 
 
 @tables.command("remove")
@@ -278,6 +331,37 @@ def tables_remove(ctx, table) -> None:
 
     removed = Jammi(_project(ctx), recover_on_open=False).remove_table(table)
     click.echo(f"removed {removed.table_name} ({len(removed.deleted)} file(s) deleted)")
+
+
+@cli.command()
+@project_option
+@click.argument("pipelines", nargs=-1)
+@click.option("--repair", is_flag=True, help="Refresh (or rebuild) what does not match, then check again.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def verify(ctx, pipelines, repair, device, fmt) -> None:
+    """Check that source = table = index for PIPELINES (default: all); exit 1 on any difference.
+
+    missing: validated rows with text the table lacks; stale: rows embedded from other text;
+    orphan: table rows no longer in the source; unindexed: rows no HNSW sidecar covers."""
+    from jammi import keys
+    from jammi.app.verify import as_frame, verify
+
+    project = _project(ctx)
+    found = verify(project, list(pipelines) or None)
+    if repair and not all(v.clean for v in found):
+        materialize = _materializer(ctx)
+        for v in (v for v in found if not v.clean):
+            click.echo(f"repairing {v.pipeline}" + (" (full rebuild)" if v.needs_rebuild else ""))
+            outcome = materialize(project, keys.pipeline_assets(v.pipeline), device=device,
+                                  echo=click.echo, full=v.needs_rebuild)
+            if not outcome.success:
+                _fail(outcome.error or f"repairing {v.pipeline} failed")
+        found = verify(project, list(pipelines) or None)
+    _emit(as_frame(found), fmt)
+    if not all(v.clean for v in found):
+        sys.exit(1)
 
 
 def main(materialize: Materialize | None = None) -> None:

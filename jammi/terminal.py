@@ -52,6 +52,8 @@ def _plain(value):
 
 
 def _cell(value) -> str:
+    if isinstance(value, (pd.Timestamp, datetime)) and not pd.isna(value):
+        return value.isoformat(sep=" ", timespec="seconds")
     value = _plain(value)
     if value is None:
         return ""
@@ -76,6 +78,18 @@ def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
 
 
+def _fair_cap(widths: list[int], budget: int) -> int:
+    """The largest cap c with sum(min(w, c)) <= budget: narrow columns keep their width and
+    the wide ones share what is left equally."""
+    left, remaining = budget, len(widths)
+    for w in sorted(widths):
+        share = left // remaining
+        if w > share:
+            return max(MIN_COLUMN, share)
+        left, remaining = left - w, remaining - 1
+    return max(widths)
+
+
 def render_table(frame: pd.DataFrame, width: int | None = None) -> str:
     if frame.empty:
         return "(no rows)"
@@ -85,13 +99,11 @@ def render_table(frame: pd.DataFrame, width: int | None = None) -> str:
     right = [_numeric(frame[c]) for c in frame.columns]
     fixed = [r or frame[c].map(_is_vector).any() for c, r in zip(frame.columns, right, strict=True)]
     widths = [max([len(h), *(len(v) for v in col)]) for h, col in zip(headers, cells, strict=True)]
-    budget = width - len(GAP) * (len(widths) - 1)
-    while sum(widths) > budget:  # numbers and vector previews keep their width; text gives way
-        text = [i for i, w in enumerate(widths) if not fixed[i] and w > MIN_COLUMN]
-        if not text:
-            break
-        widest = max(text, key=lambda i: widths[i])
-        widths[widest] = max(MIN_COLUMN, widths[widest] - max(1, sum(widths) - budget))
+    budget = width - len(GAP) * (len(widths) - 1) - sum(w for w, f in zip(widths, fixed, strict=True) if f)
+    flexible = sorted(w for w, f in zip(widths, fixed, strict=True) if not f)
+    if sum(flexible) > budget:  # numbers and vector previews keep their width; text shares the rest
+        cap = _fair_cap(flexible, max(budget, MIN_COLUMN * len(flexible)))
+        widths = [w if f else min(w, cap) for w, f in zip(widths, fixed, strict=True)]
 
     def line(values: list[str]) -> str:
         parts = [_shorten(v, w).rjust(w) if r else _shorten(v, w).ljust(w)

@@ -7,10 +7,10 @@ from __future__ import annotations
 from jammi import cli as engine_cli
 
 
-def materialize(project, select, *, device: str = "auto", echo=print):
+def materialize(project, select, *, device: str = "auto", echo=print, full: bool = False):
     from jammi_assets.runner import run_materialization
 
-    return run_materialization(project, select, device=device, echo=echo)
+    return run_materialization(project, select, device=device, echo=echo, full=full)
 
 
 def main() -> None:

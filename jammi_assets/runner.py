@@ -15,8 +15,9 @@ from jammi import keys
 from jammi.errors import JammiError
 from jammi.spec.project import Project
 
-SUMMARY_KEYS = ("rows_quarantined", "rows_skipped", "rows_truncated", "rows_per_second",
-                "table_name", "vectors", "build_seconds")
+SUMMARY_KEYS = ("outcome", "added", "changed", "deleted", "unchanged", "rows_encoded", "version",
+                "rows_quarantined", "rows_skipped", "rows_truncated", "rows_per_second", "table_name",
+                "vectors", "build_seconds")
 
 
 @dataclass
@@ -108,7 +109,9 @@ def _root_cause(error) -> str:
 
 
 def run_materialization(project: Project, select: list[str], device: str = "auto",
-                        echo: Callable[[str], None] = print) -> Outcome:
+                        echo: Callable[[str], None] = print, full: bool = False) -> Outcome:
+    """Materialize `select` (default: everything); `full` rebuilds embedding tables instead of
+    refreshing them."""
     from jammi_assets.definitions import build_assets, build_resources
 
     assets = build_assets(project)
@@ -119,8 +122,12 @@ def run_materialization(project: Project, select: list[str], device: str = "auto
     job = defs.resolve_implicit_global_asset_job_def()
     count = len(selection) if selection else sum(len(a.keys) for a in assets)
     echo(f"materializing {count} asset(s) of {project.path}")
+    chosen = {k.to_user_string() for k in selection} if selection else {
+        k.to_user_string() for a in assets for k in a.keys}
+    ops = {keys.embeddings(p): {"config": {"full": True}} for p in project.pipelines
+           if keys.embeddings(p) in chosen} if full else {}
     result = job.execute_in_process(
-        run_config={"loggers": {"jammi_progress": {}}},
+        run_config={"loggers": {"jammi_progress": {}}, **({"ops": ops} if ops else {})},
         instance=instance,
         asset_selection=selection,
         raise_on_error=False,

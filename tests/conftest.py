@@ -31,7 +31,7 @@ def write_project(root: Path, sources: dict, pipelines: dict | None = None,
     return load_project(path)
 
 
-def materialize(project: Project, selection=None, raise_on_error: bool = False):
+def materialize(project: Project, selection=None, raise_on_error: bool = False, run_config=None):
     """Run the project's assets in-process on an ephemeral instance."""
     return dg.materialize(
         build_assets(project),
@@ -39,6 +39,7 @@ def materialize(project: Project, selection=None, raise_on_error: bool = False):
         instance=dg.DagsterInstance.ephemeral(),
         selection=selection,
         raise_on_error=raise_on_error,
+        run_config=run_config,
     )
 
 

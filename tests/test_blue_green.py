@@ -42,8 +42,12 @@ def project_with(root: Path, csv: Path, model: str = DEFAULT_MODEL, text_columns
     )
 
 
+FULL = {"ops": {"products_embeddings": {"config": {"full": True}}}}
+
+
 def built(project):
-    result = materialize(project)
+    """A new table of the pipeline (a rebuild: the same generation would otherwise refresh)."""
+    result = materialize(project, run_config=FULL)
     assert result.success
     return Catalog(project.artifact_dir).tables(pipeline="products")[0]
 

@@ -180,7 +180,7 @@ def test_new_tables_coexist_and_search_uses_the_newest(demo):
     project, _, _ = demo
     catalog = Catalog(project.artifact_dir)
     first = catalog.newest_ready(pipeline="reviews")
-    outcome = run_materialization(project, ["reviews_embeddings"], echo=lambda _l: None)
+    outcome = run_materialization(project, ["reviews_embeddings"], echo=lambda _l: None, full=True)
     assert outcome.success, outcome.error
     tables = catalog.tables(pipeline="reviews", status="ready")
     assert len(tables) == 2 and tables[1].table_name == first.table_name

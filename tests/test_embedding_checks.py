@@ -18,6 +18,7 @@ from jammi.tables import checks as ec
 from jammi.tables.catalog import Catalog
 from jammi.tables.contract import sidecar, table_schema
 from jammi.tables.index import build_index
+from jammi.tables.versions import FileRef, Version
 from tests.conftest import PRODUCT_COLUMNS, failure_message, materialize, write_project
 
 
@@ -81,12 +82,13 @@ def test_ann_recall_measures_the_sidecar_against_exact_search(tmp_path):
     for name in ("good", "other"):
         _write_table(tmp_path / name, _unit(rng, 400))
         build_index(tmp_path / name, 16, IndexSpec())
-    good = ec.ann_recall(tmp_path / "good", sidecar(tmp_path / "good", ".parquet"), 400, 16, IndexSpec())
+    version = Version("good", 0, (FileRef("good.parquet", 400),), rows=400)
+    good = ec.ann_recall(tmp_path, version, 16, IndexSpec())
     assert good.passed and good.statistic >= 0.95 and good.details["queries"] == 200
     # a sidecar from another table of the same size: in step by count, wrong by content
     for suffix in (".usearch", ".rowmap"):
         shutil.copy(sidecar(tmp_path / "other", suffix), sidecar(tmp_path / "good", suffix))
-    stale = ec.ann_recall(tmp_path / "good", sidecar(tmp_path / "good", ".parquet"), 400, 16, IndexSpec())
+    stale = ec.ann_recall(tmp_path, version, 16, IndexSpec())
     assert not stale.passed and stale.statistic < 0.5 and stale.examples
 
 
@@ -133,9 +135,16 @@ def test_failed_error_check_blocks_the_index_and_keeps_the_previous_table(
     assert not second.success and "finite_values" in failure_message(second)
     materialized = {e.asset_key.to_user_string() for e in second.get_asset_materialization_events()}
     assert "products_ann_index" not in materialized
+    # a refresh of the same generation: the blocked version is not committed and leaves no file
     catalog = Catalog(project.artifact_dir)
+    assert [t.table_name for t in catalog.tables(pipeline="products")] == [good.table_name]
+    assert catalog.current_version(catalog.active(pipeline="products")).version == 0
+    assert not list((project.artifact_dir / "jammi_db").glob(f"{good.table_name}.v*"))
+    # a full rebuild: the new table is marked failed and the previous one keeps serving
+    third = materialize(project, run_config={"ops": {"products_embeddings": {"config": {"full": True}}}})
+    assert not third.success and "finite_values" in failure_message(third)
     newest = catalog.tables(pipeline="products")[0]
     assert newest.status == "failed" and "finite_values" in newest.error
-    assert catalog.newest_ready(pipeline="products").table_name == good.table_name
+    assert catalog.active(pipeline="products").table_name == good.table_name
     after = Jammi(project).search("products", "coffee", k=2)
     assert after["_row_id"].tolist() == before["_row_id"].tolist()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
+from jammi.app.facade import Jammi
 from jammi.silver.pandera_model import REASON_COLUMN
 from jammi.storage import frame_path
-from jammi.tables.catalog import Catalog
 from tests.conftest import PRODUCT_COLUMNS, invoke_cli, write_project
 
 ROWS = (
@@ -85,6 +84,5 @@ def test_list_then_readmit_a_fixed_row(project, tmp_path):
     assert sorted(validated["id"].tolist()) == [1, 2, 3]
     quarantine = pd.read_parquet(frame_path(project.artifact_dir, "quarantine_products"))
     assert quarantine["id"].tolist() == ["4"]
-    table = Catalog(project.artifact_dir).newest_ready(pipeline="products")
-    row_ids = pq.read_table(table.parquet_path, columns=["_row_id"])["_row_id"].to_pylist()
-    assert sorted(row_ids) == ["1", "2", "3"]
+    embedded = Jammi(project, recover_on_open=False).sql("SELECT _row_id FROM jammi.products_embeddings")
+    assert sorted(embedded["_row_id"]) == ["1", "2", "3"]  # the refresh added the re-admitted row

@@ -5,21 +5,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from jammi import keys
 from jammi.embedding.model import Encoder
-from jammi.errors import ArtifactError
+from jammi.errors import ArtifactError, SourceError
 from jammi.quality.outcome import CheckOutcome
 from jammi.spec.project import Project
 from jammi.storage import frame_path
 from jammi.tables import checks
 from jammi.tables.build import EmbedStats, build_embedding_table
 from jammi.tables.catalog import STATUS_READY, Catalog, TableRecord
+from jammi.tables.contract import manifest_index_spec, sidecar
 from jammi.tables.generation import generation_of, source_schema_version
-from jammi.tables.index import IndexStats, build_index
+from jammi.tables.index import IndexStats, VersionIndex, build_index, segment_base
+from jammi.tables.parity import compare, parity_check
 from jammi.tables.recovery import RecoveryAction, recover
+from jammi.tables.refresh import refresh_table, source_rows
+from jammi.tables.versions import OUTCOME_NO_CHANGE, FileRef, Version
 
 
 @dataclass
@@ -43,29 +48,68 @@ def _same_generation(catalog: Catalog, pipeline: str, generation: str) -> TableR
 
 def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
                    progress: Callable[[str], None] | None = None,
-                   run_id: str | None = None) -> EmbeddingRun:
-    """Build `pipeline`'s next table from its stored validated (or fused) frame."""
+                   run_id: str | None = None, full: bool = False) -> EmbeddingRun:
+    """Bring `pipeline`'s table up to its stored validated (or fused) frame: refresh the active
+    table in place when it is of the same generation (only added and changed rows reach the
+    model, which loads only then), else build a new table beside it (blue/green). `full`
+    forces the rebuild."""
     pipe = project.pipelines[pipeline]
     source, src = project.embedding_source(pipe.source), project.frame_spec(pipe.source)
     catalog = Catalog(project.artifact_dir)
     recovered = recover(catalog)
     generation = generation_of(pipe, src)
-    previous = _same_generation(catalog, pipeline, generation)
+    active = catalog.active(pipeline=pipeline)
     frame_file = frame_path(project.artifact_dir, project.frame_asset(pipe.source))
+    if not frame_file.exists():
+        raise SourceError(f"pipeline {pipeline!r}: {project.frame_asset(pipe.source)} has not been "
+                          f"materialized ({frame_file} missing); materialize it first")
+    validated_rows = pq.ParquetFile(frame_file).metadata.num_rows
 
-    def verify(stats: EmbedStats) -> list[CheckOutcome]:
-        validated_rows = pq.ParquetFile(frame_file).metadata.num_rows
-        return [
-            *checks.vector_integrity(stats.parquet_path, stats.dimensions),
-            checks.row_count(stats.rows_embedded, validated_rows, stats.rows_skipped, stats.rows_failed),
-            checks.embedding_drift(stats.parquet_path, previous.parquet_path if previous else None,
-                                   stats.dimensions, pipe.quality.max_centroid_shift,
-                                   pipe.quality.drift_severity),
-        ]
+    def row_count(stats: EmbedStats) -> CheckOutcome:
+        return checks.row_count(stats.rows_embedded, validated_rows, stats.rows_skipped, stats.rows_failed)
 
-    stats = build_embedding_table(catalog=catalog, frame_file=frame_file, verify=verify,
-                                  pipeline=pipeline, pipe=pipe, source=source, src=src,
-                                  encoder=encoder, progress=progress)
+    def parity(stats: EmbedStats, version: Version, dimensions: int) -> CheckOutcome:
+        rows = source_rows(frame_file, src.key, pipe.text_columns, stats.model_id)
+        found = compare(rows.keys, rows.hashes, Path(stats.parquet_path).parent, version, dimensions,
+                        pipe.index)
+        return parity_check(found, stats.rows_failed)
+
+    if active is not None and active.generation == generation and not full:
+        def verify_refresh(stats: EmbedStats, version: Version) -> list[CheckOutcome]:
+            grew = version.segments != catalog.current_version(active).segments
+            newest = active.tables_dir / version.segments[-1].file
+            integrity = (checks.vector_integrity(newest, stats.dimensions) if grew
+                         else checks.vector_integrity_skipped(stats.dimensions))
+            return [*integrity, row_count(stats), checks.drift_skipped(pipe.quality.drift_severity),
+                    parity(stats, version, stats.dimensions)]
+
+        stats = refresh_table(catalog=catalog, rec=active, pipeline=pipeline, pipe=pipe, src=src,
+                              source=source, frame_file=frame_file, encoder=encoder, progress=progress,
+                              verify=verify_refresh)
+        if stats.counts.outcome == OUTCOME_NO_CHANGE:
+            version = catalog.current_version(active)
+            stats.outcomes = [*checks.vector_integrity_skipped(stats.dimensions), row_count(stats),
+                              checks.drift_skipped(pipe.quality.drift_severity),
+                              parity(stats, version, stats.dimensions)]
+    else:
+        encoder.dimensions  # noqa: B018 - loads the model: a model that cannot load fails before any table
+        previous = _same_generation(catalog, pipeline, generation)
+
+        def verify(stats: EmbedStats) -> list[CheckOutcome]:
+            first = Version(stats.table_name, 0, (FileRef(stats.parquet_path.name, stats.rows_embedded),),
+                            rows=stats.rows_embedded)
+            return [
+                *checks.vector_integrity(stats.parquet_path, stats.dimensions),
+                row_count(stats),
+                checks.embedding_drift(stats.parquet_path, previous.parquet_path if previous else None,
+                                       stats.dimensions, pipe.quality.max_centroid_shift,
+                                       pipe.quality.drift_severity),
+                parity(stats, first, stats.dimensions),
+            ]
+
+        stats = build_embedding_table(catalog=catalog, frame_file=frame_file, verify=verify,
+                                      pipeline=pipeline, pipe=pipe, source=source, src=src,
+                                      encoder=encoder, progress=progress)
     catalog.record_checks(run_id, keys.embeddings(pipeline), None, stats.outcomes)
     active = catalog.active(pipeline=pipeline)
     return EmbeddingRun(stats, generation, source_schema_version(src),
@@ -86,8 +130,14 @@ def index_pipeline(project: Project, pipeline: str, run_id: str | None = None) -
     rec = catalog.active(pipeline=pipeline)
     if rec is None:
         raise ArtifactError(f"pipeline {pipeline!r} has no ready embedding table to index")
-    stats = build_index(rec.base_path, rec.dimensions, pipe.index)
-    recall = checks.ann_recall(rec.base_path, rec.parquet_path, stats.rows, rec.dimensions, pipe.index,
+    version = catalog.current_version(rec)
+    spec = manifest_index_spec(rec.base_path)
+    built = [build_index(segment_base(rec.tables_dir, ref), rec.dimensions, spec)
+             for ref in version.segments
+             if ref.file in VersionIndex(rec.tables_dir, version, rec.dimensions, spec).problems]
+    stats = IndexStats(sidecar(segment_base(rec.tables_dir, version.segments[-1]), ".usearch"),
+                       version.rows, sum(b.seconds for b in built), sum(b.bytes for b in built))
+    recall = checks.ann_recall(rec.tables_dir, version, rec.dimensions, spec,
                                pipe.quality.min_recall, pipe.quality.recall_queries)
     catalog.record_checks(run_id, keys.ann_index(pipeline), None, [recall])
     return IndexRun(rec, stats, recall)

@@ -68,6 +68,38 @@ class Jammi:
 
         return rollback(self.catalog, pipeline, to)
 
+    def versions(self, pipeline: str) -> pd.DataFrame:
+        """Versions of `pipeline`'s active table, oldest first, with each refresh's counts."""
+        from jammi.tables.bluegreen import list_versions
+
+        return list_versions(self.catalog, pipeline)
+
+    def rollback_version(self, pipeline: str, version: int):
+        """Serve an earlier committed version of `pipeline`'s active table again, atomically."""
+        from jammi.tables.bluegreen import rollback_version
+
+        return rollback_version(self.catalog, pipeline, version)
+
+    def compact(self, pipeline: str):
+        """Rewrite the active table's current rows into one Parquet file with a fresh index."""
+        from jammi.tables.bluegreen import active_table
+        from jammi.tables.refresh import compact_table
+
+        return compact_table(self.catalog, active_table(self.catalog, pipeline), pipeline)
+
+    def expire(self, pipeline: str, keep: int):
+        """Forget all but the newest `keep` versions of the active table; returns deleted files."""
+        from jammi.tables.bluegreen import active_table
+        from jammi.tables.refresh import expire_versions
+
+        return expire_versions(self.catalog, active_table(self.catalog, pipeline), keep)
+
+    def verify(self, pipelines: list[str] | None = None):
+        """Source = table = index for each pipeline (see jammi.app.verify)."""
+        from jammi.app.verify import verify
+
+        return verify(self.project, pipelines)
+
     def remove_table(self, table_name: str):
         """Delete a non-active table's files and mark it `removed`; the active table is refused."""
         from jammi.tables.bluegreen import remove_table

@@ -11,17 +11,15 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from jammi.embedding.vectors import vectors_of
 from jammi.errors import SearchError
-from jammi.spec.project import IndexSpec, Project
+from jammi.spec.project import Project
 from jammi.storage import frame_path
 from jammi.tables.catalog import Catalog, TableRecord, quote_ident, quote_literal
 from jammi.tables.contract import manifest_index_spec
-from jammi.tables.index import SidecarUnusable, load_index
+from jammi.tables.index import VersionIndex
+from jammi.tables.versions import read_current
 
 log = logging.getLogger(__name__)
 EncoderLoader = Callable[[str], object]
@@ -48,15 +46,16 @@ def resolve_table(project: Project, catalog: Catalog, name: str, table: str | No
     return rec
 
 
-def _table_vectors(rec: TableRecord, row_ids: set[str] | None = None) -> tuple[pa.Array, np.ndarray]:
-    table = pq.read_table(rec.parquet_path, columns=["_row_id", "vector"])
-    if row_ids is not None:
-        table = table.filter(pc.is_in(table["_row_id"], pa.array(sorted(row_ids), pa.string())))
-    ids = table["_row_id"].combine_chunks()
-    return ids, vectors_of(table["vector"], rec.dimensions)
+def _table_vectors(catalog: Catalog, rec: TableRecord,
+                   row_ids: set[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Row ids and vectors of the table's current rows (all, or those in `row_ids`)."""
+    version = catalog.current_version(rec)
+    table = read_current(rec.tables_dir, version, ["vector"], None if row_ids is None else sorted(row_ids))
+    return table.column("_row_id").to_pylist(), vectors_of(table.column("vector"), rec.dimensions)
 
 
-def _query_vector(rec: TableRecord, query: str | None, vector, row_key, loader: EncoderLoader) -> np.ndarray:
+def _query_vector(catalog: Catalog, rec: TableRecord, query: str | None, vector, row_key,
+                  loader: EncoderLoader) -> np.ndarray:
     given = sum(x is not None for x in (query, vector, row_key))
     if given != 1:
         raise SearchError("give exactly one of a query text, a vector or a row key")
@@ -69,7 +68,7 @@ def _query_vector(rec: TableRecord, query: str | None, vector, row_key, loader: 
         if q.shape[0] != rec.dimensions:
             raise SearchError(f"query vector has {q.shape[0]} dimensions, table has {rec.dimensions}")
     else:
-        ids, vecs = _table_vectors(rec, {str(row_key)})
+        ids, vecs = _table_vectors(catalog, rec, {str(row_key)})
         if len(ids) == 0:
             raise SearchError(f"row key {row_key!r} is not in table {rec.table_name}")
         q = vecs[0]
@@ -90,36 +89,16 @@ def _allowed_keys(frame: Path, key: str, where: str | None) -> set[str] | None:
         raise SearchError(f"filter {where!r} failed: {str(err).splitlines()[0]}") from None
 
 
-def _similarity(distances: np.ndarray, metric: str) -> np.ndarray:
-    return 1.0 - distances / 2.0 if metric == "l2sq" else 1.0 - distances
-
-
-def _exact(rec, q, k, allowed, exclude) -> list[tuple[str, float]]:
-    ids, vecs = _table_vectors(rec, allowed)
+def _exact(catalog, rec, q, k, allowed, exclude) -> list[tuple[str, float]]:
+    ids, vecs = _table_vectors(catalog, rec, allowed)
     if len(ids) == 0:
         return []
     scores = vecs @ q
     take = min(len(scores), k + len(exclude))
     top = np.argpartition(-scores, take - 1)[:take]
     top = top[np.argsort(-scores[top], kind="stable")]
-    id_list = ids.to_pylist()
-    hits = [(id_list[i], float(scores[i])) for i in top if id_list[i] not in exclude]
+    hits = [(ids[i], float(scores[i])) for i in top if ids[i] not in exclude]
     return hits[:k]
-
-
-def _ann(rec, spec: IndexSpec, q, k, allowed, exclude) -> list[tuple[str, float]]:
-    index, rowmap = load_index(rec.base_path, rec.rows_embedded, spec)
-    total = len(index)
-    count = min(total, (k + len(exclude)) * (10 if allowed is not None else 1))
-    while True:
-        matches = index.search(q, count)
-        rows = rowmap.take(pa.array(matches.keys.astype(np.int64))).to_pylist()
-        sims = _similarity(np.asarray(matches.distances, dtype=np.float64), spec.metric)
-        hits = [(r, float(s)) for r, s in zip(rows, sims, strict=True)
-                if r not in exclude and (allowed is None or r in allowed)]
-        if len(hits) >= k or count >= total:
-            return hits[:k]
-        count = min(total, count * 4)
 
 
 def search(
@@ -154,17 +133,19 @@ def search(
     frame = frame_path(project.artifact_dir, frame_asset)
     if not frame.exists():
         raise SearchError(f"{frame_asset} has not been materialized ({frame} missing)")
-    q = _query_vector(rec, query, vector, row_key, loader or load_encoder)
+    if rec.rows_embedded == 0:
+        return _attach_columns(frame, src.key, cols, [])
+    q = _query_vector(catalog, rec, query, vector, row_key, loader or load_encoder)
     allowed = _allowed_keys(frame, src.key, filter)
     exclude = {str(row_key)} if row_key is not None else set()
-    hits = None
-    if not exact:
-        try:
-            hits = _ann(rec, manifest_index_spec(rec.base_path), q, k, allowed, exclude)
-        except SidecarUnusable as err:
-            log.warning("%s: %s; falling back to exact search", rec.table_name, err)
-    if hits is None:
-        hits = _exact(rec, q, k, allowed, exclude)
+    if exact:
+        hits = _exact(catalog, rec, q, k, allowed, exclude)
+    else:
+        index = VersionIndex(rec.tables_dir, catalog.current_version(rec), rec.dimensions,
+                             manifest_index_spec(rec.base_path))
+        for segment, problem in index.problems.items():
+            log.warning("%s: %s; scoring it exactly", segment, problem)
+        hits = index.search(q, k, allowed, exclude)
     return _attach_columns(frame, src.key, cols, hits)
 
 

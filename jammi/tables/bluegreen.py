@@ -14,8 +14,9 @@ import pandas as pd
 
 from jammi.errors import ArtifactError
 from jammi.storage import tmp_path
-from jammi.tables.catalog import STATUS_READY, Catalog, Pointer
+from jammi.tables.catalog import STATUS_READY, Catalog, Pointer, TableRecord
 from jammi.tables.contract import SUFFIXES, sidecar
+from jammi.tables.versions import Version
 
 LIST_COLUMNS = ["table_name", "pipeline", "status", "active", "model_id", "text_columns",
                 "source_schema_version", "generation", "rows_embedded", "created_at"]
@@ -75,8 +76,36 @@ def remove_table(catalog: Catalog, table_name: str) -> RemovedTable:
     """Mark a table `removed` (refused for a pipeline's active table), then delete its files."""
     rec = catalog.mark_removed(table_name)
     deleted = []
-    for path in (*(sidecar(rec.base_path, s) for s in SUFFIXES), tmp_path(rec.parquet_path)):
+    versions = sorted(rec.tables_dir.glob(f"{rec.table_name}.v*"))
+    for path in (*(sidecar(rec.base_path, s) for s in SUFFIXES), tmp_path(rec.parquet_path), *versions):
         if path.exists():
             path.unlink()
             deleted.append(path)
     return RemovedTable(rec.table_name, rec.pipeline, deleted)
+
+
+VERSION_COLUMNS = ["version", "current", "rows", "segments", "deleted_rows", "outcome", "added",
+                   "changed", "deleted", "unchanged", "rows_encoded", "committed_at"]
+
+
+def active_table(catalog: Catalog, pipeline: str) -> TableRecord:
+    rec = catalog.active(pipeline=pipeline)
+    if rec is None:
+        raise ArtifactError(f"pipeline {pipeline!r} has no ready embedding table; run `jammi materialize`")
+    return rec
+
+
+def list_versions(catalog: Catalog, pipeline: str) -> pd.DataFrame:
+    """The versions of the pipeline's active table, oldest first, with what each refresh did."""
+    rec = active_table(catalog, pipeline)
+    current = catalog.current_version(rec).version
+    rows = [{"version": v.version, "current": v.version == current, "rows": v.rows,
+             "segments": len(v.segments), "deleted_rows": v.deleted_rows, **v.counts.as_dict(),
+             "committed_at": v.committed_at} for v in catalog.versions(rec.table_name)]
+    return pd.DataFrame(rows, columns=VERSION_COLUMNS)
+
+
+def rollback_version(catalog: Catalog, pipeline: str, version: int) -> Version:
+    """Serve an earlier committed version of the pipeline's active table, atomically."""
+    rec = active_table(catalog, pipeline)
+    return catalog.set_current_version(pipeline, rec.table_name, version)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -31,6 +32,7 @@ from jammi.tables.catalog import (
 )
 from jammi.tables.contract import new_table_name, sidecar, table_schema
 from jammi.tables.generation import generation_of, source_schema_version
+from jammi.tables.versions import OUTCOME_REBUILT, Counts, FileRef, Version
 
 WINDOW_ROWS = 2048
 Progress = Callable[[str], None]
@@ -53,6 +55,9 @@ class EmbedStats:
     batch_size_end: int = 0
     oom_events: int = 0
     generation: str = ""
+    rows_encoded: int = 0  # texts this run sent through the model
+    counts: Counts = field(default_factory=Counts)  # what the refresh did (outcome, added...)
+    version: int = 0
     outcomes: list = field(default_factory=list)
     blocked_by: list[str] = field(default_factory=list)
 
@@ -159,7 +164,11 @@ def build_embedding_table(
             return stats
         write_json_atomic(sidecar(base, ".manifest.json"),
                           _manifest(stats, pipeline, pipe, source, src, STATUS_READY))
-        catalog.activate(name, **_counts(stats))
+        stats.counts = Counts(added=stats.rows_embedded, rows_encoded=stats.rows_encoded,
+                              outcome=OUTCOME_REBUILT, seconds=round(stats.seconds, 3))
+        first = Version(name, 0, (FileRef(final.name, stats.rows_embedded),), rows=stats.rows_embedded,
+                        counts=stats.counts)
+        catalog.activate(name, first=first, **_counts(stats))
     except BaseException as err:
         for path in (tmp_path(final), final, sidecar(base, ".manifest.json")):
             path.unlink(missing_ok=True)
@@ -173,43 +182,53 @@ def _counts(stats: EmbedStats) -> dict:
     return {k: getattr(stats, k) for k in ("rows_embedded", "rows_skipped", "rows_failed", "rows_truncated")}
 
 
+def encode_rows(encoder: Encoder, source: str, keys: list[str], texts: list[str], sizer: BatchSizer,
+                stats: EmbedStats) -> pa.Table:
+    """Contract rows for `keys` and their non-empty `texts`; a text that fails even alone is
+    counted in `stats.rows_failed` and left out."""
+    stats.rows_truncated += count_truncated(encoder, texts)
+    window = encode_window(encoder, texts, sizer)
+    ok = np.array([e is None for e in window.errors], dtype=bool)
+    stats.rows_failed += int((~ok).sum())
+    n = int(ok.sum())
+    stats.rows_encoded += n
+    good_texts = [t for t, g in zip(texts, ok, strict=True) if g]
+    return pa.table(
+        {
+            "_row_id": pa.array(np.asarray(keys, dtype=object)[ok] if n else [], pa.string()),
+            "_source_id": pa.array([source] * n, pa.string()),
+            "_model_id": pa.array([encoder.model_id] * n, pa.string()),
+            "vector": to_vector_array(window.vectors[ok].reshape(n, encoder.dimensions)),
+            "_content_hash": pa.array([content_hash(encoder.model_id, t) for t in good_texts], pa.string()),
+        },
+        schema=table_schema(encoder.dimensions),
+    )
+
+
+def keyed_texts(frame: pd.DataFrame, key: str, text_columns: list[str]) -> tuple[list[str], list[str], int]:
+    """(keys, texts) of the rows with text, and how many rows have none (skipped)."""
+    texts = compose_texts(frame, text_columns)
+    keep = [i for i, t in enumerate(texts) if t is not None]
+    keys = frame[key].astype(str).tolist()
+    return [keys[i] for i in keep], [texts[i] for i in keep], len(texts) - len(keep)
+
+
 def _write(stats: EmbedStats, frame_file: Path, pipe: PipelineSpec, source: str,
            src: SourceSpec, encoder: Encoder, final: Path, progress: Progress | None) -> None:
     t0 = time.perf_counter()
     pf = pq.ParquetFile(frame_file)
     total = pf.metadata.num_rows
     sizer = BatchSizer(size=pipe.batch_size)
-    schema = table_schema(encoder.dimensions)
     tmp = tmp_path(final)
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(tmp, table_schema(encoder.dimensions), compression="zstd") as writer:
         for batch in pf.iter_batches(batch_size=WINDOW_ROWS, columns=[src.key, *pipe.text_columns]):
-            frame = batch.to_pandas()
-            texts = compose_texts(frame, pipe.text_columns)
-            keep = [i for i, t in enumerate(texts) if t is not None]
-            stats.rows_in += len(texts)
-            stats.rows_skipped += len(texts) - len(keep)
-            if keep:
-                kept_texts = [texts[i] for i in keep]
-                stats.rows_truncated += count_truncated(encoder, kept_texts)
-                window = encode_window(encoder, kept_texts, sizer)
-                ok = np.array([e is None for e in window.errors])
-                stats.rows_failed += int((~ok).sum())
-                keys = frame[src.key].astype(str).to_numpy()[keep][ok]
-                good_texts = [t for t, g in zip(kept_texts, ok, strict=True) if g]
-                n = int(ok.sum())
-                writer.write_table(pa.table(
-                    {
-                        "_row_id": pa.array(keys, pa.string()),
-                        "_source_id": pa.array([source] * n, pa.string()),
-                        "_model_id": pa.array([encoder.model_id] * n, pa.string()),
-                        "vector": to_vector_array(window.vectors[ok]),
-                        "_content_hash": pa.array(
-                            [content_hash(encoder.model_id, t) for t in good_texts], pa.string()
-                        ),
-                    },
-                    schema=schema,
-                ))
-                stats.rows_embedded += n
+            keys, texts, skipped = keyed_texts(batch.to_pandas(), src.key, pipe.text_columns)
+            stats.rows_in += len(keys) + skipped
+            stats.rows_skipped += skipped
+            if keys:
+                rows = encode_rows(encoder, source, keys, texts, sizer, stats)
+                writer.write_table(rows)
+                stats.rows_embedded += rows.num_rows
             stats.seconds = time.perf_counter() - t0
             if progress:
                 progress(

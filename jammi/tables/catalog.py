@@ -27,6 +27,7 @@ from jammi import keys
 from jammi.embedding.texts import TEXT_SEPARATOR
 from jammi.errors import ArtifactError
 from jammi.tables.generation import DEFAULT_SCHEMA_VERSION, generation_fingerprint
+from jammi.tables.versions import OUTCOME_ROLLED_BACK, Counts, FileRef, Version, view_sql
 
 CATALOG_FILE = "jammi.duckdb"
 TABLES_DIR = "jammi_db"
@@ -80,6 +81,26 @@ CREATE TABLE IF NOT EXISTS quality_report (
     examples VARCHAR,
     checked_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS table_versions (
+    table_name VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    segments VARCHAR NOT NULL,
+    deletes VARCHAR NOT NULL,
+    rows BIGINT NOT NULL,
+    added BIGINT, changed BIGINT, deleted BIGINT, unchanged BIGINT, rows_encoded BIGINT,
+    outcome VARCHAR, seconds DOUBLE,
+    committed_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (table_name, version)
+);
+CREATE TABLE IF NOT EXISTS refresh_log (
+    pipeline VARCHAR NOT NULL,
+    table_name VARCHAR NOT NULL,
+    version INTEGER,
+    added BIGINT, changed BIGINT, deleted BIGINT, unchanged BIGINT, rows_encoded BIGINT,
+    outcome VARCHAR NOT NULL,
+    seconds DOUBLE,
+    committed_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS asset_outputs (
     name VARCHAR PRIMARY KEY,
     path VARCHAR NOT NULL,
@@ -88,7 +109,9 @@ CREATE TABLE IF NOT EXISTS asset_outputs (
 );
 """
 # columns added after the first release: catalogs written before them gain them on open
-_ADDED_COLUMNS = {"source_schema_version": "VARCHAR", "text_separator": "VARCHAR", "generation": "VARCHAR"}
+_ADDED_COLUMNS = {"source_schema_version": "VARCHAR", "text_separator": "VARCHAR", "generation": "VARCHAR",
+                  "current_version": "INTEGER"}
+_LOG_COLUMNS = ("added", "changed", "deleted", "unchanged", "rows_encoded", "outcome", "seconds")
 
 
 def quote_ident(name: str) -> str:
@@ -127,6 +150,11 @@ def _where(**equal: str | None) -> tuple[str, list]:
     given = {column: value for column, value in equal.items() if value is not None}
     clause = " AND ".join(f"{column} = ?" for column in given)
     return (f" WHERE {clause}" if clause else ""), list(given.values())
+
+
+def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
@@ -181,10 +209,15 @@ class TableRecord:
     source_schema_version: str = DEFAULT_SCHEMA_VERSION
     text_separator: str = TEXT_SEPARATOR
     generation: str = ""
+    current_version: int | None = None  # None: a table from before versions (its Parquet file)
 
     @property
     def base_path(self) -> Path:
         return self.parquet_path.with_suffix("")
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.parquet_path.parent
 
 
 @dataclass(frozen=True)
@@ -283,11 +316,13 @@ class Catalog:
             self._update(con, table_name, status, **counts)
             self._refresh_table_views(con)
 
-    def activate(self, table_name: str, *, only_if_none: bool = False, **counts) -> bool:
+    def activate(self, table_name: str, *, only_if_none: bool = False, first: Version | None = None,
+                 **counts) -> bool:
         """Mark `table_name` ready and make it its pipeline's active table, in one transaction.
 
         With `only_if_none` (recovery) the pointer moves only when the pipeline serves no ready
-        table through it yet. Returns whether the table became active.
+        table through it yet. `first` records the table's version 0 (and its refresh_log row).
+        Returns whether the table became active.
         """
         with self.connect() as con, _transaction(con):
             row = con.execute("SELECT pipeline FROM embedding_tables WHERE table_name = ?",
@@ -298,6 +333,8 @@ class Catalog:
             before = self._serving(con, pipeline=pipeline)
             current = self._pointer(con, pipeline)
             self._update(con, table_name, STATUS_READY, **counts)
+            if first is not None:
+                self._insert_version(con, pipeline, first)
             switch = not (only_if_none and before is not None)
             if not switch:
                 if current is None or current.table_name != before["table_name"]:
@@ -433,6 +470,92 @@ class Catalog:
         ready = self.tables(source=source, pipeline=pipeline, status=STATUS_READY)
         return ready[0] if ready else None
 
+    # --- versions ---------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_version(con: duckdb.DuckDBPyConnection, pipeline: str, version: Version) -> None:
+        c = version.counts
+        con.execute(
+            "INSERT OR REPLACE INTO table_versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [version.table_name, version.version, json.dumps([r.to_json() for r in version.segments]),
+             json.dumps([r.to_json() for r in version.deletes]), version.rows, c.added, c.changed,
+             c.deleted, c.unchanged, c.rows_encoded, c.outcome, c.seconds, version.committed_at or now()])
+        con.execute("UPDATE embedding_tables SET current_version = ?, rows_embedded = ?, updated_at = ?"
+                    " WHERE table_name = ?", [version.version, version.rows, now(), version.table_name])
+        Catalog._log(con, pipeline, version.table_name, version.version, c)
+
+    @staticmethod
+    def _log(con: duckdb.DuckDBPyConnection, pipeline: str, table_name: str, version: int | None,
+             counts: Counts) -> None:
+        con.execute("INSERT INTO refresh_log VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [pipeline, table_name, version, *(getattr(counts, k) for k in _LOG_COLUMNS), now()])
+
+    def log_refresh(self, pipeline: str, table_name: str, version: int | None, counts: Counts) -> None:
+        """A refresh that committed no version (nothing changed) still leaves its row in the log."""
+        with self.connect() as con:
+            self._log(con, pipeline, table_name, version, counts)
+
+    def versions(self, table_name: str) -> list[Version]:
+        """The table's committed versions, oldest first (version 0 implied for older tables)."""
+        rec = self.table(table_name)
+        if rec is None:
+            raise ArtifactError(f"embedding table {table_name!r} does not exist")
+        with self.connect(read_only=True) as con:
+            cur = con.execute("SELECT * FROM table_versions WHERE table_name = ? ORDER BY version",
+                              [table_name]) if _has_table(con, "table_versions") else None
+            rows = _rows(cur) if cur is not None else []
+        found = [_version(r) for r in rows]
+        return found if found else [_initial_version(rec)]
+
+    def current_version(self, rec: TableRecord) -> Version:
+        """The version of `rec` that search and the views serve."""
+        if rec.current_version is None:
+            return _initial_version(rec)
+        for version in self.versions(rec.table_name):
+            if version.version == rec.current_version:
+                return version
+        raise ArtifactError(f"{rec.table_name}: current version {rec.current_version} is not in the "
+                            f"catalog; run `jammi verify {rec.pipeline} --repair`")
+
+    def commit_version(self, pipeline: str, version: Version, based_on: Version) -> None:
+        """Make `version` current, atomically, if the table still serves `based_on` (else another
+        refresh committed first and this one must start again from what is current now)."""
+        with self.connect() as con, _transaction(con):
+            row = con.execute("SELECT status, current_version FROM embedding_tables WHERE table_name = ?",
+                              [version.table_name]).fetchone()
+            if row is None or row[0] != STATUS_READY:
+                raise ArtifactError(f"pipeline {pipeline!r}: table {version.table_name} is "
+                                    f"{'gone' if row is None else row[0]}; nothing was committed")
+            serving = 0 if row[1] is None else row[1]
+            if serving != based_on.version:
+                raise ArtifactError(f"pipeline {pipeline!r}: {version.table_name} moved to version "
+                                    f"{serving} while this refresh worked from {based_on.version}; "
+                                    "nothing was committed; run it again")
+            if row[1] is None:  # a table from before versions: record its version 0 first
+                self._insert_version(con, pipeline, based_on)
+            self._insert_version(con, pipeline, version)
+            self._refresh_table_views(con)
+
+    def set_current_version(self, pipeline: str, table_name: str, number: int) -> Version:
+        """Serve an earlier (or later) committed version of the table again (rollback)."""
+        chosen = next((v for v in self.versions(table_name) if v.version == number), None)
+        if chosen is None:
+            raise ArtifactError(f"{table_name} has no version {number}; `jammi tables versions "
+                                f"{pipeline}` lists them")
+        with self.connect() as con, _transaction(con):
+            con.execute("UPDATE embedding_tables SET current_version = ?, rows_embedded = ?, updated_at = ?"
+                        " WHERE table_name = ?", [number, chosen.rows, now(), table_name])
+            self._log(con, pipeline, table_name, number, Counts(outcome=OUTCOME_ROLLED_BACK))
+            self._refresh_table_views(con)
+        return chosen
+
+    def drop_versions(self, table_name: str, numbers: list[int]) -> None:
+        if not numbers:
+            return
+        with self.connect() as con:
+            con.execute("DELETE FROM table_versions WHERE table_name = ? AND list_contains(?, version)",
+                        [table_name, numbers])
+
     # --- quality ----------------------------------------------------------------------
 
     def record_checks(self, run_id: str | None, asset: str, partition: str | None, outcomes: list) -> None:
@@ -464,28 +587,28 @@ class Catalog:
             )
 
     def _refresh_table_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        views: dict[str, str] = {}
-        for table_name, path in con.execute(
-            "SELECT table_name, parquet_path FROM embedding_tables WHERE status = ?", [STATUS_READY]
-        ).fetchall():
-            views[table_name] = path
+        ready = {r["table_name"]: _record(r) for r in _rows(con.execute(
+            "SELECT * FROM embedding_tables WHERE status = ?", [STATUS_READY]))}
+        current = {r["table_name"]: _version(r) for r in _rows(con.execute(
+            "SELECT v.* FROM table_versions v JOIN embedding_tables e ON v.table_name = e.table_name"
+            " AND v.version = e.current_version WHERE e.status = ?", [STATUS_READY]))}
+        select = {name: view_sql(rec.tables_dir, current.get(name) or _initial_version(rec))
+                  for name, rec in ready.items()}
+        views = dict(select)
         serving = _serving_sql(_has_table(con, "active_tables"))
-        for pipeline, source, path in con.execute(
-            f"SELECT pipeline, source, parquet_path FROM ({serving})"
-            " ORDER BY created_at, table_name"
+        for pipeline, source, table_name in con.execute(
+            f"SELECT pipeline, source, table_name FROM ({serving}) ORDER BY created_at, table_name"
         ).fetchall():  # oldest first: a source view serves the newest of its pipelines' active tables
-            views[pipeline_view(pipeline)] = path
-            views[source_view(source)] = path
-        for view, path in views.items():
-            con.execute(
-                f"CREATE OR REPLACE VIEW {quote_ident(view)} AS "
-                f"SELECT * FROM read_parquet({quote_literal(path)})"
-            )
+            views[pipeline_view(pipeline)] = select[table_name]
+            views[source_view(source)] = select[table_name]
+        for view, sql in views.items():
+            con.execute(f"CREATE OR REPLACE VIEW {quote_ident(view)} AS {sql}")
         con.execute(
             "CREATE OR REPLACE VIEW embedding_status AS SELECT table_name, pipeline, source,"
             " model_id, status, table_name IN (SELECT table_name FROM"
             f" ({serving})) AS active, dimensions, rows_embedded, rows_skipped, rows_failed,"
-            " rows_truncated, source_schema_version, generation, created_at FROM embedding_tables"
+            " rows_truncated, source_schema_version, generation, current_version, created_at"
+            " FROM embedding_tables"
         )
 
     def refresh_views(self) -> None:
@@ -518,4 +641,19 @@ def _record(r: dict) -> TableRecord:
         generation=r.get("generation") or generation_fingerprint(
             r.get("source_schema_version") or DEFAULT_SCHEMA_VERSION, json.loads(r["text_columns"]),
             r.get("text_separator") or TEXT_SEPARATOR, r["model_id"]),
+        current_version=r.get("current_version"),
     )
+
+
+def _initial_version(rec: TableRecord) -> Version:
+    """Version 0 of a table: its one Parquet file."""
+    return Version(rec.table_name, 0, (FileRef(rec.parquet_path.name, rec.rows_embedded),),
+                   rows=rec.rows_embedded, committed_at=rec.updated_at)
+
+
+def _version(r: dict) -> Version:
+    refs = lambda text: tuple(FileRef(d["file"], d["rows"]) for d in json.loads(text))  # noqa: E731
+    counts = Counts(**{k: (r[k] if r[k] is not None else Counts.__dataclass_fields__[k].default)
+                       for k in _LOG_COLUMNS})
+    return Version(r["table_name"], r["version"], refs(r["segments"]), refs(r["deletes"]), r["rows"],
+                   counts, r["committed_at"])

@@ -17,6 +17,7 @@ from jammi.embedding.vectors import vectors_of
 from jammi.spec.project import IndexSpec
 from jammi.storage import tmp_path
 from jammi.tables.contract import sidecar
+from jammi.tables.versions import FileRef, Version, deleted_by_segment
 
 READ_BATCH = 8192
 
@@ -87,3 +88,76 @@ def load_index(base: Path, expected_rows: int, spec: IndexSpec | None = None) ->
     if spec is not None:
         index.expansion_search = spec.expansion_search
     return index, rowmap
+
+
+def segment_base(tables_dir: Path, ref: FileRef) -> Path:
+    """The base path of a segment's sidecars: `<segment>.usearch` and `<segment>.rowmap`."""
+    return Path(tables_dir) / ref.file.removesuffix(".parquet")
+
+
+def _similarity(distances: np.ndarray, metric: str) -> np.ndarray:
+    return 1.0 - distances / 2.0 if metric == "l2sq" else 1.0 - distances
+
+
+class VersionIndex:
+    """Nearest-neighbour search over one version of a table: each segment's HNSW sidecar, the
+    version's deletions dropped from the hits, results merged by similarity. A segment whose
+    sidecar is missing, corrupt or stale is scored exactly instead."""
+
+    def __init__(self, tables_dir: Path, version: Version, dimensions: int, spec: IndexSpec):
+        self.tables_dir, self.version = Path(tables_dir), version
+        self.dimensions, self.spec = dimensions, spec
+        self.deleted = deleted_by_segment(tables_dir, version)
+        self.parts: list[tuple[FileRef, Index | None, pa.Array | None]] = []
+        self.problems: dict[str, str] = {}
+        for ref in version.segments:
+            try:
+                index, rowmap = load_index(segment_base(tables_dir, ref), ref.rows, spec)
+            except SidecarUnusable as err:
+                index, rowmap = None, None
+                self.problems[ref.file] = str(err)
+            self.parts.append((ref, index, rowmap))
+
+    @property
+    def unindexed_rows(self) -> int:
+        """Current rows whose segment has no usable sidecar."""
+        return sum(ref.rows - len(self.deleted.get(ref.file, ())) for ref, index, _ in self.parts
+                   if index is None)
+
+    def search(self, q: np.ndarray, k: int, allowed: set[str] | None = None,
+               exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
+        hits: list[tuple[str, float]] = []
+        for ref, index, rowmap in self.parts:
+            gone = self.deleted.get(ref.file, set()) | set(exclude)
+            if index is None:
+                hits += self._exact_segment(ref, q, k, allowed, gone)
+            else:
+                hits += self._ann_segment(index, rowmap, q, k, allowed, gone)
+        hits.sort(key=lambda h: -h[1])
+        return hits[:k]
+
+    def _ann_segment(self, index, rowmap, q, k, allowed, gone) -> list[tuple[str, float]]:
+        total = len(index)
+        if total == 0:
+            return []
+        count = min(total, (k + len(gone)) * (10 if allowed is not None else 1))
+        while True:
+            matches = index.search(q, count)
+            rows = rowmap.take(pa.array(np.asarray(matches.keys).astype(np.int64))).to_pylist()
+            sims = _similarity(np.asarray(matches.distances, dtype=np.float64), self.spec.metric)
+            hits = [(r, float(s)) for r, s in zip(rows, sims, strict=True)
+                    if r not in gone and (allowed is None or r in allowed)]
+            if len(hits) >= k or count >= total:
+                return hits[:k]
+            count = min(total, count * 4)
+
+    def _exact_segment(self, ref, q, k, allowed, gone) -> list[tuple[str, float]]:
+        table = pq.read_table(self.tables_dir / ref.file, columns=["_row_id", "vector"])
+        ids = table.column("_row_id").to_pylist()
+        keep = [i for i, r in enumerate(ids) if r not in gone and (allowed is None or r in allowed)]
+        if not keep:
+            return []
+        vecs = vectors_of(table.column("vector").take(pa.array(keep)), self.dimensions)
+        scores = vecs @ q
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [(ids[keep[i]], float(scores[i])) for i in top]

@@ -18,6 +18,12 @@ def contract_schema(dimensions: int) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(c, types.get(c, "string")) for c in CONTRACT_COLUMNS])
 
 
+class EmbeddingsConfig(dg.Config):
+    """Run configuration of an embeddings asset."""
+
+    full: bool = False  # rebuild the whole table instead of refreshing the active one
+
+
 def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
     pipe = project.pipelines[pipeline]
     source = project.embedding_source(pipe.source)
@@ -42,9 +48,10 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
         metadata={"model": pipe.model, "text_columns": ", ".join(pipe.text_columns)},
         check_specs=check_specs(name, list(TABLE_CHECKS)),
     )
-    def _embeddings(context: dg.AssetExecutionContext, embedding_model: EmbeddingModelResource):
-        encoder = embedding_model.encoder(pipe.model)  # fails before any table is begun
-        run = embed_pipeline(project, pipeline, encoder, context.log.info, context.run_id)
+    def _embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig,
+                    embedding_model: EmbeddingModelResource):
+        encoder = embedding_model.lazy(pipe.model)  # loads only when a row needs encoding
+        run = embed_pipeline(project, pipeline, encoder, context.log.info, context.run_id, full=config.full)
         for action in run.recovered:
             context.log.warning(f"recovered {action.table_name}: {action.action}")
         stats = run.stats
@@ -65,12 +72,15 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
                 "dagster/row_count": stats.rows_embedded,
                 "dagster/column_schema": contract_schema(stats.dimensions),
                 "table_name": stats.table_name,
+                "version": stats.version,
+                **stats.counts.as_dict(),
+                "model_loaded": encoder.loaded,
                 "active_table": run.active_table,
                 "generation": run.generation,
                 "source_schema_version": run.schema_version,
                 "path": dg.MetadataValue.path(str(stats.parquet_path)),
                 "model": stats.model_id,
-                "device": getattr(encoder, "device", "cpu"),
+                "device": encoder.device if encoder.loaded else "not loaded",
                 "dimensions": stats.dimensions,
                 "rows_embedded": stats.rows_embedded,
                 "rows_skipped": stats.rows_skipped,

@@ -1,0 +1,78 @@
+"""The reconciler behind `jammi verify`: for each pipeline's active table, is source = table =
+index? Counts of missing, stale, orphan and unindexed rows (see jammi.tables.parity), or the
+problem that keeps the table from being read at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from jammi.errors import ArtifactError, JammiError
+from jammi.spec.project import Project
+from jammi.storage import frame_path
+from jammi.tables.catalog import Catalog
+from jammi.tables.contract import manifest_index_spec
+from jammi.tables.parity import Parity, compare
+from jammi.tables.refresh import source_rows
+from jammi.tables.versions import check_files
+
+COLUMNS = ["pipeline", "table_name", "version", "missing", "stale", "orphan", "unindexed", "problem"]
+
+
+@dataclass(frozen=True)
+class Verification:
+    pipeline: str
+    table_name: str = ""
+    version: int | None = None
+    parity: Parity | None = None
+    problem: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return not self.problem and self.parity is not None and self.parity.clean
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """The table cannot be read as recorded: only a full rebuild repairs it."""
+        return bool(self.problem) and bool(self.table_name)
+
+    def row(self) -> dict:
+        counts = self.parity.counts() if self.parity else dict.fromkeys(("missing", "stale", "orphan",
+                                                                          "unindexed"))
+        return {"pipeline": self.pipeline, "table_name": self.table_name, "version": self.version,
+                **counts, "problem": self.problem}
+
+
+def verify_pipeline(project: Project, pipeline: str) -> Verification:
+    pipe = project.pipelines[pipeline]
+    src = project.frame_spec(pipe.source)
+    frame = frame_path(project.artifact_dir, project.frame_asset(pipe.source))
+    rec = Catalog(project.artifact_dir).active(pipeline=pipeline)
+    if not frame.exists():
+        return Verification(pipeline, rec.table_name if rec else "", problem=f"{frame.name} is not "
+                            "materialized")
+    if rec is None:
+        return Verification(pipeline, problem="no ready embedding table")
+    try:
+        version = Catalog(project.artifact_dir).current_version(rec)
+        check_files(rec.tables_dir, version, pipeline)
+        rows = source_rows(frame, src.key, pipe.text_columns, rec.model_id)
+        parity = compare(rows.keys, rows.hashes, rec.tables_dir, version, rec.dimensions,
+                         manifest_index_spec(rec.base_path))
+    except ArtifactError as err:
+        return Verification(pipeline, rec.table_name, rec.current_version, problem=str(err))
+    return Verification(pipeline, rec.table_name, version.version, parity)
+
+
+def verify(project: Project, pipelines: list[str] | None = None) -> list[Verification]:
+    chosen = pipelines or list(project.pipelines)
+    unknown = [p for p in chosen if p not in project.pipelines]
+    if unknown:
+        raise JammiError(f"unknown pipeline(s) {', '.join(map(repr, unknown))} "
+                         f"(declared: {', '.join(project.pipelines)})")
+    return [verify_pipeline(project, p) for p in chosen]
+
+
+def as_frame(found: list[Verification]) -> pd.DataFrame:
+    return pd.DataFrame([v.row() for v in found], columns=COLUMNS)

@@ -1,0 +1,173 @@
+"""Versions of an embedding table: which Parquet segments hold its rows and which of their
+rows later versions deleted.
+
+A table (one generation) starts as version 0, its one segment `<table>.parquet`. A refresh
+commits version N as one new segment `<table>.vNNNNN-<token>.parquet` holding the added and
+changed rows, plus a deletion file `<table>.vNNNNN-<token>.deletes.parquet` naming, by
+(`_segment`, `_row_id`), the rows of earlier segments that were changed or deleted. So a
+version costs O(changed rows) to commit, every file stays plain Parquet, and the current rows
+are the rows of the version's segments minus its deletions (what the catalog view shows).
+Compaction writes the current rows into one segment with no deletions, as a version too.
+
+Files are named by a random token as well as the version number, so a refresh killed before
+its commit leaves only files no version names; the next run writes new ones.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jammi.errors import ArtifactError
+from jammi.storage import tmp_path
+
+SEGMENT_COLUMN = "_segment"
+DELETES_SCHEMA = pa.schema([pa.field(SEGMENT_COLUMN, pa.string(), nullable=False),
+                            pa.field("_row_id", pa.string(), nullable=False)])
+
+OUTCOME_REBUILT = "rebuilt"
+OUTCOME_REFRESHED = "refreshed"
+OUTCOME_NO_CHANGE = "no_change"
+OUTCOME_COMPACTED = "compacted"
+OUTCOME_ROLLED_BACK = "rolled_back"
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A Parquet file of a version, by name in the tables directory, with its row count."""
+
+    file: str
+    rows: int
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "rows": self.rows}
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What one refresh did."""
+
+    added: int = 0
+    changed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    rows_encoded: int = 0
+    outcome: str = OUTCOME_REBUILT
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"added": self.added, "changed": self.changed, "deleted": self.deleted,
+                "unchanged": self.unchanged, "rows_encoded": self.rows_encoded, "outcome": self.outcome}
+
+
+@dataclass(frozen=True)
+class Version:
+    table_name: str
+    version: int
+    segments: tuple[FileRef, ...]
+    deletes: tuple[FileRef, ...] = ()
+    rows: int = 0  # current rows: segment rows minus deleted rows
+    counts: Counts = field(default_factory=Counts)
+    committed_at: datetime | None = None
+
+    @property
+    def deleted_rows(self) -> int:
+        return sum(d.rows for d in self.deletes)
+
+
+def version_stem(table_name: str, version: int) -> str:
+    """`<table>.vNNNNN-<token>`: a new, unique base name for version `version`'s files."""
+    return f"{table_name}.v{version:05d}-{secrets.token_hex(4)}"
+
+
+def deletes_name(stem: str) -> str:
+    return f"{stem}.deletes.parquet"
+
+
+def segment_files(version: Version) -> list[str]:
+    return [s.file for s in version.segments]
+
+
+def paths(tables_dir: Path, refs: tuple[FileRef, ...] | list[FileRef]) -> list[Path]:
+    return [Path(tables_dir) / r.file for r in refs]
+
+
+def check_files(tables_dir: Path, version: Version, pipeline: str) -> None:
+    """Every file the version names exists and has the row count recorded for it."""
+    for ref in (*version.segments, *version.deletes):
+        path = Path(tables_dir) / ref.file
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except (OSError, pa.ArrowInvalid) as err:
+            raise ArtifactError(
+                f"pipeline {pipeline!r}: {version.table_name} version {version.version} needs "
+                f"{ref.file}, which is missing or unreadable ({type(err).__name__}); the version "
+                f"keeps serving what it can; run `jammi verify {pipeline} --repair`, or "
+                f"`jammi materialize --select {pipeline} --full` to rebuild") from None
+        if rows != ref.rows:
+            raise ArtifactError(
+                f"pipeline {pipeline!r}: {ref.file} has {rows} rows, version {version.version} of "
+                f"{version.table_name} recorded {ref.rows} (edited by hand?); run `jammi verify "
+                f"{pipeline} --repair`, or `jammi materialize --select {pipeline} --full`")
+
+
+def write_deletes(path: Path, pairs: list[tuple[str, str]]) -> FileRef:
+    """The (segment, row id) pairs a version deletes, as Parquet, atomically."""
+    table = pa.table({SEGMENT_COLUMN: [s for s, _ in pairs], "_row_id": [r for _, r in pairs]},
+                     schema=DELETES_SCHEMA)
+    tmp = tmp_path(path)
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return FileRef(path.name, len(pairs))
+
+
+def deleted_by_segment(tables_dir: Path, version: Version) -> dict[str, set[str]]:
+    """Segment name -> row ids the version has deleted from it."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for path in paths(tables_dir, version.deletes):
+        table = pq.read_table(path)
+        for seg, row in zip(table.column(SEGMENT_COLUMN).to_pylist(), table.column("_row_id").to_pylist(),
+                            strict=True):
+            out[seg].add(row)
+    return out
+
+
+def read_current(tables_dir: Path, version: Version, columns: list[str] | None = None,
+                 row_ids: list[str] | None = None) -> pa.Table:
+    """The version's current rows (with `_segment`), optionally only `columns` and `row_ids`."""
+    deleted = deleted_by_segment(tables_dir, version)
+    wanted = None if columns is None else list(dict.fromkeys(["_row_id", *columns]))
+    parts = []
+    for ref in version.segments:
+        table = pq.read_table(Path(tables_dir) / ref.file, columns=wanted)
+        gone = deleted.get(ref.file)
+        if gone:
+            table = table.filter(pc.invert(pc.is_in(table["_row_id"], pa.array(sorted(gone), pa.string()))))
+        if row_ids is not None:
+            table = table.filter(pc.is_in(table["_row_id"], pa.array(row_ids, pa.string())))
+        parts.append(table.append_column(SEGMENT_COLUMN, pa.array([ref.file] * table.num_rows, pa.string())))
+    if not parts:
+        raise ArtifactError(f"{version.table_name} version {version.version} has no segments")
+    return pa.concat_tables(parts)
+
+
+def _sql_list(items: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in items) + "]"
+
+
+def view_sql(tables_dir: Path, version: Version) -> str:
+    """SELECT of the version's current rows (the contract columns), for a DuckDB view."""
+    segments = _sql_list(paths(tables_dir, version.segments))
+    if not version.deletes:
+        return f"SELECT * FROM read_parquet({segments})"
+    deletes = _sql_list(paths(tables_dir, version.deletes))
+    return (f"SELECT t.* EXCLUDE (filename) FROM read_parquet({segments}, filename = true) t "
+            f"ANTI JOIN read_parquet({deletes}) d "
+            f"ON parse_filename(t.filename) = d.{SEGMENT_COLUMN} AND t._row_id = d._row_id")
