@@ -7,13 +7,15 @@ compaction. Each step is the engine call the `<pipeline>_embeddings` asset makes
 the way the bronze and silver assets prepare them, untimed.
 
 Then the crash loop (`--kills`, default 30): on a smaller table (`--kill-rows`), each trial
-changes the source at random, starts a refresh in a child process and SIGKILLs it after a
-random delay; the serving version must then be whole (one of the two sources, no key twice),
-the next refresh must finish the work, and the result must equal a full recomputation (same
+changes the source at random, starts a refresh in a child process and SIGKILLs it at a random
+point of the refresh (model load, encoding, segment, index, commit: a uniform delay over the
+duration of the first trial's refresh, which runs whole); the serving
+version must then be whole (one of the two sources, no key twice), the next refresh must
+finish the work, and the result must equal a full recomputation (same
 keys and hashes, vectors within 1e-5 cosine of the model's own output) with no deleted key
 searchable. Prints a table and writes bench/results/refresh.json.
 
-    python bench/refresh.py [--rows 20000] [--kills 30] [--kill-rows 2000]
+    python bench/refresh.py [--rows 20000] [--kills 30] [--kill-rows 2000] [--only-kills]
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ import sys
 from jammi.app.embeddings import embed_pipeline
 from jammi.embedding.model import LazyEncoder
 from jammi.spec.project import load_project
-embed_pipeline(load_project(sys.argv[1]), "products", LazyEncoder(sys.argv[2], "cpu"))
+project = load_project(sys.argv[1])
+print("refreshing", flush=True)
+embed_pipeline(project, "products", LazyEncoder(sys.argv[2], "cpu"))
 """
 
 
@@ -216,6 +220,7 @@ def kill_figures(kills: int, rows_n: int, work: Path) -> dict:
     vectors: dict[str, np.ndarray] = {}
     violations, details, next_id = 0, [], 20_000_000
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    window = None  # how long a child's refresh takes, measured on the first trial
     for trial in range(kills):
         before = expected_rows(project)
         rows, _ = mutate(rows, rng, rng.uniform(0.005, 0.05), rng.uniform(0, 0.01), rng.uniform(0, 0.01),
@@ -224,35 +229,45 @@ def kill_figures(kills: int, rows_n: int, work: Path) -> dict:
         write_csv(project.root / "products.csv", rows)
         prepare_frames(project)
         after = expected_rows(project)
-        delay = rng.uniform(0.5, 12.0)
+        # a uniform point of the child's refresh (model load, encoding, segment, index, commit)
+        delay = 3600.0 if window is None else rng.uniform(0.0, window)
         child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(project.path), DEFAULT_MODEL],
-                                 env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 text=True)
+        child.stdout.readline()  # imports done: the refresh begins now
+        began = time.perf_counter()
         try:
             child.wait(timeout=delay)
-            state = "finished before the kill"
+            state = "finished before the kill" if window else "not killed (measures the window)"
+            window = window or (time.perf_counter() - began) * 1.1
         except subprocess.TimeoutExpired:
             child.send_signal(signal.SIGKILL)
             child.wait()
-            state = f"killed after {delay:.1f}s"
+            state = f"killed {delay:.2f}s into it"
         problems = trial_violations(project, before, after, vectors, encoder)
         violations += len(problems)
         details.append({"trial": trial, "state": state, "problems": problems})
         print(f"  kill trial {trial + 1:>2}/{kills}: {state:<26} {'; '.join(problems) or 'ok'}")
-    killed = sum(d["state"].startswith("killed") for d in details)
+    killed = sum(d["state"].startswith("killed") for d in details)  # the rest finished first
     return {"kill_trials": kills, "kill_trials_killed_mid_run": killed, "kill_violations": violations,
-            "kill_rows": rows_n, "kill_details": details}
+            "kill_rows": rows_n, "kill_window_seconds": round(window or 0.0, 2), "kill_details": details}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--kills", type=int, default=30)
+    parser.add_argument("--kills", type=int, default=31)  # the first one measures the window
     parser.add_argument("--kill-rows", type=int, default=2_000)
+    parser.add_argument("--only-kills", action="store_true",
+                        help="Keep the refresh figures of the last run; redo the crash loop.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="jammi-refresh-") as tmp:
         work = Path(tmp)
-        print(f"refresh figures on {args.rows:,} rows")
-        figures = throughput_figures(args.rows, work)
+        if args.only_kills:
+            figures = json.loads(RESULTS.read_text(encoding="utf-8"))
+        else:
+            print(f"refresh figures on {args.rows:,} rows")
+            figures = throughput_figures(args.rows, work)
         print(f"crash loop: {args.kills} trials on {args.kill_rows:,} rows")
         figures.update(kill_figures(args.kills, args.kill_rows, work))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -65,8 +65,11 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
                           f"materialized ({frame_file} missing); materialize it first")
     validated_rows = pq.ParquetFile(frame_file).metadata.num_rows
 
-    def row_count(stats: EmbedStats) -> CheckOutcome:
-        return checks.row_count(stats.rows_embedded, validated_rows, stats.rows_skipped, stats.rows_failed)
+    serving_rows = active.rows_embedded if active is not None else 0
+
+    def row_count(stats: EmbedStats) -> list[CheckOutcome]:
+        return [checks.row_count(stats.rows_embedded, validated_rows, stats.rows_skipped, stats.rows_failed),
+                checks.row_drop(stats.rows_embedded, serving_rows, pipe.quality.min_row_ratio)]
 
     def parity(stats: EmbedStats, version: Version, dimensions: int) -> CheckOutcome:
         rows = source_rows(frame_file, src.key, pipe.text_columns, stats.model_id)
@@ -80,7 +83,7 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
             newest = active.tables_dir / version.segments[-1].file
             integrity = (checks.vector_integrity(newest, stats.dimensions) if grew
                          else checks.vector_integrity_skipped(stats.dimensions))
-            return [*integrity, row_count(stats), checks.drift_skipped(pipe.quality.drift_severity),
+            return [*integrity, *row_count(stats), checks.drift_skipped(pipe.quality.drift_severity),
                     parity(stats, version, stats.dimensions)]
 
         stats = refresh_table(catalog=catalog, rec=active, pipeline=pipeline, pipe=pipe, src=src,
@@ -88,7 +91,7 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
                               verify=verify_refresh)
         if stats.counts.outcome == OUTCOME_NO_CHANGE:
             version = catalog.current_version(active)
-            stats.outcomes = [*checks.vector_integrity_skipped(stats.dimensions), row_count(stats),
+            stats.outcomes = [*checks.vector_integrity_skipped(stats.dimensions), *row_count(stats),
                               checks.drift_skipped(pipe.quality.drift_severity),
                               parity(stats, version, stats.dimensions)]
     else:
@@ -100,7 +103,7 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
                             rows=stats.rows_embedded)
             return [
                 *checks.vector_integrity(stats.parquet_path, stats.dimensions),
-                row_count(stats),
+                *row_count(stats),
                 checks.embedding_drift(stats.parquet_path, previous.parquet_path if previous else None,
                                        stats.dimensions, pipe.quality.max_centroid_shift,
                                        pipe.quality.drift_severity),

@@ -15,6 +15,7 @@ from jammi.embedding.model import load_encoder
 from jammi.embedding.texts import compose_texts
 from jammi.errors import ArtifactError, JammiError
 from jammi.ingest.extract import extract
+from jammi.query.sandbox import one_reading_statement, reading_catalog
 from jammi.query.search import search as _search
 from jammi.silver.recipe import to_silver
 from jammi.spec.project import Project, load_project
@@ -35,12 +36,14 @@ class Jammi:
         return _search(self.project, name, query, **kwargs)
 
     def sql(self, query: str) -> pd.DataFrame:
-        """Run SQL against the catalog, where every output is a view: FROM jammi.<name>."""
+        """Run one SELECT against the catalog, where every output is a view: FROM jammi.<name>.
+        It reads the catalog and files under the artifact directory, and writes nothing."""
         if not self.catalog.path.exists():
             raise ArtifactError(
                 f"catalog {self.catalog.path} does not exist yet; run `jammi materialize` first"
             )
-        with self.catalog.connect(read_only=True) as con:
+        one_reading_statement(query, "jammi sql")
+        with reading_catalog(self.catalog.path, self.project.artifact_dir) as con:
             try:
                 return con.execute(query).df()
             except duckdb.Error as err:

@@ -11,9 +11,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from jammi.embedding.vectors import vectors_of
 from jammi.errors import SearchError
+from jammi.query.sandbox import filter_keys
 from jammi.spec.project import Project
 from jammi.storage import frame_path
 from jammi.tables.catalog import Catalog, TableRecord, quote_ident, quote_literal
@@ -81,12 +83,7 @@ def _query_vector(catalog: Catalog, rec: TableRecord, query: str | None, vector,
 def _allowed_keys(frame: Path, key: str, where: str | None) -> set[str] | None:
     if where is None:
         return None
-    sql = (f"SELECT CAST({quote_ident(key)} AS VARCHAR) FROM read_parquet({quote_literal(str(frame))})"
-           f" WHERE {where}")
-    try:
-        return {r[0] for r in duckdb.sql(sql).fetchall()}
-    except duckdb.Error as err:
-        raise SearchError(f"filter {where!r} failed: {str(err).splitlines()[0]}") from None
+    return filter_keys(pq.read_table(frame), key, where)
 
 
 def _exact(catalog, rec, q, k, allowed, exclude) -> list[tuple[str, float]]:

@@ -204,6 +204,9 @@ class EmbeddingQualitySpec(_Strict):
     drift_severity: Literal["warn", "error"] = "warn"
     min_recall: float = Field(default=0.95, ge=0, le=1)
     recall_queries: int = Field(default=200, ge=1)
+    # a new table or version with fewer rows than this share of the serving one is refused
+    # (and 0 rows whenever the serving one has rows, unless this is 0)
+    min_row_ratio: float = Field(default=0.5, ge=0, le=1)
 
 
 class PipelineSpec(_Strict):

@@ -592,15 +592,19 @@ class Catalog:
         current = {r["table_name"]: _version(r) for r in _rows(con.execute(
             "SELECT v.* FROM table_versions v JOIN embedding_tables e ON v.table_name = e.table_name"
             " AND v.version = e.current_version WHERE e.status = ?", [STATUS_READY]))}
-        select = {name: view_sql(rec.tables_dir, current.get(name) or _initial_version(rec))
-                  for name, rec in ready.items()}
+        versions = {name: current.get(name) or _initial_version(rec) for name, rec in ready.items()}
+        select = {name: view_sql(ready[name].tables_dir, v) for name, v in versions.items()
+                  if all((ready[name].tables_dir / r.file).exists() for r in (*v.segments, *v.deletes))}
+        for name in versions.keys() - select.keys():  # files gone: `jammi verify` names them
+            con.execute(f"DROP VIEW IF EXISTS {quote_ident(name)}")
         views = dict(select)
         serving = _serving_sql(_has_table(con, "active_tables"))
         for pipeline, source, table_name in con.execute(
             f"SELECT pipeline, source, table_name FROM ({serving}) ORDER BY created_at, table_name"
         ).fetchall():  # oldest first: a source view serves the newest of its pipelines' active tables
-            views[pipeline_view(pipeline)] = select[table_name]
-            views[source_view(source)] = select[table_name]
+            if table_name in select:
+                views[pipeline_view(pipeline)] = select[table_name]
+                views[source_view(source)] = select[table_name]
         for view, sql in views.items():
             con.execute(f"CREATE OR REPLACE VIEW {quote_ident(view)} AS {sql}")
         con.execute(

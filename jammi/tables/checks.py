@@ -23,11 +23,12 @@ FINITE_VALUES = "finite_values"
 UNIT_NORM = "unit_norm"
 NO_ZERO_VECTORS = "no_zero_vectors"
 ROW_COUNT = "row_count"
+ROW_DROP = "row_count_drop"
 EMBEDDING_DRIFT = "embedding_drift"
 ANN_RECALL = "ann_recall_at_10"
 
-TABLE_CHECKS = (DIMENSIONS, FINITE_VALUES, UNIT_NORM, NO_ZERO_VECTORS, ROW_COUNT, EMBEDDING_DRIFT,
-                SOURCE_TABLE_PARITY)
+TABLE_CHECKS = (DIMENSIONS, FINITE_VALUES, UNIT_NORM, NO_ZERO_VECTORS, ROW_COUNT, ROW_DROP,
+                EMBEDDING_DRIFT, SOURCE_TABLE_PARITY)
 NORM_TOLERANCE = 1e-4
 READ_BATCH = 8192
 
@@ -95,6 +96,17 @@ def row_count(table_rows: int, validated_rows: int, skipped: int, failed: int) -
         f"table has {table_rows} rows; validated {validated_rows} - skipped {skipped} "
         f"- failed {failed} = {expected}",
     )
+
+
+def row_drop(rows: int, serving: int, min_ratio: float) -> CheckOutcome:
+    """An empty or truncated export must not replace the serving table: refuse a new table or
+    version with fewer than `min_ratio` of the serving rows, or none when the serving one has some."""
+    floor = min_ratio * serving
+    passed = serving == 0 or (rows >= floor and (rows > 0 or min_ratio == 0))
+    return CheckOutcome(
+        ROW_DROP, passed, "error", float(rows), floor,
+        f"{rows} rows against {serving} serving (at least {min_ratio:.0%} required: "
+        "quality.min_row_ratio)" if serving else "nothing serving yet")
 
 
 def _sample(parquet: Path, dimensions: int, size: int, seed: int) -> np.ndarray:

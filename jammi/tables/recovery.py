@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import psutil
 
 from jammi.storage import tmp_path, write_json_atomic
-from jammi.tables.catalog import STATUS_BUILDING, STATUS_FAILED, STATUS_READY, Catalog
+from jammi.tables.catalog import (
+    STATUS_BUILDING,
+    STATUS_FAILED,
+    STATUS_READY,
+    TABLES_DIR,
+    Catalog,
+    TableRecord,
+)
 from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar, verify_parquet
 from jammi.tables.index import build_index
 
@@ -48,6 +55,14 @@ def builder_alive(builder: str | None) -> bool:
         return False
 
 
+def owned(catalog: Catalog, rec: TableRecord) -> bool:
+    """Recovery deletes only files inside the artifact directory's tables folder that follow
+    the table naming: a catalog row pointing anywhere else (hand-edited, say) is never obeyed."""
+    tables = (catalog.artifact_dir / TABLES_DIR).resolve()
+    path = rec.parquet_path.resolve()
+    return path.parent == tables and path.name == f"{rec.table_name}.parquet"
+
+
 def recover(catalog: Catalog) -> list[RecoveryAction]:
     if not catalog.path.exists():
         return []
@@ -56,6 +71,11 @@ def recover(catalog: Catalog) -> list[RecoveryAction]:
         if builder_alive(rec.builder):
             continue
         final = rec.parquet_path
+        if not owned(catalog, rec):
+            catalog.set_status(rec.table_name, STATUS_FAILED, error="recovery: its Parquet path is not "
+                               "a table file under the artifact directory; no file was touched")
+            actions.append(RecoveryAction(rec.table_name, "failed: path outside the tables directory"))
+            continue
         tmp_path(final).unlink(missing_ok=True)
         if not final.exists():
             sidecar(rec.base_path, ".manifest.json").unlink(missing_ok=True)

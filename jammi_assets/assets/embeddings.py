@@ -43,7 +43,7 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         description=(
             f"Embeddings of `{source}` ({' + '.join(pipe.text_columns)}) by `{pipe.model}`, "
-            "as a timestamped Parquet table under jammi_db/."
+            "as a Parquet table under jammi_db/ refreshed in place: each refresh commits a version."
         ),
         metadata={"model": pipe.model, "text_columns": ", ".join(pipe.text_columns)},
         check_specs=check_specs(name, list(TABLE_CHECKS)),

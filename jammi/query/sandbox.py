@@ -1,0 +1,67 @@
+"""DuckDB connections that reach only what they are given. A search filter runs over an
+in-memory copy of the source's rows with no file access at all; `jammi sql` reads the catalog
+and the artifact directory and writes nothing. Both take one read-only statement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from jammi.errors import JammiError, SearchError
+from jammi.tables.catalog import quote_ident, quote_literal
+
+READING = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+
+
+def one_reading_statement(sql: str, what: str, error: type[JammiError] = JammiError) -> None:
+    """Refuse anything but exactly one SELECT (or EXPLAIN) statement."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as err:
+        raise error(f"{what}: not valid SQL ({str(err).splitlines()[0]})") from None
+    if len(statements) != 1:
+        raise error(f"{what}: one statement only, {len(statements)} given")
+    if statements[0].type not in READING:
+        kind = statements[0].type.name
+        raise error(f"{what}: only reading (SELECT) is allowed, not {kind}")
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, readable: list[Path] | None = None) -> None:
+    """No file access but below `readable`, and no way to change that on this connection."""
+    if readable:
+        spelled = {str(Path(d).resolve()) for d in readable} | {str(Path(d).absolute()) for d in readable}
+        dirs = ", ".join(quote_literal(d.rstrip("/") + "/") for d in sorted(spelled))
+        con.execute(f"SET allowed_directories = [{dirs}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def filter_keys(rows: pa.Table, key: str, where: str) -> set[str]:
+    """The keys of `rows` for which the boolean expression `where` holds."""
+    con = duckdb.connect()
+    try:
+        con.register("source_rows", rows)
+        lock_down(con)
+        sql = f"SELECT CAST({quote_ident(key)} AS VARCHAR) FROM source_rows WHERE ({where})"
+        one_reading_statement(sql, f"filter {where!r} must be one boolean expression over the "
+                                   "source's columns", SearchError)
+        return {r[0] for r in con.execute(sql).fetchall()}
+    except duckdb.Error as err:
+        raise SearchError(f"filter {where!r} failed: {str(err).splitlines()[0]}") from None
+    finally:
+        con.close()
+
+
+@contextmanager
+def reading_catalog(catalog_file: Path, artifact_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The catalog, read-only, able to read files under the artifact directory and nothing else."""
+    con = duckdb.connect(str(catalog_file), read_only=True)
+    try:
+        lock_down(con, [artifact_dir])
+        yield con
+    finally:
+        con.close()
