@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export JAMMI_PROJECT := $(CURDIR)/jammi.yaml
 
-.PHONY: install demo demo-data test ui validate lint bench clean
+.PHONY: install demo demo-data test ui validate lint bench bench-refresh clean
 
 # CPU torch first, from its exact pin, so no CUDA build is ever downloaded.
 $(BIN)/.installed: pyproject.toml
@@ -60,6 +60,9 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/embed_overhead.py
+
+bench-refresh: install
+	$(BIN)/python bench/refresh.py
 
 clean:
 	rm -rf artifacts data/demo .dagster

@@ -95,7 +95,7 @@ def resolve_selection(project: Project, names: list[str],
                              f"(assets: {', '.join(sorted(all_keys))})")
         chosen += expanded or [name]
     for a in assets:
-        names_of_step = [k.to_user_string() for k in a.keys]
+        names_of_step = sorted(k.to_user_string() for k in a.keys)
         if not a.can_subset and any(n in chosen for n in names_of_step):
             chosen += names_of_step
     return [dg.AssetKey(k) for k in dict.fromkeys(chosen)]

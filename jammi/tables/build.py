@@ -63,7 +63,8 @@ class EmbedStats:
 
     @property
     def rows_per_second(self) -> float:
-        return self.rows_embedded / self.seconds if self.seconds else 0.0
+        """Texts encoded per second of this run (0 for a refresh that encoded nothing)."""
+        return self.rows_encoded / self.seconds if self.seconds else 0.0
 
 
 def count_truncated(encoder: Encoder, texts: list[str]) -> int:

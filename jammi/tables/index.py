@@ -20,6 +20,7 @@ from jammi.tables.contract import sidecar
 from jammi.tables.versions import FileRef, Version, deleted_by_segment
 
 READ_BATCH = 8192
+MOSTLY_DELETED = 0.5
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ class VersionIndex:
         hits: list[tuple[str, float]] = []
         for ref, index, rowmap in self.parts:
             gone = self.deleted.get(ref.file, set()) | set(exclude)
-            if index is None:
+            if index is None or len(gone) > MOSTLY_DELETED * max(1, ref.rows):
+                # no sidecar, or one whose graph is mostly deleted rows: score the segment exactly
                 hits += self._exact_segment(ref, q, k, allowed, gone)
             else:
                 hits += self._ann_segment(index, rowmap, q, k, allowed, gone)

@@ -148,6 +148,8 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
         stats.counts = Counts(unchanged=diff.unchanged, outcome=OUTCOME_NO_CHANGE,
                               seconds=round(stats.seconds, 3))
         catalog.log_refresh(pipeline, rec.table_name, base.version, stats.counts)
+        if needs_compaction(base):  # a compaction that was killed is done by the next run
+            stats.version = compact_table(catalog, rec, pipeline).version
         return stats
     todo = diff.added + diff.changed
     if progress:
@@ -184,9 +186,14 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
         _remove(tables_dir, stem)
         raise
     stats.version = number
-    if len(version.segments) > MAX_SEGMENTS or version.deleted_rows > MAX_DELETED_SHARE * max(1, total):
-        compact_table(catalog, catalog.table(rec.table_name), pipeline)
+    if needs_compaction(version):
+        stats.version = compact_table(catalog, catalog.table(rec.table_name), pipeline).version
     return stats
+
+
+def needs_compaction(version: Version) -> bool:
+    return (len(version.segments) > MAX_SEGMENTS
+            or version.deleted_rows > MAX_DELETED_SHARE * max(1, version.rows))
 
 
 def compact_table(catalog: Catalog, rec: TableRecord, pipeline: str) -> Version:
