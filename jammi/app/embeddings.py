@@ -3,6 +3,7 @@ once it passes its checks (blue/green), and build the active table's HNSW sideca
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,8 +72,11 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
         return [checks.row_count(stats.rows_embedded, validated_rows, stats.rows_skipped, stats.rows_failed),
                 checks.row_drop(stats.rows_embedded, serving_rows, pipe.quality.min_row_ratio)]
 
+    read_rows = functools.cache(lambda model_id: source_rows(frame_file, src.key, pipe.text_columns,
+                                                             model_id))
+
     def parity(stats: EmbedStats, version: Version, dimensions: int) -> CheckOutcome:
-        rows = source_rows(frame_file, src.key, pipe.text_columns, stats.model_id)
+        rows = read_rows(stats.model_id)
         found = compare(rows.keys, rows.hashes, Path(stats.parquet_path).parent, version, dimensions,
                         pipe.index)
         return parity_check(found, stats.rows_failed)
@@ -88,7 +92,7 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
 
         stats = refresh_table(catalog=catalog, rec=active, pipeline=pipeline, pipe=pipe, src=src,
                               source=source, frame_file=frame_file, encoder=encoder, progress=progress,
-                              verify=verify_refresh)
+                              verify=verify_refresh, rows=read_rows(active.model_id))
         if stats.counts.outcome == OUTCOME_NO_CHANGE:
             version = catalog.current_version(active)
             stats.outcomes = [*checks.vector_integrity_skipped(stats.dimensions), *row_count(stats),
@@ -135,9 +139,9 @@ def index_pipeline(project: Project, pipeline: str, run_id: str | None = None) -
         raise ArtifactError(f"pipeline {pipeline!r} has no ready embedding table to index")
     version = catalog.current_version(rec)
     spec = manifest_index_spec(rec.base_path)
+    missing = VersionIndex(rec.tables_dir, version, rec.dimensions, spec).problems
     built = [build_index(segment_base(rec.tables_dir, ref), rec.dimensions, spec)
-             for ref in version.segments
-             if ref.file in VersionIndex(rec.tables_dir, version, rec.dimensions, spec).problems]
+             for ref in version.segments if ref.file in missing]
     stats = IndexStats(sidecar(segment_base(rec.tables_dir, version.segments[-1]), ".usearch"),
                        version.rows, sum(b.seconds for b in built), sum(b.bytes for b in built))
     recall = checks.ann_recall(rec.tables_dir, version, rec.dimensions, spec,

@@ -128,8 +128,10 @@ def _remove(tables_dir: Path, stem: str) -> None:
 
 def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: PipelineSpec,
                   src: SourceSpec, source: str, frame_file: Path, encoder: Encoder,
-                  progress: Progress | None = None, verify: Verify | None = None) -> EmbedStats:
-    """Bring `rec` (the pipeline's active table, same generation) up to the validated frame."""
+                  progress: Progress | None = None, verify: Verify | None = None,
+                  rows: SourceRows | None = None) -> EmbedStats:
+    """Bring `rec` (the pipeline's active table, same generation) up to the validated frame
+    (whose rows with text, keys and hashes the caller may pass in as `rows`)."""
     t0 = time.perf_counter()
     if rec.key_column != src.key:
         raise ArtifactError(f"pipeline {pipeline!r}: the key column changed from {rec.key_column!r} "
@@ -137,7 +139,7 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
                             f"`jammi materialize --select {pipeline} --full`")
     base = catalog.current_version(rec)
     check_files(rec.tables_dir, base, pipeline)
-    rows = source_rows(frame_file, src.key, pipe.text_columns, rec.model_id)
+    rows = rows or source_rows(frame_file, src.key, pipe.text_columns, rec.model_id)
     diff = diff_rows(rows, read_current(rec.tables_dir, base, ["_content_hash"]), pipeline)
     stats = EmbedStats(rec.table_name, rec.parquet_path, rec.model_id, rec.dimensions or 0,
                        rows_in=len(rows.keys) + rows.skipped, rows_skipped=rows.skipped,
