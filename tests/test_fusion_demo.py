@@ -4,6 +4,7 @@ inventory as a table in the local PostgreSQL server. Both must give the same ent
 
 from __future__ import annotations
 
+import csv as _csv
 import uuid
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 from jammi.demo.generate import write_demo
 from jammi.query.search import search
 from jammi.spec.project import load_project
+from jammi.tables.catalog import Catalog
 from jammi_assets.definitions import build_assets
 from jammi_assets.runner import resolve_selection
 from tests.conftest import REPO, materialize
@@ -106,3 +108,30 @@ def test_same_fusion_with_inventory_in_postgres(duckdb_run, tmp_path):
         with conn.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
         conn.close()
+
+
+def test_a_fused_entity_refreshes_like_a_source(tmp_path):
+    """Nothing new: no entity text is re-embedded; a member's title changes: only that entity's
+    row is re-embedded, as a new version of the same table."""
+    project = demo_project(tmp_path)
+    run_fusion(project)
+    table = Catalog(project.artifact_dir).active(pipeline="product_entities").table_name
+
+    def outcome(result) -> dict:
+        meta = next(m for m in result.asset_materializations_for_node("product_entities_embeddings"))
+        return {k: meta.metadata[k].value
+                for k in ("outcome", "added", "changed", "rows_encoded", "table_name")}
+
+    again = outcome(run_fusion(project))
+    assert (again["outcome"], again["rows_encoded"], again["table_name"]) == ("no_change", 0, table)
+    csv = project.root / "data" / "demo" / "products.csv"
+    with open(csv, newline="", encoding="utf-8") as fh:
+        rows = list(_csv.DictReader(fh))
+    rows[0]["title"] = "Completely renamed showcase item"
+    with open(csv, "w", newline="", encoding="utf-8") as fh:
+        writer = _csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    changed = outcome(run_fusion(project))
+    assert changed["outcome"] == "refreshed" and changed["table_name"] == table
+    assert 1 <= changed["rows_encoded"] == changed["added"] + changed["changed"] <= 5
