@@ -239,26 +239,18 @@ class ProjectSpec(_Strict):
                     )
         for name, pipe in self.pipelines.items():
             if pipe.source in self.entities:
-                declared = self.entities[pipe.source].fields
-                for col in pipe.text_columns:
-                    if col not in declared:
-                        raise ValueError(
-                            f"pipelines.{name}.text_columns: {col!r} is not a field of entity "
-                            f"{pipe.source!r} (fields: {', '.join(declared)})"
-                        )
-                continue
-            if pipe.source not in self.sources:
+                declared, what, listed = self.entities[pipe.source].fields, "a field of entity", "fields"
+            elif pipe.source in self.sources:
+                declared, what, listed = self.sources[pipe.source].columns, "a column of source", "declared"
+            else:
                 raise ValueError(
                     f"pipelines.{name}.source: unknown source or entity {pipe.source!r} "
                     f"(declared: {', '.join([*self.sources, *self.entities])})"
                 )
-            declared = self.sources[pipe.source].columns
             for col in pipe.text_columns:
                 if col not in declared:
-                    raise ValueError(
-                        f"pipelines.{name}.text_columns: {col!r} is not a column of source "
-                        f"{pipe.source!r} (declared: {', '.join(declared)})"
-                    )
+                    raise ValueError(f"pipelines.{name}.text_columns: {col!r} is not {what} "
+                                     f"{pipe.source!r} ({listed}: {', '.join(declared)})")
         return self
 
 
