@@ -95,3 +95,30 @@ def assets_of(project: Project, name: str) -> list[str]:
         chosen += frame_assets(project, project.pipelines[name].source)
         chosen += pipeline_assets(name)
     return list(dict.fromkeys(chosen))
+
+
+CATALOG_NAMES = ("embedding_tables", "active_tables", "table_versions", "refresh_log", "asset_outputs",
+                 "embedding_status")
+
+
+def declared_names(sources, entities, pipelines) -> dict[str, list[str]]:
+    """Every asset and catalog view name a project makes -> the declarations that make it; a
+    name made twice would make one view or asset answer for two things."""
+    made: dict[str, list[str]] = {}
+
+    def add(name: str, by: str) -> None:
+        made.setdefault(name, []).append(by)
+
+    for name in CATALOG_NAMES + (QUALITY_REPORT,):
+        add(name, "Jammi's catalog")
+    for source in sources:
+        for name in (raw(source), validate_step(source), *silver_outputs(source),
+                     latest_embeddings_view(source)):
+            add(name, f"sources.{source}")
+    for entity in entities:
+        for name in (fuse_step(entity), *fused_outputs(entity), latest_embeddings_view(fused(entity))):
+            add(name, f"entities.{entity}")
+    for pipeline in pipelines:
+        for name in pipeline_assets(pipeline):
+            add(name, f"pipelines.{pipeline}")
+    return made

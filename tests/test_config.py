@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -340,3 +341,22 @@ def test_repo_project_loads_and_builds_definitions():
     fused = graph.get(dg.AssetKey("fused_product")).parent_keys
     assert {dg.AssetKey(f"validated_{s}") for s in ("products", "inventory", "partners")} <= fused
     assert dg.AssetKey("fused_product") in graph.get(dg.AssetKey("product_entities_embeddings")).parent_keys
+
+
+@pytest.mark.parametrize("sources, pipelines, message", [
+    ({"a": {}, "b": {}}, {"a_latest": "b"},
+     "'a_latest_embeddings' is made by both sources.a and pipelines.a_latest"),
+    ({"y_embeddings": {}}, {"raw_y": "y_embeddings"},
+     "'raw_y_embeddings' is made by both sources.y_embeddings and pipelines.raw_y"),
+    ({"b": {}}, {"refresh": "b"}, None),
+    ({"b": {}}, {"refresh_log": "b"}, None),
+])
+def test_colliding_asset_or_view_names_fail_at_load(tmp_path, sources, pipelines, message):
+    columns = {"id": "int", "t": "str"}
+    doc = {"sources": {n: {"kind": "csv", "path": "x.csv", "key": "id", "columns": columns} for n in sources},
+           "pipelines": {n: {"source": s, "text_columns": ["t"]} for n, s in pipelines.items()}}
+    if message is None:
+        parse_project(doc, tmp_path / "jammi.yaml")
+        return
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_project(doc, tmp_path / "jammi.yaml")

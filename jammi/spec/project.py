@@ -229,6 +229,10 @@ class ProjectSpec(_Strict):
     @model_validator(mode="after")
     def _cross_refs(self) -> ProjectSpec:
         self._check_entities()
+        for made, by in keys.declared_names(self.sources, self.entities, self.pipelines).items():
+            if len(by) > 1:
+                raise ValueError(f"the name {made!r} is made by both {by[0]} and {by[1]}; "
+                                 "rename one of them")
         for name, src in self.sources.items():
             for fk in src.quality.foreign_keys:
                 parent, _, col = fk.references.partition(".")
