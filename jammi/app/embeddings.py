@@ -1,5 +1,6 @@
-"""A pipeline's gold steps: embed its validated rows into a new table that becomes active
-once it passes its checks (blue/green), and build the active table's HNSW sidecar."""
+"""A pipeline's gold steps: bring its embedding table up to its validated rows (a refresh that
+commits a version of the active table, or a new table made active once it passes its checks),
+and build the missing HNSW sidecars of the active table's current version."""
 
 from __future__ import annotations
 
@@ -75,10 +76,10 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
     read_rows = functools.cache(lambda model_id: source_rows(frame_file, src.key, pipe.text_columns,
                                                              model_id))
 
-    def parity(stats: EmbedStats, version: Version, dimensions: int) -> CheckOutcome:
+    def parity(stats: EmbedStats, version: Version) -> CheckOutcome:
         rows = read_rows(stats.model_id)
-        found = compare(rows.keys, rows.hashes, Path(stats.parquet_path).parent, version, dimensions,
-                        pipe.index)
+        found = compare(rows.keys, rows.hashes, Path(stats.parquet_path).parent, version,
+                        stats.dimensions, pipe.index)
         return parity_check(found, stats.rows_failed)
 
     if active is not None and active.generation == generation and not full:
@@ -88,7 +89,7 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
             integrity = (checks.vector_integrity(newest, stats.dimensions) if grew
                          else checks.vector_integrity_skipped(stats.dimensions))
             return [*integrity, *row_count(stats), checks.drift_skipped(pipe.quality.drift_severity),
-                    parity(stats, version, stats.dimensions)]
+                    parity(stats, version)]
 
         stats = refresh_table(catalog=catalog, rec=active, pipeline=pipeline, pipe=pipe, src=src,
                               source=source, frame_file=frame_file, encoder=encoder, progress=progress,
@@ -97,7 +98,7 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
             version = catalog.current_version(active)
             stats.outcomes = [*checks.vector_integrity_skipped(stats.dimensions), *row_count(stats),
                               checks.drift_skipped(pipe.quality.drift_severity),
-                              parity(stats, version, stats.dimensions)]
+                              parity(stats, version)]
     else:
         encoder.dimensions  # noqa: B018 - loads the model: a model that cannot load fails before any table
         previous = _same_generation(catalog, pipeline, generation)
@@ -111,7 +112,7 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
                 checks.embedding_drift(stats.parquet_path, previous.parquet_path if previous else None,
                                        stats.dimensions, pipe.quality.max_centroid_shift,
                                        pipe.quality.drift_severity),
-                parity(stats, first, stats.dimensions),
+                parity(stats, first),
             ]
 
         stats = build_embedding_table(catalog=catalog, frame_file=frame_file, verify=verify,

@@ -7,7 +7,11 @@ Each pipeline has an ACTIVE pointer (`active_tables`): the table search and the
 beside the active one and the pointer is switched, in the same transaction that marks
 it ready, only once it has passed its checks (blue/green); older ready tables stay for
 rollback until removed. A catalog without a pointer for a pipeline serves its newest
-ready table."""
+ready table.
+
+A table's versions (`table_versions`: segments and deletion files per version, see
+jammi.tables.versions) and its `current_version` say which rows it holds; every refresh,
+committed or not, leaves a row in `refresh_log`."""
 
 from __future__ import annotations
 
