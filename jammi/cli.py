@@ -20,6 +20,8 @@ import pandas as pd
 
 from jammi import __version__
 from jammi.errors import JammiError
+from jammi.query import MAX_K
+from jammi.redact import redact
 from jammi.spec.project import Project, load_project
 from jammi.terminal import render
 
@@ -28,6 +30,7 @@ Materialize = Callable[..., object]  # (project, select, device=, echo=) -> outc
 
 
 def _fail(message: str) -> None:
+    message = redact(message)
     click.echo(f"error: {message.splitlines()[0] if message else 'failed'}", err=True)
     for extra in message.splitlines()[1:]:
         click.echo(f"       {extra}", err=True)
@@ -119,7 +122,8 @@ def materialize(ctx: click.Context, select: tuple[str, ...], device: str, full: 
 @project_option
 @click.argument("name")
 @click.argument("query", required=False)
-@click.option("-k", "k", default=10, show_default=True, help="Number of results.")
+@click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True,
+              help=f"Number of results (1 to {MAX_K}; fewer when the table has fewer rows).")
 @click.option("--row-key", default=None, help="Search with the vector of this row instead of text.")
 @click.option("--filter", "where", default=None, help="SQL predicate over the source's columns.")
 @click.option("--select", "select", default=None, help="Comma-separated source columns to return.")

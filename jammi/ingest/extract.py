@@ -15,18 +15,37 @@ import duckdb
 import pandas as pd
 
 from jammi.errors import KeyIntegrityError, SourceError
+from jammi.redact import dsn_secrets, redact
 from jammi.spec.project import Project, SourceSpec
 from jammi.types import coerce_value
 
 MAX_LISTED_KEYS = 10
+EXCERPT = 60  # characters of a bad line shown in its error
+
+
+def own_dirs(project: Project) -> list[Path]:
+    """Folders holding Jammi's own files (frames, tables, run history), which a source glob must
+    not read; the artifact directory is left out when the project itself lies inside it."""
+    root = project.root.resolve()
+    artifacts = project.artifact_dir.resolve()
+    return [d for d in (artifacts, root / ".dagster") if not root.is_relative_to(d)]
 
 
 def source_files(project: Project, name: str, spec: SourceSpec) -> list[Path]:
-    """The files a file source reads: its path, or every file its glob matches, sorted."""
+    """The files a file source reads: its path, or every file its glob matches (but Jammi's own
+    files), sorted."""
     pattern = str(project.resolve(spec.path or ""))
     files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
     if not files:
         raise SourceError(f"source {name!r}: no file matches path {spec.path!r} ({pattern})")
+    if any(c in pattern for c in "*?["):
+        excluded = own_dirs(project)
+        files = [f for f in files if not any(f.resolve().is_relative_to(d) for d in excluded)]
+        if not files:
+            raise SourceError(
+                f"source {name!r}: path {spec.path!r} only matches Jammi's own files (under "
+                f"{' or '.join(map(str, excluded))}); point it at the source's data files"
+            )
     return files
 
 
@@ -44,6 +63,25 @@ def _decode_error(name: str, file: Path, spec: SourceSpec, err: UnicodeDecodeErr
     )
 
 
+def bad_json_line(text: str) -> tuple[int, str, str] | None:
+    """(1-based line number, problem, excerpt) of the first line of JSON Lines `text` that is
+    neither blank nor a JSON object; None when every line is one."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            problem = f"{err.msg} at column {err.colno}"
+        else:
+            if isinstance(value, dict):
+                continue
+            problem = f"a JSON {type(value).__name__}"
+        excerpt = line.strip()
+        return number, problem, repr(excerpt if len(excerpt) <= EXCERPT else excerpt[:EXCERPT] + "...")
+    return None
+
+
 def _read_file(name: str, spec: SourceSpec, file: Path) -> pd.DataFrame:
     try:
         if spec.kind == "csv":
@@ -55,7 +93,14 @@ def _read_file(name: str, spec: SourceSpec, file: Path) -> pd.DataFrame:
             text = file.read_bytes().decode(spec.encoding)
             if not text.strip():
                 return pd.DataFrame()
-            return pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
+            try:
+                return pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
+            except (ValueError, TypeError, AttributeError) as err:  # pandas' errors vary
+                bad = bad_json_line(text)
+                if bad is None:
+                    raise SourceError(f"source {name!r}: cannot read {file}: {err}") from None
+                raise SourceError(f"source {name!r}: {file.name} line {bad[0]} is not a JSON "
+                                  f"object ({bad[1]}): {bad[2]}") from None
         return pd.read_parquet(file)
     except UnicodeDecodeError as err:
         raise _decode_error(name, file, spec, err) from None
@@ -105,8 +150,17 @@ def _read_postgres(name: str, spec: SourceSpec) -> pd.DataFrame:
 
 
 def extract(project: Project, name: str) -> pd.DataFrame:
-    """Read source `name` as it is; raise SourceError naming the source on any failure."""
+    """Read source `name` as it is; raise SourceError naming the source on any failure, with
+    every credential of the project masked."""
     spec = project.sources[name]
+    try:
+        return _extract(project, name, spec)
+    except SourceError as err:
+        secrets = [*project.secrets, *dsn_secrets(spec.dsn)]
+        raise type(err)(redact(str(err), secrets)) from None
+
+
+def _extract(project: Project, name: str, spec: SourceSpec) -> pd.DataFrame:
     if spec.kind in ("csv", "jsonl", "parquet"):
         frames = [_read_file(name, spec, f) for f in source_files(project, name, spec)]
         frames = [f for f in frames if len(f.columns)]
@@ -116,7 +170,7 @@ def extract(project: Project, name: str) -> pd.DataFrame:
     else:
         df = _read_postgres(name, spec)
     check_columns(name, spec, df)
-    check_keys(name, spec.key, df)
+    check_keys(name, spec.key, df, spec.columns[spec.key].type)
     declared = set(spec.columns) if spec.schema_ is None else None
     return storable(df, declared).reset_index(drop=True)
 
@@ -161,8 +215,36 @@ def check_columns(name: str, spec: SourceSpec, df: pd.DataFrame) -> None:
         )
 
 
-def check_keys(name: str, key: str, df: pd.DataFrame) -> None:
-    """Null or duplicate keys refuse the whole run: nothing is written for the source."""
+def _typed_key(value, key_type: str) -> str:
+    ok, typed = coerce_value(value, key_type)
+    return str(typed) if ok else f"\0{value}"  # untypable: kept apart from every typed key
+
+
+def _typed_keys(keys: pd.Series, key_type: str) -> pd.Series:
+    """Each key as text, spelled as validation will type it (`01` of an int key as `1`); a
+    value that cannot be typed keeps its spelling (it goes to quarantine later)."""
+    text = keys.astype(str)
+    if key_type == "str" and pd.api.types.infer_dtype(keys, skipna=True) == "string":
+        return text
+    odd = pd.Series(True, index=keys.index)
+    if key_type == "int":  # canonical spellings type to themselves; only the others are typed
+        odd = ~text.str.fullmatch(r"-?(?:0|[1-9][0-9]*)")
+    typed = text.copy()
+    typed[odd] = [_typed_key(v, key_type) for v in keys[odd]]
+    return typed
+
+
+def _listed(spellings: list[str], key_type: str) -> str:
+    """`'5' x2`, or `'01' = '1' (the same int) x2` when the copies are spelled differently."""
+    distinct = list(dict.fromkeys(spellings))
+    if len(distinct) == 1:
+        return f"{distinct[0]!r} x{len(spellings)}"
+    return f"{' = '.join(map(repr, distinct))} (the same {key_type}) x{len(spellings)}"
+
+
+def check_keys(name: str, key: str, df: pd.DataFrame, key_type: str = "str") -> None:
+    """Null or duplicate keys refuse the whole run: nothing is written for the source. Keys
+    are compared as validation types them, so `01` and `1` of an int key are duplicates."""
     keys = df[key]
     nulls = int(keys.map(lambda v: pd.isna(v) or (isinstance(v, str) and not v.strip())).sum())
     if nulls:
@@ -170,10 +252,13 @@ def check_keys(name: str, key: str, df: pd.DataFrame) -> None:
             f"source {name!r}: key column {key!r} has {nulls} null or empty value(s) out of "
             f"{len(df)} rows; the run is refused and nothing was written"
         )
-    counts = keys.astype(str).value_counts()
+    typed = _typed_keys(keys, key_type)
+    counts = typed.value_counts()
     dupes = counts[counts > 1]
     if len(dupes):
-        listed = ", ".join(f"{k!r} x{n}" for k, n in dupes.head(MAX_LISTED_KEYS).items())
+        text = keys.astype(str)
+        listed = ", ".join(_listed(text[typed == k].tolist(), key_type)
+                           for k in dupes.index[:MAX_LISTED_KEYS])
         more = f" and {len(dupes) - MAX_LISTED_KEYS} more" if len(dupes) > MAX_LISTED_KEYS else ""
         raise KeyIntegrityError(
             f"source {name!r}: key column {key!r} has {len(dupes)} duplicated key(s): "

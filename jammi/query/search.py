@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from jammi.embedding.vectors import vectors_of
 from jammi.errors import SearchError
+from jammi.query import MAX_K
 from jammi.query.sandbox import filter_keys
 from jammi.spec.project import Project
 from jammi.storage import frame_path
@@ -113,8 +114,8 @@ def search(
     loader: EncoderLoader | None = None,
 ) -> pd.DataFrame:
     """Nearest rows of `name` (a source or pipeline) to a text, a vector or a row's vector."""
-    if k < 1:
-        raise SearchError("k must be at least 1")
+    if not 1 <= k <= MAX_K:
+        raise SearchError(f"k must be between 1 and {MAX_K} (got {k})")
     from jammi.embedding.model import load_encoder
 
     catalog = Catalog(project.artifact_dir)

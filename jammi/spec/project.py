@@ -12,12 +12,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jammi import keys
 from jammi.errors import ConfigError
+from jammi.redact import redact
 from jammi.spec.entities import EntitySpec
+from jammi.spec.safe_yaml import load_yaml
 from jammi.spec.schema import SchemaSpec
 from jammi.spec.schema_checks import check_source_schema
 from jammi.types import ColumnType
@@ -27,6 +28,8 @@ PROJECT_ENV = "JAMMI_PROJECT"
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# fields naming files: a value expanded into them is shown in errors, since it names the file
+FILE_FIELDS = ("path", "database", "artifact_dir")
 
 
 class _Strict(BaseModel):
@@ -280,10 +283,12 @@ class ProjectSpec(_Strict):
 class Project:
     """A loaded project: the validated spec plus the directory paths resolve against."""
 
-    def __init__(self, spec: ProjectSpec, path: Path):
+    def __init__(self, spec: ProjectSpec, path: Path, secrets: tuple[str, ...] = ()):
         self.spec = spec
         self.path = path
         self.root = path.parent
+        # values expanded from ${VAR} (outside file locations): masked in every error
+        self.secrets = secrets
 
     @property
     def sources(self) -> dict[str, SourceSpec]:
@@ -344,15 +349,18 @@ def project_path(explicit: str | os.PathLike | None = None) -> Path:
     return Path(raw).expanduser().resolve()
 
 
-def _expand_env(value: Any, where: str, file: Path) -> Any:
+def _expand_env(value: Any, where: str, file: Path, expanded: list[str]) -> Any:
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{where}.{k}" if where else str(k), file) for k, v in value.items()}
+        return {k: _expand_env(v, f"{where}.{k}" if where else str(k), file, expanded)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, f"{where}[{i}]", file) for i, v in enumerate(value)]
+        return [_expand_env(v, f"{where}[{i}]", file, expanded) for i, v in enumerate(value)]
     if isinstance(value, str):
         def sub(m: re.Match) -> str:
             if m.group(1) not in os.environ:
                 raise ConfigError(f"{file}: {where}: environment variable ${{{m.group(1)}}} is not set")
+            if where.rsplit(".", 1)[-1] not in FILE_FIELDS:
+                expanded.append(os.environ[m.group(1)])
             return os.environ[m.group(1)]
         return _ENV_REF.sub(sub, value)
     return value
@@ -370,11 +378,12 @@ def _format_validation_error(file: Path, err: ValidationError) -> str:
 def parse_project(data: Any, path: Path) -> Project:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with 'sources' and 'pipelines'")
+    expanded: list[str] = []
     try:
-        spec = ProjectSpec.model_validate(_expand_env(data, "", path))
+        spec = ProjectSpec.model_validate(_expand_env(data, "", path, expanded))
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(path, err)) from None
-    return Project(spec, path)
+        raise ConfigError(redact(_format_validation_error(path, err), expanded)) from None
+    return Project(spec, path, tuple(dict.fromkeys(expanded)))
 
 
 def load_project(path: str | os.PathLike | None = None) -> Project:
@@ -384,8 +393,4 @@ def load_project(path: str | os.PathLike | None = None) -> Project:
         raise ConfigError(
             f"{file}: project file not found (pass --project PATH or set ${PROJECT_ENV})"
         )
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: not valid YAML: {err}") from None
-    return parse_project(data, file)
+    return parse_project(load_yaml(file.read_text(encoding="utf-8"), file), file)
