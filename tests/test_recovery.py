@@ -165,15 +165,19 @@ def test_sigkill_mid_build_then_recover_and_rebuild(tmp_path: Path):
 # --- b) valid Parquet stuck in building -----------------------------------------------------
 
 
-def test_valid_parquet_stuck_in_building_is_promoted(tmp_path, products_csv):
+def test_checked_table_stuck_in_building_is_promoted_with_its_counts_and_checks(tmp_path, products_csv):
+    """Killed between its checks (manifest ready, counts and outcomes in it) and its switch."""
     project, rec = materialized(tmp_path / "proj", products_csv)
     before = search(project, "products_pipe", "espresso coffee machine", k=3)
+    manifest = read_manifest(rec.base_path)
+    assert manifest["status"] == STATUS_READY and manifest["rows_skipped"] == 1
+    assert {c["name"] for c in manifest["checks"]} >= {"row_count", "unit_norm", "source_table_parity"}
     set_stuck(project, rec.table_name)
+    with Catalog(project.artifact_dir).connect() as con:
+        con.execute("UPDATE embedding_tables SET rows_skipped = 0")
+        con.execute("DELETE FROM quality_report")
     for suffix in (".usearch", ".rowmap"):
         sidecar(rec.base_path, suffix).unlink()
-    manifest = read_manifest(rec.base_path)
-    manifest["status"] = STATUS_BUILDING
-    sidecar(rec.base_path, ".manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     assert ready_tables(project) == []
 
     actions = recover(Catalog(project.artifact_dir))
@@ -184,9 +188,11 @@ def test_valid_parquet_stuck_in_building_is_promoted(tmp_path, products_csv):
     assert actions[0].detail.startswith("5 rows")
     after = only_table(project)
     assert after.status == STATUS_READY
-    assert after.rows_embedded == 5
-    assert read_manifest(rec.base_path)["status"] == STATUS_READY
-    assert read_manifest(rec.base_path)["count"] == 5
+    assert (after.rows_embedded, after.rows_skipped) == (5, 1)  # the builder's counts, not zeros
+    with Catalog(project.artifact_dir).connect(read_only=True) as con:
+        checks = dict(con.execute("SELECT check_name, passed FROM quality_report"
+                                  " WHERE asset = 'products_pipe_embeddings'").fetchall())
+    assert checks["row_count"] is True and checks["source_table_parity"] is True
     for suffix in (".usearch", ".rowmap"):
         assert sidecar(rec.base_path, suffix).is_file()
     index, rowmap = load_index(rec.base_path, after.rows_embedded)  # raises if unusable
@@ -199,6 +205,32 @@ def test_valid_parquet_stuck_in_building_is_promoted(tmp_path, products_csv):
     np.testing.assert_allclose(hits["similarity"], before["similarity"], atol=1e-4)
     exact = search(project, "products_pipe", "espresso coffee machine", k=3, exact=True)
     assert exact["_row_id"].tolist() == hits["_row_id"].tolist()
+
+
+@pytest.mark.parametrize("manifest_says", ["building", "checks_failed"])
+def test_unchecked_table_is_never_promoted(tmp_path, products_csv, manifest_says):
+    """Killed right after the final Parquet appeared, before its checks finished (issue 11.7):
+    the table is failed and its files removed; the next run builds it again, checked."""
+    project, rec = materialized(tmp_path / "proj", products_csv)
+    set_stuck(project, rec.table_name)
+    manifest = read_manifest(rec.base_path)
+    if manifest_says == "building":
+        manifest["status"] = STATUS_BUILDING
+        del manifest["checks"]
+    else:
+        manifest["checks"][0]["passed"] = False
+        manifest["checks"][0]["severity"] = "error"
+    sidecar(rec.base_path, ".manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+    actions = recover(Catalog(project.artifact_dir))
+
+    assert [(a.table_name, a.action) for a in actions] == [(rec.table_name, "failed: checks never finished")]
+    after = only_table(project)
+    assert after.status == STATUS_FAILED and "quality checks" in after.error
+    assert not rec.parquet_path.exists()
+    assert materialize(project).success
+    ready = ready_tables(project)
+    assert len(ready) == 1 and ready[0].rows_embedded == 5 and ready[0].rows_skipped == 1
 
 
 # --- c) corrupt Parquet stuck in building ---------------------------------------------------

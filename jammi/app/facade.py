@@ -38,12 +38,12 @@ class Jammi:
     def sql(self, query: str) -> pd.DataFrame:
         """Run one SELECT against the catalog, where every output is a view: FROM jammi.<name>.
         It reads the catalog and files under the artifact directory, and writes nothing."""
-        if not self.catalog.path.exists():
+        if not self.catalog.exists():
             raise ArtifactError(
                 f"catalog {self.catalog.path} does not exist yet; run `jammi materialize` first"
             )
         one_reading_statement(query, "jammi sql")
-        with reading_catalog(self.catalog.path, self.project.artifact_dir) as con:
+        with reading_catalog(self.catalog) as con:
             try:
                 return con.execute(query).df()
             except duckdb.Error as err:

@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from jammi.errors import JammiError, SearchError
-from jammi.tables.catalog import quote_ident, quote_literal
+from jammi.tables.catalog import Catalog, quote_ident, quote_literal
 
 READING = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 
@@ -57,11 +57,9 @@ def filter_keys(rows: pa.Table, key: str, where: str) -> set[str]:
 
 
 @contextmanager
-def reading_catalog(catalog_file: Path, artifact_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The catalog, read-only, able to read files under the artifact directory and nothing else."""
-    con = duckdb.connect(str(catalog_file), read_only=True)
-    try:
-        lock_down(con, [artifact_dir])
+def reading_catalog(catalog: Catalog) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The published catalog, read-only, able to read files under the artifact directory and
+    nothing else."""
+    with catalog.connect(read_only=True) as con:
+        lock_down(con, [catalog.artifact_dir])
         yield con
-    finally:
-        con.close()

@@ -3,6 +3,7 @@ batch, under the catalog's building -> ready | failed protocol."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from jammi.embedding.model import Encoder
 from jammi.embedding.texts import TEXT_SEPARATOR, compose_texts, content_hash
 from jammi.embedding.vectors import to_vector_array
 from jammi.errors import ArtifactError, SourceError
-from jammi.quality.outcome import blocking_failures
+from jammi.quality.outcome import CheckOutcome, blocking_failures
 from jammi.spec.project import PipelineSpec, SourceSpec
 from jammi.storage import tmp_path, write_json_atomic
 from jammi.tables.catalog import (
@@ -163,8 +164,9 @@ def build_embedding_table(
             catalog.set_status(name, STATUS_FAILED, error=f"quality gate: {', '.join(stats.blocked_by)}",
                                **_counts(stats))
             return stats
-        write_json_atomic(sidecar(base, ".manifest.json"),
-                          _manifest(stats, pipeline, pipe, source, src, STATUS_READY))
+        ready = _manifest(stats, pipeline, pipe, source, src, STATUS_READY)
+        ready["checks"] = [_outcome_json(o) for o in stats.outcomes]  # what recovery may trust
+        write_json_atomic(sidecar(base, ".manifest.json"), ready)
         stats.counts = Counts(added=stats.rows_embedded, rows_encoded=stats.rows_encoded,
                               outcome=OUTCOME_REBUILT, seconds=round(stats.seconds, 3))
         first = Version(name, 0, (FileRef(final.name, stats.rows_embedded),), rows=stats.rows_embedded,
@@ -177,6 +179,13 @@ def build_embedding_table(
                            **_counts(stats))
         raise
     return stats
+
+
+def _outcome_json(o: CheckOutcome) -> dict:
+    def number(x):
+        return None if x is None else float(x)
+    return {**dataclasses.asdict(o), "passed": bool(o.passed), "statistic": number(o.statistic),
+            "threshold": number(o.threshold)}
 
 
 def _counts(stats: EmbedStats) -> dict:

@@ -1,6 +1,10 @@
-"""The catalog: a DuckDB file in the artifact directory that records every embedding
-table and its status, and holds a view per asset output and per embedding table so
-`SELECT ... FROM jammi.<name>` works from any DuckDB client opening the file.
+"""The catalog: Jammi's record of every embedding table and its status, kept in a private
+DuckDB file (`state/catalog.duckdb`) that only Jammi's writers open, one process at a time
+under a file lock, in short transactions. Every write publishes `jammi.duckdb` (see
+jammi.tables.published): copies of these tables and a view per asset output and per
+embedding table, so `SELECT ... FROM jammi.<name>` works from any DuckDB client opening it,
+and a client holding it open never blocks a writer. Paths are stored relative to the
+artifact directory, so a moved project folder keeps working.
 
 Each pipeline has an ACTIVE pointer (`active_tables`): the table search and the
 `<pipeline>_embeddings` / `<source>_latest_embeddings` views serve. A new table is built
@@ -19,6 +23,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,16 +31,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+from filelock import FileLock, Timeout
 
 from jammi import keys
 from jammi.embedding.texts import TEXT_SEPARATOR
 from jammi.errors import ArtifactError
+from jammi.storage import FRAMES_DIR, frame_path
 from jammi.tables.generation import DEFAULT_SCHEMA_VERSION, generation_fingerprint
+from jammi.tables.published import open_published, publish, published_root
 from jammi.tables.versions import OUTCOME_ROLLED_BACK, Counts, FileRef, Version, view_sql
 
-CATALOG_FILE = "jammi.duckdb"
+CATALOG_FILE = "jammi.duckdb"  # the published file clients open
+STATE_DIR = "state"  # Jammi's private state: never open it from another client
+STATE_FILE = "catalog.duckdb"
+LOCK_FILE = "catalog.lock"
 TABLES_DIR = "jammi_db"
-LOCK_WAIT_S = 60.0
+LOCK_WAIT_S = 120.0
+STATE_ALIAS = "jammi_state"
 
 STATUS_BUILDING = "building"
 STATUS_READY = "ready"
@@ -115,6 +127,8 @@ CREATE TABLE IF NOT EXISTS asset_outputs (
 # columns added after the first release: catalogs written before them gain them on open
 _ADDED_COLUMNS = {"source_schema_version": "VARCHAR", "text_separator": "VARCHAR", "generation": "VARCHAR",
                   "current_version": "INTEGER"}
+STATE_TABLES = ("embedding_tables", "active_tables", "quality_report", "table_versions", "refresh_log",
+                "asset_outputs")
 _LOG_COLUMNS = ("added", "changed", "deleted", "unchanged", "rows_encoded", "outcome", "seconds")
 
 
@@ -163,8 +177,51 @@ def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict]:
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'", [name]
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'"
+        " AND database_name = current_database()", [name]
     ).fetchone()[0])
+
+
+_LOCKS: dict[str, FileLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _writer_lock(path: Path) -> FileLock:
+    """One lock object per lock file in a process, so nested use re-enters instead of waiting
+    on itself; between processes it is an flock, released by the kernel when a holder dies."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(path), FileLock(str(path), timeout=LOCK_WAIT_S))
+
+
+def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: bool = False) -> None:
+    """ATTACH with a short wait while another process (a client that opened Jammi's private
+    state, say) holds DuckDB's own lock on the file."""
+    deadline = time.monotonic() + 10.0
+    mode = " (READ_ONLY)" if read_only else ""
+    while True:
+        try:
+            con.execute(f"ATTACH {quote_literal(str(path))} AS {alias}{mode}")
+            return
+        except duckdb.IOException as err:
+            if "lock" not in str(err).lower() or time.monotonic() > deadline:
+                raise ArtifactError(f"catalog state {path} cannot be opened: {str(err).splitlines()[0]}"
+                                    f" (only Jammi opens this file; open {CATALOG_FILE} instead)") from None
+            time.sleep(0.2)
+
+
+def _table_path(root: Path, stored: str) -> Path:
+    """A stored table path under `root`: relative ones as they are; absolute ones (catalogs
+    written before relative paths, or a project that moved) by their file name, since a
+    table's files only ever live in the tables folder."""
+    path = Path(stored)
+    return root / path if not path.is_absolute() else root / TABLES_DIR / path.name
+
+
+def _relative(root: Path, path: Path | str) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 @contextlib.contextmanager
@@ -235,45 +292,129 @@ class Pointer:
 
 
 class Catalog:
-    """Short-lived connections with a lock wait: DuckDB allows one writing process."""
+    """Writers: short transactions on the private state, one process at a time, each ending by
+    publishing jammi.duckdb. Readers: the published file, which nothing holds locked."""
 
     def __init__(self, artifact_dir: Path):
         self.artifact_dir = Path(artifact_dir)
         self.path = self.artifact_dir / CATALOG_FILE
+        self.state_path = self.artifact_dir / STATE_DIR / STATE_FILE
+
+    @property
+    def root(self) -> Path:
+        return self.artifact_dir.resolve()
+
+    def exists(self) -> bool:
+        return self.path.exists() or self.state_path.exists()
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        if read_only and not self.path.exists():
-            read_only = False
-        if not read_only:
+        """`read_only`: the published file as it is now. Else the state, under the writer lock,
+        republished when the block ends without an error."""
+        if read_only and self.exists():
+            con = self._open_published()
             try:
-                self.artifact_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise ArtifactError(
-                    f"artifact_dir {str(self.artifact_dir)!r} is not writable: {err}"
-                ) from None
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
+                yield con
+            finally:
+                con.close()
+            return
+        with self._writing() as con:
+            yield con
+            publish(con, self.path, self.root, self._present_tables(con), self._make_views)
+
+    def publish(self) -> None:
+        """Write jammi.duckdb afresh from the state (after a crash, a move, or a lost file)."""
+        with self.connect():
+            pass
+
+    def _open_published(self) -> duckdb.DuckDBPyConnection:
+        if self.path.exists():
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
-            except duckdb.IOException as err:
-                if "lock" not in str(err).lower() or time.monotonic() > deadline:
-                    raise ArtifactError(f"catalog {self.path} cannot be opened: {err}") from None
-                time.sleep(0.2)
+                con = open_published(self.path)
+            except duckdb.Error:  # damaged, or a client holds it open for writing: write a new one
+                con = None
+            if con is not None:
+                if published_root(con) == str(self.root):
+                    return con
+                con.close()  # written for another folder (moved), or a catalog from before states
+        self.publish()
         try:
-            if not read_only:
+            return open_published(self.path)
+        except duckdb.Error as err:
+            raise ArtifactError(f"catalog {self.path} cannot be read: {str(err).splitlines()[0]}") from None
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ArtifactError(f"artifact_dir {str(self.artifact_dir)!r} is not writable: {err}") from None
+        lock = _writer_lock(self.state_path.parent / LOCK_FILE)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ArtifactError(f"catalog {self.state_path}: another Jammi process has held the writer "
+                                f"lock for over {LOCK_WAIT_S:.0f}s; is a writer stuck?") from None
+        try:
+            if not self.state_path.exists():
+                self._seed_state()
+            con = duckdb.connect()
+            try:
+                _attach(con, self.state_path, STATE_ALIAS)
+                con.execute(f"USE {STATE_ALIAS}")
                 con.execute(_SCHEMA)
                 self._migrate(con)
-            yield con
+                yield con
+            finally:
+                con.close()
+        finally:
+            lock.release()
+
+    def _seed_state(self) -> None:
+        """Start the state from jammi.duckdb when there is one: a catalog from before the state
+        file (its tables were the catalog) or a published file whose state was lost."""
+        if not self.path.exists():
+            return
+        seed = self.state_path.with_name(self.state_path.name + ".seed")
+        seed.unlink(missing_ok=True)
+        con = duckdb.connect()
+        try:
+            if self.path.with_name(self.path.name + ".wal").exists():  # fold an old catalog's WAL in
+                _attach(con, self.path, "old")
+                con.execute("DETACH old")
+            _attach(con, seed, "seed")
+            _attach(con, self.path, "old", read_only=True)
+            con.execute("USE seed")
+            con.execute(_SCHEMA)
+            self._migrate(con)
+            for table in STATE_TABLES:
+                columns = [r[0] for r in con.execute(
+                    "SELECT column_name FROM duckdb_columns() WHERE database_name = 'old' AND"
+                    " table_name = ? AND column_name IN (SELECT column_name FROM duckdb_columns()"
+                    " WHERE database_name = 'seed' AND table_name = ?)", [table, table]).fetchall()]
+                if columns:
+                    names = ", ".join(quote_ident(c) for c in columns)
+                    con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM old.main.{table}")
+            con.execute(f"UPDATE embedding_tables SET parquet_path = '{TABLES_DIR}/' ||"
+                        " regexp_extract(parquet_path, '[^/]+$') WHERE parquet_path LIKE '/%'")
+            con.execute(f"UPDATE asset_outputs SET path = '{FRAMES_DIR}/' || name || '.parquet'"
+                        " WHERE path LIKE '/%'")
+            con.execute("USE memory")
+            con.execute("DETACH old")
+            con.execute("DETACH seed")
         finally:
             con.close()
+        os.replace(seed, self.state_path)
+
+    @staticmethod
+    def _present_tables(con: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
+        return tuple(t for t in STATE_TABLES if _has_table(con, t))
 
     @staticmethod
     def _migrate(con: duckdb.DuckDBPyConnection) -> None:
         have = {r[0] for r in con.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = 'embedding_tables'"
-            " AND schema_name = 'main'"
+            " AND schema_name = 'main' AND database_name = current_database()"
         ).fetchall()}
         for column, sql_type in _ADDED_COLUMNS.items():
             if column not in have:
@@ -296,7 +437,8 @@ class Catalog:
                     rec["table_name"], rec["pipeline"], rec["source"], rec["model_id"],
                     json.dumps(rec["text_columns"]), rec["key_column"], rec.get("dimensions"),
                     STATUS_BUILDING, json.dumps(rec.get("source_schema", {})),
-                    str(rec["parquet_path"]), this_builder(), ts, ts, version, separator, generation,
+                    _relative(self.root, rec["parquet_path"]), this_builder(), ts, ts, version,
+                    separator, generation,
                 ],
             )
 
@@ -311,14 +453,11 @@ class Catalog:
             f"UPDATE embedding_tables SET {', '.join(sets)} WHERE table_name = ?",
             [*args, table_name],
         )
-        if status in (STATUS_FAILED, STATUS_REMOVED):
-            con.execute(f"DROP VIEW IF EXISTS {quote_ident(table_name)}")
 
     def set_status(self, table_name: str, status: str, **counts) -> None:
         """Record a status without touching the active pointer (see `activate` for that)."""
         with self.connect() as con, _transaction(con):
             self._update(con, table_name, status, **counts)
-            self._refresh_table_views(con)
 
     def activate(self, table_name: str, *, only_if_none: bool = False, first: Version | None = None,
                  **counts) -> bool:
@@ -347,7 +486,6 @@ class Catalog:
                 if current is None and before is not None:
                     current = Pointer(pipeline, before["table_name"], None, now())
                 self._point(con, pipeline, table_name, current)
-            self._refresh_table_views(con)
         return switch
 
     def switch_active(self, pipeline: str, table_name: str) -> Pointer:
@@ -370,7 +508,6 @@ class Catalog:
                 current = Pointer(pipeline, serving["table_name"], None, now())
             if current is None or current.table_name != table_name:
                 self._point(con, pipeline, table_name, current)
-            self._refresh_table_views(con)
             return self._pointer(con, pipeline)
 
     def mark_removed(self, table_name: str) -> TableRecord:
@@ -391,8 +528,7 @@ class Catalog:
                                     "or run `jammi recover` if its builder died")
             if rec.status != STATUS_REMOVED:
                 self._update(con, table_name, STATUS_REMOVED)
-                self._refresh_table_views(con)
-        return rec
+            return rec
 
     @staticmethod
     def _pointer(con: duckdb.DuckDBPyConnection, pipeline: str) -> Pointer | None:
@@ -424,27 +560,27 @@ class Catalog:
         cur = con.execute("SELECT * FROM embedding_tables WHERE table_name = ?", [table_name])
         names = [d[0] for d in cur.description]
         row = cur.fetchone()
-        return _record(dict(zip(names, row, strict=True))) if row else None
+        return _record(dict(zip(names, row, strict=True)), self.root) if row else None
 
     def active(self, pipeline: str | None = None, source: str | None = None) -> TableRecord | None:
         """The table search serves for a pipeline (its pointer, else its newest ready table) or
         for a source (the newest of its pipelines' active tables)."""
-        if not self.path.exists():
+        if not self.exists():
             return None
         with self.connect(read_only=True) as con:
             row = self._serving(con, pipeline=pipeline, source=source)
-        return _record(row) if row else None
+        return _record(row, self.root) if row else None
 
     def active_names(self) -> set[str]:
         """Every pipeline's active table."""
-        if not self.path.exists():
+        if not self.exists():
             return set()
         with self.connect(read_only=True) as con:
             sql = f"SELECT table_name FROM ({_serving_sql(_has_table(con, 'active_tables'))})"
             return {r[0] for r in con.execute(sql).fetchall()}
 
     def pointer(self, pipeline: str) -> Pointer | None:
-        if not self.path.exists():
+        if not self.exists():
             return None
         with self.connect(read_only=True) as con:
             return self._pointer(con, pipeline)
@@ -454,13 +590,13 @@ class Catalog:
     ) -> list[TableRecord]:
         where, args = _where(source=source, pipeline=pipeline, status=status)
         sql = f"SELECT * FROM embedding_tables{where} ORDER BY created_at DESC, table_name DESC"
-        if not self.path.exists():
+        if not self.exists():
             return []
         with self.connect(read_only=True) as con:
             cur = con.execute(sql, args)
             names = [d[0] for d in cur.description]
             rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-        return [_record(r) for r in rows]
+        return [_record(r, self.root) for r in rows]
 
     def table(self, table_name: str) -> TableRecord | None:
         for rec in self.tables():
@@ -538,7 +674,6 @@ class Catalog:
             if row[1] is None:  # a table from before versions: record its version 0 first
                 self._insert_version(con, pipeline, based_on)
             self._insert_version(con, pipeline, version)
-            self._refresh_table_views(con)
 
     def set_current_version(self, pipeline: str, table_name: str, number: int) -> Version:
         """Serve an earlier (or later) committed version of the table again (rollback)."""
@@ -550,7 +685,6 @@ class Catalog:
             con.execute("UPDATE embedding_tables SET current_version = ?, rows_embedded = ?, updated_at = ?"
                         " WHERE table_name = ?", [number, chosen.rows, now(), table_name])
             self._log(con, pipeline, table_name, number, Counts(outcome=OUTCOME_ROLLED_BACK))
-            self._refresh_table_views(con)
         return chosen
 
     def drop_versions(self, table_name: str, numbers: list[int]) -> None:
@@ -581,17 +715,19 @@ class Catalog:
 
     def register_output(self, name: str, path: Path, rows: int) -> None:
         with self.connect() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO asset_outputs VALUES (?, ?, ?, ?)",
-                [name, str(path), rows, now()],
-            )
-            con.execute(
-                f"CREATE OR REPLACE VIEW {quote_ident(name)} AS "
-                f"SELECT * FROM read_parquet({quote_literal(str(path))})"
-            )
+            con.execute("INSERT OR REPLACE INTO asset_outputs VALUES (?, ?, ?, ?)",
+                        [name, _relative(self.root, path), rows, now()])
 
-    def _refresh_table_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        ready = {r["table_name"]: _record(r) for r in _rows(con.execute(
+    def _make_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The published file's views, made over its copies of the state tables."""
+        root = self.root
+        if _has_table(con, "asset_outputs"):
+            for name, stored in con.execute("SELECT name, path FROM asset_outputs").fetchall():
+                path = root / stored if not Path(stored).is_absolute() else frame_path(root, name)
+                if path.exists():  # a deleted frame gets no view until it is materialized again
+                    con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS "
+                                f"SELECT * FROM read_parquet({quote_literal(str(path))})")
+        ready = {r["table_name"]: _record(r, root) for r in _rows(con.execute(
             "SELECT * FROM embedding_tables WHERE status = ?", [STATUS_READY]))}
         current = {r["table_name"]: _version(r) for r in _rows(con.execute(
             "SELECT v.* FROM table_versions v JOIN embedding_tables e ON v.table_name = e.table_name"
@@ -599,9 +735,7 @@ class Catalog:
         versions = {name: current.get(name) or _initial_version(rec) for name, rec in ready.items()}
         select = {name: view_sql(ready[name].tables_dir, v) for name, v in versions.items()
                   if all((ready[name].tables_dir / r.file).exists() for r in (*v.segments, *v.deletes))}
-        for name in versions.keys() - select.keys():  # files gone: `jammi verify` names them
-            con.execute(f"DROP VIEW IF EXISTS {quote_ident(name)}")
-        views = dict(select)
+        views = dict(select)  # a table whose files are gone gets no view: `jammi verify` names them
         serving = _serving_sql(_has_table(con, "active_tables"))
         for pipeline, source, table_name in con.execute(
             f"SELECT pipeline, source, table_name FROM ({serving}) ORDER BY created_at, table_name"
@@ -620,11 +754,10 @@ class Catalog:
         )
 
     def refresh_views(self) -> None:
-        with self.connect() as con:
-            self._refresh_table_views(con)
+        self.publish()
 
 
-def _record(r: dict) -> TableRecord:
+def _record(r: dict, root: Path) -> TableRecord:
     return TableRecord(
         table_name=r["table_name"],
         pipeline=r["pipeline"],
@@ -639,7 +772,7 @@ def _record(r: dict) -> TableRecord:
         rows_failed=r["rows_failed"] or 0,
         rows_truncated=r["rows_truncated"] or 0,
         source_schema=json.loads(r["source_schema"] or "{}"),
-        parquet_path=Path(r["parquet_path"]),
+        parquet_path=_table_path(root, r["parquet_path"]),
         builder=r["builder"],
         error=r["error"],
         created_at=r["created_at"],

@@ -1,8 +1,12 @@
 """Crash recovery: settle tables left in `building` by a process that died.
 
-Parquet missing -> failed; Parquet corrupt -> deleted, failed; Parquet valid but
-stuck in building -> ready, and its index rebuilt. Tables whose builder process is
-still alive are left alone, so recovery is safe to run beside a live materialization.
+Parquet missing -> failed; Parquet corrupt -> deleted, failed; Parquet valid and its
+manifest saying its checks passed (the builder died between its checks and its switch) ->
+ready with the counts and check outcomes the builder recorded, and its index rebuilt; Parquet
+valid but its checks never finished -> deleted, failed (the next materialize builds it
+again: a table serves only after the same checks as any other). Tables whose builder
+process is still alive are left alone, so recovery is safe to run beside a live
+materialization.
 
 A promoted table becomes its pipeline's active table only when the pipeline serves no
 ready table: a build that died before its switch must not displace the table in service
@@ -17,7 +21,9 @@ from dataclasses import dataclass
 
 import psutil
 
-from jammi.storage import tmp_path, write_json_atomic
+from jammi import keys
+from jammi.quality.outcome import CheckOutcome, blocking_failures
+from jammi.storage import tmp_path
 from jammi.tables.catalog import (
     STATUS_BUILDING,
     STATUS_FAILED,
@@ -63,8 +69,14 @@ def owned(catalog: Catalog, rec: TableRecord) -> bool:
     return path.parent == tables and path.name == f"{rec.table_name}.parquet"
 
 
+def _discard(rec: TableRecord) -> None:
+    rec.parquet_path.unlink(missing_ok=True)
+    for suffix in (".usearch", ".rowmap", ".manifest.json"):
+        sidecar(rec.base_path, suffix).unlink(missing_ok=True)
+
+
 def recover(catalog: Catalog) -> list[RecoveryAction]:
-    if not catalog.path.exists():
+    if not catalog.exists():
         return []
     actions = []
     for rec in catalog.tables(status=STATUS_BUILDING):
@@ -86,20 +98,27 @@ def recover(catalog: Catalog) -> list[RecoveryAction]:
         try:
             rows = verify_parquet(final, rec.dimensions)
         except Exception as err:  # pyarrow raises several types on damaged files
-            final.unlink(missing_ok=True)
-            for suffix in (".usearch", ".rowmap", ".manifest.json"):
-                sidecar(rec.base_path, suffix).unlink(missing_ok=True)
+            _discard(rec)
             catalog.set_status(rec.table_name, STATUS_FAILED,
                                error=f"recovery: corrupt Parquet deleted ({err})"[:2000])
             actions.append(RecoveryAction(rec.table_name, "failed: parquet corrupt", str(err)))
             continue
+        manifest = read_manifest(rec.base_path) or {}
+        outcomes = [CheckOutcome(**o) for o in manifest.get("checks") or []]
+        if manifest.get("status") != STATUS_READY or not outcomes or blocking_failures(outcomes) or (
+                manifest.get("count") != rows):
+            _discard(rec)
+            catalog.set_status(rec.table_name, STATUS_FAILED, error="recovery: the build stopped before "
+                               "its quality checks finished; files deleted, the next materialize "
+                               "builds the table again")
+            actions.append(RecoveryAction(rec.table_name, "failed: checks never finished",
+                                          f"{rows} rows written, unchecked"))
+            continue
         stats = build_index(rec.base_path, rec.dimensions, manifest_index_spec(rec.base_path))
-        manifest = read_manifest(rec.base_path) or {"table_name": rec.table_name}
-        manifest.update(status=STATUS_READY, count=rows, dimensions=rec.dimensions,
-                        model_id=rec.model_id, source=rec.source, pipeline=rec.pipeline)
-        write_json_atomic(sidecar(rec.base_path, ".manifest.json"), manifest)
-        made_active = catalog.activate(rec.table_name, only_if_none=True, rows_embedded=rows,
-                                       error="recovery: promoted from building")
+        counts = {k: int(manifest.get(k) or 0) for k in ("rows_skipped", "rows_failed", "rows_truncated")}
+        made_active = catalog.activate(rec.table_name, only_if_none=True, rows_embedded=rows, **counts,
+                                       error="recovery: promoted from building after its checks passed")
+        catalog.record_checks(None, keys.embeddings(rec.pipeline), None, outcomes)
         detail = f"{rows} rows, index in {stats.seconds:.1f}s"
         actions.append(RecoveryAction(rec.table_name, "ready: promoted, index rebuilt",
                                       detail + ("; now active" if made_active else

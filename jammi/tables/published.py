@@ -1,0 +1,78 @@
+"""The published catalog, `jammi.duckdb`: what DuckDB clients, `jammi sql` and search read.
+
+Jammi's own state lives in a private file (`state/catalog.duckdb`) that only Jammi's writers
+open, one process at a time under a file lock, in short transactions. Before it lets go of
+the lock, a writer writes a fresh `jammi.duckdb` beside the old one (copies of the state
+tables, a view per asset output and per embedding table) and renames it into place. A
+client holding the old file open keeps reading the old file, so no reader ever blocks a
+writer, and views name files by absolute path under the artifact directory they were
+published from: a moved project folder is noticed (`_published.root`) and republished.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+META_TABLE = "_published"
+READ_ALIAS = "jammi"  # so `jammi.<view>` works as in any client that opens jammi.duckdb
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tuple[str, ...],
+            make_views: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+    """Write `target` from the state database `con` is using: its `tables` copied, then
+    `make_views(con)` run with the new file as the default database; then rename it into place."""
+    state = con.execute("SELECT current_database()").fetchone()[0]
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    con.execute(f"ATTACH {_sql_literal(str(tmp))} AS _publishing")
+    try:
+        for table in tables:
+            con.execute(f'CREATE TABLE _publishing."{table}" AS SELECT * FROM "{state}".main."{table}"')
+        con.execute(f"CREATE TABLE _publishing.{META_TABLE} AS SELECT ?::VARCHAR AS root,"
+                    " now()::TIMESTAMP AS published_at", [str(root)])
+        con.execute("USE _publishing")
+        try:
+            make_views(con)
+        finally:
+            con.execute(f'USE "{state}"')
+        con.execute("CHECKPOINT _publishing")
+    except BaseException:
+        con.execute("DETACH _publishing")
+        tmp.unlink(missing_ok=True)
+        raise
+    con.execute("DETACH _publishing")
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+
+
+def open_published(path: Path) -> duckdb.DuckDBPyConnection:
+    """`path` attached read-only as `jammi` (and the default database) in a private in-memory
+    instance: never DuckDB's per-path instance cache, which would hand back a replaced file.
+    The caller closes it."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {_sql_literal(str(path))} AS {READ_ALIAS} (READ_ONLY)")
+        con.execute(f"USE {READ_ALIAS}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def published_root(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The artifact directory the open published file was written for (None: not a published
+    file, e.g. a catalog from before the state file)."""
+    found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+                        " AND table_name = ?", [META_TABLE]).fetchone()[0]
+    return con.execute(f"SELECT root FROM {META_TABLE}").fetchone()[0] if found else None
