@@ -20,8 +20,9 @@ from jammi.errors import ArtifactError, SearchError
 from jammi.query.search import resolve_table, search
 from jammi.spec.project import DEFAULT_MODEL
 from jammi.storage import frame_path
+from jammi.tables.bluegreen import rollback
 from jammi.tables.build import build_embedding_table
-from jammi.tables.catalog import STATUS_BUILDING, STATUS_READY, STATUS_REMOVED, Catalog
+from jammi.tables.catalog import STATUS_BUILDING, STATUS_READY, STATUS_REMOVED, TABLES_DIR, Catalog
 from jammi.tables.contract import SUFFIXES, read_manifest, sidecar
 from jammi.tables.generation import generation_fingerprint, source_schema_version
 from jammi.tables.recovery import recover
@@ -375,3 +376,28 @@ def test_recovery_activates_a_promoted_table_when_nothing_is_active(tmp_path, pr
     actions = recover(catalog)
     assert actions[0].detail.endswith("; now active")
     assert catalog.pointer("products").table_name == only.table_name
+
+
+def test_old_tables_beyond_keep_tables_are_removed(tmp_path, products_csv):
+    """43 runs used to leave 43 tables: a pipeline keeps its active table, its rollback target
+    and `keep_tables` more (issue 11.10)."""
+    project = write_project(
+        tmp_path / "proj",
+        sources={"products": {"kind": "csv", "path": str(products_csv), "key": "id",
+                              "columns": PRODUCT_COLUMNS}},
+        pipelines={"products_pipe": {"source": "products", "text_columns": ["title", "body"],
+                                     "keep_tables": 1}},
+    )
+    full = {"ops": {"products_pipe_embeddings": {"config": {"full": True}}}}
+    built = []
+    for _ in range(5):
+        assert materialize(project, run_config=full).success
+        built.append(Catalog(project.artifact_dir).active(pipeline="products_pipe").table_name)
+    catalog = Catalog(project.artifact_dir)
+    status = {t.table_name: t.status for t in catalog.tables()}
+    assert [status[name] for name in built] == ["removed", "removed", "ready", "ready", "ready"]
+    assert catalog.pointer("products_pipe").previous_table == built[3]
+    tables_dir = project.artifact_dir / TABLES_DIR
+    assert not any(tables_dir.glob(f"{built[0]}*")) and not any(tables_dir.glob(f"{built[1]}*"))
+    assert (tables_dir / f"{built[2]}.parquet").exists()
+    assert rollback(catalog, "products_pipe").table_name == built[3]

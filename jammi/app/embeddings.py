@@ -18,6 +18,7 @@ from jammi.quality.outcome import CheckOutcome
 from jammi.spec.project import Project
 from jammi.storage import frame_path
 from jammi.tables import checks
+from jammi.tables.bluegreen import prune_tables
 from jammi.tables.build import EmbedStats, build_embedding_table
 from jammi.tables.catalog import STATUS_READY, Catalog, TableRecord
 from jammi.tables.contract import manifest_index_spec, sidecar
@@ -118,6 +119,9 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
         stats = build_embedding_table(catalog=catalog, frame_file=frame_file, verify=verify,
                                       pipeline=pipeline, pipe=pipe, source=source, src=src,
                                       encoder=encoder, progress=progress)
+        for gone in prune_tables(catalog, pipeline, pipe.keep_tables):
+            if progress:
+                progress(f"removed old table {gone.table_name} (keep_tables: {pipe.keep_tables})")
     catalog.record_checks(run_id, keys.embeddings(pipeline), None, stats.outcomes)
     active = catalog.active(pipeline=pipeline)
     return EmbeddingRun(stats, generation, source_schema_version(src),

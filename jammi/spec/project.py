@@ -221,6 +221,8 @@ class PipelineSpec(_Strict):
     batch_size: int = Field(default=32, ge=1)
     index: IndexSpec = IndexSpec()
     quality: EmbeddingQualitySpec = EmbeddingQualitySpec()
+    # older ready (and failed) tables kept beyond the active one and its rollback target
+    keep_tables: int = Field(default=3, ge=0)
 
 
 class ProjectSpec(_Strict):

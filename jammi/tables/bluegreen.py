@@ -14,7 +14,7 @@ import pandas as pd
 
 from jammi.errors import ArtifactError
 from jammi.storage import tmp_path
-from jammi.tables.catalog import STATUS_READY, Catalog, Pointer, TableRecord
+from jammi.tables.catalog import STATUS_FAILED, STATUS_READY, Catalog, Pointer, TableRecord
 from jammi.tables.contract import SUFFIXES, sidecar
 from jammi.tables.versions import Version
 
@@ -82,6 +82,21 @@ def remove_table(catalog: Catalog, table_name: str) -> RemovedTable:
             path.unlink()
             deleted.append(path)
     return RemovedTable(rec.table_name, rec.pipeline, deleted)
+
+
+def prune_tables(catalog: Catalog, pipeline: str, keep: int) -> list[RemovedTable]:
+    """Remove `pipeline`'s ready tables beyond the `keep` newest, never its active table or its
+    rollback target, and likewise its failed tables beyond the `keep` newest (their files are
+    kept for inspection until then)."""
+    active = catalog.active(pipeline=pipeline)
+    pointer = catalog.pointer(pipeline)
+    spared = {active.table_name if active else None, pointer.previous_table if pointer else None,
+              pointer.table_name if pointer else None}
+    removed = []
+    for status in (STATUS_READY, STATUS_FAILED):
+        older = [t for t in catalog.tables(pipeline=pipeline, status=status) if t.table_name not in spared]
+        removed += [remove_table(catalog, t.table_name) for t in older[keep:]]
+    return removed
 
 
 VERSION_COLUMNS = ["version", "current", "rows", "segments", "deleted_rows", "outcome", "added",
