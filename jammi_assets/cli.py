@@ -1,10 +1,14 @@
 """The `jammi` console script: the engine's command line (jammi.cli) with the Dagster runner
 plugged in for the commands that run the asset graph. Dagster is imported only when one of
-them runs, so `jammi search` and `jammi sql` start without it."""
+them runs, so `jammi search` and `jammi sql` start without it.
+
+SIGINT and SIGTERM end any command at any stage with one line, `error: interrupted by SIG...`,
+and exit status 128 + the signal; a run in progress is marked failed and its pool slots freed
+first (jammi_assets.runner)."""
 
 from __future__ import annotations
 
-from jammi import cli as engine_cli
+from jammi_assets import interrupts
 
 
 def materialize(project, select, *, device: str = "auto", echo=print, full: bool = False):
@@ -14,7 +18,13 @@ def materialize(project, select, *, device: str = "auto", echo=print, full: bool
 
 
 def main() -> None:
-    engine_cli.main(materialize=materialize)
+    try:
+        interrupts.install()  # before the heavy imports, so a signal while loading is honoured
+        from jammi import cli as engine_cli
+
+        engine_cli.main(materialize=materialize)
+    except interrupts.Interrupted as stop:
+        interrupts.report(stop)
 
 
 if __name__ == "__main__":

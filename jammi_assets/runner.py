@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError
 
 from jammi import keys
 from jammi.errors import JammiError
 from jammi.spec.project import Project
+from jammi_assets import interrupts, run_guard
 
 SUMMARY_KEYS = ("outcome", "added", "changed", "deleted", "unchanged", "rows_encoded", "version",
                 "rows_quarantined", "rows_skipped", "rows_truncated", "rows_per_second", "table_name",
@@ -108,6 +112,22 @@ def _root_cause(error) -> str:
     return msg.split(": ", 1)[1] if msg.startswith(("jammi_assets.", "dagster.")) and ": " in msg else msg
 
 
+def _settle(instance: dg.DagsterInstance, run_id: str) -> str:
+    """After the run, whatever ended it: an unfinished run is marked failed, and every slot and
+    queued claim it has is freed (a step that raised keeps its slot in Dagster's in-process
+    executor). Returns what was done, for the interrupt message."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return "no run was started"
+    if not run.is_finished:
+        instance.report_run_failed(run, message="jammi materialize ended before the run finished "
+                                                "(interrupted).")
+    if instance.event_log_storage.supports_global_concurrency_limits:
+        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    status = instance.get_run_by_id(run_id).status.value
+    return f"run {run_id} is {status}; its pool slots are free"
+
+
 def run_materialization(project: Project, select: list[str], device: str = "auto",
                         echo: Callable[[str], None] = print, full: bool = False) -> Outcome:
     """Materialize `select` (default: everything); `full` rebuilds embedding tables instead of
@@ -126,12 +146,34 @@ def run_materialization(project: Project, select: list[str], device: str = "auto
         k.to_user_string() for a in assets for k in a.keys}
     ops = {keys.embeddings(p): {"config": {"full": True}} for p in project.pipelines
            if keys.embeddings(p) in chosen} if full else {}
-    result = job.execute_in_process(
-        run_config={"loggers": {"jammi_progress": {}}, **({"ops": ops} if ops else {})},
-        instance=instance,
-        asset_selection=selection,
-        raise_on_error=False,
-    )
+    for cleared in run_guard.clear_dead_runs(instance):
+        echo(cleared.line())
+    signum = interrupts.received()  # one whose exception was lost while loading
+    if signum is not None:
+        raise interrupts.Interrupted(signum, "no run was started")
+    run_id = str(uuid.uuid4())
+    try:
+        with (interrupts.on_hard_stop(lambda: _settle(instance, run_id)),
+              run_guard.sleeping_slot_waits(echo)):
+            result = job.execute_in_process(
+                run_config={"loggers": {"jammi_progress": {}}, **({"ops": ops} if ops else {})},
+                instance=instance,
+                asset_selection=selection,
+                raise_on_error=False,
+                run_id=run_id,
+                tags={run_guard.PID_TAG: run_guard.process_tag()},
+            )
+    except interrupts.Interrupted as stop:  # a signal outside Dagster's own handling
+        interrupts.taken()
+        signum = stop.signum
+    except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # one Dagster let out
+        signum = interrupts.received() or signal.SIGINT
+    finally:
+        with interrupts.deferred():
+            settled = _settle(instance, run_id)
+    signum = signum or interrupts.received()  # or one Dagster caught inside the run
+    if signum is not None:
+        raise interrupts.Interrupted(signum, settled)
     outcome = Outcome(success=result.success, run_id=result.run_id)
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
