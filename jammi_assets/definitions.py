@@ -15,12 +15,10 @@ from jammi_assets.assets.fused import fused_asset
 from jammi_assets.assets.indexes import ann_index_asset
 from jammi_assets.assets.quality import quality_report_asset
 from jammi_assets.assets.silver import validate_asset
+from jammi_assets.automation import build_automation
 from jammi_assets.io_manager import FrameIOManager
 from resources.artifacts import ArtifactStore
 from resources.embedding_model import EmbeddingModelResource
-from sensors.source_files import build_source_files_sensor
-
-ALL_ASSETS_JOB = "jammi_all"
 
 
 def build_assets(project: Project) -> list[dg.AssetsDefinition]:
@@ -45,13 +43,14 @@ def build_resources(project: Project, device: str = "auto") -> dict:
 
 
 def build_definitions(project: Project) -> dg.Definitions:
-    job = dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all(),
-                              description="Every asset of the project.")
+    assets = build_assets(project)
+    automation = build_automation(project, assets)
     return dg.Definitions(
-        assets=build_assets(project),
+        assets=assets,
         resources=build_resources(project),
-        jobs=[job],
-        sensors=[build_source_files_sensor(project, job)],
+        jobs=automation.jobs,
+        schedules=automation.schedules,
+        sensors=automation.sensors,
     )
 
 

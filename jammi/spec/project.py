@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from jammi import keys
 from jammi.errors import ConfigError
 from jammi.redact import redact
+from jammi.spec.automation import PATH_SEGMENT, FreshnessSpec, PartitionSpec, RefreshSpec
 from jammi.spec.entities import EntitySpec
 from jammi.spec.safe_yaml import load_yaml
 from jammi.spec.schema import SchemaSpec
@@ -153,6 +154,13 @@ class SourceSpec(_Strict):
     remediation: RemediationSpec = RemediationSpec()
     # versioned schemas and migrations (jammi_assets/schemas); `columns` is the current version
     schema_: SchemaSpec[ColumnSpec] | None = Field(default=None, alias="schema")
+    # when it runs (jammi.spec.automation)
+    partitions: PartitionSpec | None = None
+    refresh: RefreshSpec | None = None
+    freshness: FreshnessSpec | None = None
+    sensor: bool | None = None  # the file / watermark sensor; default: on when automation is declared
+    watermark: str | None = None  # kind postgres: extract only rows past the last successful value
+    deleted_at: str | None = None  # kind postgres with watermark: rows with it set are deletes
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -197,7 +205,31 @@ class SourceSpec(_Strict):
                 raise ValueError("kind 'postgres' needs exactly one of 'table' or 'query'")
         if self.schema_ is not None:
             check_source_schema(self)
+        self._check_automation(file_kind)
         return self
+
+    def _check_automation(self, file_kind: bool) -> None:
+        part = self.partitions
+        if part is not None and part.by_path:
+            if not file_kind or PATH_SEGMENT not in (self.path or ""):
+                raise ValueError(f"partitions.by {PATH_SEGMENT!r} needs a file source whose path holds "
+                                 f"{PATH_SEGMENT} (e.g. data/reviews/{PATH_SEGMENT}.csv)")
+        elif part is not None and part.by and part.by not in self.columns:
+            raise ValueError(f"partitions.by: {part.by!r} is not a declared column (declared: "
+                             f"{', '.join(self.columns)}) nor {PATH_SEGMENT!r}")
+        if part is not None and part.dynamic == "files" and not file_kind:
+            raise ValueError("partitions: dynamic 'files' needs a file source (csv, parquet, jsonl)")
+        if part is not None and part.dynamic == "batches":
+            raise ValueError("partitions: dynamic 'batches' needs a stream source, which this "
+                             f"kind ({self.kind}) is not")
+        for name, col in (("watermark", self.watermark), ("deleted_at", self.deleted_at)):
+            if col is not None and self.kind != "postgres":
+                raise ValueError(f"{name} applies to kind 'postgres' sources only")
+            if col is not None and col not in self.columns:
+                raise ValueError(f"{name}: {col!r} is not a declared column (declared: "
+                                 f"{', '.join(self.columns)})")
+        if self.deleted_at and not self.watermark:
+            raise ValueError("deleted_at needs watermark (the column that orders changes)")
 
 
 class EmbeddingQualitySpec(_Strict):
@@ -223,6 +255,8 @@ class PipelineSpec(_Strict):
     quality: EmbeddingQualitySpec = EmbeddingQualitySpec()
     # older ready (and failed) tables kept beyond the active one and its rollback target
     keep_tables: int = Field(default=3, ge=0)
+    refresh: RefreshSpec | None = None
+    freshness: FreshnessSpec | None = None
 
 
 class ProjectSpec(_Strict):
