@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -17,6 +18,11 @@ FRAMES_DIR = "frames"
 def frame_path(artifact_dir: Path, asset_name: str) -> Path:
     """Where the frame of an asset (raw_, validated_, quarantine_, fused_...) is kept."""
     return Path(artifact_dir) / FRAMES_DIR / f"{asset_name}.parquet"
+
+
+def partition_path(artifact_dir: Path, asset_name: str, partition: str) -> Path:
+    """Where one partition of a partitioned asset's frame is kept; `frame_path` holds the union."""
+    return Path(artifact_dir) / FRAMES_DIR / asset_name / f"{quote(partition, safe='-_.:@ ')}.parquet"
 
 
 def tmp_path(path: Path) -> Path:

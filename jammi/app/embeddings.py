@@ -4,8 +4,11 @@ and build the missing HNSW sidecars of the active table's current version."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import os
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,21 +54,53 @@ def _same_generation(catalog: Catalog, pipeline: str, generation: str) -> TableR
 
 def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
                    progress: Callable[[str], None] | None = None,
-                   run_id: str | None = None, full: bool = False) -> EmbeddingRun:
+                   run_id: str | None = None, full: bool = False,
+                   partition: str | None = None) -> EmbeddingRun:
     """Bring `pipeline`'s table up to its stored validated (or fused) frame: refresh the active
     table in place when it is of the same generation (only added and changed rows reach the
     model, which loads only then), else build a new table beside it (blue/green). `full`
-    forces the rebuild."""
+    forces the rebuild. One process at a time writes a pipeline's tables (the pipeline lock):
+    partitions of a partitioned source, whose frame is the union of its partitions, take
+    turns, and each commits whatever changed since the last commit."""
+    catalog = Catalog(project.artifact_dir)
+    with catalog.pipeline_lock(pipeline, progress):
+        return _embed(project, pipeline, encoder, catalog, progress, run_id, full, partition)
+
+
+def _embed(project: Project, pipeline: str, encoder: Encoder, catalog: Catalog,
+           progress: Callable[[str], None] | None, run_id: str | None, full: bool,
+           partition: str | None) -> EmbeddingRun:
+    pipe = project.pipelines[pipeline]
+    recovered = recover(catalog)
+    frame = frame_path(project.artifact_dir, project.frame_asset(pipe.source))
+    if not frame.exists():
+        raise SourceError(f"pipeline {pipeline!r}: {project.frame_asset(pipe.source)} has not been "
+                          f"materialized ({frame} missing); materialize it first")
+    with snapshot(frame) as frame_file:
+        return _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
+                            frame_file, recovered)
+
+
+@contextlib.contextmanager
+def snapshot(frame: Path) -> Iterator[Path]:
+    """A hard link to the frame as it is now: another partition may replace the frame (the union
+    of the partitions) while this run reads it, and every read of a run must see one frame."""
+    link = frame.with_name(f".{frame.stem}.{os.getpid()}-{threading.get_ident()}.snapshot.parquet")
+    link.unlink(missing_ok=True)
+    os.link(frame, link)
+    try:
+        yield link
+    finally:
+        link.unlink(missing_ok=True)
+
+
+def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Catalog,
+                 progress: Callable[[str], None] | None, run_id: str | None, full: bool,
+                 partition: str | None, frame_file: Path, recovered: list) -> EmbeddingRun:
     pipe = project.pipelines[pipeline]
     source, src = project.embedding_source(pipe.source), project.frame_spec(pipe.source)
-    catalog = Catalog(project.artifact_dir)
-    recovered = recover(catalog)
     generation = generation_of(pipe, src)
     active = catalog.active(pipeline=pipeline)
-    frame_file = frame_path(project.artifact_dir, project.frame_asset(pipe.source))
-    if not frame_file.exists():
-        raise SourceError(f"pipeline {pipeline!r}: {project.frame_asset(pipe.source)} has not been "
-                          f"materialized ({frame_file} missing); materialize it first")
     validated_rows = pq.ParquetFile(frame_file).metadata.num_rows
 
     serving_rows = active.rows_embedded if active is not None else 0
@@ -122,7 +157,7 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
         for gone in prune_tables(catalog, pipeline, pipe.keep_tables):
             if progress:
                 progress(f"removed old table {gone.table_name} (keep_tables: {pipe.keep_tables})")
-    catalog.record_checks(run_id, keys.embeddings(pipeline), None, stats.outcomes)
+    catalog.record_checks(run_id, keys.embeddings(pipeline), partition, stats.outcomes)
     active = catalog.active(pipeline=pipeline)
     return EmbeddingRun(stats, generation, source_schema_version(src),
                         active.table_name if active else "", recovered)
@@ -135,7 +170,8 @@ class IndexRun:
     recall: CheckOutcome
 
 
-def index_pipeline(project: Project, pipeline: str, run_id: str | None = None) -> IndexRun:
+def index_pipeline(project: Project, pipeline: str, run_id: str | None = None,
+                   partition: str | None = None) -> IndexRun:
     """Build the HNSW sidecar of `pipeline`'s active table and check its recall."""
     pipe = project.pipelines[pipeline]
     catalog = Catalog(project.artifact_dir)
@@ -151,5 +187,5 @@ def index_pipeline(project: Project, pipeline: str, run_id: str | None = None) -
                        version.rows, sum(b.seconds for b in built), sum(b.bytes for b in built))
     recall = checks.ann_recall(rec.tables_dir, version, rec.dimensions, spec,
                                pipe.quality.min_recall, pipe.quality.recall_queries)
-    catalog.record_checks(run_id, keys.ann_index(pipeline), None, [recall])
+    catalog.record_checks(run_id, keys.ann_index(pipeline), partition, [recall])
     return IndexRun(rec, stats, recall)

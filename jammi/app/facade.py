@@ -81,21 +81,24 @@ class Jammi:
         """Serve an earlier committed version of `pipeline`'s active table again, atomically."""
         from jammi.tables.bluegreen import rollback_version
 
-        return rollback_version(self.catalog, pipeline, version)
+        with self.catalog.pipeline_lock(pipeline):
+            return rollback_version(self.catalog, pipeline, version)
 
     def compact(self, pipeline: str):
         """Rewrite the active table's current rows into one Parquet file with a fresh index."""
         from jammi.tables.bluegreen import active_table
         from jammi.tables.refresh import compact_table
 
-        return compact_table(self.catalog, active_table(self.catalog, pipeline), pipeline)
+        with self.catalog.pipeline_lock(pipeline):
+            return compact_table(self.catalog, active_table(self.catalog, pipeline), pipeline)
 
     def expire(self, pipeline: str, keep: int):
         """Forget all but the newest `keep` versions of the active table; returns deleted files."""
         from jammi.tables.bluegreen import active_table
         from jammi.tables.refresh import expire_versions
 
-        return expire_versions(self.catalog, active_table(self.catalog, pipeline), keep)
+        with self.catalog.pipeline_lock(pipeline):
+            return expire_versions(self.catalog, active_table(self.catalog, pipeline), keep)
 
     def verify(self, pipelines: list[str] | None = None):
         """Source = table = index for each pipeline (see jammi.app.verify)."""

@@ -9,6 +9,7 @@ import pandas as pd
 
 from jammi import keys
 from jammi.ingest.extract import extract
+from jammi.ingest.partitions import PartitionRows, extract_partition
 from jammi.quality.frame_gate import frame_checks
 from jammi.quality.outcome import CheckOutcome, blocking_failures
 from jammi.silver.recipe import Silver, to_silver
@@ -22,6 +23,12 @@ def extract_raw(project: Project, source: str) -> pd.DataFrame:
     """The rows of `source` as extracted; fails first when the artifact directory is unusable."""
     ensure_writable(project.artifact_dir, f"source {source!r}")
     return extract(project, source)
+
+
+def extract_raw_partition(project: Project, source: str, partition: str) -> PartitionRows:
+    """The rows of one partition of `source`, as extracted."""
+    ensure_writable(project.artifact_dir, f"source {source!r}")
+    return extract_partition(project, source, partition)
 
 
 @dataclass
@@ -45,18 +52,20 @@ def _parent_keys(project: Project, source: str, valid: pd.DataFrame) -> dict[str
     return parent_keys
 
 
-def validate_source(project: Project, source: str, run_id: str | None = None) -> ValidatedSource:
-    """Silver for `source` from its stored raw frame, with every quality check recorded.
+def validate_source(project: Project, source: str, run_id: str | None = None,
+                    partition: str | None = None) -> ValidatedSource:
+    """Silver for `source` (one partition of it, when given) from its stored raw frame, with
+    every quality check recorded.
 
     Drift compares with the last frame whose blocking checks passed, not the last one written.
     """
-    raw = load_frame(project.artifact_dir, keys.raw(source))
+    raw = load_frame(project.artifact_dir, keys.raw(source), partition=partition)
     silver = to_silver(raw, project.sources[source], source)
     baseline = frame_path(project.artifact_dir, f"{keys.validated(source)}.baseline")
     previous = pd.read_parquet(baseline) if baseline.exists() else None
     outcomes = frame_checks(project, source, silver.valid, silver.quarantine, previous,
                             _parent_keys(project, source, silver.valid))
-    Catalog(project.artifact_dir).record_checks(run_id, keys.validated(source), None, outcomes)
+    Catalog(project.artifact_dir).record_checks(run_id, keys.validated(source), partition, outcomes)
     if not blocking_failures(outcomes):
         write_parquet_atomic(silver.valid, baseline)
     return ValidatedSource(silver, outcomes, len(raw))

@@ -149,10 +149,10 @@ def _read_postgres(name: str, spec: SourceSpec) -> pd.DataFrame:
         raise SourceError(f"source {name!r}: PostgreSQL {what} failed: {detail}") from None
 
 
-def extract(project: Project, name: str) -> pd.DataFrame:
-    """Read source `name` as it is; raise SourceError naming the source on any failure, with
-    every credential of the project masked."""
-    spec = project.sources[name]
+def extract(project: Project, name: str, spec: SourceSpec | None = None) -> pd.DataFrame:
+    """Read source `name` as it is (as `spec` says, when given: one partition's file, say);
+    raise SourceError naming the source on any failure, with every credential masked."""
+    spec = spec or project.sources[name]
     try:
         return _extract(project, name, spec)
     except SourceError as err:

@@ -25,7 +25,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,7 @@ STATE_FILE = "catalog.duckdb"
 LOCK_FILE = "catalog.lock"
 TABLES_DIR = "jammi_db"
 LOCK_WAIT_S = 120.0
+PIPELINE_LOCK_WAIT_S = 6 * 3600.0
 STATE_ALIAS = "jammi_state"
 
 STATUS_BUILDING = "building"
@@ -321,6 +322,30 @@ class Catalog:
         with self._writing() as con:
             yield con
             publish(con, self.path, self.root, self._present_tables(con), self._make_views)
+
+    @contextlib.contextmanager
+    def pipeline_lock(self, pipeline: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+        """One writer of a pipeline's tables at a time across processes (partitions of one
+        pipeline embedding at once, a refresh beside `jammi tables compact`): the second waits
+        for the first, then works from what it committed. Released by the kernel if the holder
+        dies."""
+        path = self.artifact_dir / STATE_DIR / f"{pipeline}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path), timeout=PIPELINE_LOCK_WAIT_S)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if waiting:
+                waiting(f"pipeline {pipeline!r}: another process is writing its table; waiting for it")
+            try:
+                lock.acquire()
+            except Timeout:
+                raise ArtifactError(f"pipeline {pipeline!r}: its table has been locked by another "
+                                    f"process for {PIPELINE_LOCK_WAIT_S / 3600:.0f} h ({path})") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def publish(self) -> None:
         """Write jammi.duckdb afresh from the state (after a crash, a move, or a lost file)."""

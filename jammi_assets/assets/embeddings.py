@@ -10,6 +10,7 @@ from jammi.tables.checks import TABLE_CHECKS
 from jammi.tables.contract import CONTRACT_COLUMNS
 from jammi.tables.generation import generation_of
 from jammi_assets.checks import check_result, check_specs
+from jammi_assets.partitions import source_partitions
 from resources.embedding_model import EmbeddingModelResource
 
 
@@ -47,11 +48,16 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
         ),
         metadata={"model": pipe.model, "text_columns": ", ".join(pipe.text_columns)},
         check_specs=check_specs(name, list(TABLE_CHECKS)),
+        # a partitioned source's pipeline runs per partition: each commits what its partition
+        # changed into the one table of the pipeline
+        partitions_def=source_partitions(project, pipe.source),
     )
     def _embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig,
                     embedding_model: EmbeddingModelResource):
         encoder = embedding_model.lazy(pipe.model)  # loads only when a row needs encoding
-        run = embed_pipeline(project, pipeline, encoder, context.log.info, context.run_id, full=config.full)
+        partition = context.partition_key if context.has_partition_key else None
+        run = embed_pipeline(project, pipeline, encoder, context.log.info, context.run_id, full=config.full,
+                             partition=partition)
         for action in run.recovered:
             context.log.warning(f"recovered {action.table_name}: {action.action}")
         stats = run.stats

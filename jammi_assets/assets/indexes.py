@@ -7,6 +7,7 @@ from jammi.app.embeddings import index_pipeline
 from jammi.spec.project import Project
 from jammi.tables.checks import ANN_RECALL
 from jammi_assets.checks import check_result, check_specs
+from jammi_assets.partitions import source_partitions
 
 
 def ann_index_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
@@ -26,9 +27,11 @@ def ann_index_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
             "disposable: search falls back to exact scoring without it."
         ),
         check_specs=check_specs(name, [ANN_RECALL]),
+        partitions_def=source_partitions(project, pipe.source),
     )
     def _index(context: dg.AssetExecutionContext):
-        run = index_pipeline(project, pipeline, context.run_id)
+        run = index_pipeline(project, pipeline, context.run_id,
+                             context.partition_key if context.has_partition_key else None)
         context.log.info(f"{run.table.table_name}: indexed {run.stats.rows} vectors in "
                          f"{run.stats.seconds:.1f}s")
         return dg.MaterializeResult(

@@ -10,6 +10,7 @@ from jammi.silver.pandera_model import REASON_COLUMN, build_model
 from jammi.spec.project import Project
 from jammi_assets.checks import check_result, check_specs
 from jammi_assets.metadata import frame_metadata
+from jammi_assets.partitions import source_partitions
 
 
 def validate_asset(project: Project, name: str) -> dg.AssetsDefinition:
@@ -21,6 +22,7 @@ def validate_asset(project: Project, name: str) -> dg.AssetsDefinition:
         name=keys.validate_step(name),
         deps=[keys.raw(name), *(keys.validated(p) for p in sorted(parents))],
         check_specs=check_specs(validated, check_names(spec)),
+        partitions_def=source_partitions(project, name),
         outs={
             validated: dg.AssetOut(
                 group_name="silver",
@@ -28,6 +30,7 @@ def validate_asset(project: Project, name: str) -> dg.AssetsDefinition:
                 io_manager_key="frame_io",
                 kinds={"pandera", "pandas"},
                 description=f"Rows of `{name}` that pass the declared schema, typed.",
+                metadata={"unique_key": spec.key},
             ),
             quarantine: dg.AssetOut(
                 group_name="silver",
@@ -39,7 +42,8 @@ def validate_asset(project: Project, name: str) -> dg.AssetsDefinition:
         },
     )
     def _validate(context: dg.AssetExecutionContext):
-        run = validate_source(project, name, context.run_id)
+        partition = context.partition_key if context.has_partition_key else None
+        run = validate_source(project, name, context.run_id, partition)
         silver = run.silver
         if len(silver.quarantine):
             context.log.warning(
