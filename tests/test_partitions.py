@@ -177,3 +177,17 @@ def test_partitions_materialized_at_once_lose_no_commit(tmp_path):
     catalog = Catalog(project.artifact_dir)
     assert [t.status for t in catalog.tables()] == ["ready"]
     assert Jammi(project).verify()[0].clean
+
+
+def test_dynamic_file_partitions_one_per_landed_file(tmp_path):
+    rows = reviews_rows(2)
+    write_csv(tmp_path / "data" / "reviews" / "batch-a.csv", rows[:4])
+    write_csv(tmp_path / "data" / "reviews" / "batch-b.csv", rows[4:])
+    project = reviews_project(tmp_path, {"dynamic": "files"}, path="data/reviews/*.csv")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("reviews_files", ["batch-a.csv", "batch-b.csv"])
+    run_partition(project, "batch-a.csv", instance)
+    assert sorted(table_vectors(project)) == ["100", "101", "200", "201"]
+    run_partition(project, "batch-b.csv", instance)
+    assert len(table_vectors(project)) == 8
+    assert Jammi(project).sql("SELECT count(*) AS n FROM jammi.raw_reviews")["n"][0] == 8
