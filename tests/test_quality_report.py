@@ -39,3 +39,21 @@ def test_quality_report_accumulates_runs(tmp_path, products_csv):
     png = project.artifact_dir / "quality" / "quality_report.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert summary_markdown(rows.iloc[0:0]) == "_no check has run yet_"
+
+
+def test_latest_keeps_a_failing_partition_in_view():
+    import pandas as pd
+
+    from jammi.quality.report import latest
+
+    results = pd.DataFrame([
+        {"asset": "validated_r", "partition": "2026-11-01", "check_name": "completeness", "passed": False,
+         "checked_at": pd.Timestamp("2026-11-02 01:00")},
+        {"asset": "validated_r", "partition": "2026-11-02", "check_name": "completeness", "passed": True,
+         "checked_at": pd.Timestamp("2026-11-03 01:00")},
+        {"asset": "validated_r", "partition": "2026-11-02", "check_name": "completeness", "passed": False,
+         "checked_at": pd.Timestamp("2026-11-02 23:00")},
+    ])
+    now = latest(results)
+    assert sorted(zip(now["partition"], now["passed"], strict=True)) == [("2026-11-01", False),
+                                                                       ("2026-11-02", True)]

@@ -12,11 +12,13 @@ LAST_RUNS = 20
 
 
 def latest(results: pd.DataFrame) -> pd.DataFrame:
-    """The newest outcome per (asset, check)."""
+    """The newest outcome per (asset, partition, check): a partition's failure stays in view
+    after other partitions pass."""
     if results.empty:
         return results
     ordered = results.sort_values("checked_at")
-    return ordered.groupby(["asset", "check_name"], as_index=False).tail(1).sort_values(
+    by = ["asset", "partition", "check_name"] if "partition" in ordered.columns else ["asset", "check_name"]
+    return ordered.groupby(by, as_index=False, dropna=False).tail(1).sort_values(
         ["passed", "asset", "check_name"]
     )
 
