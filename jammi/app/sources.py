@@ -10,6 +10,7 @@ import pandas as pd
 from jammi import keys
 from jammi.ingest.extract import extract
 from jammi.ingest.partitions import PartitionRows, extract_partition
+from jammi.ingest.watermark import WatermarkExtract, extract_incremental
 from jammi.quality.frame_gate import frame_checks
 from jammi.quality.outcome import CheckOutcome, blocking_failures
 from jammi.silver.recipe import Silver, to_silver
@@ -19,10 +20,26 @@ from jammi.tables.catalog import Catalog
 from jammi.tables.frames import load_frame
 
 
-def extract_raw(project: Project, source: str) -> pd.DataFrame:
-    """The rows of `source` as extracted; fails first when the artifact directory is unusable."""
+def extract_raw(project: Project, source: str, run_id: str | None = None,
+                full: bool = False) -> pd.DataFrame:
+    """The rows of `source` as extracted; fails first when the artifact directory is unusable.
+
+    A PostgreSQL source with a `watermark` reads only the rows past its committed watermark
+    (every row when `full` or when it has no raw frame yet) and merges them into its raw frame;
+    the position reached stays pending for `run_id` until the run succeeds
+    (`jammi.ingest.watermark.commit_watermark`)."""
     ensure_writable(project.artifact_dir, f"source {source!r}")
+    if project.sources[source].watermark:
+        return extract_watermarked(project, source, run_id, full).rows
     return extract(project, source)
+
+
+def extract_watermarked(project: Project, source: str, run_id: str | None = None,
+                        full: bool = False) -> WatermarkExtract:
+    """The incremental extract of a watermark source, with what it read and deleted."""
+    stored = frame_path(project.artifact_dir, keys.raw(source)).exists()
+    previous = load_frame(project.artifact_dir, keys.raw(source)) if stored else None
+    return extract_incremental(project, source, previous, run_id, full)
 
 
 def extract_raw_partition(project: Project, source: str, partition: str) -> PartitionRows:
