@@ -345,20 +345,6 @@ def test_commit_sensor_commits_the_run_that_extracted(tmp_path, table):
 # --- end to end ------------------------------------------------------------------------------
 
 
-def _with_run_id(monkeypatch):
-    """Until the bronze asset passes its run's id to extract_raw, pass it here (test shim)."""
-    from jammi_assets.assets import bronze
-
-    real = bronze.extract_raw
-
-    def extract_with_run(project, name, *args, **kwargs):
-        if not args and "run_id" not in kwargs:
-            kwargs["run_id"] = dg.AssetExecutionContext.get().run_id
-        return real(project, name, *args, **kwargs)
-
-    monkeypatch.setattr(bronze, "extract_raw", extract_with_run)
-
-
 def _commit_after(project, result) -> None:
     """What the daemon does after a successful run: the commit sensor's tick."""
     commit = {s.name: s for s in build_watermark_sensors(project)}[COMMIT_SENSOR]
@@ -375,8 +361,7 @@ def _rows_encoded(result, pipeline: str) -> int:
     raise AssertionError(f"no materialization of {keys.embeddings(pipeline)}")
 
 
-def test_second_materialization_reads_and_encodes_only_the_changes(tmp_path, table, monkeypatch):
-    _with_run_id(monkeypatch)
+def test_second_materialization_reads_and_encodes_only_the_changes(tmp_path, table):
     project = project_for(tmp_path, {"table": table.name},
                           {"items": {"source": "items", "text_columns": ["title", "body"]}})
     first = materialize(project)

@@ -228,6 +228,9 @@ class SourceSpec(_Strict):
             if col is not None and col not in self.columns:
                 raise ValueError(f"{name}: {col!r} is not a declared column (declared: "
                                  f"{', '.join(self.columns)})")
+        if self.watermark and self.partitions is not None:
+            raise ValueError("watermark and partitions cannot be combined: a watermark source is read "
+                             "incrementally as a whole")
         if self.deleted_at and not self.watermark:
             raise ValueError("deleted_at needs watermark (the column that orders changes)")
 
