@@ -5,20 +5,38 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 PORT ?= 3000
 
+# .env (copy .env.example) is read when present; its values win over the shell's, as in `dagster dev`.
+ifneq (,$(wildcard .env))
+include .env
+export $(shell sed -n 's/^[[:space:]]*\([A-Za-z_][A-Za-z0-9_]*\)[[:space:]]*=.*/\1/p' .env)
+endif
+
+# The Dagster instance, chosen once: local (dagster.yaml here, SQLite under .dagster/) or
+# production (deploy/production/dagster.yaml: PostgreSQL, queued runs, run retries).
+DAGSTER_DEPLOYMENT ?= local
+ifeq ($(DAGSTER_DEPLOYMENT),local)
 export DAGSTER_HOME := $(CURDIR)
+else ifeq ($(DAGSTER_DEPLOYMENT),production)
+export DAGSTER_HOME := $(CURDIR)/deploy/production
+else
+$(error DAGSTER_DEPLOYMENT=$(DAGSTER_DEPLOYMENT): expected local or production)
+endif
+export DAGSTER_DEPLOYMENT
+CELERY_CONCURRENCY ?= 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export JAMMI_PROJECT := $(CURDIR)/jammi.yaml
 
-.PHONY: install demo demo-data test ui validate lint bench bench-refresh clean
+.PHONY: install demo demo-data test ui validate validate-production instance celery-worker lint bench \
+	bench-refresh clean
 
 # CPU torch first, from its exact pin, so no CUDA build is ever downloaded.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,production]'
 	touch $@
 
 install: $(BIN)/.installed
@@ -54,6 +72,23 @@ ui: install
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
+
+# The deployment files, without a cluster, broker or database: both instance files against the
+# schemas of Dagster, dagster-postgres and dagster-k8s, and the code location loaded with the
+# celery and the Kubernetes executor (deploy/k8s/executor.yaml checked against its schema).
+validate-production: install
+	$(BIN)/python -m jammi_assets.deployment check deploy/production deploy/k8s
+	JAMMI_EXECUTOR=celery $(BIN)/dagster definitions validate -w workspace.yaml
+	JAMMI_EXECUTOR=k8s $(BIN)/dagster definitions validate -w workspace.yaml
+
+# Create or upgrade the instance's tables (once, before the first webserver, daemon or worker).
+instance: install
+	$(BIN)/dagster instance migrate
+
+# One Celery worker (run several) for runs with JAMMI_EXECUTOR=celery; same broker, backend and
+# queue variables as the executor. CELERY_CONCURRENCY steps at once, each with its own model.
+celery-worker: install
+	$(BIN)/python -m jammi_assets.executors celery-worker --concurrency $(CELERY_CONCURRENCY)
 
 lint: install
 	$(BIN)/ruff check .

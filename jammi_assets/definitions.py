@@ -15,7 +15,8 @@ from jammi_assets.assets.fused import fused_asset
 from jammi_assets.assets.indexes import ann_index_asset
 from jammi_assets.assets.quality import quality_report_asset
 from jammi_assets.assets.silver import validate_asset
-from jammi_assets.automation import build_automation
+from jammi_assets.automation import build_automation, with_freshness
+from jammi_assets.executors import executor_from_env
 from jammi_assets.io_manager import FrameIOManager
 from resources.artifacts import ArtifactStore
 from resources.embedding_model import EmbeddingModelResource
@@ -43,7 +44,7 @@ def build_resources(project: Project, device: str = "auto") -> dict:
 
 
 def build_definitions(project: Project) -> dg.Definitions:
-    assets = build_assets(project)
+    assets = with_freshness(project, build_assets(project))
     automation = build_automation(project, assets)
     return dg.Definitions(
         assets=assets,
@@ -51,6 +52,7 @@ def build_definitions(project: Project) -> dg.Definitions:
         jobs=automation.jobs,
         schedules=automation.schedules,
         sensors=automation.sensors,
+        executor=executor_from_env(project),  # $JAMMI_EXECUTOR; None: Dagster's default
     )
 
 
