@@ -67,6 +67,12 @@ def reachable(url: str, default_port: int) -> bool:
         return False
 
 
+def where(url: str, default_port: int) -> str:
+    """scheme://host:port of a URL, without its credentials."""
+    parsed = urlparse(url)
+    return f"{parsed.scheme}://{parsed.hostname or 'localhost'}:{parsed.port or default_port}"
+
+
 def write_rows(path: Path) -> None:
     """40 rows, 10 a day over DAYS."""
     lines = ["id,title,body,created_at"]
@@ -142,9 +148,10 @@ def deployment(tmp_path_factory):
     (an unpartitioned source and a day-partitioned one over the same CSV) and two Celery
     workers, concurrency 1 each, on a queue of their own."""
     if not reachable(PG_ADMIN, 5432):
-        pytest.skip(f"PostgreSQL is not reachable at {urlparse(PG_ADMIN).netloc}")
-    if not reachable(BROKER, 6379 if BROKER.startswith("redis") else 5672):
-        pytest.skip(f"the Celery broker is not reachable at {BROKER} (set ${BROKER_ENV})")
+        pytest.skip(f"PostgreSQL is not reachable at {where(PG_ADMIN, 5432)} (set $JAMMI_TEST_PG_ADMIN)")
+    broker_port = 6379 if BROKER.startswith("redis") else 5672
+    if not reachable(BROKER, broker_port):
+        pytest.skip(f"the Celery broker is not reachable at {where(BROKER, broker_port)} (set ${BROKER_ENV})")
     import psycopg
 
     root = tmp_path_factory.mktemp("production")
