@@ -95,3 +95,13 @@ def products_csv(tmp_path: Path) -> Path:
 
 
 PRODUCT_COLUMNS = {"id": "int", "title": "str", "body": "str", "price": {"type": "float", "ge": 0}}
+
+
+def products_project(root: Path, products_csv: Path) -> Project:
+    """One CSV source `products` (see products_csv) and one pipeline `products_pipe` over it."""
+    return write_project(
+        root,
+        sources={"products": {"kind": "csv", "path": str(products_csv), "key": "id",
+                              "columns": PRODUCT_COLUMNS}},
+        pipelines={"products_pipe": {"source": "products", "text_columns": ["title", "body"]}},
+    )

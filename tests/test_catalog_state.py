@@ -17,17 +17,7 @@ import pytest
 from jammi.app.facade import Jammi
 from jammi.spec.project import load_project
 from jammi.tables.catalog import STATE_DIR, STATE_FILE, Catalog
-from tests.conftest import PRODUCT_COLUMNS, REPO, invoke_cli, materialize, write_project
-
-
-def products_project(root: Path, products_csv: Path):
-    return write_project(
-        root,
-        sources={"products": {"kind": "csv", "path": str(products_csv), "key": "id",
-                              "columns": PRODUCT_COLUMNS}},
-        pipelines={"products_pipe": {"source": "products", "text_columns": ["title", "body"]}},
-    )
-
+from tests.conftest import REPO, invoke_cli, materialize, products_project
 
 HOLDER = textwrap.dedent("""
     import sys, time, duckdb

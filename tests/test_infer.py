@@ -14,7 +14,7 @@ from jammi.embedding.encode import EMPTY_TEXT_ERROR
 from jammi.embedding.infer import infer_texts
 from jammi.errors import JammiError
 from jammi.spec.project import DEFAULT_MODEL
-from tests.conftest import PRODUCT_COLUMNS, invoke_cli, write_project
+from tests.conftest import invoke_cli, products_project
 
 DIMS = 384
 EXPECTED_SCHEMA = pa.schema(
@@ -40,12 +40,7 @@ def files_under(root: Path) -> set[str]:
 
 @pytest.fixture
 def project(tmp_path: Path, products_csv: Path):
-    return write_project(
-        tmp_path,
-        sources={"products": {"kind": "csv", "path": str(products_csv), "key": "id",
-                              "columns": PRODUCT_COLUMNS}},
-        pipelines={"products_pipe": {"source": "products", "text_columns": ["title", "body"]}},
-    )
+    return products_project(tmp_path, products_csv)
 
 
 def test_infer_texts_schema_and_per_row_errors(encoder):

@@ -30,19 +30,16 @@ from jammi.tables.catalog import (
 from jammi.tables.contract import read_manifest, sidecar
 from jammi.tables.index import load_index
 from jammi.tables.recovery import builder_alive, recover
-from tests.conftest import PRODUCT_COLUMNS, REPO, invoke_cli, materialize, ready_tables, write_project
+from tests.conftest import (
+    REPO,
+    invoke_cli,
+    materialize,
+    products_project,
+    ready_tables,
+)
 
 DEAD_BUILDER = f"{socket.gethostname()}:999999:1.0"
 KILL_ROWS = 3000
-
-
-def products_project(root: Path, products_csv: Path):
-    return write_project(
-        root,
-        sources={"products": {"kind": "csv", "path": str(products_csv), "key": "id",
-                              "columns": PRODUCT_COLUMNS}},
-        pipelines={"products_pipe": {"source": "products", "text_columns": ["title", "body"]}},
-    )
 
 
 def only_table(project) -> TableRecord:
