@@ -26,7 +26,7 @@ from jammi.spec.project import Project, load_project
 from jammi.terminal import render
 
 FORMATS = click.Choice(["table", "json", "csv"])
-Materialize = Callable[..., object]  # (project, select, device=, echo=) -> outcome
+Materialize = Callable[..., object]  # (project, select, device=, echo=, full=, partition=, workers=)
 
 
 def _fail(message: str) -> None:
@@ -100,22 +100,37 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="Asset, source or pipeline name (repeatable); default: everything.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--full", is_flag=True, help="Rebuild embedding tables instead of refreshing them.")
+@click.option("--partition", default=None, metavar="KEY|FIRST...LAST",
+              help="One partition of the selected partitioned sources, or an inclusive range (a "
+                   "backfill); default: all of them.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Partitions of a backfill run at once, each in its own process.")
 @click.pass_context
-def materialize(ctx: click.Context, select: tuple[str, ...], device: str, full: bool) -> None:
+def materialize(ctx: click.Context, select: tuple[str, ...], device: str, full: bool,
+                partition: str | None, workers: int) -> None:
     """Run the asset graph on the local Dagster instance, with progress.
 
     An embedding table of the same generation is refreshed: only added and changed rows are
-    embedded, deleted rows leave it, and the result is committed as a new version."""
+    embedded, deleted rows leave it, and the result is committed as a new version. The runs
+    appear in the Dagster UI under their job (`<source>_job`, `jammi_all`) and can be
+    re-executed there; a range of partitions is a backfill on the UI's backfills page."""
     project = _project(ctx)
     t0 = time.perf_counter()
-    outcome = _materializer(ctx)(project, list(select), device=device, echo=click.echo, full=full)
-    click.echo(f"\n{'asset':<28} {'rows':>8}  details")
-    for row in outcome.summary:
-        click.echo(f"{row['asset']:<28} {row['rows']:>8}  {row['details']}")
+    outcome = _materializer(ctx)(project, list(select), device=device, echo=click.echo, full=full,
+                                 partition=partition, workers=workers)
+    names = [row["asset"] + (f" [{row['partition']}]" if row.get("partition") else "")
+             for row in outcome.summary]
+    width = max([28, *map(len, names)])
+    click.echo(f"\n{'asset':<{width}} {'rows':>8}  details")
+    for name, row in zip(names, outcome.summary, strict=True):
+        click.echo(f"{name:<{width}} {row['rows']:>8}  {row['details']}")
     if not outcome.success:
         _fail(outcome.error or "materialization failed")
+    runs = outcome.run_ids or [outcome.run_id]
+    what = f"run {runs[0]}" if len(runs) == 1 else f"{len(runs)} runs" + (
+        f", backfill {', '.join(outcome.backfill_ids)}" if outcome.backfill_ids else "")
     click.echo(f"\nmaterialized {len(outcome.summary)} asset(s) in {time.perf_counter() - t0:.1f}s "
-               f"(run {outcome.run_id})")
+               f"({what})")
 
 
 @cli.command()

@@ -11,10 +11,12 @@ from __future__ import annotations
 from jammi_assets import interrupts
 
 
-def materialize(project, select, *, device: str = "auto", echo=print, full: bool = False):
+def materialize(project, select, *, device: str = "auto", echo=print, full: bool = False,
+                partition: str | None = None, workers: int = 2):
     from jammi_assets.runner import run_materialization
 
-    return run_materialization(project, select, device=device, echo=echo, full=full)
+    return run_materialization(project, select, device=device, echo=echo, full=full,
+                               partition=partition, workers=workers)
 
 
 def main() -> None:

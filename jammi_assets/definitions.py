@@ -15,7 +15,7 @@ from jammi_assets.assets.fused import fused_asset
 from jammi_assets.assets.indexes import ann_index_asset
 from jammi_assets.assets.quality import quality_report_asset
 from jammi_assets.assets.silver import validate_asset
-from jammi_assets.automation import build_automation
+from jammi_assets.automation import build_automation, with_freshness
 from jammi_assets.executors import executor_from_env
 from jammi_assets.io_manager import FrameIOManager
 from resources.artifacts import ArtifactStore
@@ -44,7 +44,7 @@ def build_resources(project: Project, device: str = "auto") -> dict:
 
 
 def build_definitions(project: Project) -> dg.Definitions:
-    assets = build_assets(project)
+    assets = with_freshness(project, build_assets(project))
     automation = build_automation(project, assets)
     return dg.Definitions(
         assets=assets,

@@ -26,6 +26,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 from dagster._core.executor import in_process
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG
 from dagster._utils.interrupts import check_captured_interrupt
 
 from jammi_assets import interrupts
@@ -37,10 +38,16 @@ REPORT_EVERY = 60.0  # ... and says again who holds the slot this often
 UNFINISHED = [s for s in NOT_FINISHED_STATUSES if s != dg.DagsterRunStatus.QUEUED]
 
 
-def process_tag() -> str:
-    """This process, as the `jammi/pid` tag names it."""
-    me = psutil.Process()
+def process_tag(pid: int | None = None) -> str:
+    """This process (or process `pid`), as the `jammi/pid` tag names it."""
+    me = psutil.Process(pid)
     return f"{socket.gethostname()}:{me.pid}:{me.create_time():.3f}"
+
+
+def jammi_process(run: dg.DagsterRun) -> str | None:
+    """The `jammi/pid` tag of a run a jammi process executes; None for a re-execution (from
+    the UI or run retries), which inherits its parent's tags but runs elsewhere."""
+    return None if PARENT_RUN_ID_TAG in run.tags else run.tags.get(PID_TAG)
 
 
 def _pid(tag: str) -> str:
@@ -102,7 +109,7 @@ def clear_dead_runs(instance: dg.DagsterInstance, only: set[str] | None = None) 
     candidates = set(users)
     if only is None:
         candidates |= {r.run_id for r in instance.get_runs(dg.RunsFilter(statuses=UNFINISHED), limit=500)
-                       if PID_TAG in r.tags}
+                       if jammi_process(r)}
     else:
         candidates &= only
     cleared = []
@@ -117,7 +124,7 @@ def clear_dead_runs(instance: dg.DagsterInstance, only: set[str] | None = None) 
                 continue
             reason, mark = f"the run already ended ({run.status.value})", False
         else:
-            tag = run.tags.get(PID_TAG)
+            tag = jammi_process(run)
             if tag is None or tag == me or process_alive(tag) is not False:
                 continue
             reason, mark = f"its jammi process (pid {_pid(tag)}) is gone", True
@@ -147,7 +154,7 @@ def describe_holders(instance: dg.DagsterInstance, pool: str, me: str) -> str:
     described, foreign = [], False
     for run_id in holders:
         run = instance.get_run_by_id(run_id)
-        tag = run.tags.get(PID_TAG) if run else None
+        tag = jammi_process(run) if run else None
         foreign = foreign or tag is None
         who = (f"jammi pid {_pid(tag)}" if tag else "not a jammi run") if run else "unknown run"
         status = run.status.value if run else "?"

@@ -1,12 +1,17 @@
 """Running the asset graph from the CLI on the local Dagster instance, with compact
-progress lines instead of Dagster's debug log, and a summary of what was made."""
+progress lines instead of Dagster's debug log, and a summary of what was made.
+
+The selection becomes runs of the code location's jobs (jammi_assets.run_plan says which, in
+what order; jammi_assets.launch makes them as the UI would, so the UI lists them under their
+job, with `jammi/source` and `jammi/partition`, and can re-execute them). One run, or one
+partition, runs in this process; several partitions are a backfill (a record on the UI's
+backfills page, a run per key) whose runs Dagster's run workers execute, `workers` at a time."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,20 +21,27 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 
 from jammi import keys
 from jammi.errors import JammiError
-from jammi.spec.project import Project
-from jammi_assets import interrupts, run_guard
+from jammi.spec.project import PROJECT_ENV, Project
+from jammi_assets import interrupts, launch, run_guard
+from jammi_assets.jobs import PARTITION_TAG, SOURCE_TAG, AssetGraph
+from jammi_assets.run_plan import PlannedRun, plan_runs
 
 SUMMARY_KEYS = ("outcome", "added", "changed", "deleted", "unchanged", "rows_encoded", "version",
                 "rows_quarantined", "rows_skipped", "rows_truncated", "rows_per_second", "table_name",
                 "vectors", "build_seconds")
 
 
+DEFAULT_WORKERS = 2
+
+
 @dataclass
 class Outcome:
     success: bool
-    run_id: str
+    run_id: str  # the last run, or the backfill when the last batch was one
     summary: list[dict] = field(default_factory=list)
     error: str | None = None
+    run_ids: list[str] = field(default_factory=list)
+    backfill_ids: list[str] = field(default_factory=list)
 
 
 QUIET_INSTANCE = "# written by jammi: a local instance with default storage\ntelemetry:\n  enabled: false\n"
@@ -128,41 +140,166 @@ def _settle(instance: dg.DagsterInstance, run_id: str) -> str:
     return f"run {run_id} is {status}; its pool slots are free"
 
 
-def run_materialization(project: Project, select: list[str], device: str = "auto",
-                        echo: Callable[[str], None] = print, full: bool = False) -> Outcome:
-    """Materialize `select` (default: everything); `full` rebuilds embedding tables instead of
-    refreshing them."""
-    from jammi_assets.definitions import build_assets, build_resources
+def _run_config(project: Project, job: dg.JobDefinition, assets: list[str], device: str,
+                full: bool) -> dict:
+    config: dict = {}
+    if full:
+        ops = {keys.embeddings(p): {"config": {"full": True}} for p in project.pipelines
+               if keys.embeddings(p) in assets}
+        if ops:
+            config["ops"] = ops
+    if device != "auto" and "embedding_model" in job.resource_defs:
+        config["resources"] = {"embedding_model": {"config": {"device": device}}}
+    return launch.run_config_for(job, config)
 
-    assets = build_assets(project)
-    selection = resolve_selection(project, select, assets) if select else None
+
+def _summary(instance: dg.DagsterInstance, run_ids: list[str]) -> list[dict]:
+    rows = []
+    for run_id in run_ids:
+        for record in instance.get_records_for_run(
+                run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
+            mat = record.event_log_entry.dagster_event.step_materialization_data.materialization
+            meta = {k: v.value for k, v in mat.metadata.items()}
+            details = ", ".join(f"{k}={meta[k]}" for k in SUMMARY_KEYS if k in meta)
+            rows.append({"asset": mat.asset_key.to_user_string(), "partition": mat.partition,
+                         "rows": meta.get("dagster/row_count", meta.get("vectors", "")),
+                         "details": details, "metadata": meta})
+    return rows
+
+
+def _failure(instance: dg.DagsterInstance, run_ids: list[str]) -> str | None:
+    """The first failed step's root cause (or the run's failure message) over `run_ids`."""
+    for run_id in run_ids:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.status == dg.DagsterRunStatus.SUCCESS:
+            continue
+        records = instance.get_records_for_run(run_id, of_type={
+            dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}).records
+        for record in records:
+            event = record.event_log_entry.dagster_event
+            if event.is_step_failure:
+                where = f"{event.step_key}" + (f" [{run.tags[PARTITION_TAG]}]"
+                                               if PARTITION_TAG in run.tags else "")
+                return f"{where}: {_root_cause(event.step_failure_data.error)}"
+        for record in records:
+            return f"run {run_id}: {record.event_log_entry.message}"
+        return f"run {run_id} is {run.status.value}"
+    return None
+
+
+class _Execution:
+    """The runs of one `jammi materialize`, executed batch by batch."""
+
+    def __init__(self, project: Project, defs: dg.Definitions, instance: dg.DagsterInstance,
+                 echo: Callable[[str], None], device: str, full: bool, workers: int):
+        self.project, self.defs, self.instance, self.echo = project, defs, instance, echo
+        self.device, self.full, self.workers = device, full, workers
+        self.run_ids: list[str] = []
+        self.backfill_ids: list[str] = []
+        self.live: list[str] = []  # runs started and not yet over
+        self.workers_started: list[launch.Worker] = []
+
+    def tags(self, planned: PlannedRun, key: str | None) -> dict[str, str]:
+        tags = {run_guard.PID_TAG: run_guard.process_tag()}
+        if planned.source:
+            tags[SOURCE_TAG] = planned.source
+        if key is not None:
+            tags[PARTITION_TAG] = key
+        return tags
+
+    def run(self, planned: PlannedRun) -> bool:
+        if not planned.keys:
+            self.echo(f"source {planned.partitioned!r} has no partitions yet: nothing to run for "
+                      f"{', '.join(planned.assets)}")
+            return True
+        job = self.defs.resolve_job_def(planned.job)
+        selection = [dg.AssetKey(a) for a in planned.assets]
+        config = _run_config(self.project, job, planned.assets, self.device, self.full)
+        where = f" of {planned.partitioned}" if planned.partitioned else ""
+        if len(planned.keys) == 1:
+            key = planned.keys[0]
+            run = launch.create_run(self.instance, job, selection, config, self.tags(planned, key), key)
+            self.run_ids.append(run.run_id)
+            self.echo(f"run {run.run_id}: {planned.job}" + (f", partition {key}{where}" if key else ""))
+            self.live = [run.run_id]
+            launch.execute_here(self.instance, job, run, {"jammi_progress": _progress_logger(self.echo)})
+            self.live = []
+            return self.instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+        return self.backfill(planned, job, selection, config)
+
+    def backfill(self, planned: PlannedRun, job: dg.JobDefinition, selection: list[dg.AssetKey],
+                 config: dict) -> bool:
+        backfill_id = launch.new_backfill_id()
+        runs = [launch.create_run(self.instance, job, selection, config,
+                                  {**self.tags(planned, key), **launch.backfill_tags(backfill_id)}, key)
+                for key in planned.keys]
+        title = f"jammi materialize: {planned.partitioned} {planned.keys[0]}...{planned.keys[-1]}"
+        launch.add_backfill(self.instance, backfill_id, job, list(planned.keys), selection,
+                            {SOURCE_TAG: planned.partitioned}, title)
+        self.backfill_ids.append(backfill_id)
+        self.run_ids += [r.run_id for r in runs]
+        self.live = [r.run_id for r in runs]
+        workers = max(1, min(self.workers, len(runs)))
+        self.echo(f"backfill {backfill_id}: {planned.job}, {len(runs)} partitions of "
+                  f"{planned.partitioned} ({planned.keys[0]} ... {planned.keys[-1]}), "
+                  f"{workers} at a time")
+        if workers == 1:
+            progress = {"jammi_progress": _progress_logger(self.echo)}
+            for run in runs:
+                self.echo(f"run {run.run_id}: partition {run.tags[PARTITION_TAG]}")
+                launch.execute_here(self.instance, job, run, progress)
+        else:
+            launch.execute_in_workers(
+                self.instance, runs, workers, Path(os.environ["DAGSTER_HOME"]) / "jammi_workers",
+                lambda r: r.status == dg.DagsterRunStatus.NOT_STARTED or self.echo(
+                    f"  [{r.tags[PARTITION_TAG]}] run {r.run_id} {r.status.value}"),
+                self.workers_started)
+        self.live = []
+        success = all(self.instance.get_run_by_id(r.run_id).status == dg.DagsterRunStatus.SUCCESS
+                      for r in runs)
+        launch.finish_backfill(self.instance, backfill_id, success)
+        return success
+
+    def settle(self) -> str:
+        """Stop any worker, fail the runs that did not finish, free their slots."""
+        launch.stop_workers(self.workers_started)
+        for backfill_id in self.backfill_ids:
+            launch.finish_backfill(self.instance, backfill_id, False)
+        live = self.live or self.run_ids[-1:]
+        return "; ".join(_settle(self.instance, r) for r in live) if live else "no run was started"
+
+
+def run_materialization(project: Project, select: list[str], device: str = "auto",
+                        echo: Callable[[str], None] = print, full: bool = False,
+                        partition: str | None = None, workers: int = DEFAULT_WORKERS) -> Outcome:
+    """Materialize `select` (default: everything); `full` rebuilds embedding tables instead of
+    refreshing them; `partition` is a key or `FIRST...LAST` of the selected partitioned sources
+    (default: all their partitions); a range runs `workers` partitions at a time."""
+    from jammi_assets.definitions import build_definitions
+
+    os.environ[PROJECT_ENV] = str(project.path)  # the code location's project, in run workers too
+    defs = build_definitions(project)
+    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+    graph = AssetGraph.of(assets)
+    chosen = ([k.to_user_string() for k in resolve_selection(project, select, assets)] if select
+              else [k.to_user_string() for a in assets for k in a.keys])
     instance = use_local_instance(project)
-    defs = dg.Definitions(assets=assets, resources=build_resources(project, device),
-                          loggers={"jammi_progress": _progress_logger(echo)})
-    job = defs.resolve_implicit_global_asset_job_def()
-    count = len(selection) if selection else sum(len(a.keys) for a in assets)
-    echo(f"materializing {count} asset(s) of {project.path}")
-    chosen = {k.to_user_string() for k in selection} if selection else {
-        k.to_user_string() for a in assets for k in a.keys}
-    ops = {keys.embeddings(p): {"config": {"full": True}} for p in project.pipelines
-           if keys.embeddings(p) in chosen} if full else {}
+    planned = plan_runs(project, graph, chosen, partition, instance)
+    echo(f"materializing {len(chosen)} asset(s) of {project.path}")
     for cleared in run_guard.clear_dead_runs(instance):
         echo(cleared.line())
     signum = interrupts.received()  # one whose exception was lost while loading
     if signum is not None:
         raise interrupts.Interrupted(signum, "no run was started")
-    run_id = str(uuid.uuid4())
+    execution = _Execution(project, defs, instance, echo, device, full, workers)
+    success, settled = True, ""
     try:
-        with (interrupts.on_hard_stop(lambda: _settle(instance, run_id)),
+        with (interrupts.on_hard_stop(execution.settle),
               run_guard.sleeping_slot_waits(echo)):
-            result = job.execute_in_process(
-                run_config={"loggers": {"jammi_progress": {}}, **({"ops": ops} if ops else {})},
-                instance=instance,
-                asset_selection=selection,
-                raise_on_error=False,
-                run_id=run_id,
-                tags={run_guard.PID_TAG: run_guard.process_tag()},
-            )
+            for batch in planned:
+                if not execution.run(batch):
+                    success = False
+                    break
     except interrupts.Interrupted as stop:  # a signal outside Dagster's own handling
         interrupts.taken()
         signum = stop.signum
@@ -170,22 +307,12 @@ def run_materialization(project: Project, select: list[str], device: str = "auto
         signum = interrupts.received() or signal.SIGINT
     finally:
         with interrupts.deferred():
-            settled = _settle(instance, run_id)
+            settled = execution.settle()
     signum = signum or interrupts.received()  # or one Dagster caught inside the run
     if signum is not None:
         raise interrupts.Interrupted(signum, settled)
-    outcome = Outcome(success=result.success, run_id=result.run_id)
-    for event in result.get_asset_materialization_events():
-        mat = event.step_materialization_data.materialization
-        meta = {k: v.value for k, v in mat.metadata.items()}
-        details = ", ".join(f"{k}={meta[k]}" for k in SUMMARY_KEYS if k in meta)
-        rows = meta.get("dagster/row_count", meta.get("vectors", ""))
-        outcome.summary.append({"asset": mat.asset_key.to_user_string(), "rows": rows,
-                                "details": details, "metadata": meta})
-    for event in result.all_events:
-        if event.is_step_failure:
-            outcome.error = f"{event.step_key}: {_root_cause(event.step_failure_data.error)}"
-            break
-    return outcome
-
-
+    last = execution.backfill_ids[-1] if planned and len(planned[-1].keys) > 1 else (
+        execution.run_ids[-1] if execution.run_ids else "")
+    return Outcome(success=success, run_id=last, summary=_summary(instance, execution.run_ids),
+                   error=None if success else _failure(instance, execution.run_ids),
+                   run_ids=execution.run_ids, backfill_ids=execution.backfill_ids)
