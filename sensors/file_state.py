@@ -100,7 +100,10 @@ def tick(source: str, state: dict[str, Group] | None, observed: dict[str, str],
             decision.new_groups.append(key)
         _settle(group, run_state, now)
         stable, group.seen = group.seen == fp, fp
-        if group.request is not None or fp == group.done:
+        if group.request is not None:
+            decision.waiting.append(f"{key or 'files'}: waiting for run {group.request.run_key}")
+            continue
+        if fp == group.done:
             continue
         if not stable:
             decision.waiting.append(f"{key or 'files'}: still changing")

@@ -11,10 +11,7 @@ import sys
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.selector import JobSubsetSelector
-from dagster._core.execution.api import execute_run_iterator
 from dagster._core.execution.backfill import BulkActionStatus
-from dagster._core.execution.plan.resume_retry import ReexecutionStrategy
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
@@ -22,6 +19,8 @@ from dagster._core.workspace.load_target import (
     InProcessWorkspaceLoadTarget,
     location_origins_from_yaml_paths,
 )
+from dagster_graphql.client.query import LAUNCH_PIPELINE_REEXECUTION_MUTATION
+from dagster_graphql.test.utils import execute_dagster_graphql
 
 from jammi.errors import JammiError
 from jammi.spec.project import PROJECT_ENV, load_project
@@ -122,12 +121,30 @@ def test_workspace_declares_the_location_the_runs_name():
     assert origin.loadable_target_origin.module_name == launch.MODULE
 
 
-def test_cli_run_is_recorded_under_its_job_and_can_be_reexecuted(tmp_path, products_csv, cli_home):
+# the UI's instance, but launching runs in its own process at once (no daemon, no gRPC server)
+UI_INSTANCE = """
+telemetry: {enabled: false}
+run_launcher: {module: dagster._core.launcher.sync_in_memory_run_launcher, class: SyncInMemoryRunLauncher}
+run_coordinator: {module: dagster._core.run_coordinator, class: DefaultRunCoordinator}
+"""
+RUN_QUERY = """query($runId: ID!) { runOrError(runId: $runId) { ... on Run {
+  jobName repositoryOrigin { repositoryLocationName repositoryName } hasReExecutePermission } } }"""
+
+
+def test_cli_run_is_recorded_under_its_job_and_the_ui_reexecutes_it(tmp_path, products_csv,
+                                                                     monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(UI_INSTANCE, encoding="utf-8")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv(PROJECT_ENV, "")
+    monkeypatch.chdir(tmp_path)
     project = write_project(tmp_path, {"products": {"kind": "csv", "path": str(products_csv),
                                                     "key": "id", "columns": PRODUCT_COLUMNS}})
     result = invoke_cli(["materialize", "--project", str(project.path), "--select", "products"])
     assert result.exit_code == 0, result.output
-    (run,) = cli_home.get_runs()
+    instance = dg.DagsterInstance.from_config(str(home))
+    (run,) = instance.get_runs()
     assert run.job_name == "products_job" and run.status == dg.DagsterRunStatus.SUCCESS
     assert run.tags["jammi/source"] == "products" and "jammi/partition" not in run.tags
     assert {k.to_user_string() for k in run.asset_selection} == {
@@ -138,33 +155,36 @@ def test_cli_run_is_recorded_under_its_job_and_can_be_reexecuted(tmp_path, produ
     assert run.job_code_origin.repository_origin.code_pointer.module == "jammi_assets.definitions"
     assert f"(run {run.run_id})" in result.output
 
-    # what the UI's "Re-execute" does: the job from the code location, the parent's selection
+    # the UI: the workspace.yaml location (in process here), its GraphQL API, its Re-execute
     target = InProcessCodeLocationOrigin(
         LoadableTargetOrigin(executable_path=sys.executable, module_name=launch.MODULE,
                              working_directory=str(REPO)), location_name=origin.location_name)
-    os.environ[PROJECT_ENV] = str(project.path)
-    with WorkspaceProcessContext(cli_home, InProcessWorkspaceLoadTarget([target])) as workspace:
+    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget([target])) as workspace:
         context = workspace.create_request_context()
-        location = context.get_code_location(origin.location_name)
-        remote_job = location.get_job(JobSubsetSelector(
-            location_name=origin.location_name, repository_name=launch.REPOSITORY,
-            job_name=run.job_name, op_selection=None, asset_selection=run.asset_selection))
-        child = cli_home.create_reexecuted_run(
-            request_context=context, parent_run=run, code_location=location, remote_job=remote_job,
-            strategy=ReexecutionStrategy.ALL_STEPS, use_parent_run_tags=True)
-        recon = location.get_reconstructable_job(launch.REPOSITORY, run.job_name)
-        list(execute_run_iterator(recon, child, cli_home))
-    rerun = cli_home.get_run_by_id(child.run_id)
+        shown = execute_dagster_graphql(context, RUN_QUERY, {"runId": run.run_id}).data["runOrError"]
+        assert shown == {"jobName": "products_job", "hasReExecutePermission": True,
+                         "repositoryOrigin": {"repositoryLocationName": "jammi",
+                                              "repositoryName": "__repository__"}}
+        launched = execute_dagster_graphql(context, LAUNCH_PIPELINE_REEXECUTION_MUTATION, {
+            "reexecutionParams": {"parentRunId": run.run_id, "strategy": "ALL_STEPS"}}).data
+        assert launched["launchPipelineReexecution"]["__typename"] == "LaunchRunSuccess", launched
+        child_id = launched["launchPipelineReexecution"]["run"]["runId"]
+        recon = context.get_code_location("jammi").get_reconstructable_job(launch.REPOSITORY,
+                                                                            run.job_name)
+    rerun = instance.get_run_by_id(child_id)
     assert rerun.status == dg.DagsterRunStatus.SUCCESS and rerun.parent_run_id == run.run_id
     assert rerun.tags["jammi/source"] == "products" and rerun.asset_selection == run.asset_selection
-    materialized = cli_home.get_records_for_run(
+    materialized = instance.get_records_for_run(
         rerun.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
     assert len(materialized) == 3
 
-    # the Python API's re-execution of the same run
-    again = dg.execute_job(recon, cli_home, reexecution_options=dg.ReexecutionOptions(
+    # the Python API's re-execution of the same run, one step of it
+    again = dg.execute_job(recon, instance, reexecution_options=dg.ReexecutionOptions(
         parent_run_id=run.run_id, step_selection=["validate_products"]))
     assert again.success and again.dagster_run.parent_run_id == run.run_id
+    assert {e.asset_key.to_user_string() for e in again.get_asset_materialization_events()} == {
+        "validated_products", "quarantine_products"}
+    instance.dispose()
 
 
 def test_one_partition_runs_here_with_its_tags(tmp_path, cli_home):

@@ -56,6 +56,7 @@ def test_success_moves_the_cursor_and_nothing_more_is_requested():
 def test_a_run_in_progress_is_waited_for():
     state, decision = file_state.tick("s", requested(), {"": "ccc"}, lambda _k: RunState.RUNNING, T0 + 30)
     assert state[""].request is not None and decision.requests == []
+    assert decision.waiting == ["files: waiting for run s:*:ccc:1"]
 
 
 def test_failure_requests_again_with_backoff_and_a_new_run_key():
