@@ -266,7 +266,12 @@ class _Execution:
         for backfill_id in self.backfill_ids:
             launch.finish_backfill(self.instance, backfill_id, False)
         live = self.live or self.run_ids[-1:]
-        return "; ".join(_settle(self.instance, r) for r in live) if live else "no run was started"
+        if len(live) <= 1:
+            return _settle(self.instance, live[0]) if live else "no run was started"
+        settled = {r: _settle(self.instance, r) for r in live}
+        done = [r for r in live if self.instance.get_run_by_id(r).status == dg.DagsterRunStatus.SUCCESS]
+        summary = [f"{len(done)} of the backfill's {len(live)} runs had succeeded"] if done else []
+        return "; ".join([settled[r] for r in live if r not in done] + summary)
 
 
 def run_materialization(project: Project, select: list[str], device: str = "auto",
