@@ -52,11 +52,15 @@ def refresh_targets(project: Project) -> list[RefreshTarget]:
             continue
         source = pipe.source if pipe.source in project.sources else None
         job = source_job_name(source) if source else ALL_ASSETS_JOB
+        assets = keys.assets_of(project, name)
+        if source is None:  # an entity's: jammi_all holds none of its members' partitioned assets
+            partitioned = {a for s, spec in project.sources.items() if spec.partitions
+                           for a in keys.frame_assets(project, s)}
+            assets = [a for a in assets if a not in partitioned]
         schedule = schedule_name(name)
         if schedule in taken:
             schedule = schedule_name(f"{name}_pipeline")
-        targets.append(RefreshTarget(schedule, source, job, tuple(keys.assets_of(project, name)),
-                                     pipe.refresh))
+        targets.append(RefreshTarget(schedule, source, job, tuple(assets), pipe.refresh))
     return targets
 
 
