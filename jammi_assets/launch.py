@@ -5,7 +5,7 @@ code location that workspace.yaml declares (`jammi`, module jammi_assets.definit
 UI lists it under that job and offers "Re-execute"; it carries `jammi/source` and
 `jammi/partition`. A run is executed here, in this process (one model load, no process per
 step), or, for the keys of a backfill, by Dagster's own run worker (`dagster api execute_run`,
-what the default run launcher starts), a few at a time."""
+what the default run launcher starts; jammi_assets.run_worker), a few at a time."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from dagster._core.storage.tags import BACKFILL_ID_TAG
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.utils import make_new_backfill_id
 from dagster._grpc.types import ExecuteRunArgs
+from dagster._serdes import serialize_value
 from dagster._time import get_current_timestamp
 
 from jammi_assets import run_guard
@@ -102,9 +103,10 @@ class Worker:
 
 
 def worker_command(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """Dagster's run worker for `run`, with jammi's sleeping pool-slot waits (run_worker.py)."""
     args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id,
                           instance_ref=instance.get_ref(), set_exit_code_on_failure=True)
-    return args.get_command_args()
+    return [sys.executable, "-m", "jammi_assets.run_worker", serialize_value(args)]
 
 
 def execute_in_workers(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], workers: int,
