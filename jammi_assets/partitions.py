@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import dagster as dg
 
 from jammi.spec.automation import KEY_FORMATS, PartitionSpec, partition_start
@@ -20,8 +22,10 @@ def partitions_for(name: str, spec: PartitionSpec | None) -> dg.PartitionsDefini
         return None
     if spec.dynamic:
         return dg.DynamicPartitionsDefinition(name=dynamic_partitions_name(name))
-    start = partition_start(spec).strftime(KEY_FORMATS[spec.granularity])
-    return _TIME[spec.granularity](start_date=start, timezone=spec.timezone)
+    fmt = KEY_FORMATS[spec.granularity]
+    start = partition_start(spec).strftime(fmt)
+    end = datetime.fromisoformat(spec.end).strftime(fmt) if spec.end else None
+    return _TIME[spec.granularity](start_date=start, end_date=end, timezone=spec.timezone)
 
 
 def source_partitions(project: Project, name: str) -> dg.PartitionsDefinition | None:

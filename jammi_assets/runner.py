@@ -50,7 +50,11 @@ QUIET_INSTANCE = "# written by jammi: a local instance with default storage\ntel
 def use_local_instance(project: Project) -> dg.DagsterInstance:
     """$DAGSTER_HOME if set; else the project folder when it holds dagster.yaml; else a
     dagster_home folder inside the artifact directory. Runs show up in `dagster dev`. A home
-    without dagster.yaml gets one that only turns telemetry off."""
+    without dagster.yaml gets one that only turns telemetry off. $DAGSTER_DEPLOYMENT (when
+    DAGSTER_HOME is not set) picks its deployment's instance (jammi_assets.deployment)."""
+    from jammi_assets.deployment import select_instance
+
+    select_instance()
     if not os.environ.get("DAGSTER_HOME"):
         home = project.root if (project.root / "dagster.yaml").exists() else (
             project.artifact_dir / "dagster_home")

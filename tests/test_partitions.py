@@ -191,3 +191,20 @@ def test_dynamic_file_partitions_one_per_landed_file(tmp_path):
     run_partition(project, "batch-b.csv", instance)
     assert len(table_vectors(project)) == 8
     assert Jammi(project).sql("SELECT count(*) AS n FROM jammi.raw_reviews")["n"][0] == 8
+
+
+def test_a_full_backfill_rebuilds_the_table_once(tmp_path):
+    write_csv(tmp_path / "data" / "reviews.csv", reviews_rows(2))
+    project = reviews_project(tmp_path, {"by": "created_at", "granularity": "day", "start": "2026-11-01"})
+    for day in DAYS:
+        run_partition(project, day)
+    before = Catalog(project.artifact_dir).active(pipeline="reviews_pipe").table_name
+    full = {"ops": {"reviews_pipe_embeddings": {"config": {"full": True}}}}
+    for day in DAYS:  # the runs of one backfill share its id
+        result = dg.materialize(build_assets(project), resources=build_resources(project),
+                                instance=dg.DagsterInstance.ephemeral(), partition_key=day,
+                                run_config=full, tags={"dagster/backfill": "bf1"})
+        assert result.success
+    tables = Catalog(project.artifact_dir).tables()
+    assert len(tables) == 2 and tables[1].table_name == before  # one rebuild, not four
+    assert len(table_vectors(project)) == 8

@@ -24,7 +24,7 @@ from jammi.tables import checks
 from jammi.tables.bluegreen import prune_tables
 from jammi.tables.build import EmbedStats, build_embedding_table
 from jammi.tables.catalog import STATUS_READY, Catalog, TableRecord
-from jammi.tables.contract import manifest_index_spec, sidecar
+from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar
 from jammi.tables.generation import generation_of, source_schema_version
 from jammi.tables.index import IndexStats, VersionIndex, build_index, segment_base
 from jammi.tables.parity import compare, parity_check
@@ -55,21 +55,28 @@ def _same_generation(catalog: Catalog, pipeline: str, generation: str) -> TableR
 def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
                    progress: Callable[[str], None] | None = None,
                    run_id: str | None = None, full: bool = False,
-                   partition: str | None = None) -> EmbeddingRun:
+                   partition: str | None = None, full_token: str | None = None) -> EmbeddingRun:
     """Bring `pipeline`'s table up to its stored validated (or fused) frame: refresh the active
     table in place when it is of the same generation (only added and changed rows reach the
     model, which loads only then), else build a new table beside it (blue/green). `full`
-    forces the rebuild. One process at a time writes a pipeline's tables (the pipeline lock):
+    forces the rebuild; with `full_token` (a backfill's id, say) only once: a table already
+    rebuilt for the same token is refreshed instead, so the partitions of one `--full`
+    backfill rebuild the table once. One process at a time writes a pipeline's tables (the pipeline lock):
     partitions of a partitioned source, whose frame is the union of its partitions, take
     turns, and each commits whatever changed since the last commit."""
     catalog = Catalog(project.artifact_dir)
     with catalog.pipeline_lock(pipeline, progress):
-        return _embed(project, pipeline, encoder, catalog, progress, run_id, full, partition)
+        active = catalog.active(pipeline=pipeline)
+        if full and full_token and active is not None and (
+                (read_manifest(active.base_path) or {}).get("full_token") == full_token):
+            full = False  # another partition of this request rebuilt the table already
+        return _embed(project, pipeline, encoder, catalog, progress, run_id, full, partition,
+                      full_token)
 
 
 def _embed(project: Project, pipeline: str, encoder: Encoder, catalog: Catalog,
            progress: Callable[[str], None] | None, run_id: str | None, full: bool,
-           partition: str | None) -> EmbeddingRun:
+           partition: str | None, full_token: str | None) -> EmbeddingRun:
     pipe = project.pipelines[pipeline]
     recovered = recover(catalog)
     frame = frame_path(project.artifact_dir, project.frame_asset(pipe.source))
@@ -78,7 +85,7 @@ def _embed(project: Project, pipeline: str, encoder: Encoder, catalog: Catalog,
                           f"materialized ({frame} missing); materialize it first")
     with snapshot(frame) as frame_file:
         return _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
-                            frame_file, recovered)
+                            frame_file, recovered, full_token)
 
 
 @contextlib.contextmanager
@@ -96,7 +103,8 @@ def snapshot(frame: Path) -> Iterator[Path]:
 
 def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Catalog,
                  progress: Callable[[str], None] | None, run_id: str | None, full: bool,
-                 partition: str | None, frame_file: Path, recovered: list) -> EmbeddingRun:
+                 partition: str | None, frame_file: Path, recovered: list,
+                 full_token: str | None) -> EmbeddingRun:
     pipe = project.pipelines[pipeline]
     source, src = project.embedding_source(pipe.source), project.frame_spec(pipe.source)
     generation = generation_of(pipe, src)
@@ -152,6 +160,7 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
             ]
 
         stats = build_embedding_table(catalog=catalog, frame_file=frame_file, verify=verify,
+                                      full_token=full_token,
                                       pipeline=pipeline, pipe=pipe, source=source, src=src,
                                       encoder=encoder, progress=progress)
         for gone in prune_tables(catalog, pipeline, pipe.keep_tables):

@@ -48,6 +48,7 @@ REVIEW_VERDICTS = {
     5: ["absolutely love it", "best purchase this year", "exceeded every expectation"],
 }
 START = datetime(2024, 1, 1)
+REVIEWS_START, REVIEW_DAYS = datetime(2026, 11, 23), 7  # the demo's daily review partitions
 
 
 def _product(rng: random.Random, pid: int) -> dict:
@@ -109,7 +110,8 @@ def make_reviews(products: list[dict], per_product: float = 1.5, seed: int = 11)
             "rating": rating,
             "headline": f"{kind}: {rng.choice(REVIEW_VERDICTS[rating])}",
             "body": body if i % 97 else None,
-            "created_at": (START + timedelta(minutes=rng.randrange(0, 60 * 24 * 600))).isoformat(),
+            "created_at": (REVIEWS_START + timedelta(minutes=rng.randrange(0, 60 * 24 * REVIEW_DAYS))
+                           ).isoformat(),
         })
     return reviews
 

@@ -40,6 +40,7 @@ class PartitionSpec(_Strict):
     by: str | None = None
     granularity: Literal["hour", "day", "week", "month"] = "day"
     start: str | None = None
+    end: str | None = None  # no partitions from here on (exclusive); default: open-ended
     timezone: str = "UTC"
     dynamic: Literal["files", "batches"] | None = None
 
@@ -51,11 +52,14 @@ class PartitionSpec(_Strict):
         if self.by:
             if not self.start:
                 raise ValueError("partitions: time partitions need 'start' (e.g. \"2026-11-01\")")
-            try:
-                datetime.fromisoformat(self.start)
-            except ValueError:
-                raise ValueError(f"partitions.start: {self.start!r} is not an ISO date or "
-                                 "timestamp (e.g. 2026-11-01)") from None
+            for name, value in (("start", self.start), ("end", self.end)):
+                try:
+                    value is None or datetime.fromisoformat(value)
+                except ValueError:
+                    raise ValueError(f"partitions.{name}: {value!r} is not an ISO date or "
+                                     "timestamp (e.g. 2026-11-01)") from None
+            if self.end and datetime.fromisoformat(self.end) <= datetime.fromisoformat(self.start):
+                raise ValueError(f"partitions.end {self.end!r} is not after start {self.start!r}")
         return self
 
     @property

@@ -118,6 +118,7 @@ def build_embedding_table(
     encoder: Encoder,
     progress: Progress | None = None,
     verify: Verify | None = None,
+    full_token: str | None = None,
 ) -> EmbedStats:
     """Embed the validated frame at `frame_file` into a new table; when whole, mark it ready
     and switch the pipeline's active pointer to it in one catalog transaction (blue/green).
@@ -166,6 +167,7 @@ def build_embedding_table(
             return stats
         ready = _manifest(stats, pipeline, pipe, source, src, STATUS_READY)
         ready["checks"] = [_outcome_json(o) for o in stats.outcomes]  # what recovery may trust
+        ready["full_token"] = full_token  # the rebuild request this table answers (partitions share one)
         write_json_atomic(sidecar(base, ".manifest.json"), ready)
         stats.counts = Counts(added=stats.rows_embedded, rows_encoded=stats.rows_encoded,
                               outcome=OUTCOME_REBUILT, seconds=round(stats.seconds, 3))

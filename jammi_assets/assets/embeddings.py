@@ -56,8 +56,10 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
                     embedding_model: EmbeddingModelResource):
         encoder = embedding_model.lazy(pipe.model)  # loads only when a row needs encoding
         partition = context.partition_key if context.has_partition_key else None
+        # a backfill's partitions (one --full request) rebuild the table once, then refresh it
+        token = context.run.tags.get("dagster/backfill") or context.run_id
         run = embed_pipeline(project, pipeline, encoder, context.log.info, context.run_id, full=config.full,
-                             partition=partition)
+                             partition=partition, full_token=token)
         for action in run.recovered:
             context.log.warning(f"recovered {action.table_name}: {action.action}")
         stats = run.stats
