@@ -45,6 +45,7 @@ from jammi.demo.generate import make_products, make_reviews  # noqa: E402
 from jammi.spec.project import load_project  # noqa: E402
 from jammi.tables.catalog import Catalog  # noqa: E402
 from jammi.tables.versions import read_current  # noqa: E402
+from jammi_assets.launch import worker_env  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "partitions.json"
 START = date(2026, 10, 1)
@@ -102,7 +103,9 @@ def project_at(root: Path, data: Path, partitioned: bool) -> Path:
 
 
 def run_workers(project: Path, shares: list[list[str]]) -> float:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    """The workers at once, each with the CPUs shared among them, as `jammi materialize
+    --workers N` gives its backfill workers (jammi_assets.launch.worker_env)."""
+    env = {**worker_env(len(shares)), "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(project), *keys], cwd=ROOT, env=env)
              for keys in shares]
@@ -180,6 +183,7 @@ def main() -> None:
         "one_partition": day, "one_partition_changed_rows": len(changed),
         "one_partition_rows_encoded": one["rows_encoded"], "one_partition_seconds": round(one_s, 1),
         "one_partition_embed_seconds": one["seconds"], "cpu_count": os.cpu_count(),
+        "threads_per_parallel_worker": worker_env(2)["OMP_NUM_THREADS"],
     }
     print()
     print(f"{'run':<34}{'seconds':>10}")

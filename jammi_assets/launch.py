@@ -109,6 +109,15 @@ def worker_command(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str
     return [sys.executable, "-m", "jammi_assets.run_worker", serialize_value(args)]
 
 
+def worker_env(workers: int) -> dict[str, str]:
+    """The environment of a backfill worker: the CPUs shared among the workers running at once
+    (each torch process otherwise takes every core, and `workers` of them thrash), unless the
+    user set the thread count."""
+    env = os.environ.copy()
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, workers))))
+    return env
+
+
 def execute_in_workers(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], workers: int,
                        log_dir: Path, on_change: Callable[[dg.DagsterRun], None],
                        started: list[Worker]) -> None:
@@ -126,7 +135,7 @@ def execute_in_workers(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], 
             log = log_dir / f"{run.run_id}.log"
             with open(log, "wb") as out:
                 process = subprocess.Popen(worker_command(instance, run), stdout=subprocess.DEVNULL,
-                                           stderr=out, env=os.environ.copy())
+                                           stderr=out, env=worker_env(workers))
             try:
                 instance.add_run_tags(run.run_id, {run_guard.PID_TAG: run_guard.process_tag(process.pid)})
             except psutil.NoSuchProcess:
