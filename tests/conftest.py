@@ -19,6 +19,17 @@ from jammi_assets.definitions import build_assets, build_resources  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+PG_DSN = "postgresql://127.0.0.1:5432/test"
+
+
+def pg_connect():
+    """An autocommit connection to the local PostgreSQL; the test skips, saying why, when it is
+    unreachable."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        return psycopg.connect(PG_DSN, connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as err:
+        pytest.skip(f"PostgreSQL at {PG_DSN} is unreachable: {str(err).strip().splitlines()[0]}")
 
 
 def write_project(root: Path, sources: dict, pipelines: dict | None = None,

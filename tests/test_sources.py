@@ -13,9 +13,15 @@ import pytest
 from jammi.errors import SourceError
 from jammi.ingest.extract import extract, source_files
 from jammi.storage import frame_path
-from tests.conftest import PRODUCT_COLUMNS, failure_message, materialize, ready_tables, write_project
-
-PG_DSN = "postgresql://127.0.0.1:5432/test"
+from tests.conftest import (
+    PG_DSN,
+    PRODUCT_COLUMNS,
+    failure_message,
+    materialize,
+    pg_connect,
+    ready_tables,
+    write_project,
+)
 
 ROWS = [
     {"id": 1, "title": "Red running shoes", "body": "Light trail runners", "price": 59.5},
@@ -215,18 +221,10 @@ def test_duckdb_table_needs_a_database(tmp_path):
 # --- PostgreSQL -------------------------------------------------------------------------
 
 
-def _pg_connect():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        return psycopg.connect(PG_DSN, connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as err:
-        pytest.skip(f"PostgreSQL at {PG_DSN} is unreachable: {str(err).strip().splitlines()[0]}")
-
-
 @pytest.fixture
 def pg_table():
     """A uniquely named table in schema public holding ROWS; dropped afterwards."""
-    conn = _pg_connect()
+    conn = pg_connect()
     name = f"jammi_test_{uuid.uuid4().hex[:12]}"
     conn.execute(
         f'CREATE TABLE public."{name}" (id integer PRIMARY KEY, title text, body text, '
@@ -260,7 +258,7 @@ def test_postgres_schema_qualified_table(tmp_path, pg_table):
 
 def test_postgres_table_name_is_quoted_as_an_identifier(tmp_path):
     """A mixed-case name keeps its case: it is quoted, not folded or interpolated."""
-    conn = _pg_connect()
+    conn = pg_connect()
     name = f"Jammi_Test_{uuid.uuid4().hex[:8]}"
     conn.execute(f'CREATE TABLE public."{name}" (id integer, title text, body text, price real)')
     try:

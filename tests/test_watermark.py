@@ -25,22 +25,13 @@ from sensors.postgres_watermark import (
     build_watermark_sensors,
     sensor_name,
 )
-from tests.conftest import materialize, write_project
+from tests.conftest import PG_DSN, materialize, pg_connect, write_project
 
-PG_DSN = "postgresql://127.0.0.1:5432/test"
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 COLUMNS = {"id": {"type": "int", "nullable": False}, "title": "str", "body": "str",
            "updated_at": "datetime", "deleted_at": "datetime"}
 TITLES = ["Red running shoes", "Espresso machine", "Cast iron skillet", "Yoga mat",
           "Noise cancelling headphones", "Trail socks", "Rain jacket", "Camping stove"]
-
-
-def _connect():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        return psycopg.connect(PG_DSN, connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as err:
-        pytest.skip(f"PostgreSQL at {PG_DSN} is unreachable: {str(err).strip().splitlines()[0]}")
 
 
 class Table:
@@ -71,7 +62,7 @@ class Table:
 
 @pytest.fixture
 def table():
-    conn = _connect()
+    conn = pg_connect()
     name = f"jammi_wm_{uuid.uuid4().hex[:12]}"
     conn.execute(f'CREATE TABLE "{name}" (id integer PRIMARY KEY, title text, body text, '
                  "updated_at timestamptz NOT NULL, deleted_at timestamptz)")
