@@ -152,3 +152,17 @@ def test_concurrent_writers_lose_nothing_while_readers_read(tmp_path):
     with catalog.connect(read_only=True) as con:
         runs = {r[0] for r in con.execute("SELECT run_id FROM quality_report").fetchall()}
     assert runs == {f"w{n}-{i}" for n in range(4) for i in range(15)}
+
+
+def test_recover_publishes_what_the_state_holds(tmp_path, products_csv):
+    """A writer killed between its commit and its publish: `jammi recover` catches the file up."""
+    project = products_project(tmp_path / "proj", products_csv)
+    assert materialize(project).success
+    catalog = Catalog(project.artifact_dir)
+    stale = catalog.path.read_bytes()
+    with duckdb.connect(str(catalog.state_path)) as con:  # a commit that was never published
+        con.execute("UPDATE embedding_tables SET rows_skipped = 42")
+    catalog.path.write_bytes(stale)
+    assert catalog.tables()[0].rows_skipped == 1
+    assert Jammi(project).recover() == []
+    assert catalog.tables()[0].rows_skipped == 42

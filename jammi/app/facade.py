@@ -113,7 +113,12 @@ class Jammi:
         return remove_table(self.catalog, table_name)
 
     def recover(self) -> list[RecoveryAction]:
-        return recover(self.catalog)
+        """Settle interrupted builds, then publish jammi.duckdb afresh (a writer killed between
+        its commit and its publish leaves the published file one write behind)."""
+        actions = recover(self.catalog)
+        if self.catalog.exists():
+            self.catalog.publish()
+        return actions
 
     def quarantine(self, source: str, limit: int | None = None) -> pd.DataFrame:
         """The rows of `quarantine_<source>` as extracted, with `_quarantine_reason`."""
