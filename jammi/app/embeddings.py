@@ -65,27 +65,16 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
     partitions of a partitioned source, whose frame is the union of its partitions, take
     turns, and each commits whatever changed since the last commit."""
     catalog = Catalog(project.artifact_dir)
-    with catalog.pipeline_lock(pipeline, progress):
-        active = catalog.active(pipeline=pipeline)
-        if full and full_token and active is not None and (
-                (read_manifest(active.base_path) or {}).get("full_token") == full_token):
-            full = False  # another partition of this request rebuilt the table already
-        return _embed(project, pipeline, encoder, catalog, progress, run_id, full, partition,
-                      full_token)
-
-
-def _embed(project: Project, pipeline: str, encoder: Encoder, catalog: Catalog,
-           progress: Callable[[str], None] | None, run_id: str | None, full: bool,
-           partition: str | None, full_token: str | None) -> EmbeddingRun:
     pipe = project.pipelines[pipeline]
-    recovered = recover(catalog)
-    frame = frame_path(project.artifact_dir, project.frame_asset(pipe.source))
-    if not frame.exists():
-        raise SourceError(f"pipeline {pipeline!r}: {project.frame_asset(pipe.source)} has not been "
-                          f"materialized ({frame} missing); materialize it first")
-    with snapshot(frame) as frame_file:
-        return _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
-                            frame_file, recovered, full_token)
+    with catalog.pipeline_lock(pipeline, progress):
+        recovered = recover(catalog)
+        frame = frame_path(project.artifact_dir, project.frame_asset(pipe.source))
+        if not frame.exists():
+            raise SourceError(f"pipeline {pipeline!r}: {project.frame_asset(pipe.source)} has not been "
+                              f"materialized ({frame} missing); materialize it first")
+        with snapshot(frame) as frame_file:
+            return _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
+                                frame_file, recovered, full_token)
 
 
 @contextlib.contextmanager
@@ -109,6 +98,9 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
     source, src = project.embedding_source(pipe.source), project.frame_spec(pipe.source)
     generation = generation_of(pipe, src)
     active = catalog.active(pipeline=pipeline)
+    if full and full_token and active is not None and (
+            (read_manifest(active.base_path) or {}).get("full_token") == full_token):
+        full = False  # another partition of this request rebuilt the table already
     validated_rows = pq.ParquetFile(frame_file).metadata.num_rows
 
     serving_rows = active.rows_embedded if active is not None else 0

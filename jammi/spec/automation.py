@@ -17,7 +17,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 PATH_SEGMENT = "{date}"
-GRANULARITIES = ("hour", "day", "week", "month")
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -66,9 +65,6 @@ class PartitionSpec(_Strict):
     def by_path(self) -> bool:
         return self.by == PATH_SEGMENT
 
-    @property
-    def time_window(self) -> bool:
-        return self.by is not None
 
 
 class RefreshSpec(_Strict):

@@ -187,11 +187,11 @@ _LOCKS: dict[str, FileLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-def _writer_lock(path: Path) -> FileLock:
+def _file_lock(path: Path, timeout: float) -> FileLock:
     """One lock object per lock file in a process, so nested use re-enters instead of waiting
     on itself; between processes it is an flock, released by the kernel when a holder dies."""
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(str(path), FileLock(str(path), timeout=LOCK_WAIT_S))
+        return _LOCKS.setdefault(str(path), FileLock(str(path), timeout=timeout))
 
 
 def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: bool = False) -> None:
@@ -331,7 +331,7 @@ class Catalog:
         dies."""
         path = self.artifact_dir / STATE_DIR / f"{pipeline}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(path), timeout=PIPELINE_LOCK_WAIT_S)
+        lock = _file_lock(path, PIPELINE_LOCK_WAIT_S)
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -374,7 +374,7 @@ class Catalog:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ArtifactError(f"artifact_dir {str(self.artifact_dir)!r} is not writable: {err}") from None
-        lock = _writer_lock(self.state_path.parent / LOCK_FILE)
+        lock = _file_lock(self.state_path.parent / LOCK_FILE, LOCK_WAIT_S)
         try:
             lock.acquire()
         except Timeout:
