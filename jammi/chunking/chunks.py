@@ -1,9 +1,11 @@
-"""Chunk a document by sentences or by tokens (semchunk), with exact offsets and stable ids.
+"""Chunk a document by sentences, fixed token windows or recursive semantic splitting
+(semchunk), with exact offsets and stable ids.
 
 Every chunk is a character slice ``text[start:end]`` of the original document, at most
 ``max_tokens`` long as counted by the caller's ``count_tokens`` (the pipeline model's own
-tokenizer). Chunk ids are ``doc_id#ordinal:hash``, so re-chunking unchanged text gives the same
-ids and :func:`changed_chunks` tells a refresh exactly what to embed and what to delete.
+tokenizer; ``tokens`` windows are cut on that tokenizer's character offsets). Chunk ids are
+``doc_id#ordinal:hash``, so re-chunking unchanged text gives the same ids and
+:func:`changed_chunks` tells a refresh exactly what to embed and what to delete.
 """
 
 from __future__ import annotations
@@ -61,6 +63,24 @@ def _semchunk_spans(text: str, max_tokens: int, overlap: int, count) -> list[tup
     return [(s, e) for s, e in offsets if text[s:e].strip()]
 
 
+def _token_window_spans(text: str, max_tokens: int, overlap: int, count,
+                        offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    # Windows of max_tokens tokens, each starting `overlap` tokens before the previous one
+    # ended. A window whose text re-tokenizes longer (it starts inside a word) loses its
+    # last tokens until it fits.
+    spans: list[tuple[int, int]] = []
+    i, n = 0, len(offsets)
+    while i < n:
+        j = min(i + max_tokens, n)
+        while j > i + 1 and count(text[offsets[i][0] : offsets[j - 1][1]]) > max_tokens:
+            j -= 1
+        spans.append((offsets[i][0], offsets[j - 1][1]))
+        if j >= n:
+            break
+        i = max(i + 1, j - overlap)
+    return spans
+
+
 def _sentences(text: str) -> list[tuple[int, int]]:
     spans, pos = [], 0
     for m in _SENTENCE_BREAK.finditer(text):
@@ -108,20 +128,27 @@ def chunk_document(
     max_tokens: int = 256,
     overlap: int = 32,
     count_tokens: Callable[[str], int],
+    token_offsets: Callable[[str], list[tuple[int, int]]] | None = None,
 ) -> list[Chunk]:
     """Split ``text`` into ordered chunks of at most ``max_tokens`` tokens.
 
     ``sentence`` packs whole sentences (a sentence longer than ``max_tokens`` is split by
     semchunk) and overlaps neighbours by whole trailing sentences of up to ``overlap`` tokens;
-    ``tokens`` and ``recursive`` use semchunk's recursive splitting at the most meaningful
-    boundary (paragraph, line, sentence, clause, word) with ``overlap`` tokens shared.
+    ``tokens`` cuts fixed windows of ``max_tokens`` tokens, ``overlap`` tokens shared, on the
+    character offsets ``token_offsets`` gives (the tokenizer's ``(start, end)`` per token),
+    wherever they fall; ``recursive`` uses semchunk's recursive splitting at the most
+    meaningful boundary (paragraph, line, sentence, clause, word) with ``overlap`` tokens shared.
     """
     _check(strategy, max_tokens, overlap)
+    if strategy == "tokens" and token_offsets is None:
+        raise ConfigError("chunking.strategy 'tokens' needs the tokenizer's token_offsets")
     if not text or not text.strip():
         return []
     count = functools.lru_cache(maxsize=None)(count_tokens)
     if strategy == "sentence":
         spans = _sentence_spans(text, max_tokens, overlap, count)
+    elif strategy == "tokens":
+        spans = _token_window_spans(text, max_tokens, overlap, count, token_offsets(text))
     else:
         spans = _semchunk_spans(text, max_tokens, overlap, count)
     return [
