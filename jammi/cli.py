@@ -144,15 +144,17 @@ def materialize(ctx: click.Context, select: tuple[str, ...], device: str, full: 
 @click.option("--select", "select", default=None, help="Comma-separated source columns to return.")
 @click.option("--exact", is_flag=True, help="Exact scoring instead of the HNSW index.")
 @click.option("--table", default=None, help="A specific ready embedding table (default: the active one).")
+@click.option("--documents", is_flag=True,
+              help="Chunked pipelines: k documents ranked by their best chunk, with its text and offsets.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
-def search(ctx, name, query, k, row_key, where, select, exact, table, fmt) -> None:
+def search(ctx, name, query, k, row_key, where, select, exact, table, documents, fmt) -> None:
     """Semantic search over source or pipeline NAME with QUERY text (or --row-key)."""
     from jammi.app.facade import Jammi
 
     cols = [c.strip() for c in select.split(",")] if select else None
     frame = Jammi(_project(ctx)).search(name, query, row_key=row_key, k=k, filter=where,
-                                        select=cols, exact=exact, table=table)
+                                        select=cols, exact=exact, table=table, documents=documents)
     _emit(frame, fmt)
 
 

@@ -48,6 +48,14 @@ def fuse_step(entity: str) -> str:
     return f"fuse_{entity}"
 
 
+CHUNKS_PREFIX = "chunks_"
+
+
+def chunks(source: str) -> str:
+    """The chunks of a chunked pipeline's source: `doc_id, chunk_id, ordinal, start, end, text`."""
+    return f"{CHUNKS_PREFIX}{source}"
+
+
 def embeddings(pipeline: str) -> str:
     """The pipeline's embedding-table asset, also the catalog view over its active table."""
     return f"{pipeline}_embeddings"
@@ -83,6 +91,12 @@ def frame_assets(project: Project, name: str) -> list[str]:
     return members + fused_outputs(entity)
 
 
+def chunk_assets(project: Project, pipeline: str) -> list[str]:
+    """`chunks_<source>` of a chunked pipeline; nothing for another."""
+    pipe = project.pipelines[pipeline]
+    return [chunks(pipe.source)] if pipe.chunking else []
+
+
 def assets_of(project: Project, name: str) -> list[str]:
     """A source or entity: its frame assets and every pipeline over it. A pipeline: its
     source's frame assets, its table and its index. Anything else: nothing."""
@@ -90,10 +104,10 @@ def assets_of(project: Project, name: str) -> list[str]:
     if name in project.sources or name in project.entities:
         chosen += frame_assets(project, name)
         for pipeline in project.pipelines_of(name):
-            chosen += pipeline_assets(pipeline)
+            chosen += chunk_assets(project, pipeline) + pipeline_assets(pipeline)
     if name in project.pipelines:
         chosen += frame_assets(project, project.pipelines[name].source)
-        chosen += pipeline_assets(name)
+        chosen += chunk_assets(project, name) + pipeline_assets(name)
     return list(dict.fromkeys(chosen))
 
 
@@ -118,7 +132,10 @@ def declared_names(sources, entities, pipelines) -> dict[str, list[str]]:
     for entity in entities:
         for name in (fuse_step(entity), *fused_outputs(entity), latest_embeddings_view(fused(entity))):
             add(name, f"entities.{entity}")
-    for pipeline in pipelines:
+    for pipeline, pipe in pipelines.items():
         for name in pipeline_assets(pipeline):
             add(name, f"pipelines.{pipeline}")
+        if pipe.chunking and len(made.get(chunks(pipe.source), [])) == 0:
+            for name in (chunks(pipe.source), latest_embeddings_view(chunks(pipe.source))):
+                add(name, f"pipelines.{pipeline}")
     return made

@@ -10,6 +10,7 @@ import dagster as dg
 
 from jammi.spec.project import Project
 from jammi_assets.assets.bronze import raw_asset
+from jammi_assets.assets.chunks import chunks_asset
 from jammi_assets.assets.embeddings import embeddings_asset
 from jammi_assets.assets.fused import fused_asset
 from jammi_assets.assets.indexes import ann_index_asset
@@ -28,7 +29,9 @@ def build_assets(project: Project) -> list[dg.AssetsDefinition]:
         assets += [raw_asset(project, name), validate_asset(project, name)]
     for entity in project.entities:
         assets.append(fused_asset(project, entity))
-    for pipeline in project.pipelines:
+    for pipeline, pipe in project.pipelines.items():
+        if pipe.chunking:
+            assets.append(chunks_asset(project, pipe.source))
         assets += [embeddings_asset(project, pipeline), ann_index_asset(project, pipeline)]
     assets.append(quality_report_asset(project))
     return assets

@@ -52,12 +52,13 @@ def test_every_asset_materializes_with_metadata(demo):
     project, outcome, lines = demo
     assert outcome.success, outcome.error
     by_asset = {row["asset"]: row["metadata"] for row in outcome.summary}
-    sources = ("products", "reviews", "inventory", "partners")
-    pipelines = ("products", "reviews", "product_entities")
+    sources = ("products", "reviews", "inventory", "partners", "reports")
+    pipelines = ("products", "reviews", "product_entities", "reports")
     assert set(by_asset) == {
         f"{prefix}_{s}" for s in sources for prefix in ("raw", "validated", "quarantine")
     } | {f"{p}_{suffix}" for p in pipelines for suffix in ("embeddings", "ann_index")} | {
-        "quality_report", "fused_product", "fused_product_provenance", "fused_product_links"
+        "quality_report", "fused_product", "fused_product_provenance", "fused_product_links",
+        "chunks_reports",
     }
     fused = by_asset["fused_product"]
     assert fused["records"] == sum(by_asset[f"validated_{s}"]["dagster/row_count"]
@@ -73,6 +74,20 @@ def test_every_asset_materializes_with_metadata(demo):
     assert emb["rows_per_second"] > 0
     assert "preview" in by_asset["validated_products"]
     assert any("products_embeddings" in line and "embedded" in line for line in lines)
+
+
+def test_demo_chunks_its_reports_and_ranks_them_by_best_chunk(demo):
+    project, outcome, _ = demo
+    by_asset = {row["asset"]: row["metadata"] for row in outcome.summary}
+    chunks = by_asset["chunks_reports"]
+    assert chunks["documents"] == 12 and chunks["dagster/row_count"] > 12  # several chunks per report
+    rec = Catalog(project.artifact_dir).active(pipeline="reports")
+    table = pq.read_table(rec.parquet_path)
+    assert table.schema.names == ["_row_id", "_source_id", "_model_id", "vector", "_content_hash", "_doc_id"]
+    assert table.num_rows == chunks["dagster/row_count"]
+    docs = Jammi(project, recover_on_open=False).search("reports", "cider from the orchard", k=3,
+                                                        documents=True)
+    assert docs["doc_id"].is_unique and len(docs) == 3 and "orchard" in docs["text"][0].lower()
 
 
 def test_embedding_parquet_honours_the_contract(demo):

@@ -22,7 +22,7 @@ from jammi.spec.project import Project
 from jammi.storage import frame_path
 from jammi.tables import checks
 from jammi.tables.bluegreen import prune_tables
-from jammi.tables.build import EmbedStats, build_embedding_table
+from jammi.tables.build import EmbedStats, build_embedding_table, doc_column
 from jammi.tables.catalog import STATUS_READY, Catalog, TableRecord
 from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar
 from jammi.tables.generation import generation_of, source_schema_version
@@ -65,12 +65,12 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
     partitions of a partitioned source, whose frame is the union of its partitions, take
     turns, and each commits whatever changed since the last commit."""
     catalog = Catalog(project.artifact_dir)
-    pipe = project.pipelines[pipeline]
     with catalog.pipeline_lock(pipeline, progress):
         recovered = recover(catalog)
-        frame = frame_path(project.artifact_dir, project.frame_asset(pipe.source))
+        frame_asset = project.frame_asset(project.pipeline_input(pipeline))
+        frame = frame_path(project.artifact_dir, frame_asset)
         if not frame.exists():
-            raise SourceError(f"pipeline {pipeline!r}: {project.frame_asset(pipe.source)} has not been "
+            raise SourceError(f"pipeline {pipeline!r}: {frame_asset} has not been "
                               f"materialized ({frame} missing); materialize it first")
         with snapshot(frame) as frame_file:
             return _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
@@ -95,7 +95,8 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
                  partition: str | None, frame_file: Path, recovered: list,
                  full_token: str | None) -> EmbeddingRun:
     pipe = project.pipelines[pipeline]
-    source, src = project.embedding_source(pipe.source), project.frame_spec(pipe.source)
+    rows_of = project.pipeline_input(pipeline)  # the source, entity or chunks it embeds
+    source, src = project.embedding_source(rows_of), project.frame_spec(rows_of)
     generation = generation_of(pipe, src)
     active = catalog.active(pipeline=pipeline)
     if full and full_token and active is not None and (
@@ -109,8 +110,8 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
         return [checks.row_count(stats.rows_embedded, validated_rows, stats.rows_skipped, stats.rows_failed),
                 checks.row_drop(stats.rows_embedded, serving_rows, pipe.quality.min_row_ratio)]
 
-    read_rows = functools.cache(lambda model_id: source_rows(frame_file, src.key, pipe.text_columns,
-                                                             model_id))
+    read_rows = functools.cache(lambda model_id: source_rows(frame_file, src.key, pipe.embedded_columns,
+                                                             model_id, doc_column(pipe)))
 
     def parity(stats: EmbedStats, version: Version) -> CheckOutcome:
         rows = read_rows(stats.model_id)

@@ -46,8 +46,8 @@ class Verification:
 
 def verify_pipeline(project: Project, pipeline: str) -> Verification:
     pipe = project.pipelines[pipeline]
-    src = project.frame_spec(pipe.source)
-    frame = frame_path(project.artifact_dir, project.frame_asset(pipe.source))
+    src = project.frame_spec(project.pipeline_input(pipeline))
+    frame = frame_path(project.artifact_dir, project.frame_asset(project.pipeline_input(pipeline)))
     rec = Catalog(project.artifact_dir).active(pipeline=pipeline)
     if not frame.exists():
         return Verification(pipeline, rec.table_name if rec else "", problem=f"{frame.name} is not "
@@ -57,7 +57,7 @@ def verify_pipeline(project: Project, pipeline: str) -> Verification:
     try:
         version = Catalog(project.artifact_dir).current_version(rec)
         check_files(rec.tables_dir, version, pipeline)
-        rows = source_rows(frame, src.key, pipe.text_columns, rec.model_id)
+        rows = source_rows(frame, src.key, pipe.embedded_columns, rec.model_id)
         parity = compare(rows.keys, rows.hashes, rec.tables_dir, version, rec.dimensions,
                          manifest_index_spec(rec.base_path))
     except ArtifactError as err:

@@ -1,4 +1,5 @@
-"""Deterministic demo corpus: a product catalog (CSV) and customer reviews (JSONL files).
+"""Deterministic demo corpus: a product catalog (CSV), customer reviews (JSONL files) and a
+dozen long town reports (JSONL) that the demo chunks.
 
 Realistic enough to search: brands, product types, materials and features combine into
 titles and descriptions; a few rows are dirty on purpose (null descriptions, empty
@@ -14,6 +15,8 @@ import json
 import random
 from datetime import datetime, timedelta
 from pathlib import Path
+
+from jammi.demo.documents import make_documents
 
 BRANDS = ["Acme", "Nordkap", "Lumen", "Verdant", "Ironclad", "Kestrel", "Brightwave", "Solano",
           "Tundra", "Mistral", "Pinecrest", "Helix", "Orbit", "Cobalt", "Juniper", "Quarry"]
@@ -47,6 +50,7 @@ REVIEW_VERDICTS = {
     4: ["really solid, minor quibbles", "good value and well made", "would buy again"],
     5: ["absolutely love it", "best purchase this year", "exceeded every expectation"],
 }
+REPORTS = 12  # long documents, chunked by the demo's `reports` pipeline
 START = datetime(2024, 1, 1)
 REVIEWS_START, REVIEW_DAYS = datetime(2026, 11, 23), 7  # the demo's daily review partitions
 
@@ -133,7 +137,10 @@ def write_demo(out_dir: Path, products: int = 2000, review_files: int = 2) -> di
     from jammi.demo.fusion_data import write_fusion_demo
 
     fusion = write_fusion_demo(out_dir, rows, partners=max(50, products * 3 // 10))
-    return {"products": len(rows), "reviews": len(reviews), **fusion}
+    reports = make_documents(REPORTS)
+    with open(out_dir / "reports.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(d) + "\n" for d in reports)
+    return {"products": len(rows), "reviews": len(reviews), **fusion, "reports": len(reports)}
 
 
 def main(argv: list[str] | None = None) -> None:

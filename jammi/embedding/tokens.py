@@ -30,6 +30,7 @@ class ModelTokenizer:
             raise ModelLoadError(f"model {model_id!r}: chunking needs a fast tokenizer (tokenizer.json) "
                                  "for character offsets")
         self._tok.model_max_length = 10**9  # counting only: no "longer than the model" warning
+        self.special_tokens = int(self._tok.num_special_tokens_to_add())  # added to every text encoded
 
     def count(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=False))

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from jammi.embedding.vectors import vectors_of
 from jammi.errors import SearchError
 from jammi.query import MAX_K
+from jammi.query.documents import rank_documents
 from jammi.query.sandbox import filter_keys
 from jammi.spec.project import Project
 from jammi.storage import frame_path
@@ -112,8 +113,17 @@ def search(
     exact: bool = False,
     table: str | None = None,
     loader: EncoderLoader | None = None,
+    documents: bool = False,
 ) -> pd.DataFrame:
-    """Nearest rows of `name` (a source or pipeline) to a text, a vector or a row's vector."""
+    """Nearest rows of `name` (a source or pipeline) to a text, a vector or a row's vector;
+    with `documents`, a chunked pipeline's documents ranked by their best chunk."""
+    if documents:
+        if select:
+            raise SearchError("select does not apply to document search (it returns doc_id, similarity "
+                              "and the best chunk's chunk_id, ordinal, start, end and text)")
+        return rank_documents(lambda n: search(project, name, query, vector=vector, row_key=row_key, k=n,
+                                               filter=filter, exact=exact, table=table, loader=loader),
+                              k, name)
     if not 1 <= k <= MAX_K:
         raise SearchError(f"k must be between 1 and {MAX_K} (got {k})")
     from jammi.embedding.model import load_encoder

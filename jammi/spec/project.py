@@ -18,6 +18,7 @@ from jammi import keys
 from jammi.errors import ConfigError
 from jammi.redact import redact
 from jammi.spec.automation import PATH_SEGMENT, FreshnessSpec, PartitionSpec, RefreshSpec
+from jammi.spec.chunking import CHUNK_COLUMNS, CHUNK_KEY, CHUNK_TEXT, ChunkingSpec
 from jammi.spec.entities import EntitySpec
 from jammi.spec.safe_yaml import load_yaml
 from jammi.spec.schema import SchemaSpec
@@ -260,6 +261,14 @@ class PipelineSpec(_Strict):
     keep_tables: int = Field(default=3, ge=0)
     refresh: RefreshSpec | None = None
     freshness: FreshnessSpec | None = None
+    # long texts: the text columns make one document, split into chunks that are embedded
+    chunking: ChunkingSpec | None = None
+
+    @property
+    def embedded_columns(self) -> list[str]:
+        """The columns of the pipeline's input frame whose text is embedded: the text columns,
+        or a chunked pipeline's chunk text."""
+        return [CHUNK_TEXT] if self.chunking else list(self.text_columns)
 
 
 class ProjectSpec(_Strict):
@@ -297,7 +306,24 @@ class ProjectSpec(_Strict):
                 if col not in declared:
                     raise ValueError(f"pipelines.{name}.text_columns: {col!r} is not {what} "
                                      f"{pipe.source!r} ({listed}: {', '.join(declared)})")
+        self._check_chunking()
         return self
+
+    def _check_chunking(self) -> None:
+        chunked: dict[str, str] = {}
+        for name, pipe in self.pipelines.items():
+            if pipe.chunking is None:
+                continue
+            if pipe.source in chunked:
+                raise ValueError(f"pipelines.{name}.chunking: source {pipe.source!r} is already chunked by "
+                                 f"pipeline {chunked[pipe.source]!r}; a source has one chunks_"
+                                 f"{pipe.source} asset, so declare chunking on one pipeline of it")
+            chunked[pipe.source] = name
+            src = self.sources.get(pipe.source)
+            if src is not None and src.partitions is not None:
+                raise ValueError(f"pipelines.{name}.chunking: source {pipe.source!r} is partitioned; "
+                                 "chunked pipelines need an unpartitioned source (remove its "
+                                 "'partitions' or the pipeline's 'chunking')")
 
 
     def _check_entities(self) -> None:
@@ -357,17 +383,44 @@ class Project:
         return bare if name.startswith("fused_") and bare in self.entities else None
 
     def embedding_source(self, name: str) -> str:
-        """The `_source_id` of tables embedding `name`: the source, or `fused_<entity>`."""
+        """The `_source_id` of tables embedding `name`: the source, `fused_<entity>`, or
+        `chunks_<source>` for a chunked pipeline's input."""
         entity = self.entity_of(name)
         return keys.fused(entity) if entity else name
 
+    def chunked_source(self, name: str) -> str | None:
+        """The source (or entity) whose chunks `name` (`chunks_<source>`) holds, else None."""
+        bare = name.removeprefix(keys.CHUNKS_PREFIX)
+        if name.startswith(keys.CHUNKS_PREFIX) and any(
+                p.chunking and p.source == bare for p in self.pipelines.values()):
+            return bare
+        return None
+
+    def chunking_pipeline(self, source: str) -> str | None:
+        """The pipeline that chunks `source`, if any."""
+        return next((n for n, p in self.pipelines.items() if p.chunking and p.source == source), None)
+
+    def pipeline_input(self, pipeline: str) -> str:
+        """What `pipeline` embeds the rows of: its source (or entity), or `chunks_<source>`."""
+        pipe = self.pipelines[pipeline]
+        return keys.chunks(pipe.source) if pipe.chunking else pipe.source
+
     def frame_asset(self, name: str) -> str:
-        """The asset holding the rows of `name`: `validated_<source>` or `fused_<entity>`."""
+        """The asset holding the rows of `name`: `validated_<source>`, `fused_<entity>` or
+        `chunks_<source>`."""
+        if self.chunked_source(name):
+            return name
         entity = self.entity_of(name)
         return keys.fused(entity) if entity else keys.validated(name)
 
     def frame_spec(self, name: str) -> SourceSpec | None:
-        """The declared columns and key of a source, or those of a fused entity's frame."""
+        """The declared columns and key of a source, or those of a fused entity's or a chunks
+        frame."""
+        if self.chunked_source(name):
+            columns = {c: ColumnSpec(type="int" if c in ("ordinal", "start", "end") else "str",
+                                     nullable=False) for c in CHUNK_COLUMNS}
+            return SourceSpec(kind="parquet", path=name, key=CHUNK_KEY, columns=columns,
+                              description=f"chunks of {name.removeprefix(keys.CHUNKS_PREFIX)!r}")
         entity = self.entity_of(name)
         if entity is None:
             return self.sources.get(name)

@@ -21,6 +21,7 @@ from jammi.embedding.texts import TEXT_SEPARATOR, compose_texts, content_hash
 from jammi.embedding.vectors import to_vector_array
 from jammi.errors import ArtifactError, SourceError
 from jammi.quality.outcome import CheckOutcome, blocking_failures
+from jammi.spec.chunking import CHUNK_DOC
 from jammi.spec.project import PipelineSpec, SourceSpec
 from jammi.storage import tmp_path, write_json_atomic
 from jammi.tables.catalog import (
@@ -31,7 +32,7 @@ from jammi.tables.catalog import (
     Catalog,
     now,
 )
-from jammi.tables.contract import new_table_name, sidecar, table_schema
+from jammi.tables.contract import DOC_ID_COLUMN, new_table_name, sidecar, table_schema
 from jammi.tables.generation import generation_of, source_schema_version
 from jammi.tables.versions import OUTCOME_REBUILT, Counts, FileRef, Version
 
@@ -96,7 +97,9 @@ def _manifest(stats: EmbedStats, pipeline: str, pipe: PipelineSpec, src_name: st
         "backend": "usearch",
         "index": pipe.index.model_dump(),
         "key_column": src.key,
-        "text_spec": {"columns": pipe.text_columns, "separator": TEXT_SEPARATOR},
+        "text_spec": {"columns": pipe.embedded_columns, "separator": TEXT_SEPARATOR},
+        "chunking": ({**pipe.chunking.model_dump(), "document_columns": pipe.text_columns}
+                     if pipe.chunking else None),
         "source_schema": source_schema(src),
         "source_schema_version": source_schema_version(src),
         "generation": stats.generation,
@@ -148,7 +151,7 @@ def build_embedding_table(
     catalog.begin_table(
         {
             "table_name": name, "pipeline": pipeline, "source": source,
-            "model_id": encoder.model_id, "text_columns": pipe.text_columns,
+            "model_id": encoder.model_id, "text_columns": pipe.embedded_columns,
             "key_column": src.key, "dimensions": encoder.dimensions,
             "source_schema": source_schema(src), "parquet_path": final,
             "source_schema_version": source_schema_version(src), "text_separator": TEXT_SEPARATOR,
@@ -195,9 +198,9 @@ def _counts(stats: EmbedStats) -> dict:
 
 
 def encode_rows(encoder: Encoder, source: str, keys: list[str], texts: list[str], sizer: BatchSizer,
-                stats: EmbedStats) -> pa.Table:
-    """Contract rows for `keys` and their non-empty `texts`; a text that fails even alone is
-    counted in `stats.rows_failed` and left out."""
+                stats: EmbedStats, doc_ids: list[str] | None = None) -> pa.Table:
+    """Contract rows for `keys` and their non-empty `texts` (and `_doc_id`, when `doc_ids` are
+    given: chunks); a text that fails even alone is counted in `stats.rows_failed` and left out."""
     stats.rows_truncated += count_truncated(encoder, texts)
     window = encode_window(encoder, texts, sizer)
     ok = np.array([e is None for e in window.errors], dtype=bool)
@@ -205,24 +208,38 @@ def encode_rows(encoder: Encoder, source: str, keys: list[str], texts: list[str]
     n = int(ok.sum())
     stats.rows_encoded += n
     good_texts = [t for t, g in zip(texts, ok, strict=True) if g]
-    return pa.table(
-        {
-            "_row_id": pa.array(np.asarray(keys, dtype=object)[ok] if n else [], pa.string()),
-            "_source_id": pa.array([source] * n, pa.string()),
-            "_model_id": pa.array([encoder.model_id] * n, pa.string()),
-            "vector": to_vector_array(window.vectors[ok].reshape(n, encoder.dimensions)),
-            "_content_hash": pa.array([content_hash(encoder.model_id, t) for t in good_texts], pa.string()),
-        },
-        schema=table_schema(encoder.dimensions),
-    )
+    columns = {
+        "_row_id": pa.array(np.asarray(keys, dtype=object)[ok] if n else [], pa.string()),
+        "_source_id": pa.array([source] * n, pa.string()),
+        "_model_id": pa.array([encoder.model_id] * n, pa.string()),
+        "vector": to_vector_array(window.vectors[ok].reshape(n, encoder.dimensions)),
+        "_content_hash": pa.array([content_hash(encoder.model_id, t) for t in good_texts], pa.string()),
+    }
+    if doc_ids is not None:
+        columns[DOC_ID_COLUMN] = pa.array(np.asarray(doc_ids, dtype=object)[ok] if n else [], pa.string())
+    return pa.table(columns, schema=table_schema(encoder.dimensions, doc_ids is not None))
 
 
 def keyed_texts(frame: pd.DataFrame, key: str, text_columns: list[str]) -> tuple[list[str], list[str], int]:
     """(keys, texts) of the rows with text, and how many rows have none (skipped)."""
+    keys, texts, skipped, _ = keyed_rows(frame, key, text_columns)
+    return keys, texts, skipped
+
+
+def keyed_rows(frame: pd.DataFrame, key: str, text_columns: list[str], doc_column: str | None = None
+               ) -> tuple[list[str], list[str], int, list[str] | None]:
+    """`keyed_texts`, and the `doc_column` values (chunks' document keys) of the same rows."""
     texts = compose_texts(frame, text_columns)
     keep = [i for i, t in enumerate(texts) if t is not None]
     keys = frame[key].astype(str).tolist()
-    return [keys[i] for i in keep], [texts[i] for i in keep], len(texts) - len(keep)
+    docs = None if doc_column is None else frame[doc_column].astype(str).tolist()
+    return ([keys[i] for i in keep], [texts[i] for i in keep], len(texts) - len(keep),
+            None if docs is None else [docs[i] for i in keep])
+
+
+def doc_column(pipe: PipelineSpec) -> str | None:
+    """The input frame's column that becomes `_doc_id`: a chunked pipeline's `doc_id`."""
+    return CHUNK_DOC if pipe.chunking else None
 
 
 def _write(stats: EmbedStats, frame_file: Path, pipe: PipelineSpec, source: str,
@@ -232,13 +249,17 @@ def _write(stats: EmbedStats, frame_file: Path, pipe: PipelineSpec, source: str,
     total = pf.metadata.num_rows
     sizer = BatchSizer(size=pipe.batch_size)
     tmp = tmp_path(final)
-    with pq.ParquetWriter(tmp, table_schema(encoder.dimensions), compression="zstd") as writer:
-        for batch in pf.iter_batches(batch_size=WINDOW_ROWS, columns=[src.key, *pipe.text_columns]):
-            keys, texts, skipped = keyed_texts(batch.to_pandas(), src.key, pipe.text_columns)
+    docs = doc_column(pipe)
+    wanted = list(dict.fromkeys([src.key, *pipe.embedded_columns, *([docs] if docs else [])]))
+    with pq.ParquetWriter(tmp, table_schema(encoder.dimensions, docs is not None),
+                          compression="zstd") as writer:
+        for batch in pf.iter_batches(batch_size=WINDOW_ROWS, columns=wanted):
+            keys, texts, skipped, doc_ids = keyed_rows(batch.to_pandas(), src.key, pipe.embedded_columns,
+                                                       docs)
             stats.rows_in += len(keys) + skipped
             stats.rows_skipped += skipped
             if keys:
-                rows = encode_rows(encoder, source, keys, texts, sizer, stats)
+                rows = encode_rows(encoder, source, keys, texts, sizer, stats, doc_ids)
                 writer.write_table(rows)
                 stats.rows_embedded += rows.num_rows
             stats.seconds = time.perf_counter() - t0

@@ -18,9 +18,12 @@ from jammi.spec.project import IndexSpec
 
 SUFFIXES = (".parquet", ".usearch", ".rowmap", ".manifest.json")
 CONTRACT_COLUMNS = ("_row_id", "_source_id", "_model_id", "vector", "_content_hash")
+# a chunked pipeline's tables carry, after the contract columns, the key of each chunk's document
+DOC_ID_COLUMN = "_doc_id"
 
 
-def table_schema(dimensions: int) -> pa.Schema:
+def table_schema(dimensions: int, doc_ids: bool = False) -> pa.Schema:
+    """The contract columns; with `doc_ids`, a chunk table's `_doc_id` after them."""
     return pa.schema(
         [
             pa.field("_row_id", pa.string(), nullable=False),
@@ -28,6 +31,7 @@ def table_schema(dimensions: int) -> pa.Schema:
             pa.field("_model_id", pa.string(), nullable=False),
             pa.field("vector", pa.list_(pa.float32(), dimensions), nullable=False),
             pa.field("_content_hash", pa.string(), nullable=False),
+            *([pa.field(DOC_ID_COLUMN, pa.string(), nullable=False)] if doc_ids else []),
         ]
     )
 

@@ -16,15 +16,17 @@ DEFAULT_SCHEMA_VERSION = "v1"
 
 
 def generation_fingerprint(
-    schema_version: str, text_columns: list[str], separator: str, model_id: str
+    schema_version: str, text_columns: list[str], separator: str, model_id: str,
+    chunking: dict | None = None,
 ) -> str:
-    """Identifies what a table's vectors mean: a change of source schema version, text spec
-    or model gives a new generation (and a new table); the same inputs always the same one."""
-    spec = json.dumps(
-        {"schema_version": schema_version, "text": {"columns": list(text_columns), "separator": separator},
-         "model": model_id},
-        sort_keys=True,
-    )
+    """Identifies what a table's vectors mean: a change of source schema version, text spec,
+    model or (for a chunked pipeline) chunking gives a new generation (and a new table); the
+    same inputs always the same one."""
+    fields = {"schema_version": schema_version,
+              "text": {"columns": list(text_columns), "separator": separator}, "model": model_id}
+    if chunking is not None:
+        fields["chunking"] = chunking
+    spec = json.dumps(fields, sort_keys=True)
     return hashlib.sha1(spec.encode("utf-8")).hexdigest()[:16]
 
 
@@ -38,5 +40,11 @@ def source_schema_version(spec: SourceSpec) -> str:
 
 
 def generation_of(pipe: PipelineSpec, src: SourceSpec) -> str:
-    """The fingerprint of (source schema version, text spec, model) a pipeline builds now."""
-    return generation_fingerprint(source_schema_version(src), pipe.text_columns, TEXT_SEPARATOR, pipe.model)
+    """The fingerprint of (source schema version, text spec, model) a pipeline builds now; `src`
+    is its input frame's spec (a chunked pipeline's: the chunks frame, with the chunking and
+    the document's text columns in the fingerprint)."""
+    chunking = None
+    if pipe.chunking is not None:
+        chunking = {**pipe.chunking.model_dump(), "document_columns": list(pipe.text_columns)}
+    return generation_fingerprint(source_schema_version(src), pipe.embedded_columns, TEXT_SEPARATOR,
+                                  pipe.model, chunking)

@@ -24,7 +24,7 @@ from jammi.errors import ArtifactError
 from jammi.quality.outcome import blocking_failures
 from jammi.spec.project import IndexSpec, PipelineSpec, SourceSpec
 from jammi.storage import tmp_path
-from jammi.tables.build import EmbedStats, encode_rows, keyed_texts
+from jammi.tables.build import EmbedStats, doc_column, encode_rows, keyed_rows
 from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.contract import SUFFIXES, manifest_index_spec, table_schema
 from jammi.tables.index import build_index, segment_base
@@ -57,6 +57,7 @@ class SourceRows:
     texts: list[str]
     hashes: list[str]
     skipped: int
+    doc_ids: list[str] | None = None  # a chunked pipeline's: each chunk's document key
 
 
 @dataclass
@@ -72,10 +73,12 @@ class Diff:
         return not (self.added or self.changed or self.superseded)
 
 
-def source_rows(frame_file: Path, key: str, text_columns: list[str], model_id: str) -> SourceRows:
-    frame = pd.read_parquet(frame_file, columns=[key, *text_columns])
-    keys, texts, skipped = keyed_texts(frame, key, text_columns)
-    return SourceRows(keys, texts, [content_hash(model_id, t) for t in texts], skipped)
+def source_rows(frame_file: Path, key: str, text_columns: list[str], model_id: str,
+                doc_column: str | None = None) -> SourceRows:
+    frame = pd.read_parquet(frame_file, columns=list(dict.fromkeys([key, *text_columns,
+                                                                    *([doc_column] if doc_column else [])])))
+    keys, texts, skipped, doc_ids = keyed_rows(frame, key, text_columns, doc_column)
+    return SourceRows(keys, texts, [content_hash(model_id, t) for t in texts], skipped, doc_ids)
 
 
 def diff_rows(source: SourceRows, table: pa.Table, pipeline: str) -> Diff:
@@ -139,7 +142,7 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
                             f"`jammi materialize --select {pipeline} --full`")
     base = catalog.current_version(rec)
     check_files(rec.tables_dir, base, pipeline)
-    rows = rows or source_rows(frame_file, src.key, pipe.text_columns, rec.model_id)
+    rows = rows or source_rows(frame_file, src.key, pipe.embedded_columns, rec.model_id, doc_column(pipe))
     diff = diff_rows(rows, read_current(rec.tables_dir, base, ["_content_hash"]), pipeline)
     stats = EmbedStats(rec.table_name, rec.parquet_path, rec.model_id, rec.dimensions or 0,
                        rows_in=len(rows.keys) + rows.skipped, rows_skipped=rows.skipped,
@@ -162,8 +165,10 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
     tables_dir = rec.tables_dir
     try:
         sizer = BatchSizer(size=pipe.batch_size)
+        doc_ids = None if rows.doc_ids is None else [rows.doc_ids[i] for i in todo]
         new_rows = encode_rows(encoder, source, [rows.keys[i] for i in todo], [rows.texts[i] for i in todo],
-                               sizer, stats) if todo else table_schema(stats.dimensions).empty_table()
+                               sizer, stats, doc_ids) if todo else table_schema(
+            stats.dimensions, rows.doc_ids is not None).empty_table()
         segments = base.segments
         if new_rows.num_rows:
             segments = (*segments, _write_segment(tables_dir / f"{stem}.parquet", new_rows))

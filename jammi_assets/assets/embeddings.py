@@ -27,17 +27,18 @@ class EmbeddingsConfig(dg.Config):
 
 def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
     pipe = project.pipelines[pipeline]
-    source = project.embedding_source(pipe.source)
+    rows_of = project.pipeline_input(pipeline)  # the source, entity or chunks it embeds
+    source = project.embedding_source(rows_of)
     name = keys.embeddings(pipeline)
 
     @dg.asset(
         name=name,
-        deps=[project.frame_asset(pipe.source)],
+        deps=[project.frame_asset(rows_of)],
         group_name="embeddings",
         kinds={"pytorch", "parquet"},
         # the generation (model x text spec x schema version): Dagster flags the table stale
         # when it changes
-        code_version=generation_of(pipe, project.frame_spec(pipe.source)),
+        code_version=generation_of(pipe, project.frame_spec(rows_of)),
         pool="embedding_model",
         # refresh when upstream changes, never past a failed blocking check
         automation_condition=dg.AutomationCondition.eager()
