@@ -62,6 +62,8 @@ demo: demo-data
 	  WHERE p.product_key = (SELECT min(product_key) FROM jammi.fused_product WHERE _record_count = 3) ORDER BY 1"
 	@echo; echo "== semantic search over fused products: 'ergonomic office chair'"
 	$(BIN)/jammi search product_entities "ergonomic office chair" -k 3 --select title,brand,price,on_hand
+	@echo; echo "== document search over the chunked reports: 'apple harvest and cider'"
+	$(BIN)/jammi search reports "apple harvest and cider" --documents -k 3
 
 # Tests make their own instances and choose executors themselves, whatever .env says.
 test: install
