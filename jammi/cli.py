@@ -1,5 +1,5 @@
 """The `jammi` command line: materialize, search, sql, status, recover, infer, quarantine,
-tables.
+tables, stream.
 
 The project file is --project PATH (before or after the command), else $JAMMI_PROJECT, else
 ./jammi.yaml. Errors print one readable line and exit non-zero. Commands that run the asset
@@ -27,6 +27,8 @@ from jammi.terminal import render
 
 FORMATS = click.Choice(["table", "json", "csv"])
 Materialize = Callable[..., object]  # (project, select, device=, echo=, full=, partition=, workers=)
+# the stream worker's plug-ins (jammi_assets.cli): "stream_reporter" (project, pipeline) -> a callback
+# reporting each committed batch; "own_signals" () -> None, before the worker takes SIGTERM itself
 
 
 def _fail(message: str) -> None:
@@ -175,10 +177,23 @@ def sql(ctx, query, fmt) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
 def status(ctx, fmt) -> None:
-    """Embedding tables with their status, active flag and counts (newest first)."""
+    """Embedding tables with their status, active flag and counts (newest first), then each stream
+    worker's last figures: events/s, latency p50/p95/p99, error rate, dead-lettered, lag."""
     from jammi.app.facade import Jammi
+    from jammi.app.stream.metrics import read_statuses
 
-    _emit(Jammi(_project(ctx)).status(), fmt)
+    project = _project(ctx)
+    _emit(Jammi(project).status(), fmt)
+    streams = read_statuses(project.artifact_dir)
+    if streams:
+        cols = ["pipeline", "state", "events_per_s", "p50_s", "p95_s", "p99_s", "error_rate", "dead_lettered",
+                "lag", "events", "version", "updated_at"]
+        frame = pd.DataFrame(streams).reindex(columns=cols)
+        updated = pd.to_datetime(frame["updated_at"], unit="s", utc=True)
+        frame["updated_at"] = updated.dt.strftime("%Y-%m-%d %H:%M:%S")
+        if fmt == "table":
+            click.echo("\nstreams (the workers' last figures)")
+        _emit(frame, fmt)
 
 
 @cli.command()
@@ -385,8 +400,54 @@ def verify(ctx, pipelines, repair, device, fmt) -> None:
         sys.exit(1)
 
 
-def main(materialize: Materialize | None = None) -> None:
-    cli(prog_name="jammi", obj={"materialize": materialize})
+@cli.command()
+@project_option
+@click.argument("pipeline")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--status-every", type=click.FloatRange(min=0.1), default=None,
+              help="Seconds between status lines (default: the source's nats.status_every_s, 10).")
+@click.option("--max-batches", type=click.IntRange(min=1), default=None, help="Stop after this many batches.")
+@click.option("--idle-exit", type=click.FloatRange(min=0.1), default=None,
+              help="Stop once no event has arrived for this many seconds.")
+@click.pass_context
+def stream(ctx, pipeline, device, status_every, max_batches, idle_exit) -> None:
+    """Run the stream worker of PIPELINE (or of a stream source): pull micro-batches from NATS
+    JetStream, validate, embed, commit each as a new version of the table, then acknowledge.
+
+    Prints a status line every few seconds (events/s, latency p50/p95/p99 from publish to
+    searchable, error rate, dead-lettered, consumer lag); `jammi status` shows the same.
+    SIGTERM or Ctrl-C finishes the batch in hand and exits 0."""
+    import signal
+    import threading
+
+    from jammi.app.stream.worker import run_worker, stream_pipeline_of
+    from jammi.embedding.model import LazyEncoder
+
+    project = _project(ctx)
+    pipeline = stream_pipeline_of(project, pipeline)
+    plugins = ctx.find_root().obj
+    reporter = plugins.get("stream_reporter")
+    stop = threading.Event()
+    if plugins.get("own_signals"):
+        plugins["own_signals"]()
+
+    def on_signal(signum, _frame) -> None:
+        if not stop.is_set():
+            click.echo(f"stream {pipeline}: {signal.Signals(signum).name}: finishing the batch in hand",
+                       err=True)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    encoder = LazyEncoder(project.pipelines[pipeline].model, device)
+    metrics = run_worker(project, pipeline, encoder, echo=click.echo, stop=stop,
+                         on_commit=reporter(project, pipeline) if reporter else None,
+                         status_every_s=status_every, max_batches=max_batches, idle_exit_s=idle_exit)
+    click.echo(f"stream {pipeline}: stopped after {metrics.events} event(s) in {metrics.batches} batch(es)")
+
+
+def main(materialize: Materialize | None = None, **plugins) -> None:
+    cli(prog_name="jammi", obj={"materialize": materialize, **plugins})
 
 
 if __name__ == "__main__":

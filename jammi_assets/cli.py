@@ -4,7 +4,8 @@ them runs, so `jammi search` and `jammi sql` start without it.
 
 SIGINT and SIGTERM end any command at any stage with one line, `error: interrupted by SIG...`,
 and exit status 128 + the signal; a run in progress is marked failed and its pool slots freed
-first (jammi_assets.runner)."""
+first (jammi_assets.runner). `jammi stream` takes both signals itself (it finishes the batch in
+hand and exits 0) and reports each batch to the instance (jammi_assets.stream_events)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,19 @@ def materialize(project, select, *, device: str = "auto", echo=print, full: bool
                                partition=partition, workers=workers)
 
 
+def stream_reporter(project, pipeline):
+    from jammi_assets.stream_events import batch_reporter
+
+    return batch_reporter(project, pipeline)
+
+
 def main() -> None:
     try:
         interrupts.install()  # before the heavy imports, so a signal while loading is honoured
         from jammi import cli as engine_cli
 
-        engine_cli.main(materialize=materialize)
+        engine_cli.main(materialize=materialize, stream_reporter=stream_reporter,
+                        own_signals=interrupts.stand_down)
     except interrupts.Interrupted as stop:
         interrupts.report(stop)
 

@@ -16,6 +16,7 @@ from jammi_assets.assets.fused import fused_asset
 from jammi_assets.assets.indexes import ann_index_asset
 from jammi_assets.assets.quality import quality_report_asset
 from jammi_assets.assets.silver import validate_asset
+from jammi_assets.assets.stream import stream_assets
 from jammi_assets.automation import build_automation, with_freshness
 from jammi_assets.executors import executor_from_env
 from jammi_assets.io_manager import FrameIOManager
@@ -25,14 +26,19 @@ from resources.embedding_model import EmbeddingModelResource
 
 def build_assets(project: Project) -> list[dg.AssetsDefinition]:
     assets: list[dg.AssetsDefinition] = []
+    streams = {n for n, s in project.sources.items() if s.kind == "nats"}
     for name in project.sources:
-        assets += [raw_asset(project, name), validate_asset(project, name)]
+        # a stream source's raw, silver and table assets are one micro-batch step
+        assets += [stream_assets(project, name)] if name in streams else [
+            raw_asset(project, name), validate_asset(project, name)]
     for entity in project.entities:
         assets.append(fused_asset(project, entity))
     for pipeline, pipe in project.pipelines.items():
         if pipe.chunking:
             assets.append(chunks_asset(project, pipe.source))
-        assets += [embeddings_asset(project, pipeline), ann_index_asset(project, pipeline)]
+        if pipe.source not in streams:
+            assets.append(embeddings_asset(project, pipeline))
+        assets.append(ann_index_asset(project, pipeline))
     assets.append(quality_report_asset(project))
     return assets
 

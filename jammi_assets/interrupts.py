@@ -194,6 +194,14 @@ def report(stop: Interrupted) -> None:
         sys.exit(stop.exit_code)
 
 
+def stand_down() -> None:
+    """For a command that handles SIGINT and SIGTERM itself (the stream worker finishes its batch
+    and exits 0): the watchdog no longer hears signals, so it never ends the process."""
+    if threading.current_thread() is threading.main_thread() and _state.watching:
+        signal.set_wakeup_fd(-1)
+        _state.wake_fd = None
+
+
 def received() -> int | None:
     """The first SIGINT or SIGTERM that arrived since the last call (None when none did); the
     caller takes it, so the watchdog stops sending it again."""

@@ -167,6 +167,9 @@ def _extract(project: Project, name: str, spec: SourceSpec) -> pd.DataFrame:
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     elif spec.kind == "duckdb":
         df = _read_duckdb(project, name, spec)
+    elif spec.kind == "nats":
+        raise SourceError(f"source {name!r} is a NATS stream: its events are read in micro-batches by "
+                          f"`jammi stream <pipeline>` (or a `{name}_job` run), not extracted as a whole")
     else:
         df = _read_postgres(name, spec)
     check_columns(name, spec, df)

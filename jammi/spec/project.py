@@ -23,6 +23,7 @@ from jammi.spec.entities import EntitySpec
 from jammi.spec.safe_yaml import load_yaml
 from jammi.spec.schema import SchemaSpec
 from jammi.spec.schema_checks import check_source_schema
+from jammi.spec.stream import NatsSpec
 from jammi.types import ColumnType
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -140,7 +141,7 @@ class RemediationSpec(_Strict):
 class SourceSpec(_Strict):
     """Where a source's rows come from and what they must look like."""
 
-    kind: Literal["csv", "parquet", "jsonl", "duckdb", "postgres"]
+    kind: Literal["csv", "parquet", "jsonl", "duckdb", "postgres", "nats"]
     key: str
     columns: dict[str, ColumnSpec]
     path: str | None = None
@@ -162,6 +163,7 @@ class SourceSpec(_Strict):
     sensor: bool | None = None  # the file / watermark sensor; default: on when automation is declared
     watermark: str | None = None  # kind postgres: extract only rows past the last successful value
     deleted_at: str | None = None  # kind postgres with watermark: rows with it set are deletes
+    nats: NatsSpec | None = None  # kind nats: the JetStream subject, stream and durable consumer
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -204,6 +206,13 @@ class SourceSpec(_Strict):
                 raise ValueError("kind 'postgres' needs 'dsn' (e.g. postgresql://127.0.0.1/test)")
             if bool(self.table) == bool(self.query):
                 raise ValueError("kind 'postgres' needs exactly one of 'table' or 'query'")
+        if (self.kind == "nats") != (self.nats is not None):
+            raise ValueError("kind 'nats' needs a 'nats' block (subject, stream, durable)"
+                             if self.kind == "nats" else f"'nats' applies to kind 'nats' sources only, "
+                             f"not {self.kind!r}")
+        if self.kind == "nats" and self.partitions is not None:
+            raise ValueError("kind 'nats' cannot declare partitions: a stream is read in micro-batches "
+                             "by `jammi stream`")
         if self.schema_ is not None:
             check_source_schema(self)
         self._check_automation(file_kind)
@@ -292,6 +301,7 @@ class ProjectSpec(_Strict):
                         f"sources.{name}.quality.foreign_keys: {fk.references!r} is not a declared "
                         "source.column"
                     )
+        self._check_streams()
         for name, pipe in self.pipelines.items():
             if pipe.source in self.entities:
                 declared, what, listed = self.entities[pipe.source].fields, "a field of entity", "fields"
@@ -325,6 +335,22 @@ class ProjectSpec(_Strict):
                                  "chunked pipelines need an unpartitioned source (remove its "
                                  "'partitions' or the pipeline's 'chunking')")
 
+    def _check_streams(self) -> None:
+        """A stream source feeds exactly one pipeline, which its worker commits batch by batch."""
+        for name, src in self.sources.items():
+            if src.kind != "nats":
+                continue
+            feeding = [p for p, pipe in self.pipelines.items() if pipe.source == name]
+            if len(feeding) > 1:
+                raise ValueError(f"sources.{name}: a nats source feeds one pipeline, not "
+                                 f"{len(feeding)} ({', '.join(feeding)}); declare one stream per pipeline")
+            users = [e for e, ent in self.entities.items() if name in ent.sources]
+            if users:
+                raise ValueError(f"sources.{name}: a nats source cannot be fused into an entity "
+                                 f"({', '.join(users)}); fuse a batch source instead")
+            if any(self.pipelines[p].chunking is not None for p in feeding):
+                raise ValueError(f"sources.{name}: a nats source's pipeline cannot declare chunking yet; "
+                                 "chunk a batch source instead")
 
     def _check_entities(self) -> None:
         for entity, ent in self.entities.items():

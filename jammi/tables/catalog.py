@@ -183,6 +183,10 @@ def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     ).fetchone()[0])
 
 
+class PipelineBusy(ArtifactError):
+    """Another process holds the pipeline's lock (a caller that would rather retry later)."""
+
+
 _LOCKS: dict[str, FileLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -324,17 +328,21 @@ class Catalog:
             publish(con, self.path, self.root, self._present_tables(con), self._make_views)
 
     @contextlib.contextmanager
-    def pipeline_lock(self, pipeline: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+    def pipeline_lock(self, pipeline: str, waiting: Callable[[str], None] | None = None,
+                      wait_s: float | None = None) -> Iterator[None]:
         """One writer of a pipeline's tables at a time across processes (partitions of one
-        pipeline embedding at once, a refresh beside `jammi tables compact`): the second waits
-        for the first, then works from what it committed. Released by the kernel if the holder
-        dies."""
+        pipeline embedding at once, a refresh beside `jammi tables compact`, a batch run beside
+        the stream worker): the second waits for the first, then works from what it committed.
+        Released by the kernel if the holder dies. With `wait_s`, PipelineBusy after that long."""
         path = self.artifact_dir / STATE_DIR / f"{pipeline}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = _file_lock(path, PIPELINE_LOCK_WAIT_S)
         try:
-            lock.acquire(timeout=0)
+            lock.acquire(timeout=0 if wait_s is None else wait_s)
         except Timeout:
+            if wait_s is not None:
+                raise PipelineBusy(f"pipeline {pipeline!r}: another process is writing its table "
+                                   f"({path})") from None
             if waiting:
                 waiting(f"pipeline {pipeline!r}: another process is writing its table; waiting for it")
             try:
@@ -659,6 +667,13 @@ class Catalog:
         """A refresh that committed no version (nothing changed) still leaves its row in the log."""
         with self.connect() as con:
             self._log(con, pipeline, table_name, version, counts)
+
+    def next_version_number(self, table_name: str) -> int:
+        """One past the newest committed version of the table (1 for a table with only version 0)."""
+        with self.connect(read_only=True) as con:
+            found = con.execute("SELECT max(version) FROM table_versions WHERE table_name = ?",
+                                [table_name]).fetchone()[0] if _has_table(con, "table_versions") else None
+        return 1 if found is None else found + 1
 
     def versions(self, table_name: str) -> list[Version]:
         """The table's committed versions, oldest first (version 0 implied for older tables)."""
