@@ -1,5 +1,5 @@
 """Jobs, schedules, sensors and freshness policies made from what jammi.yaml declares
-(`refresh`, `freshness`, `partitions`, `sensor`, file and PostgreSQL sources)."""
+(`refresh`, `freshness`, `partitions`, `sensor`, file, PostgreSQL and stream sources)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from jammi.spec.project import Project
 from jammi_assets.jobs import build_jobs
 from sensors.schedules import build_refresh_schedules
 from sensors.source_files import build_source_files_sensors
+from sensors.stream import build_stream_sensors
 
 WATERMARK_MODULE = "sensors.postgres_watermark"
 
@@ -37,7 +38,8 @@ def build_automation(project: Project, assets: list[dg.AssetsDefinition]) -> Aut
     return Automation(
         jobs=build_jobs(project, assets),
         schedules=build_refresh_schedules(project),
-        sensors=build_source_files_sensors(project) + watermark_sensors(project),
+        sensors=(build_source_files_sensors(project) + watermark_sensors(project)
+                 + build_stream_sensors(project)),
     )
 
 

@@ -47,6 +47,14 @@ class Event:
     msg: Any = field(repr=False, default=None)
 
 
+@dataclass(frozen=True)
+class Position:
+    """Where the consumer stands: events not yet acknowledged, and the last delivered sequence."""
+
+    lag: int
+    delivered_seq: int
+
+
 def _credentials(spec: NatsSpec) -> dict:
     given = {"user": spec.user, "password": spec.password, "token": spec.token}
     return {k: v for k, v in given.items() if v}
@@ -174,16 +182,20 @@ class NatsConsumer:
 
     async def lag(self) -> int:
         """Events not yet acknowledged: pending delivery plus delivered and unacked."""
+        return (await self.position()).lag
+
+    async def position(self) -> Position:
         try:
             info = await self.js.consumer_info(self.spec.stream, self.spec.durable)
         except NotFoundError:
             try:
-                return int((await self.js.stream_info(self.spec.stream)).state.messages)
+                return Position(int((await self.js.stream_info(self.spec.stream)).state.messages), 0)
             except NotFoundError:
-                return 0
+                return Position(0, 0)
         except (TimeoutError, NatsError, OSError) as err:
             raise self._error("cannot read the consumer's state", err) from None
-        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        delivered = info.delivered.stream_seq if info.delivered is not None else 0
+        return Position(int(info.num_pending or 0) + int(info.num_ack_pending or 0), int(delivered or 0))
 
 
 def _event(msg) -> Event:
@@ -192,15 +204,15 @@ def _event(msg) -> Event:
                  published=meta.timestamp.timestamp(), data=msg.data, msg=msg)
 
 
-async def _lag(source: str, spec: NatsSpec, secrets: tuple[str, ...]) -> int:
+async def _position(source: str, spec: NatsSpec, secrets: tuple[str, ...]) -> Position:
     consumer = NatsConsumer(source, spec, secrets)
     await consumer.connect(bind=False)
     try:
-        return await consumer.lag()
+        return await consumer.position()
     finally:
         await consumer.close()
 
 
-def consumer_lag(source: str, spec: NatsSpec, secrets: tuple[str, ...] = ()) -> int:
-    """The consumer's lag, from outside a worker (the Dagster sensor)."""
-    return asyncio.run(_lag(source, spec, secrets))
+def consumer_position(source: str, spec: NatsSpec, secrets: tuple[str, ...] = ()) -> Position:
+    """The consumer's lag and last delivered sequence, from outside a worker (the sensor)."""
+    return asyncio.run(_position(source, spec, secrets))
