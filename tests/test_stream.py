@@ -162,11 +162,10 @@ def test_each_batch_is_a_runless_materialization(tmp_path, stream, encoder, monk
 
 
 def test_stream_sensor_requests_the_micro_batch_run_past_the_lag_threshold(tmp_path, stream):
-    from jammi_assets.definitions import build_definitions
+    from sensors.stream import build_stream_sensors
 
     project = stream_project(tmp_path, stream, lag_threshold=3)
-    defs = build_definitions(project)
-    sensor = defs.get_sensor_def("stream_sensor")
+    [sensor] = build_stream_sensors(project)
     stream.publish([event(i) for i in range(3)])
     with dg.DagsterInstance.ephemeral() as instance:
         quiet = sensor(dg.build_sensor_context(instance=instance))
@@ -184,3 +183,40 @@ def test_stream_sensor_requests_the_micro_batch_run_past_the_lag_threshold(tmp_p
     frame = pd.read_parquet(tmp_path / "artifacts" / "frames" / "validated_news.parquet")
     assert sorted(frame["id"].tolist()) == list(range(6))
 
+
+
+def test_batch_segments_are_merged_and_upserts_stay_single_rows(tmp_path, encoder, monkeypatch):
+    import json
+    import time
+
+    from jammi.ingest.nats_stream import Event
+    from jammi.tables import append
+
+    monkeypatch.setattr(append, "MAX_STREAM_SEGMENTS", 3)
+    project = _parse(tmp_path, {"kind": "nats", "key": "id", "columns": COLUMNS, "nats": NATS})
+    committer = BatchCommitter(project, "p", encoder)
+    seq = 0
+
+    def batch(*items):
+        nonlocal seq
+        out = []
+        for i, title in items:
+            seq += 1
+            payload = json.dumps({"id": i, "title": title, "topic": "tech"}).encode()
+            out.append(Event(seq, 1, time.time(), payload))
+        return out
+
+    committer.commit(batch(*[(i, f"first title {i}") for i in range(8)]))  # version 0: 8 rows
+    for n in range(4):  # one new key per batch: past 3 segments, those after the first are merged
+        committer.commit(batch((100 + n, f"new title {n}")))
+    committer.commit(batch((2, "changed title 2"), (2, "changed title 2")))  # an upsert, twice in a batch
+    catalog = Catalog(project.artifact_dir)
+    rec = catalog.active(pipeline="p")
+    version = catalog.current_version(rec)
+    outcomes = [v.counts.outcome for v in catalog.versions(rec.table_name)]
+    assert outcomes[:5] == ["rebuilt", "appended", "appended", "appended", "merged"]
+    assert len(version.segments) <= 3 and sum(v.counts.changed for v in catalog.versions(rec.table_name)) == 1
+    rows = Jammi(project).sql("SELECT _row_id, count(*) AS n FROM jammi.p_embeddings GROUP BY 1")
+    assert len(rows) == 12 and set(rows["n"]) == {1} and version.rows == 12
+    hits = Jammi(project).search("p", "changed title 2", k=1)
+    assert hits["_row_id"].tolist() == ["2"]

@@ -52,11 +52,21 @@ MAX_DELETED_SHARE = 0.25
 
 @dataclass
 class KeyState:
-    """The current rows of one version of a table: row id -> (content hash, segment file)."""
+    """The current version of a table as its one writer keeps it between commits: the version,
+    the next version number, and its rows: row id -> (content hash, segment file)."""
 
     table_name: str
-    version: int
+    base: Version
+    next_number: int
     rows: dict[str, tuple[str, str]]
+
+    @property
+    def version(self) -> int:
+        return self.base.version
+
+    def serves(self, rec: TableRecord) -> bool:
+        """Whether `rec` (as just read from the catalog) still serves the version kept here."""
+        return rec.table_name == self.table_name and (rec.current_version or 0) == self.base.version
 
 
 def key_state(catalog: Catalog, rec: TableRecord) -> KeyState:
@@ -66,7 +76,7 @@ def key_state(catalog: Catalog, rec: TableRecord) -> KeyState:
     rows = dict(zip(table.column("_row_id").to_pylist(),
                     zip(table.column("_content_hash").to_pylist(), table.column(SEGMENT_COLUMN).to_pylist(),
                         strict=True), strict=True))
-    return KeyState(rec.table_name, version.version, rows)
+    return KeyState(rec.table_name, version, catalog.next_version_number(rec.table_name), rows)
 
 
 @dataclass
@@ -104,10 +114,10 @@ def append_rows(*, catalog: Catalog, rec: TableRecord, state: KeyState, pipeline
     """Commit the rows (unique `keys` with their texts) whose content is not current yet as one
     new version of `rec`, which must still serve `state.version` (else ArtifactError: reload)."""
     t0 = time.perf_counter()
-    base = catalog.current_version(rec)
-    if base.version != state.version or state.table_name != rec.table_name:
-        raise ArtifactError(f"pipeline {pipeline!r}: {rec.table_name} is at version {base.version}, "
+    if not state.serves(rec):
+        raise ArtifactError(f"pipeline {pipeline!r}: {rec.table_name} is at version {rec.current_version}, "
                             f"the worker's keys are of version {state.version}; reload them")
+    base = state.base
     todo, superseded, unchanged = [], [], 0
     for i, (key, text) in enumerate(zip(keys, texts, strict=True)):
         old = state.rows.get(key)
@@ -122,7 +132,7 @@ def append_rows(*, catalog: Catalog, rec: TableRecord, state: KeyState, pipeline
     if not todo:
         done.seconds = time.perf_counter() - t0
         return done
-    number = catalog.next_version_number(rec.table_name)
+    number = state.next_number
     stem = version_stem(rec.table_name, number)
     tables_dir = rec.tables_dir
     stats = EmbedStats(rec.table_name, rec.parquet_path, rec.model_id, rec.dimensions or 0)
@@ -155,7 +165,7 @@ def append_rows(*, catalog: Catalog, rec: TableRecord, state: KeyState, pipeline
         raise
     done.version = number
     _fill_hashes(state, new_rows, segments[-1].file)
-    state.version = number
+    state.base, state.next_number = version, number + 1
     return done
 
 
@@ -165,25 +175,25 @@ def _fill_hashes(state: KeyState, rows: pa.Table, segment: str) -> None:
         state.rows[key] = (digest, segment)
 
 
-def needs_merge(version: Version) -> bool:
-    return len(version.segments) > MAX_STREAM_SEGMENTS
+def needs_merge(state: KeyState) -> bool:
+    return len(state.base.segments) > MAX_STREAM_SEGMENTS
 
 
 def merge_segments(catalog: Catalog, rec: TableRecord, pipeline: str, state: KeyState) -> Version:
     """Merge the segments after the first into one (a full compaction when they hold more rows
     than the first, or deletions pass MAX_DELETED_SHARE), as a new version; `state` follows."""
-    base = catalog.current_version(rec)
+    base = state.base
     first, tail = base.segments[0], base.segments[1:]
     tail_rows = sum(r.rows for r in tail)
     if tail_rows >= first.rows or base.deleted_rows > MAX_DELETED_SHARE * max(1, base.rows):
-        version = compact_table(catalog, rec, pipeline)
+        version = compact_table(catalog, catalog.table(rec.table_name), pipeline)
         segment = version.segments[0].file
         state.rows = {k: (h, segment) for k, (h, _) in state.rows.items()}
-        state.version = version.version
+        state.base, state.next_number = version, version.version + 1
         return version
     t0 = time.perf_counter()
     deleted = deleted_by_segment(rec.tables_dir, base)
-    number = catalog.next_version_number(rec.table_name)
+    number = state.next_number
     stem = version_stem(rec.table_name, number)
     parts = []
     for ref in tail:
@@ -206,5 +216,5 @@ def merge_segments(catalog: Catalog, rec: TableRecord, pipeline: str, state: Key
         _remove(rec.tables_dir, stem)
         raise
     state.rows = {k: (h, seg if seg == first.file else merged.file) for k, (h, seg) in state.rows.items()}
-    state.version = number
+    state.base, state.next_number = version, number + 1
     return version

@@ -162,14 +162,13 @@ class BatchCommitter:
             raise ArtifactError(f"pipeline {self.pipeline!r}: the active table {rec.table_name} is of "
                                 "another generation (model, text columns or schema changed); a stream cannot "
                                 "rebuild it from past events: replay the stream into a new pipeline")
-        if self.state is None or self.state.table_name != rec.table_name or \
-                self.state.version != self.catalog.current_version(rec).version:
+        if self.state is None or not self.state.serves(rec):  # first batch, or another writer committed
             self.state = key_state(self.catalog, rec)
         row_keys, texts, _ = keyed_texts(valid, self.src.key, self.pipe.text_columns)
         done = append_rows(catalog=self.catalog, rec=rec, state=self.state, pipeline=self.pipeline,
                            source=self.source, keys=row_keys, texts=texts, encoder=self.encoder,
                            batch_size=self.pipe.batch_size)
-        if done.committed and needs_merge(self.catalog.current_version(rec)):
+        if done.committed and needs_merge(self.state):
             done.version = merge_segments(self.catalog, rec, self.pipeline, self.state).version
         return done
 
