@@ -123,7 +123,7 @@ def test_unknown_kind(tmp_path):
     message = load_error(tmp_path, doc)
     assert "sources.products.kind" in message
     # says what is allowed
-    assert "Input should be 'csv', 'parquet', 'jsonl', 'duckdb' or 'postgres'" in message
+    assert "Input should be 'csv', 'parquet', 'jsonl', 'duckdb', 'postgres' or 'nats'" in message
 
 
 def test_key_not_a_declared_column(tmp_path):
