@@ -181,7 +181,9 @@ def run_worker(project: Project, pipeline: str, encoder: Encoder, **options) -> 
     """Run the worker in this thread until its `stop` event is set (see StreamWorker)."""
     limits = {k: options.pop(k) for k in ("max_batches", "idle_exit_s") if k in options}
     worker = StreamWorker(project, pipeline, encoder, **options)
-    encoder.dimensions  # noqa: B018 - loads the model once, before the first batch
+    # the model loads once, before the first batch, and runs once so that the first batch's
+    # latency is not the warm-up's
+    encoder.encode([f"warm-up text {i}" for i in range(worker.committer.pipe.batch_size)])
     return asyncio.run(worker.run(**limits))
 
 
