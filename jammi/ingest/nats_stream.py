@@ -36,6 +36,11 @@ class StreamUnavailable(SourceError):
     """The NATS server cannot be reached or answered with an error: worth retrying later."""
 
 
+class ConsumerGone(StreamUnavailable):
+    """The durable consumer this worker reads through was deleted (its stream deleted or
+    re-created): connecting again creates it afresh."""
+
+
 @dataclass
 class Event:
     """One delivered message: its stream sequence, delivery count, publish time and payload."""
@@ -188,6 +193,10 @@ class NatsConsumer:
         try:
             info = await self.js.consumer_info(self.spec.stream, self.spec.durable)
         except NotFoundError:
+            if self.sub is not None:
+                raise ConsumerGone(f"source {self.source!r}: the durable consumer {self.spec.durable!r} of "
+                                   f"stream {self.spec.stream!r} is gone (stream deleted or re-created?); "
+                                   "creating it again") from None
             try:
                 return Position(int((await self.js.stream_info(self.spec.stream)).state.messages), 0)
             except NotFoundError:

@@ -23,7 +23,7 @@ from jammi.app.stream.batch import BatchCommitter, BatchResult
 from jammi.app.stream.metrics import StreamMetrics, status_line, write_status
 from jammi.embedding.model import Encoder
 from jammi.errors import JammiError
-from jammi.ingest.nats_stream import Event, NatsConsumer, StreamUnavailable
+from jammi.ingest.nats_stream import ConsumerGone, Event, NatsConsumer, StreamUnavailable
 from jammi.redact import redact
 from jammi.spec.project import Project
 from jammi.tables.catalog import PipelineBusy
@@ -170,6 +170,9 @@ class StreamWorker:
         if self.consumer.nc is not None:
             try:
                 self.metrics.lag = await self.consumer.lag()
+            except ConsumerGone:
+                if not final:
+                    raise
             except StreamUnavailable:
                 pass
         snap = self.metrics.snapshot()
