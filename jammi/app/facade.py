@@ -16,7 +16,8 @@ from jammi.embedding.texts import compose_texts
 from jammi.errors import ArtifactError, JammiError
 from jammi.ingest.extract import extract
 from jammi.query.sandbox import one_reading_statement, reading_catalog
-from jammi.query.search import search as _search
+from jammi.query.search import EncoderLoader
+from jammi.query.searcher import Searcher
 from jammi.silver.recipe import to_silver
 from jammi.spec.project import Project, load_project
 from jammi.tables.catalog import Catalog
@@ -26,14 +27,25 @@ from jammi.tables.recovery import RecoveryAction, recover
 class Jammi:
     """Open a project (`--project`, $JAMMI_PROJECT or ./jammi.yaml); recovery runs first."""
 
-    def __init__(self, project: str | os.PathLike | Project | None = None, *, recover_on_open=True):
+    def __init__(self, project: str | os.PathLike | Project | None = None, *, recover_on_open=True,
+                 loader: EncoderLoader | None = None):
+        """`loader(model_id)` gives the query encoder (default: jammi.embedding.model.load_encoder),
+        called once per model by this facade."""
         self.project = project if isinstance(project, Project) else load_project(project)
         self.catalog = Catalog(self.project.artifact_dir)
         self.recovered: list[RecoveryAction] = recover(self.catalog) if recover_on_open else []
+        self.searcher = Searcher(self.project, self.catalog, loader)
 
     def search(self, name: str, query: str | None = None, **kwargs) -> pd.DataFrame:
-        """See jammi.query.search.search: query text | vector= | row_key=, k, filter, select."""
-        return _search(self.project, name, query, **kwargs)
+        """See jammi.query.search.search: query text | vector= | row_key=, k, filter, select,
+        exact, table. What it reads is kept for the next search until a new version is served
+        (jammi.query.searcher)."""
+        return self.searcher.search(name, query, **kwargs)
+
+    def search_many(self, name: str, queries, **kwargs) -> list[pd.DataFrame]:
+        """`search` for each of `queries` (texts, or vectors as the rows of a 2-D array): one
+        encode call, one batched index search; k, filter, select, exact, table as in search."""
+        return self.searcher.search_many(name, queries, **kwargs)
 
     def sql(self, query: str) -> pd.DataFrame:
         """Run one SELECT against the catalog, where every output is a view: FROM jammi.<name>.

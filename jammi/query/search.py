@@ -23,7 +23,7 @@ from jammi.storage import frame_path
 from jammi.tables.catalog import Catalog, TableRecord, quote_ident, quote_literal
 from jammi.tables.contract import manifest_index_spec
 from jammi.tables.index import VersionIndex
-from jammi.tables.versions import read_current
+from jammi.tables.versions import Version, read_current
 
 log = logging.getLogger(__name__)
 EncoderLoader = Callable[[str], object]
@@ -32,54 +32,95 @@ EncoderLoader = Callable[[str], object]
 def resolve_table(project: Project, catalog: Catalog, name: str, table: str | None) -> TableRecord:
     """`name` is a pipeline or a source, served by its active table; `table` picks a specific
     ready table instead (an older one kept for rollback, say)."""
+    return serving_table(project, catalog, name, table)[0]
+
+
+def serving_table(project: Project, catalog: Catalog, name: str,
+                  table: str | None) -> tuple[TableRecord, Version]:
+    """The table `resolve_table` picks and the version of it that is served, read in one
+    opening of the published catalog."""
     if table:
-        rec = catalog.table(table)
-        if rec is None or rec.status != "ready":
-            state = "does not exist" if rec is None else f"is {rec.status}"
+        found = catalog.serving(table_name=table)
+        if found is None or found[0].status != "ready":
+            state = "does not exist" if found is None else f"is {found[0].status}"
             raise SearchError(f"embedding table {table!r} {state}; `jammi status` lists tables")
-        return rec
+        return found
     if name in project.pipelines:
-        rec = catalog.active(pipeline=name)
+        found = catalog.serving(pipeline=name)
     elif name in project.sources or project.entity_of(name):
-        rec = catalog.active(source=project.embedding_source(name))
+        found = catalog.serving(source=project.embedding_source(name))
     else:
         known = sorted({*project.sources, *project.pipelines, *project.entities})
         raise SearchError(f"unknown source or pipeline {name!r} (known: {', '.join(known)})")
-    if rec is None:
+    if found is None:
         raise SearchError(f"{name!r} has no ready embedding table; run `jammi materialize` first")
-    return rec
+    return found
 
 
-def _table_vectors(catalog: Catalog, rec: TableRecord,
+def check_documents(select: list[str] | None) -> None:
+    if select:
+        raise SearchError("select does not apply to document search (it returns doc_id, similarity "
+                          "and the best chunk's chunk_id, ordinal, start, end and text)")
+
+
+def check_k(k: int) -> None:
+    if not 1 <= k <= MAX_K:
+        raise SearchError(f"k must be between 1 and {MAX_K} (got {k})")
+
+
+def served_columns(project: Project, rec: TableRecord,
+                   select: list[str] | None) -> tuple[str, list[str], Path]:
+    """The source's key, the columns a search returns (`select`, default all the source's) and
+    the validated frame they come from."""
+    src = project.frame_spec(rec.source)
+    if src is None:
+        raise SearchError(f"table {rec.table_name} belongs to source {rec.source!r}, no longer declared")
+    cols = list(select) if select else list(src.columns)
+    unknown = [c for c in cols if c not in src.columns]
+    if unknown:
+        raise SearchError(f"select: unknown column(s) {unknown} of source {rec.source!r}")
+    frame_asset = project.frame_asset(rec.source)
+    frame = frame_path(project.artifact_dir, frame_asset)
+    if not frame.exists():
+        raise SearchError(f"{frame_asset} has not been materialized ({frame} missing)")
+    return src.key, cols, frame
+
+
+def _table_vectors(rec: TableRecord, version: Version,
                    row_ids: set[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """Row ids and vectors of the table's current rows (all, or those in `row_ids`)."""
-    version = catalog.current_version(rec)
+    """Row ids and vectors of the version's current rows (all, or those in `row_ids`)."""
     table = read_current(rec.tables_dir, version, ["vector"], None if row_ids is None else sorted(row_ids))
     return table.column("_row_id").to_pylist(), vectors_of(table.column("vector"), rec.dimensions)
 
 
-def _query_vector(catalog: Catalog, rec: TableRecord, query: str | None, vector, row_key,
-                  loader: EncoderLoader) -> np.ndarray:
+def unit(q: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(q))
+    if not np.isfinite(norm) or norm == 0:
+        raise SearchError("the query vector is zero or not finite")
+    return (q / norm).astype(np.float32)
+
+
+def query_vector(rec: TableRecord, version: Version, query: str | None, vector, row_key,
+                 encoder: Callable[[], object]) -> np.ndarray:
+    """The unit query vector from exactly one of a text (`encoder()` gives the model), a
+    vector or a row key of the table."""
     given = sum(x is not None for x in (query, vector, row_key))
     if given != 1:
         raise SearchError("give exactly one of a query text, a vector or a row key")
     if query is not None:
         if not query.strip():
             raise SearchError("the query text is empty")
-        q = loader(rec.model_id).encode([query])[0]
+        q = encoder().encode([query])[0]
     elif vector is not None:
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         if q.shape[0] != rec.dimensions:
             raise SearchError(f"query vector has {q.shape[0]} dimensions, table has {rec.dimensions}")
     else:
-        ids, vecs = _table_vectors(catalog, rec, {str(row_key)})
+        ids, vecs = _table_vectors(rec, version, {str(row_key)})
         if len(ids) == 0:
             raise SearchError(f"row key {row_key!r} is not in table {rec.table_name}")
         q = vecs[0]
-    norm = float(np.linalg.norm(q))
-    if not np.isfinite(norm) or norm == 0:
-        raise SearchError("the query vector is zero or not finite")
-    return (q / norm).astype(np.float32)
+    return unit(q)
 
 
 def _allowed_keys(frame: Path, key: str, where: str | None) -> set[str] | None:
@@ -88,16 +129,19 @@ def _allowed_keys(frame: Path, key: str, where: str | None) -> set[str] | None:
     return filter_keys(pq.read_table(frame), key, where)
 
 
-def _exact(catalog, rec, q, k, allowed, exclude) -> list[tuple[str, float]]:
-    ids, vecs = _table_vectors(catalog, rec, allowed)
+def exact_search(rec: TableRecord, version: Version, queries: np.ndarray, k: int,
+                 allowed: set[str] | None, exclude: set[str]) -> list[list[tuple[str, float]]]:
+    """Every current row scored against each query (rows of `queries`): the k best of each."""
+    ids, vecs = _table_vectors(rec, version, allowed)
     if len(ids) == 0:
-        return []
-    scores = vecs @ q
-    take = min(len(scores), k + len(exclude))
-    top = np.argpartition(-scores, take - 1)[:take]
-    top = top[np.argsort(-scores[top], kind="stable")]
-    hits = [(ids[i], float(scores[i])) for i in top if ids[i] not in exclude]
-    return hits[:k]
+        return [[] for _ in range(len(queries))]
+    out = []
+    for scores in queries @ vecs.T:
+        take = min(len(scores), k + len(exclude))
+        top = np.argpartition(-scores, take - 1)[:take]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        out.append([(ids[i], float(scores[i])) for i in top if ids[i] not in exclude][:k])
+    return out
 
 
 def search(
@@ -116,45 +160,45 @@ def search(
     documents: bool = False,
 ) -> pd.DataFrame:
     """Nearest rows of `name` (a source or pipeline) to a text, a vector or a row's vector;
-    with `documents`, a chunked pipeline's documents ranked by their best chunk."""
+    with `documents`, a chunked pipeline's documents ranked by their best chunk.
+
+    Reads everything afresh on each call (catalog, index, the frame through a DuckDB join);
+    `jammi.Jammi.search` (jammi.query.searcher.Searcher) keeps what it read between calls."""
     if documents:
-        if select:
-            raise SearchError("select does not apply to document search (it returns doc_id, similarity "
-                              "and the best chunk's chunk_id, ordinal, start, end and text)")
+        check_documents(select)
         return rank_documents(lambda n: search(project, name, query, vector=vector, row_key=row_key, k=n,
                                                filter=filter, exact=exact, table=table, loader=loader),
                               k, name)
-    if not 1 <= k <= MAX_K:
-        raise SearchError(f"k must be between 1 and {MAX_K} (got {k})")
+    check_k(k)
     from jammi.embedding.model import load_encoder
 
     catalog = Catalog(project.artifact_dir)
-    rec = resolve_table(project, catalog, name, table)
-    src = project.frame_spec(rec.source)
-    if src is None:
-        raise SearchError(f"table {rec.table_name} belongs to source {rec.source!r}, no longer declared")
-    cols = list(select) if select else list(src.columns)
-    unknown = [c for c in cols if c not in src.columns]
-    if unknown:
-        raise SearchError(f"select: unknown column(s) {unknown} of source {rec.source!r}")
-    frame_asset = project.frame_asset(rec.source)
-    frame = frame_path(project.artifact_dir, frame_asset)
-    if not frame.exists():
-        raise SearchError(f"{frame_asset} has not been materialized ({frame} missing)")
+    rec, version = serving_table(project, catalog, name, table)
+    key, cols, frame = served_columns(project, rec, select)
     if rec.rows_embedded == 0:
-        return _attach_columns(frame, src.key, cols, [])
-    q = _query_vector(catalog, rec, query, vector, row_key, loader or load_encoder)
-    allowed = _allowed_keys(frame, src.key, filter)
+        return _attach_columns(frame, key, cols, [])
+    q = query_vector(rec, version, query, vector, row_key, lambda: (loader or load_encoder)(rec.model_id))
+    allowed = _allowed_keys(frame, key, filter)
     exclude = {str(row_key)} if row_key is not None else set()
     if exact:
-        hits = _exact(catalog, rec, q, k, allowed, exclude)
+        hits = exact_search(rec, version, q.reshape(1, -1), k, allowed, exclude)[0]
     else:
-        index = VersionIndex(rec.tables_dir, catalog.current_version(rec), rec.dimensions,
-                             manifest_index_spec(rec.base_path))
+        index = VersionIndex(rec.tables_dir, version, rec.dimensions, manifest_index_spec(rec.base_path))
         for segment, problem in index.problems.items():
             log.warning("%s: %s; scoring it exactly", segment, problem)
         hits = index.search(q, k, allowed, exclude)
-    return _attach_columns(frame, src.key, cols, hits)
+    return _attach_columns(frame, key, cols, hits)
+
+
+def search_many(project: Project, name: str, queries, *, k: int = 10, filter: str | None = None,
+                select: list[str] | None = None, exact: bool = False, table: str | None = None,
+                loader: EncoderLoader | None = None) -> list[pd.DataFrame]:
+    """`search` for each of `queries` (texts, or vectors as the rows of a 2-D array) in one
+    encode call and one batched index search; see jammi.query.searcher.Searcher.search_many."""
+    from jammi.query.searcher import Searcher
+
+    return Searcher(project, loader=loader).search_many(name, queries, k=k, filter=filter, select=select,
+                                                        exact=exact, table=table)
 
 
 def _attach_columns(frame: Path, key: str, cols: list[str], hits: list[tuple[str, float]]) -> pd.DataFrame:

@@ -38,7 +38,7 @@ from jammi.embedding.texts import TEXT_SEPARATOR
 from jammi.errors import ArtifactError
 from jammi.storage import FRAMES_DIR, frame_path
 from jammi.tables.generation import DEFAULT_SCHEMA_VERSION, generation_fingerprint
-from jammi.tables.published import open_published, publish, published_root
+from jammi.tables.published import open_published, publish, published_root, published_stamp
 from jammi.tables.versions import OUTCOME_ROLLED_BACK, Counts, FileRef, Version, view_sql
 
 CATALOG_FILE = "jammi.duckdb"  # the published file clients open
@@ -632,10 +632,10 @@ class Catalog:
         return [_record(r, self.root) for r in rows]
 
     def table(self, table_name: str) -> TableRecord | None:
-        for rec in self.tables():
-            if rec.table_name == table_name:
-                return rec
-        return None
+        if not self.exists():
+            return None
+        with self.connect(read_only=True) as con:
+            return self._table(con, table_name)
 
     def newest_ready(
         self, source: str | None = None, pipeline: str | None = None
@@ -677,25 +677,62 @@ class Catalog:
 
     def versions(self, table_name: str) -> list[Version]:
         """The table's committed versions, oldest first (version 0 implied for older tables)."""
-        rec = self.table(table_name)
+        rec = None
+        if self.exists():
+            with self.connect(read_only=True) as con:
+                rec = self._table(con, table_name)
+                found = self._versions(con, table_name, None) if rec is not None else []
         if rec is None:
             raise ArtifactError(f"embedding table {table_name!r} does not exist")
-        with self.connect(read_only=True) as con:
-            cur = con.execute("SELECT * FROM table_versions WHERE table_name = ? ORDER BY version",
-                              [table_name]) if _has_table(con, "table_versions") else None
-            rows = _rows(cur) if cur is not None else []
-        found = [_version(r) for r in rows]
         return found if found else [_initial_version(rec)]
+
+    @staticmethod
+    def _versions(con: duckdb.DuckDBPyConnection, table_name: str, number: int | None) -> list[Version]:
+        if not _has_table(con, "table_versions"):
+            return []
+        where, args = "table_name = ?", [table_name]
+        if number is not None:
+            where, args = where + " AND version = ?", args + [number]
+        return [_version(r) for r in _rows(con.execute(
+            f"SELECT * FROM table_versions WHERE {where} ORDER BY version", args))]
+
+    @staticmethod
+    def _current(con: duckdb.DuckDBPyConnection, rec: TableRecord) -> Version:
+        if rec.current_version is None:
+            return _initial_version(rec)
+        found = Catalog._versions(con, rec.table_name, rec.current_version)
+        if not found:
+            raise ArtifactError(f"{rec.table_name}: current version {rec.current_version} is not in the "
+                                f"catalog; run `jammi verify {rec.pipeline} --repair`")
+        return found[0]
 
     def current_version(self, rec: TableRecord) -> Version:
         """The version of `rec` that search and the views serve."""
         if rec.current_version is None:
             return _initial_version(rec)
-        for version in self.versions(rec.table_name):
-            if version.version == rec.current_version:
-                return version
-        raise ArtifactError(f"{rec.table_name}: current version {rec.current_version} is not in the "
-                            f"catalog; run `jammi verify {rec.pipeline} --repair`")
+        with self.connect(read_only=True) as con:
+            return self._current(con, rec)
+
+    def serving(self, *, pipeline: str | None = None, source: str | None = None,
+                table_name: str | None = None) -> tuple[TableRecord, Version] | None:
+        """In one read of the published file: the table `active(pipeline, source)` names (or the
+        table `table_name`, whatever its status) and the version of it that is served."""
+        if not self.exists():
+            return None
+        with self.connect(read_only=True) as con:
+            if table_name is not None:
+                rec = self._table(con, table_name)
+            else:
+                row = self._serving(con, pipeline=pipeline, source=source)
+                rec = _record(row, self.root) if row else None
+            if rec is None:
+                return None
+            return rec, (self._current(con, rec) if rec.status == STATUS_READY else _initial_version(rec))
+
+    def stamp(self) -> tuple | None:
+        """Differs after every publish (see jammi.tables.published.published_stamp): a reader
+        that keeps what it read checks this, which costs a stat, not an open."""
+        return published_stamp(self.path)
 
     def commit_version(self, pipeline: str, version: Version, based_on: Version) -> None:
         """Make `version` current, atomically, if the table still serves `based_on` (else another

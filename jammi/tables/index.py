@@ -105,13 +105,21 @@ class VersionIndex:
     version's deletions dropped from the hits, results merged by similarity. A segment whose
     sidecar is missing, corrupt or stale is scored exactly instead."""
 
-    def __init__(self, tables_dir: Path, version: Version, dimensions: int, spec: IndexSpec):
+    def __init__(self, tables_dir: Path, version: Version, dimensions: int, spec: IndexSpec,
+                 reuse: VersionIndex | None = None):
+        """`reuse`: an index of an earlier version of the same table, whose loaded segments
+        (immutable files) this one takes over instead of loading them again."""
         self.tables_dir, self.version = Path(tables_dir), version
         self.dimensions, self.spec = dimensions, spec
         self.deleted = deleted_by_segment(tables_dir, version)
         self.parts: list[tuple[FileRef, Index | None, pa.Array | None]] = []
         self.problems: dict[str, str] = {}
+        loaded = {ref: (index, rowmap) for ref, index, rowmap in (reuse.parts if reuse else ())
+                  if index is not None and reuse.spec == spec}
         for ref in version.segments:
+            if ref in loaded:
+                self.parts.append((ref, *loaded[ref]))
+                continue
             try:
                 index, rowmap = load_index(segment_base(tables_dir, ref), ref.rows, spec)
             except SidecarUnusable as err:
@@ -127,39 +135,66 @@ class VersionIndex:
 
     def search(self, q: np.ndarray, k: int, allowed: set[str] | None = None,
                exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
-        hits: list[tuple[str, float]] = []
+        return self.search_many(q.reshape(1, -1), k, allowed, exclude)[0]
+
+    def search_many(self, queries: np.ndarray, k: int, allowed: set[str] | None = None,
+                    exclude: set[str] = frozenset()) -> list[list[tuple[str, float]]]:
+        """The `k` nearest current rows (in `allowed`, not in `exclude`) of each row of
+        `queries`: one batched HNSW search per segment, a query whose hits the deletions or
+        the filter thinned below `k` searched again alone with a wider net."""
+        hits: list[list[tuple[str, float]]] = [[] for _ in range(len(queries))]
         for ref, index, rowmap in self.parts:
             gone = self.deleted.get(ref.file, set()) | set(exclude)
             if index is None or len(gone) > MOSTLY_DELETED * max(1, ref.rows):
                 # no sidecar, or one whose graph is mostly deleted rows: score the segment exactly
-                hits += self._exact_segment(ref, q, k, allowed, gone)
+                found = self._exact_segment(ref, queries, k, allowed, gone)
             else:
-                hits += self._ann_segment(index, rowmap, q, k, allowed, gone)
-        hits.sort(key=lambda h: -h[1])
-        return hits[:k]
+                found = self._ann_segment(index, rowmap, queries, k, allowed, gone)
+            for mine, more in zip(hits, found, strict=True):
+                mine += more
+        for mine in hits:
+            mine.sort(key=lambda h: -h[1])
+            del mine[k:]
+        return hits
 
-    def _ann_segment(self, index, rowmap, q, k, allowed, gone) -> list[tuple[str, float]]:
+    def _ann_segment(self, index, rowmap, queries, k, allowed, gone) -> list[list[tuple[str, float]]]:
         total = len(index)
         if total == 0:
-            return []
-        count = min(total, (k + len(gone)) * (10 if allowed is not None else 1))
-        while True:
-            matches = index.search(q, count)
-            rows = rowmap.take(pa.array(np.asarray(matches.keys).astype(np.int64))).to_pylist()
-            sims = _similarity(np.asarray(matches.distances, dtype=np.float64), self.spec.metric)
-            hits = [(r, float(s)) for r, s in zip(rows, sims, strict=True)
-                    if r not in gone and (allowed is None or r in allowed)]
-            if len(hits) >= k or count >= total:
-                return hits[:k]
-            count = min(total, count * 4)
+            return [[] for _ in range(len(queries))]
+        share = 1.0 if allowed is None else max(len(allowed) / max(1, self.version.rows), 1e-4)
+        count = min(total, int((k + len(gone)) * (1 if allowed is None else max(10, 2 / share))))
+        found = self._ann_pass(index, rowmap, queries, count, allowed, gone)
+        out = []
+        for q, hits in zip(queries, found, strict=True):
+            wider = count
+            while len(hits) < k and wider < total:
+                wider = min(total, wider * 4)
+                hits = self._ann_pass(index, rowmap, q.reshape(1, -1), wider, allowed, gone)[0]
+            out.append(hits[:k])
+        return out
 
-    def _exact_segment(self, ref, q, k, allowed, gone) -> list[tuple[str, float]]:
+    def _ann_pass(self, index, rowmap, queries, count, allowed, gone) -> list[list[tuple[str, float]]]:
+        matches = index.search(queries, count)
+        keys = np.asarray(matches.keys).reshape(len(queries), -1)
+        dists = np.asarray(matches.distances, dtype=np.float64).reshape(len(queries), -1)
+        counts = np.asarray(matches.counts).reshape(-1) if len(queries) > 1 else [len(matches)]
+        out = []
+        for row_keys, row_dists, n in zip(keys, dists, counts, strict=True):
+            rows = rowmap.take(pa.array(row_keys[:n].astype(np.int64))).to_pylist()
+            sims = _similarity(row_dists[:n], self.spec.metric)
+            out.append([(r, float(s)) for r, s in zip(rows, sims, strict=True)
+                        if r not in gone and (allowed is None or r in allowed)])
+        return out
+
+    def _exact_segment(self, ref, queries, k, allowed, gone) -> list[list[tuple[str, float]]]:
         table = pq.read_table(self.tables_dir / ref.file, columns=["_row_id", "vector"])
         ids = table.column("_row_id").to_pylist()
         keep = [i for i, r in enumerate(ids) if r not in gone and (allowed is None or r in allowed)]
         if not keep:
-            return []
+            return [[] for _ in range(len(queries))]
         vecs = vectors_of(table.column("vector").take(pa.array(keep)), self.dimensions)
-        scores = vecs @ q
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [(ids[keep[i]], float(scores[i])) for i in top]
+        out = []
+        for scores in queries @ vecs.T:
+            top = np.argsort(-scores, kind="stable")[:k]
+            out.append([(ids[keep[i]], float(scores[i])) for i in top])
+        return out

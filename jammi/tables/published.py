@@ -7,11 +7,17 @@ tables, a view per asset output and per embedding table) and renames it into pla
 client holding the old file open keeps reading the old file, so no reader ever blocks a
 writer, and views name files by absolute path under the artifact directory they were
 published from: a moved project folder is noticed (`_published.root`) and republished.
+
+Beside it, `.jammi.duckdb.stamp` holds a random token written (rename-atomic) after each
+publish, so a reader that keeps what it read (the facade's search) learns cheaply whether it
+must read again: `published_stamp` is the token plus the file's identity, taken *before* the
+reader opens the file, so what it reads is never older than the stamp it keys it by.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +60,33 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tu
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, target)
+    _write_stamp(target)
+
+
+def stamp_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.stamp")
+
+
+def _write_stamp(target: Path) -> None:
+    path = stamp_path(target)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    tmp.write_text(secrets.token_hex(16) + "\n", encoding="ascii")
+    os.replace(tmp, path)
+
+
+def published_stamp(target: Path) -> tuple | None:
+    """Something that differs after every publish of `target` (None: no published file): its
+    stamp's token and the file's inode, size and times, so a file replaced by a publisher that
+    writes no stamp is noticed too."""
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return None
+    try:
+        token = stamp_path(target).read_bytes()
+    except FileNotFoundError:
+        token = b""
+    return token, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def open_published(path: Path) -> duckdb.DuckDBPyConnection:

@@ -1,0 +1,161 @@
+"""Search that keeps what it read: the facade's (`jammi.Jammi`) searches go through one
+Searcher, so a search after the first opens nothing.
+
+Kept between searches: which table and version each name is served by, each served
+version's index (its segments' USearch sidecars and row maps, taken over by the next version
+of the table, since segments never change), each source's validated frame with a key →
+row-position map and the keys each filter allowed, and the query encoder. Each search first
+compares the published catalog's stamp (jammi.tables.published.published_stamp: a stat and a
+small read) with the one it resolved names under; after any publish (a refresh, a stream's
+micro-batch, a rollback) the names are resolved again in one opening of the catalog, and a
+version that changed gets its index. A frame is read again when its file was replaced."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from jammi.errors import SearchError
+from jammi.query.documents import rank_documents
+from jammi.query.rows import SourceRows
+from jammi.query.search import (
+    EncoderLoader,
+    check_documents,
+    check_k,
+    exact_search,
+    query_vector,
+    served_columns,
+    serving_table,
+    unit,
+)
+from jammi.spec.project import Project
+from jammi.tables.catalog import Catalog, TableRecord
+from jammi.tables.contract import manifest_index_spec
+from jammi.tables.index import VersionIndex
+from jammi.tables.versions import Version
+
+log = logging.getLogger(__name__)
+
+
+class Searcher:
+    """Searches over one project's embedding tables (see the module docstring)."""
+
+    def __init__(self, project: Project, catalog: Catalog | None = None, loader: EncoderLoader | None = None):
+        self.project = project
+        self.catalog = catalog or Catalog(project.artifact_dir)
+        self._loader = loader
+        self._lock = threading.RLock()
+        self._stamp: tuple | None = None
+        self._served: dict[tuple[str, str | None], tuple[TableRecord, Version]] = {}
+        self._indexes: dict[str, VersionIndex] = {}
+        self._rows: dict[str, SourceRows] = {}
+        self._encoders: dict[str, object] = {}
+
+    def search(self, name: str, query: str | None = None, *, vector=None, row_key=None, k: int = 10,
+               filter: str | None = None, select: list[str] | None = None, exact: bool = False,
+               table: str | None = None, documents: bool = False) -> pd.DataFrame:
+        """Nearest rows of `name` (a source or pipeline) to a text, a vector or a row's vector
+        (with `documents`, a chunked pipeline's documents ranked by their best chunk); the same
+        frame as jammi.query.search.search."""
+        if documents:
+            check_documents(select)
+            return rank_documents(lambda n: self.search(name, query, vector=vector, row_key=row_key, k=n,
+                                                        filter=filter, exact=exact, table=table), k, name)
+        check_k(k)
+        rec, version = self._serving(name, table)
+        key, cols, path = served_columns(self.project, rec, select)
+        rows = self._source_rows(rec.source, path, key)
+        if rec.rows_embedded == 0:
+            return rows.attach(cols, [])
+        q = query_vector(rec, version, query, vector, row_key, lambda: self._encoder(rec.model_id))
+        exclude = {str(row_key)} if row_key is not None else set()
+        hits = self._hits(rec, version, q.reshape(1, -1), k, rows, filter, exact, exclude)
+        return rows.attach(cols, hits[0])
+
+    def search_many(self, name: str, queries: Sequence[str] | np.ndarray, *, k: int = 10,
+                    filter: str | None = None, select: list[str] | None = None, exact: bool = False,
+                    table: str | None = None) -> list[pd.DataFrame]:
+        """`search` for each query (texts, or vectors as the rows of a 2-D array), in order: the
+        texts encoded in one call, the index searched once for all of them."""
+        check_k(k)
+        rec, version = self._serving(name, table)
+        key, cols, path = served_columns(self.project, rec, select)
+        rows = self._source_rows(rec.source, path, key)
+        matrix = self._query_matrix(rec, queries)
+        if rec.rows_embedded == 0 or len(matrix) == 0:
+            return [rows.attach(cols, []) for _ in range(len(matrix))]
+        hits = self._hits(rec, version, matrix, k, rows, filter, exact, set())
+        return [rows.attach(cols, h) for h in hits]
+
+    def _query_matrix(self, rec: TableRecord, queries) -> np.ndarray:
+        if isinstance(queries, str):
+            raise SearchError("search_many takes a list of query texts (or vectors), not one text")
+        if isinstance(queries, np.ndarray) or (len(queries) and not isinstance(queries[0], str)):
+            matrix = np.asarray(queries, dtype=np.float32)
+            if matrix.ndim != 2 or matrix.shape[1] != rec.dimensions:
+                raise SearchError(f"query vectors must be an (n, {rec.dimensions}) array, "
+                                  f"got shape {matrix.shape}")
+        else:
+            for i, text in enumerate(queries):
+                if not isinstance(text, str) or not text.strip():
+                    raise SearchError(f"query {i} is empty or not a text")
+            if not queries:
+                return np.zeros((0, rec.dimensions or 0), dtype=np.float32)
+            matrix = np.asarray(self._encoder(rec.model_id).encode(list(queries)), dtype=np.float32)
+        return np.stack([unit(q) for q in matrix]) if len(matrix) else matrix
+
+    def _hits(self, rec: TableRecord, version: Version, queries: np.ndarray, k: int, rows: SourceRows,
+              where: str | None, exact: bool, exclude: set[str]) -> list[list[tuple[str, float]]]:
+        allowed = None if where is None else rows.allowed(where)
+        if exact:
+            return exact_search(rec, version, queries, k, allowed, exclude)
+        return self._index(rec, version).search_many(queries, k, allowed, exclude)
+
+    def _serving(self, name: str, table: str | None) -> tuple[TableRecord, Version]:
+        stamp = self.catalog.stamp()  # before reading: what is read is never older than its stamp
+        with self._lock:
+            if stamp is None or stamp != self._stamp:
+                self._served.clear()
+                self._stamp = stamp
+            found = self._served.get((name, table))
+        if found is None:
+            found = serving_table(self.project, self.catalog, name, table)
+            with self._lock:
+                if self._stamp == stamp and stamp is not None:
+                    self._served[(name, table)] = found
+        return found
+
+    def _index(self, rec: TableRecord, version: Version) -> VersionIndex:
+        with self._lock:
+            index = self._indexes.get(rec.table_name)
+            if index is not None and index.version == version and not index.problems:
+                return index
+            spec = manifest_index_spec(rec.base_path)
+            fresh = VersionIndex(rec.tables_dir, version, rec.dimensions, spec, reuse=index)
+            for segment, problem in fresh.problems.items():
+                log.warning("%s: %s; scoring it exactly", segment, problem)
+            self._indexes[rec.table_name] = fresh
+            return fresh
+
+    def _source_rows(self, source: str, path, key: str) -> SourceRows:
+        with self._lock:
+            rows = self._rows.get(source)
+            if rows is None or rows.path != path or rows.key != key or not rows.current():
+                rows = SourceRows(path, key)
+                self._rows[source] = rows
+            return rows
+
+    def _encoder(self, model_id: str):
+        with self._lock:
+            encoder = self._encoders.get(model_id)
+            if encoder is None:
+                if self._loader is None:
+                    from jammi.embedding.model import load_encoder
+
+                    self._loader = load_encoder
+                encoder = self._encoders[model_id] = self._loader(model_id)
+            return encoder

@@ -1,0 +1,195 @@
+"""The facade's cached search (jammi.query.searcher): a second search opens nothing, a new
+version or a rolled-back one is noticed, search_many equals a loop of search, and the key
+lookup returns exactly what the old DuckDB join over the frame returned."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import jammi.query.rows as rows_module
+import jammi.query.searcher as searcher_module
+import jammi.tables.catalog as catalog_module
+import jammi.tables.index as index_module
+from jammi import keys
+from jammi.app.embeddings import embed_pipeline, index_pipeline
+from jammi.app.facade import Jammi
+from jammi.app.sources import extract_raw, validate_source
+from jammi.embedding.model import LazyEncoder
+from jammi.query.rows import SourceRows
+from jammi.query.search import _attach_columns
+from jammi.query.search import search as uncached_search
+from jammi.spec.project import DEFAULT_MODEL
+from jammi.tables.frames import store_frame
+from tests.conftest import write_project
+
+ROWS = {1: ("Red running shoes", 59.5, "outdoors"), 2: ("Espresso machine with steam wand", 199.0, "kitchen"),
+        3: ("Cast iron skillet", 35.0, "kitchen"), 4: ("Noise cancelling headphones", 149.0, "tech"),
+        5: ("Yoga mat for home workouts", 25.0, "sports"), 6: ("Trail running backpack", 80.0, "outdoors"),
+        7: ("Chef's knife of carbon steel", 120.0, "kitchen"), 8: ("Wireless earbuds", 89.0, "tech")}
+
+
+def write_rows(path, rows: dict) -> None:
+    path.write_text("id,title,price,category\n" + "".join(
+        f'{k},"{t}",{p},{c}\n' for k, (t, p, c) in rows.items()), encoding="utf-8")
+
+
+def build(project) -> None:
+    """What the validate_ and _embeddings assets do, without Dagster around them."""
+    store_frame(project.artifact_dir, keys.raw("items"), extract_raw(project, "items"))
+    silver = validate_source(project, "items").silver
+    store_frame(project.artifact_dir, keys.validated("items"), silver.valid)
+    embed_pipeline(project, "items", LazyEncoder(DEFAULT_MODEL, "cpu"))
+    index_pipeline(project, "items")
+
+
+@pytest.fixture
+def project(tmp_path, encoder):
+    data = tmp_path / "items.csv"
+    write_rows(data, ROWS)
+    project = write_project(tmp_path, {"items": {
+        "kind": "csv", "path": str(data), "key": "id",
+        "columns": {"id": "int", "title": "str", "price": "float", "category": "str"}}},
+        {"items": {"source": "items", "text_columns": ["title"]}})
+    build(project)
+    return project
+
+
+@pytest.fixture
+def opens(monkeypatch):
+    """Counts of catalog opens, index loads and frame reads from here on."""
+    counts = {"catalog": 0, "index": 0, "frame": 0, "filter": 0}
+
+    def counting(module, name, what):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            counts[what] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    counting(catalog_module, "open_published", "catalog")
+    counting(index_module, "load_index", "index")
+    counting(searcher_module, "SourceRows", "frame")
+    counting(rows_module, "filter_keys", "filter")
+    return counts
+
+
+def query(encoder, text: str) -> np.ndarray:
+    return encoder.encode([text])[0]
+
+
+def test_second_search_opens_nothing(project, encoder, opens):
+    jammi = Jammi(project, recover_on_open=False)
+    q = query(encoder, "shoes for running")
+    first = jammi.search("items", vector=q, k=3)
+    assert opens["catalog"] == 1 and opens["index"] == 1 and opens["frame"] == 1
+    before = dict(opens)
+    again = jammi.search("items", vector=q, k=3)
+    text = jammi.search("items", "shoes for running", k=3, select=["title"])
+    assert opens == before  # no catalog, index or frame read the second time
+    pd.testing.assert_frame_equal(first, again)
+    assert first["title"].iloc[0] == "Red running shoes"
+    assert text["_row_id"].tolist() == first["_row_id"].tolist()
+
+
+def test_loader_is_called_once_per_model(project, encoder):
+    calls = []
+
+    def loader(model_id):
+        calls.append(model_id)
+        return encoder
+
+    jammi = Jammi(project, recover_on_open=False, loader=loader)
+    jammi.search("items", "coffee", k=2)
+    jammi.search_many("items", ["tea", "a knife"], k=2)
+    assert calls == [DEFAULT_MODEL]
+
+
+def test_new_version_and_rollback_are_noticed(project, encoder, opens):
+    jammi = Jammi(project, recover_on_open=False)
+    q = query(encoder, "a tent for camping")
+    old = jammi.search("items", vector=q, k=1)
+    assert old["_row_id"].tolist() != ["9"]
+    write_rows(Path(project.sources["items"].path), {**ROWS, 9: ("Two-person camping tent", 210.0, "outdoors")})
+    build(project)  # commits version 1 and publishes
+    before = dict(opens)
+    new = jammi.search("items", vector=q, k=1)
+    assert new["_row_id"].tolist() == ["9"] and new["title"].tolist() == ["Two-person camping tent"]
+    assert opens["catalog"] == before["catalog"] + 1
+    assert opens["index"] == before["index"] + 1  # the new segment only; the first is taken over
+    assert opens["frame"] == before["frame"] + 1  # the frame file was replaced
+    jammi.rollback_version("items", 0)
+    back = jammi.search("items", vector=q, k=1)
+    assert back["_row_id"].tolist() == old["_row_id"].tolist()
+    pd.testing.assert_frame_equal(back, uncached_search(project, "items", vector=q, k=1))
+
+
+@pytest.mark.parametrize("select", [None, ["category", "title"]])
+def test_cached_search_equals_uncached(project, encoder, select):
+    jammi = Jammi(project, recover_on_open=False)
+    for text in ["kitchen tools", "music"]:
+        q = query(encoder, text)
+        for kwargs in ({"k": 8}, {"k": 3, "filter": "price < 100"}, {"k": 5, "exact": True}):
+            cached = jammi.search("items", vector=q, select=select, **kwargs)
+            pd.testing.assert_frame_equal(cached, uncached_search(project, "items", vector=q,
+                                                                  select=select, **kwargs))
+
+
+def test_search_many_equals_a_loop_of_search(project, encoder):
+    jammi = Jammi(project, recover_on_open=False)
+    texts = ["coffee", "headphones for travel", "a mat for yoga", "kitchen"]
+    for where in (None, "category = 'kitchen'"):
+        batch = jammi.search_many("items", texts, k=3, filter=where)
+        assert len(batch) == len(texts)
+        for text, got in zip(texts, batch, strict=True):
+            one = jammi.search("items", text, k=3, filter=where)
+            assert got["_row_id"].tolist() == one["_row_id"].tolist()
+            np.testing.assert_allclose(got["similarity"], one["similarity"], atol=1e-5)
+    vectors = encoder.encode(texts)
+    for q, got in zip(vectors, jammi.search_many("items", vectors, k=4), strict=True):
+        pd.testing.assert_frame_equal(got, jammi.search("items", vector=q, k=4))
+
+
+def test_filtered_search_keeps_to_the_filter(project, encoder, opens):
+    jammi = Jammi(project, recover_on_open=False)
+    q = query(encoder, "something to cook with")
+    got = jammi.search("items", vector=q, k=10, filter="category = 'kitchen' AND price > 50")
+    assert sorted(got["_row_id"]) == ["2", "7"]
+    assert (got["similarity"].diff().dropna() <= 0).all()
+    exact = jammi.search("items", vector=q, k=10, filter="category = 'kitchen' AND price > 50", exact=True)
+    pd.testing.assert_frame_equal(got, exact)
+    assert opens["filter"] == 1  # the same filter again is answered from the cache
+    with pytest.raises(Exception, match="only reading|one boolean expression|failed"):
+        jammi.search("items", vector=q, k=3, filter="1=1; DROP TABLE x")
+
+
+def test_key_lookup_equals_the_join(tmp_path):
+    """Column order and dtypes (nullable ints and bools only when a null is taken, dates as
+    datetime64), hit order, and hits whose key the frame lacks left out."""
+    table = pa.table({
+        "id": pa.array([10, 11, 12, 13], pa.int64()),
+        "n": pa.array([1, None, 3, 4], pa.int64()),
+        "flag": pa.array([True, None, False, True]),
+        "day": pa.array([dt.date(2024, 1, 1), None, dt.date(2024, 3, 1), dt.date(2024, 4, 1)]),
+        "at": pa.array([dt.datetime(2024, 1, 1, 5), None, None, dt.datetime(2024, 1, 2)], pa.timestamp("ns")),
+        "name": pa.array(["a", None, "c", "d"]),
+        "price": pa.array([1.5, None, 2.5, 3.0]),
+    })
+    path = tmp_path / "frame.parquet"
+    pq.write_table(table, path)
+    rows = SourceRows(path, "id")
+    cols = ["name", "n", "flag", "day", "at", "price", "id"]
+    for hits in ([("13", 0.9), ("99", 0.8), ("11", 0.5), ("10", 0.1)], [("12", 0.7), ("10", 0.2)]):
+        pd.testing.assert_frame_equal(rows.attach(cols, hits), _attach_columns(path, "id", cols, hits))
+    none, joined_none = rows.attach(cols, [("99", 0.5)]), _attach_columns(path, "id", cols, [])
+    assert none.empty and list(none.columns) == list(joined_none.columns)
+    # the join typed an empty result's similarity as object; the lookup keeps it float64
+    pd.testing.assert_series_equal(none.dtypes.drop("similarity"), joined_none.dtypes.drop("similarity"))
+    assert none["similarity"].dtype == np.float64
