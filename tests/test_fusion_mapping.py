@@ -146,3 +146,60 @@ def test_null_record_id_is_refused():
     ent = entity({"name": "str"}, {"name": "name"}, id="code")
     with pytest.raises(FusionError, match="'code' is null"):
         run(pd.DataFrame({"k": ["a", "b"], "code": ["x", None], "name": ["p", "q"]}), ent)
+
+
+def test_numbers_with_currency_and_thousands_separators():
+    ent = entity({"price": "float", "n": "int"}, {"price": "price", "n": "n"})
+    frame = pd.DataFrame({"k": list("abcde"),
+                          "price": ["$1,999.00", "1,200 usd", "€5", "-3.25", "12,345,678.5"],
+                          "n": ["1,000", "$2", "3", "4", "5"]})
+    out = run(frame, ent)
+    assert out["price"].tolist() == [1999.0, 1200.0, 5.0, -3.25, 12345678.5]
+    assert out["n"].dtype == "Int64" and out["n"].tolist() == [1000, 2, 3, 4, 5]
+
+
+def test_declared_locale_reads_decimal_comma_and_dot_groups():
+    ent = entity({"price": "float"}, {"price": {"column": "price", "locale": "de_DE"}})
+    frame = pd.DataFrame({"k": list("abcd"), "price": ["1.999,00 €", "1.999", "EUR 5,5", "12"]})
+    assert run(frame, ent)["price"].tolist() == [1999.0, 1999.0, 5.5, 12.0]
+
+
+def test_unknown_locale_is_refused_at_load():
+    with pytest.raises(ValueError, match="locale 'xx_YY' is not a known locale"):
+        entity({"price": "float"}, {"price": {"column": "price", "locale": "xx_YY"}})
+
+
+def test_regex_with_several_groups_joins_them():
+    ent = entity({"price": "float", "name": "str"},
+                 {"price": {"column": "raw", "regex": r"(\d+)\s(\d{3})(\.\d+)?"},
+                  "name": {"column": "who", "regex": r"(\w+), (\w+)(?: (\w+))?", "join": " "}})
+    frame = pd.DataFrame({"k": list("ab"), "raw": ["1 999.50 kr", "2 000"],
+                          "who": ["Smith, Ann", "Lee, Bo Jr"]})
+    out = run(frame, ent)
+    assert out["price"].tolist() == [1999.5, 2000.0]
+    assert out["name"].tolist() == ["Smith Ann", "Lee Bo Jr"]
+
+
+@pytest.mark.parametrize("values, mapping, fix", [
+    (["19,99", "1.299,50 €"], {}, {"locale": "de_DE"}),
+    (["about 5 dollars", "ca. 12.50"], {}, {"regex": r"([-+]?[0-9][0-9.,'\s]*)"}),
+    (["circa 19,99"], {}, {"regex": r"([-+]?[0-9][0-9.,'\s]*)", "locale": "de_DE"}),
+])
+def test_unreadable_number_names_the_value_and_a_fix_that_works(values, mapping, fix):
+    frame = pd.DataFrame({"k": [f"r{i}" for i in range(len(values))], "p": values})
+    ent = entity({"p": "float"}, {"p": {"column": "p", "cast": "float", **mapping}})
+    with pytest.raises(FusionError) as err:
+        run(frame, ent)
+    msg = str(err.value)
+    assert f"record 'r0': {values[0]!r}" in msg and "'p'" in msg
+    assert "set `cast`" not in msg  # the mapping casts already: that is not the fix
+    for key, value in fix.items():
+        assert f"`{key}: {value}" in msg or f"`{key}: {value!r}" in msg
+    fixed = entity({"p": "float"}, {"p": {"column": "p", "cast": "float", **mapping, **fix}})
+    assert run(frame, fixed)["p"].notna().all()  # the suggested change reads every value
+
+
+def test_text_that_holds_no_number_says_so():
+    ent = entity({"p": "float"}, {"p": "p"})
+    with pytest.raises(FusionError, match="'r0': 'n/a'.*hold no number.*declare the field `str`"):
+        run(pd.DataFrame({"k": ["r0"], "p": ["n/a"]}), ent)

@@ -16,6 +16,7 @@ import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
 from jammi.errors import FusionError
+from jammi.fusion.numbers import read_number, read_numbers, suggest_number_fix
 from jammi.spec.entities import EntitySourceSpec, EntitySpec, FieldMapping
 from jammi.types import FALSE_WORDS, PANDAS_DTYPES, TRUE_WORDS
 
@@ -64,9 +65,9 @@ def standardize(
             out[field] = _nulls(len(frame), ftype)
             continue
         raw = _mapped_input(frame, mapping)
-        typed = _cast(raw, mapping.cast or ftype, source, field, record_ids)
+        typed = _cast(raw, mapping.cast or ftype, source, field, record_ids, mapping)
         if mapping.cast and mapping.cast != ftype:
-            typed = _cast(typed, ftype, source, field, record_ids)
+            typed = _cast(typed, ftype, source, field, record_ids, mapping)
         out[field] = typed
     records = pd.DataFrame(out)
     records[HASH_COLUMN] = record_hashes(records, entity)
@@ -185,22 +186,30 @@ def _mapped_input(frame: pd.DataFrame, mapping: FieldMapping) -> pd.Series:
             joined = raw + mapping.sep + part
             raw = joined.where(raw.notna() & part.notna(), raw.fillna(part))
     if mapping.regex is not None:
-        raw = _extract(_blank_to_null(text_form(raw)), mapping.regex)
+        raw = _extract(_blank_to_null(text_form(raw)), mapping.regex, mapping.join)
     return raw
 
 
-def _extract(text: pd.Series, pattern: str) -> pd.Series:
+def _extract(text: pd.Series, pattern: str, join: str = "") -> pd.Series:
+    """The whole match of a pattern without groups; else the groups that matched, joined by
+    `join` (`\\$(\\d+),(\\d+)` reads "$1,999" as "1999")."""
     rx = re.compile(pattern)
-    group = 1 if rx.groups else 0
     uniques = text.dropna().unique()
     found = {}
     for value in uniques:
         match = rx.search(value)
-        found[value] = match.group(group) if match else None
+        if match is None:
+            found[value] = None
+        elif not rx.groups:
+            found[value] = match.group(0)
+        else:
+            parts = [g for g in match.groups() if g is not None]
+            found[value] = join.join(parts) if parts else None
     return text.map(found).astype("string")
 
 
-def _cast(values: pd.Series, ftype: str, source: str, field: str, record_ids: pd.Series) -> pd.Series:
+def _cast(values: pd.Series, ftype: str, source: str, field: str, record_ids: pd.Series,
+          mapping: FieldMapping | None = None) -> pd.Series:
     if ftype == "str":
         return _blank_to_null(text_form(values))
     if ftype in ("datetime", "date"):
@@ -211,16 +220,29 @@ def _cast(values: pd.Series, ftype: str, source: str, field: str, record_ids: pd
     elif ftype == "bool":
         typed, bad = _to_bool(values)
     else:
-        typed, bad = _to_number(values, ftype)
+        typed, bad = _to_number(values, ftype, mapping.locale if mapping else None)
     if bad.any():
         raise FusionError(
-            f"source {source!r}, field {field!r}: {_examples(record_ids, values, bad)} cannot be cast "
-            f"to {ftype}; fix the values or set `cast` in the field's mapping"
+            f"source {source!r}, field {field!r}: {_examples(record_ids, values, bad)} cannot be read "
+            f"as {ftype}; {_fix(values[bad], ftype, mapping)}"
         )
     return typed
 
 
-def _to_number(values: pd.Series, ftype: str) -> tuple[pd.Series, pd.Series]:
+def _fix(bad: pd.Series, ftype: str, mapping: FieldMapping | None) -> str:
+    """What would read the `bad` values: checked against them for numbers, never `cast` when the
+    mapping already casts."""
+    if ftype in ("int", "float"):
+        text = text_form(bad).dropna().str.strip().tolist()
+        if ftype == "int" and all(read_number(v, mapping.locale if mapping else None) is not None
+                                  for v in text):
+            return "they have decimals: declare the entity field (or the mapping's `cast`) `float`"
+        return suggest_number_fix(text, mapping.locale if mapping else None)
+    drop = " and drop the mapping's `cast`" if mapping is not None and mapping.cast else ""
+    return f"fix the values, or declare the field `str`{drop} to keep them as text"
+
+
+def _to_number(values: pd.Series, ftype: str, locale: str | None = None) -> tuple[pd.Series, pd.Series]:
     if pd.api.types.is_bool_dtype(values):
         values = values.astype("Int64")
     if pd.api.types.is_numeric_dtype(values):
@@ -229,7 +251,14 @@ def _to_number(values: pd.Series, ftype: str) -> tuple[pd.Series, pd.Series]:
     else:
         text = _blank_to_null(text_form(values))
         present = text.notna()
-        numbers = pd.to_numeric(text.astype(object).where(present, None), errors="coerce").astype("Float64")
+        if locale is not None:  # "1.999" is 1999 in de_DE: every value is read the locale's way
+            numbers = read_numbers(text, locale)
+        else:
+            numbers = pd.to_numeric(text.astype(object).where(present, None), errors="coerce")
+            numbers = numbers.astype("Float64")
+            retry = present & numbers.isna()
+            if retry.any():  # "$1,999.00", "1,200 usd": currency and thousands separators
+                numbers = numbers.mask(retry, read_numbers(text[retry]))
     bad = present & numbers.isna()
     if ftype == "int":
         bad |= (numbers % 1).ne(0).fillna(False)

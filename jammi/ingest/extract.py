@@ -88,6 +88,7 @@ def _read_file(name: str, spec: SourceSpec, file: Path) -> pd.DataFrame:
             return pd.read_csv(
                 file, dtype=str, keep_default_na=False, na_values=[""],
                 encoding=spec.encoding, sep=spec.delimiter,
+                quotechar=spec.quotechar, escapechar=spec.escapechar,
             )
         if spec.kind == "jsonl":
             text = file.read_bytes().decode(spec.encoding)

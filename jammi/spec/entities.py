@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from babel import Locale, UnknownLocaleError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from jammi.types import ColumnType
@@ -51,14 +52,19 @@ class _Strict(BaseModel):
 
 class FieldMapping(_Strict):
     """How one entity field is computed from a source row: a column (renamed), or columns
-    concatenated with `sep`; optionally a regex extract (group 1 when the pattern has a group,
-    else the whole match) and a cast (default: the entity field's type)."""
+    concatenated with `sep`; optionally a regex extract (the whole match when the pattern has no
+    group, else its groups that matched, joined by `join`) and a cast (default: the entity
+    field's type). Numbers may carry currency signs or codes and thousands separators
+    (`$1,999.00`); `locale` (e.g. `de_DE`) says which marks group and which mark decimals
+    (`1.999,00 €`); see jammi/fusion/numbers.py."""
 
     column: str | None = None
     concat: list[str] | None = Field(default=None, min_length=1)
     sep: str = " "
     regex: str | None = None
+    join: str = ""
     cast: FieldType | None = None
+    locale: str | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> FieldMapping:
@@ -69,6 +75,12 @@ class FieldMapping(_Strict):
                 re.compile(self.regex)
             except re.error as err:
                 raise ValueError(f"regex {self.regex!r} does not compile: {err}") from None
+        if self.locale is not None:
+            try:
+                Locale.parse(self.locale)
+            except (UnknownLocaleError, ValueError, TypeError):
+                raise ValueError(f"locale {self.locale!r} is not a known locale; use a name such as "
+                                 "'de_DE' or 'en_US'") from None
         return self
 
     @property

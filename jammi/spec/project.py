@@ -147,6 +147,8 @@ class SourceSpec(_Strict):
     path: str | None = None
     encoding: str = "utf-8"
     delimiter: str = ","
+    quotechar: str = Field(default='"', min_length=1, max_length=1)  # kind csv: e.g. "'"
+    escapechar: str | None = Field(default=None, min_length=1, max_length=1)  # kind csv: e.g. "\\"
     query: str | None = None
     table: str | None = None
     dsn: str | None = None
