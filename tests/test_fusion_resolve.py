@@ -173,22 +173,29 @@ def test_chain_exhausted_uses_deterministic_tie_break():
     assert fused.iloc[0]["v"] == "from c 3" and prov(provenance, "v")["record_id"] == "3"
 
 
-def test_agreeing_candidates_are_only_value_and_the_chain_still_picks_the_record():
+def test_agreeing_candidates_are_agreed_and_the_chain_still_picks_the_record():
     ent = spec({"v": "str"}, {"v": ["most_recent"]})
     rows = [dict(source="a", id="1", priority=1, at="2024-01-01", v="same"),
             dict(source="b", id="2", priority=2, at="2024-06-01", v="same"),
             dict(source="c", id="3", priority=3, at="2025-01-01", v=None)]
     _, provenance = fuse(rows, ent)
     p = prov(provenance, "v")
-    assert p["rule"] == "only_value" and not p["conflict"] and p["candidates"] == 2
+    assert p["rule"] == "agreed" and not p["conflict"] and p["candidates"] == 2
     assert p["source"] == "b" and p["observed_at"] == T("2024-06-01", tz="UTC")
+    _, provenance = fuse(rows[:1], ent)
+    assert prov(provenance, "v")["rule"] == "only_value"
 
 
-def test_case_variants_are_a_conflict_but_one_vote():
-    ent = spec({"v": "str"}, {"v": ["vote"]})
-    _, provenance = fuse([dict(source="a", id="1", v="Oslo"), dict(source="b", id="2", v="OSLO")], ent)
+def test_case_and_whitespace_variants_agree_and_the_chain_picks_the_spelling():
+    ent = spec({"v": "str"}, {"v": ["priority"]})
+    rows = [dict(source="a", id="1", priority=2, v="Oslo  Centre"), dict(source="b", id="2", priority=1,
+                                                                         v="OSLO centre")]
+    _, provenance = fuse(rows, ent)
     p = prov(provenance, "v")
-    assert bool(p["conflict"]) and p["rule"] == "tie_break" and p["value"] == "Oslo"
+    assert not bool(p["conflict"]) and p["rule"] == "agreed" and p["value"] == "OSLO centre"
+    _, provenance = fuse([rows[0], {**rows[1], "v": "Bergen"}], ent)
+    p = prov(provenance, "v")
+    assert bool(p["conflict"]) and p["rule"] == "priority" and p["value"] == "Bergen"
 
 
 def test_fused_frame_types_order_and_missing_fields():
@@ -232,6 +239,9 @@ def reference(rows: list[dict], ent: EntitySpec) -> dict:
     def norm(v):
         return str(v).casefold().strip()
 
+    def compared(v, ftype):
+        return " ".join(str(v).split()).casefold() if ftype == "str" else v
+
     keys = {
         "priority": lambda c, alive, f: c.get("priority", 1),
         "most_recent": lambda c, alive, f: -(T(c["at"]).value if c.get("at") else -(2**62)),
@@ -246,7 +256,8 @@ def reference(rows: list[dict], ent: EntitySpec) -> dict:
             cands = [r for r in rows if r["entity"] == entity and r.get(f) is not None]
             if not cands:
                 continue
-            rule = "only_value" if len({c[f] for c in cands}) == 1 else None
+            same = len({compared(c[f], ent.fields[f]) for c in cands}) == 1
+            rule = ("agreed" if len(cands) > 1 else "only_value") if same else None
             alive = cands
             for name in ent.chain(f):
                 scored = [(keys[name](c, alive, f), c) for c in alive]
@@ -255,8 +266,7 @@ def reference(rows: list[dict], ent: EntitySpec) -> dict:
                 if rule is None and len({c[f] for c in alive}) == 1:
                     rule = name
             win = min(alive, key=lambda c: (c.get("priority", 1), c["source"], c["id"]))
-            out[(entity, f)] = (win[f], win["source"], win["id"], rule or "tie_break", len(cands),
-                                len({c[f] for c in cands}) > 1)
+            out[(entity, f)] = (win[f], win["source"], win["id"], rule or "tie_break", len(cands), not same)
     return out
 
 

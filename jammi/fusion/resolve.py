@@ -3,10 +3,13 @@
 For each field, the non-null values of an entity's records are its candidates. The field's
 rule chain runs left to right; each rule keeps only the candidates tied at that rule's best
 value. The rule credited in provenance is the first after which a single distinct value is
-left (`only_value` when the candidates agreed from the start); when the chain ends with several
+left (`only_value` for a single candidate, `agreed` when several candidates gave one value);
+when the chain ends with several
 values, the fallback order (lowest priority number, then source name, then record id) picks
 one and the rule is `tie_break`. The same fallback picks the winning record among the
-remaining candidates that hold the winning value.
+remaining candidates that hold the winning value. Text values that differ only in case or
+whitespace ("ACME  Corp" and "acme corp") are one value for `agreed` and are no `conflict`; the
+chain still picks which spelling is kept.
 
 All of it is array work over a long (entity, candidate) table per field: no loop per entity.
 """
@@ -22,6 +25,7 @@ from jammi.spec.entities import EntitySpec
 from jammi.types import PANDAS_DTYPES
 
 ONLY_VALUE = "only_value"
+AGREED = "agreed"
 TIE_BREAK = "tie_break"
 PROVENANCE_COLUMNS = ["field", "value", "source", "record_id", "observed_at", "rule", "candidates",
                       "conflict"]
@@ -114,9 +118,9 @@ def _resolve_field(
     values = typed.iloc[rows]
     value_id = pd.factorize(values)[0].astype(np.int64)
     candidates = np.bincount(ent, minlength=n_ent)
-    distinct = _distinct(ent, value_id, n_ent)
-    rule = np.where(distinct == 1, ONLY_VALUE, "").astype(object)
-    conflict = distinct > 1
+    same = _distinct(ent, pd.factorize(_compared(values, ftype))[0].astype(np.int64), n_ent) == 1
+    rule = np.where(same, np.where(candidates > 1, AGREED, ONLY_VALUE), "").astype(object)
+    conflict = ~same & (candidates > 1)
     alive = np.ones(len(rows), dtype=bool)
     cache: dict[str, np.ndarray] = {}
     for name in chain:
@@ -134,6 +138,13 @@ def _resolve_field(
     rule[(rule == "") & (candidates > 0)] = TIE_BREAK
     return (win_ent, rows[win], rule[win_ent], candidates[win_ent].astype(np.int64),
             conflict[win_ent].astype(bool))
+
+
+def _compared(values: pd.Series, ftype: str) -> pd.Series:
+    """Values as compared for agreement: text casefolded with whitespace collapsed."""
+    if ftype != "str":
+        return values
+    return text_form(values).str.split().str.join(" ").str.casefold()
 
 
 def _rule_key(

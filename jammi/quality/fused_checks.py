@@ -1,5 +1,6 @@
-"""Checks on a fused entity frame: unique ids, coverage per source, conflict rate per field,
-cluster sizes. Each returns a CheckOutcome; none divides by zero on an empty frame."""
+"""Checks on a fused entity frame: unique ids, coverage per source (how much of it meets another
+source), conflict rate per field, cluster sizes. Each returns a CheckOutcome; none divides by
+zero on an empty frame."""
 
 from __future__ import annotations
 
@@ -29,36 +30,52 @@ def unique_entity_id(fused: pd.DataFrame, id_col: str) -> CheckOutcome:
 
 
 def source_coverage(fused: pd.DataFrame, ent: EntitySpec) -> CheckOutcome:
-    """Share of entities each source contributes to; the lowest share is the statistic."""
+    """Per source, the share of the entities it contributes to that another source also
+    describes; the lowest share is the statistic. A source that meets no other source is not
+    being fused (a wrong mapping, wrong compared fields, a broken link key); one source alone
+    has nothing to meet and passes."""
     q = ent.quality
+    if len(ent.sources) < 2:
+        return CheckOutcome(COVERAGE, True, q.severity, 1.0, q.min_coverage,
+                            "one source: nothing to fuse it with")
     if fused.empty:
         return CheckOutcome(COVERAGE, q.min_coverage == 0, q.severity, 0.0, q.min_coverage,
-                            "no entities: coverage is 0 for every source")
+                            "no entities: no source meets another")
     sources = fused["_sources"].fillna("").str.split(",")
-    share = {s: float(sources.map(lambda xs, s=s: s in xs).mean()) for s in ent.sources}
+    shared = sources.map(len).to_numpy() > 1
+    share = {}
+    for s in ent.sources:
+        has = sources.map(lambda xs, s=s: s in xs).to_numpy(dtype=bool)
+        share[s] = float(shared[has].mean()) if has.any() else 0.0
     worst = min(share, key=share.get)
     return CheckOutcome(
         COVERAGE, share[worst] >= q.min_coverage, q.severity, share[worst], q.min_coverage,
-        f"lowest coverage: {worst!r} contributes to {share[worst]:.1%} of {len(fused)} entities",
+        f"lowest coverage: another source also describes {share[worst]:.1%} of the entities "
+        f"{worst!r} contributes to (at least {q.min_coverage:.0%} expected)",
         details={"coverage": share},
     )
 
 
 def conflict_rate(provenance: pd.DataFrame, ent: EntitySpec) -> CheckOutcome:
-    """Per field, the share of entities with two or more candidates whose values disagree."""
+    """Per field, the share of entities with two or more candidates whose values disagree
+    (text differing only in case or whitespace agrees; see resolve.py)."""
     q = ent.quality
     contested = provenance[provenance["candidates"] > 1] if len(provenance) else provenance
     if contested.empty:
-        return CheckOutcome(CONFLICTS, True, q.severity, 0.0, q.max_conflict_rate,
+        return CheckOutcome(CONFLICTS, True, q.severity, 0.0, q.conflict_limit("default"),
                             "no field has two or more candidate values in any entity")
     rates = contested.groupby("field")["conflict"].mean().astype(float).to_dict()
-    worst = max(rates, key=rates.get)
+    limits = {f: q.conflict_limit(f) for f in rates}
+    over = {f: r for f, r in rates.items() if r > limits[f]}
+    worst = max(rates, key=lambda f: (rates[f] - limits[f], rates[f]))  # nearest to (or most over) its limit
     examples = (contested[contested["field"].eq(worst) & contested["conflict"]]
                 .head(10)[["field", "source", "record_id", "value"]].astype(str).to_dict("records"))
+    verdict = (f"{len(over)} field(s) over their limit; " if over else "") + (
+        f"closest to its limit: {worst!r} disagrees in {rates[worst]:.1%} of contested "
+        f"entities (limit {limits[worst]:.0%})")
     return CheckOutcome(
-        CONFLICTS, rates[worst] <= q.max_conflict_rate, q.severity, rates[worst], q.max_conflict_rate,
-        f"highest conflict rate: {worst!r} disagrees in {rates[worst]:.1%} of contested entities",
-        examples=examples, details={"conflict_rate": rates},
+        CONFLICTS, not over, q.severity, rates[worst], limits[worst], verdict,
+        examples=examples, details={"conflict_rate": rates, "limits": limits},
     )
 
 

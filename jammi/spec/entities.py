@@ -31,7 +31,7 @@ entities:
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from babel import Locale, UnknownLocaleError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -119,10 +119,35 @@ class MatchingSpec(_Strict):
 
 
 class FusedQualitySpec(_Strict):
-    max_conflict_rate: float = Field(default=1.0, ge=0, le=1)
-    min_coverage: float = Field(default=0.0, ge=0, le=1)
+    """Checks on the fused entity (jammi/quality/fused_checks.py). `max_conflict_rate`: per
+    field, at most this share of the entities with several candidate values may disagree (more
+    means the links join different things, or the sources map different things onto the
+    field). A mapping gives a limit per field, `default` for the rest: `{default: 0.5, title: 1}`
+    for a free-text field each source words its own way. `min_coverage`: per source, at least
+    this share of the entities it contributes to must also come from another source (less means
+    the source is not being fused)."""
+
+    DEFAULT_CONFLICT_RATE: ClassVar[float] = 0.5
+    max_conflict_rate: float | dict[str, float] = DEFAULT_CONFLICT_RATE
+    min_coverage: float = Field(default=0.05, ge=0, le=1)
     max_cluster_size: int = Field(default=50, ge=1)
     severity: Literal["warn", "error"] = "warn"
+
+    @field_validator("max_conflict_rate")
+    @classmethod
+    def _rates(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        for name, rate in (value.items() if isinstance(value, dict) else [("", value)]):
+            if not 0 <= rate <= 1:
+                where = f" for {name!r}" if name else ""
+                raise ValueError(f"max_conflict_rate{where} must be within [0, 1], got {rate}")
+        return value
+
+    def conflict_limit(self, field: str) -> float:
+        """The highest conflict rate `field` may show."""
+        rates = self.max_conflict_rate
+        if not isinstance(rates, dict):
+            return float(rates)
+        return float(rates.get(field, rates.get("default", FusedQualitySpec.DEFAULT_CONFLICT_RATE)))
 
 
 class EntitySpec(_Strict):
@@ -159,6 +184,11 @@ class EntitySpec(_Strict):
         for target in self.resolution:
             if target != "default" and target not in self.fields:
                 raise ValueError(f"resolution: {target!r} is not a field of the entity (fields: {declared})")
+        rates = self.quality.max_conflict_rate
+        for target in rates if isinstance(rates, dict) else []:
+            if target != "default" and target not in self.fields:
+                raise ValueError(f"quality.max_conflict_rate: {target!r} is not a field of the entity "
+                                 f"(fields: {declared})")
         for target in list(self.matching.fields) + list(self.matching.embed):
             if target not in self.fields:
                 raise ValueError(
