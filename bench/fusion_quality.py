@@ -1,30 +1,38 @@
-"""Benchmark entity fusion: link quality on two public record-linkage benchmarks and the time to
-fuse 100,000 synthetic records from three sources.
+"""Benchmark entity fusion: link quality on four public record-linkage benchmarks, one default
+configuration for all, and the time to fuse 100,000 synthetic records from three sources.
 
-* DBLP-ACM (bibliography, 2,616 x 2,294 records, 2,224 true pairs) and Amazon-Google (software
-  products, 1,363 x 3,226 records, 1,300 true pairs), both from the Leipzig benchmark under
+* DBLP-ACM (bibliography, 2,616 x 2,294 records, 2,224 true pairs), Amazon-Google (software,
+  1,363 x 3,226, 1,300 true pairs), Walmart-Amazon (electronics, 2,554 x 22,074, 962 labelled
+  true pairs) and Fodors-Zagat (restaurants, 533 x 331, 112 true pairs), all under
   ../shared/data. Each is declared as a user would declare it in jammi.yaml (two csv sources,
-  cp1252 where the file needs it, and an `entities:` block with mappings and `matching:`), parsed
-  with `parse_project`, extracted and validated like the silver assets do, and fused with
-  `fuse_entity`: the code path of the `fused_<entity>` asset. Embeddings come from the real model
-  (all-MiniLM-L6-v2) and are cached under bench/.cache/ by text hash.
-* Scoring: accepted match links between the two sources against the perfect mapping.
-  precision = true links / links; recall = true links / true pairs; blocking_recall = true pairs
-  among the candidate pairs / true pairs; candidates_per_record = candidate pairs / (left records
-  + right records), i.e. comparisons spent per input record.
-* Baseline (same run, same vectors): mutual nearest neighbours by cosine, no threshold. Also
-  reported: the same matcher with `matching.duplicates: false` (strictly one-to-one, no twin
-  links), to show what the duplicate-twin rule adds.
+  with the encoding and quoting the file needs, and an `entities:` block mapping fields by their
+  meaning and naming a comparator per field; no threshold, no weight), parsed with
+  `parse_project`, extracted and validated like the silver assets do, and fused with
+  `fuse_entity`: the code path of the `fused_<entity>` asset. Embeddings come from the real
+  model (all-MiniLM-L6-v2) through the pipelines' encoder path (`encode_all`) and are cached
+  under bench/.cache/ by model id + text, so reruns skip the model (a first run embeds ~35,000
+  texts: many minutes on 2 CPUs).
+* Scoring: accepted match links between the two sources against the gold. precision = true
+  links / links; recall = true links / true pairs; blocking_recall = true pairs among the
+  candidate pairs / true pairs; candidates_per_record = candidate pairs / (left + right
+  records). Walmart-Amazon's gold is its labelled pairs only (train + valid + test): a link
+  counts as true or false only when its pair is labelled; recall is over the 962 positives.
+* Baseline (same run, same vectors): mutual nearest neighbours by cosine, no threshold.
+* Ablation: the same sets with parts of the matcher switched off through `matching` settings
+  (ABLATION below), so every variant runs the real code path.
 * Synthetic: 100,000 records of one `item` entity from three sources (~40k entities; each source
   holds a random subset, with typos, dropped words, reformatted codes and jittered prices). Timed
   end to end through `fuse_entity` minus its embedding time; embeddings here come from a cheap
   deterministic hashing embedder (character trigrams hashed into 256 dimensions), not the model.
 
-Run: ``.venv/bin/python bench/fusion_quality.py``; writes bench/results/fusion_quality.json.
+Run: ``flock /tmp/jammi-bench.lock python bench/fusion_quality.py``; writes
+bench/results/fusion_quality.json (`--sets NAME ...` or `--no-synthetic`: a partial run that
+prints and writes nothing).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -33,6 +41,7 @@ import string
 import sys
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +51,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from jammi.embedding.encode import encode_all  # noqa: E402
 from jammi.embedding.texts import content_hash  # noqa: E402
 from jammi.fusion.fuse import FusionResult, fuse_entity, record_texts  # noqa: E402
 from jammi.ingest.extract import extract  # noqa: E402
@@ -52,8 +62,30 @@ DATA = ROOT.parent / "shared" / "data"
 CACHE = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results" / "fusion_quality.json"
 BATCH = 64
+SAVE_EVERY = 4096
 SYNTHETIC_RECORDS = 100_000
 HASH_DIM = 256
+# Ablation: `matching` settings of each variant, run on the same frames and vectors. The ladder
+# adds one part per row; `mixture` replaces Otsu in row 1; `previous` is the matcher before
+# issue 14 (no mutual best). The default matcher (all parts) is the set's main result.
+ABLATION = {
+    "cosine_otsu": {"scoring": "cosine", "auto_threshold": "otsu", "mutual_best": False, "duplicates": False},
+    "cosine_mixture": {"scoring": "cosine", "auto_threshold": "mixture", "mutual_best": False,
+                       "duplicates": False},
+    "cosine_otsu_mutual": {"scoring": "cosine", "auto_threshold": "otsu", "mutual_best": True,
+                           "duplicates": False},
+    "fields_otsu_mutual": {"scoring": "fields", "auto_threshold": "otsu", "mutual_best": True,
+                           "duplicates": False},
+    "previous": {"scoring": "fields", "auto_threshold": "otsu", "mutual_best": False, "duplicates": True},
+}
+ABLATION_STEPS = {
+    "cosine_otsu": "embedding cosine, Otsu threshold, one-to-one",
+    "cosine_mixture": "the same with the two-Gaussian mixture threshold instead of Otsu",
+    "cosine_otsu_mutual": "cosine + Otsu + mutual best pairs above the near miss",
+    "fields_otsu_mutual": "+ field comparators (text, name, code, number, year, exact) with the cosine",
+    "default": "+ duplicate twins: the default matcher",
+    "previous": "before issue 14: fields + Otsu + twins, no mutual best",
+}
 
 
 def _source(path: Path, columns: dict[str, str], encoding: str) -> dict:
@@ -90,7 +122,7 @@ def amazon_google_project() -> Project:
     data = {
         "sources": {
             "amazon": _source(DATA / "amazon-google" / "Amazon.csv", {**base, "title": "str"}, "cp1252"),
-            # Google writes some prices as "69.71 gbp": read as text, take the number in the mapping
+            # Google writes some prices as "69.71 gbp": read as text, the mapping reads the number
             "google": _source(DATA / "amazon-google" / "GoogleProducts.csv",
                               {**base, "name": "str", "price": "str"}, "cp1252"),
         },
@@ -105,7 +137,7 @@ def amazon_google_project() -> Project:
                     "google": {"priority": 2, "mapping": {
                         "name": "name", "model": "name", "description": "description",
                         "manufacturer": "manufacturer",
-                        "price": {"column": "price", "regex": r"([0-9]+(?:\.[0-9]+)?)", "cast": "float"}}},
+                        "price": "price"}},  # "69.71 gbp": the mapping reads the number
                 },
                 "matching": {
                     "fields": {"name": "text", "model": "code", "manufacturer": "text", "price": "number"},
@@ -115,6 +147,61 @@ def amazon_google_project() -> Project:
         },
     }
     return parse_project(data, ROOT / "bench" / "amazon_google.yaml")
+
+
+def walmart_amazon_project() -> Project:
+    """Walmart-Amazon as a jammi.yaml: electronics with title, brand, model number and price."""
+    cols = {"id": "str", "title": "str", "category": "str", "brand": "str", "modelno": "str",
+            "price": "str"}
+    mapping = {"name": "title", "brand": "brand", "model": "modelno", "category": "category",
+               "price": "price"}
+    data = {
+        "sources": {
+            "walmart": _source(DATA / "walmart-amazon" / "tableA.csv", cols, "utf-8"),
+            "amazon": _source(DATA / "walmart-amazon" / "tableB.csv", cols, "utf-8"),
+        },
+        "entities": {
+            "product": {
+                "fields": {"name": "str", "brand": "str", "model": "str", "category": "str",
+                           "price": "float"},
+                "sources": {"walmart": {"priority": 1, "mapping": mapping},
+                            "amazon": {"priority": 2, "mapping": mapping}},
+                "matching": {
+                    "fields": {"name": "text", "brand": "text", "model": "code", "price": "number"},
+                    "embed": ["name", "brand"],
+                },
+            }
+        },
+    }
+    return parse_project(data, ROOT / "bench" / "walmart_amazon.yaml")
+
+
+def fodors_zagat_project() -> Project:
+    """Fodors-Zagat as a jammi.yaml: restaurants with name, address, city, phone and cuisine; the
+    files quote with ' and escape with a backslash."""
+    cols = {"id": "str", "name": "str", "addr": "str", "city": "str", "phone": "str", "type": "str"}
+    mapping = {"name": "name", "address": "addr", "city": "city", "phone": "phone", "cuisine": "type"}
+
+    def source(file: str) -> dict:
+        return {**_source(DATA / "fodors-zagat" / file, cols, "utf-8"), "quotechar": "'",
+                "escapechar": "\\"}
+
+    data = {
+        "sources": {"fodors": source("fodors.csv"), "zagat": source("zagats.csv")},
+        "entities": {
+            "restaurant": {
+                "fields": {"name": "str", "address": "str", "city": "str", "phone": "str",
+                           "cuisine": "str"},
+                "sources": {"fodors": {"priority": 1, "mapping": mapping},
+                            "zagat": {"priority": 2, "mapping": mapping}},
+                "matching": {
+                    "fields": {"name": "text", "address": "text", "city": "text", "phone": "exact"},
+                    "embed": ["name", "address", "city"],
+                },
+            }
+        },
+    }
+    return parse_project(data, ROOT / "bench" / "fodors_zagat.yaml")
 
 
 def validated_frames(project: Project, entity: str) -> dict[str, pd.DataFrame]:
@@ -153,10 +240,11 @@ class CachedEmbedder:
 
             t0 = time.perf_counter()
             encoder = load_encoder(self.model_id)
-            for i in range(0, len(todo), BATCH):
-                chunk = todo[i:i + BATCH]
-                vecs = encoder.encode([t for _, t in chunk])
+            for i in range(0, len(todo), SAVE_EVERY):  # saved as it goes: a long first run resumes
+                chunk = todo[i:i + SAVE_EVERY]
+                vecs = encode_all(encoder, [t for _, t in chunk], BATCH)
                 self.vectors.update(zip([k for k, _ in chunk], vecs, strict=True))
+                self._save()
             self.seconds += time.perf_counter() - t0
             self.embedded += len(todo)
             self._save()
@@ -169,13 +257,53 @@ class CachedEmbedder:
         os.replace(tmp, self.path)
 
 
-def _prf(found: set, gold: set) -> dict[str, float]:
-    tp = len(found & gold)
-    precision = tp / len(found) if found else 0.0
-    recall = tp / len(gold) if gold else 0.0
+@dataclass(frozen=True)
+class Gold:
+    """True pairs (left-source id, right-source id) and, where the gold is partial, the pairs
+    that are labelled at all: a link outside them is neither true nor false."""
+
+    pairs: set
+    labelled: set | None = None
+
+
+@dataclass(frozen=True)
+class BenchSet:
+    name: str
+    project: Project
+    entity: str
+    gold: Gold
+
+
+def _pairs_file(path: Path, label: bool = False) -> set:
+    frame = pd.read_csv(path, dtype=str)
+    if label:
+        frame = frame[frame["label"] == "1"]
+    return set(zip(frame.iloc[:, 0], frame.iloc[:, 1], strict=True))
+
+
+def bench_sets() -> list[BenchSet]:
+    wa = DATA / "walmart-amazon"
+    labelled = set().union(*(_pairs_file(wa / f) for f in ("train.csv", "valid.csv", "test.csv")))
+    return [
+        BenchSet("dblp_acm", dblp_acm_project(), "publication",
+                 Gold(_pairs_file(DATA / "dblp-acm" / "DBLP-ACM_perfectMapping.csv"))),
+        BenchSet("amazon_google", amazon_google_project(), "product",
+                 Gold(_pairs_file(DATA / "amazon-google" / "Amzon_GoogleProducts_perfectMapping.csv"))),
+        BenchSet("walmart_amazon", walmart_amazon_project(), "product",
+                 Gold(_pairs_file(wa / "matches_train_valid_test.csv"), labelled)),
+        BenchSet("fodors_zagat", fodors_zagat_project(), "restaurant",
+                 Gold(_pairs_file(DATA / "fodors-zagat" / "fodors-zagats_perfectMapping.csv"))),
+    ]
+
+
+def _prf(found: set, gold: Gold) -> dict[str, float]:
+    judged = found if gold.labelled is None else found & gold.labelled
+    tp = len(found & gold.pairs)
+    precision = tp / len(judged) if judged else 0.0
+    recall = tp / len(gold.pairs) if gold.pairs else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-            "links": len(found), "true_links": tp}
+            "links": len(found), "judged_links": len(judged), "true_links": tp}
 
 
 def _oriented(frame: pd.DataFrame, left: str) -> set[tuple[str, str]]:
@@ -197,55 +325,60 @@ def mutual_nearest(records: pd.DataFrame, vectors: np.ndarray, left: str, right:
     return set(zip(lid[mutual], rid[best_r[mutual]], strict=True))
 
 
-def _without_twins(project: Project, entity: str) -> Project:
-    """The same project with `matching.duplicates: false`: strictly one-to-one links."""
+def _with_matching(project: Project, entity: str, **changes) -> Project:
+    """The same project with `matching` fields changed (an ablation variant)."""
     ent = project.entities[entity]
-    ent = ent.model_copy(update={"matching": ent.matching.model_copy(update={"duplicates": False})})
+    ent = ent.model_copy(update={"matching": ent.matching.model_copy(update=changes)})
     spec = project.spec.model_copy(update={"entities": {**project.entities, entity: ent}})
     return Project(spec, project.path)
 
 
-def evaluate_real(
-    name: str, project: Project, entity: str, gold_file: Path, embedder: CachedEmbedder
-) -> dict:
-    """Fuse one benchmark through fuse_entity and score it against its perfect mapping."""
+def _links(result: FusionResult) -> pd.DataFrame:
+    links = result.links
+    return links[links["accepted"] & links["rule"].str.startswith("match:")]
+
+
+def evaluate_real(bench: BenchSet, embedder: CachedEmbedder) -> dict:
+    """Fuse one benchmark through fuse_entity with the default matching, score it against its
+    gold, and score each ablation variant on the same frames and vectors."""
+    project, entity, gold = bench.project, bench.entity, bench.gold
     left, right = list(project.entities[entity].sources)
     frames = validated_frames(project, entity)
     t0 = time.perf_counter()
     result: FusionResult = fuse_entity(project, entity, frames, embedder)
     seconds = time.perf_counter() - t0
-    gold_frame = pd.read_csv(gold_file, dtype=str)
-    gold = set(zip(gold_frame.iloc[:, 0], gold_frame.iloc[:, 1], strict=True))
-    links = result.links
-    accepted = links[links["accepted"] & links["rule"].str.startswith("match:")]
+    accepted = _links(result)
     found = _oriented(accepted, left)
     candidates = _oriented(result.candidates, left)
     n_records = len(frames[left]) + len(frames[right])
     records = result.records
     vectors = embedder.encode(record_texts(records, project.entities[entity].embed_fields()))
-    twins = accepted["rule"].str.startswith("match:duplicate")
-    strict = _without_twins(project, entity)
-    strict_links = fuse_entity(strict, entity, frames, embedder).links
-    strict_found = _oriented(strict_links[strict_links["accepted"]
-                                          & strict_links["rule"].str.startswith("match:")], left)
+    baseline = _prf(mutual_nearest(records, vectors, left, right), gold)
+    ablation = {}
+    for variant, changes in ABLATION.items():
+        variant_result = fuse_entity(_with_matching(project, entity, **changes), entity, frames, embedder)
+        ablation[variant] = {**_prf(_oriented(_links(variant_result), left), gold),
+                             "threshold": variant_result.stats["thresholds"]}
     out = {
         **_prf(found, gold),
-        "duplicate_links": int(twins.sum()),
-        "one_to_one_only": _prf(strict_found, gold),
-        "blocking_recall": round(len(candidates & gold) / len(gold), 4),
+        "blocking_recall": round(len(candidates & gold.pairs) / len(gold.pairs), 4),
         "candidates_per_record": round(len(candidates) / n_records, 2),
+        "baseline_f1": baseline["f1"],
+        "baseline_mutual_nn": baseline,
+        "duplicate_links": int(accepted["rule"].str.startswith("match:duplicate").sum()),
         "candidate_pairs": len(candidates),
         "records": {left: len(frames[left]), right: len(frames[right])},
-        "gold_pairs": len(gold),
+        "gold_pairs": len(gold.pairs),
+        "labelled_pairs": len(gold.labelled) if gold.labelled is not None else None,
         "threshold": result.stats["thresholds"],
         "fuse_seconds": round(seconds, 2),
         "embed_seconds": round(result.stats["embed_s"], 2),
-        "baseline_mutual_nn": _prf(mutual_nearest(records, vectors, left, right), gold),
+        "ablation": ablation,
         "embed_fields": project.entities[entity].embed_fields(),
         "compared_fields": project.entities[entity].compared_fields(),
     }
-    print(f"  {name}: {out['links']} links, {out['candidate_pairs']} candidate pairs, "
-          f"threshold {out['threshold']}, {seconds:.1f}s")
+    print(f"  {bench.name}: {out['links']} links, F1 {out['f1']:.3f} (baseline {out['baseline_f1']:.3f}), "
+          f"{out['candidate_pairs']} candidate pairs, threshold {out['threshold']}, {seconds:.1f}s")
     return out
 
 
@@ -391,8 +524,8 @@ def evaluate_synthetic() -> dict:
         "seconds_excluding_embedding": round(seconds - embed_s, 2),
         "stage_seconds": {k: result.stats[k] for k in ("standardize_s", "match_s", "cluster_s", "resolve_s")},
         "candidate_pairs": result.stats["candidate_pairs"],
-        "links": _prf(found, gold),
-        "entities": _prf(clustered, gold),
+        "links": _prf(found, Gold(gold)),
+        "entities": _prf(clustered, Gold(gold)),
         "thresholds": result.stats["thresholds"],
     }
     print(f"  synthetic: {out['records']} records in {seconds:.1f}s "
@@ -400,24 +533,31 @@ def evaluate_synthetic() -> dict:
     return out
 
 
-def main() -> dict:
+def main(names: list[str] | None = None, synthetic: bool = True) -> dict:
     embedder = CachedEmbedder()
-    results: dict = {}
-    print("fusing dblp-acm ...")
-    results["dblp_acm"] = evaluate_real("dblp_acm", dblp_acm_project(), "publication",
-                                        DATA / "dblp-acm" / "DBLP-ACM_perfectMapping.csv", embedder)
-    print("fusing amazon-google ...")
-    results["amazon_google"] = evaluate_real(
-        "amazon_google", amazon_google_project(), "product",
-        DATA / "amazon-google" / "Amzon_GoogleProducts_perfectMapping.csv", embedder)
+    results: dict = {"sets": {}}
+    for bench in bench_sets():
+        if names and bench.name not in names:
+            continue
+        print(f"fusing {bench.name} ...")
+        results["sets"][bench.name] = evaluate_real(bench, embedder)
     print(f"  ({embedder.embedded} texts embedded now in {embedder.seconds:.1f}s, "
           "the rest from bench/.cache/)")
-    print(f"fusing {SYNTHETIC_RECORDS:,} synthetic records from three sources ...")
-    synthetic = evaluate_synthetic()
-    results["synthetic_100k_seconds"] = synthetic["seconds_excluding_embedding"]
-    results["synthetic_100k"] = synthetic
+    sets = results["sets"].items()
+    results["ablation"] = {v: {k: (r["f1"] if v == "default" else r["ablation"][v]["f1"]) for k, r in sets}
+                           for v in ABLATION_STEPS}
+    results["ablation_steps"] = dict(ABLATION_STEPS)
+    if synthetic:
+        print(f"fusing {SYNTHETIC_RECORDS:,} synthetic records from three sources ...")
+        out = evaluate_synthetic()
+        results["synthetic_100k_seconds"] = out["seconds_excluding_embedding"]
+        results["synthetic_100k"] = out
     results["model"] = DEFAULT_MODEL
+    results["machine"] = f"{os.cpu_count()} CPUs, no GPU (torch CPU)"
     print_table(results)
+    if names or not synthetic:
+        print("\n(partial run: results not written)")
+        return results
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -427,25 +567,30 @@ def main() -> dict:
 
 
 def print_table(results: dict) -> None:
-    print("\n| dataset | method | precision | recall | F1 | blocking recall | candidates/record |")
+    print("\n| set | precision | recall | F1 | baseline F1 (mutual NN) | blocking recall "
+          "| candidates/record |")
     print("|---|---|---|---|---|---|---|")
-    for key, target in (("dblp_acm", 0.98), ("amazon_google", 0.70)):
-        r = results[key]
-        b = r["baseline_mutual_nn"]
-        print(f"| {key} | mutual NN, cosine ({DEFAULT_MODEL.split('/')[-1]}) | {b['precision']:.3f} | "
-              f"{b['recall']:.3f} | {b['f1']:.3f} | - | 1 |")
-        o = r["one_to_one_only"]
-        print(f"| {key} | jammi matcher, one-to-one only | {o['precision']:.3f} | {o['recall']:.3f} | "
-              f"{o['f1']:.3f} | {r['blocking_recall']:.4f} | {r['candidates_per_record']:.1f} |")
-        print(f"| {key} | jammi matcher (target F1 >= {target}) | {r['precision']:.3f} | {r['recall']:.3f} | "
-              f"**{r['f1']:.3f}** | {r['blocking_recall']:.4f} | {r['candidates_per_record']:.1f} |")
-    s = results["synthetic_100k"]
-    print(f"\nsynthetic, {s['records']:,} records / 3 sources, hashing embedder (not the model): "
-          f"{s['seconds_excluding_embedding']:.1f}s excluding embedding (target < 120s; "
-          f"{s['embed_seconds_hashing']:.1f}s hashing embeddings); stages {s['stage_seconds']}; "
-          f"pairwise links P {s['links']['precision']:.3f} R {s['links']['recall']:.3f}, "
-          f"entities P {s['entities']['precision']:.3f} R {s['entities']['recall']:.3f}")
+    for key, r in results["sets"].items():
+        print(f"| {key} | {r['precision']:.3f} | {r['recall']:.3f} | **{r['f1']:.3f}** | "
+              f"{r['baseline_f1']:.3f} | {r['blocking_recall']:.4f} | {r['candidates_per_record']:.1f} |")
+    sets = list(results["sets"])
+    print("\nablation (F1; each row adds one part to the row above)\n")
+    print("| variant | " + " | ".join(sets) + " |")
+    print("|---" * (len(sets) + 1) + "|")
+    for variant, f1s in results["ablation"].items():
+        print(f"| {variant}: {ABLATION_STEPS[variant]} | " + " | ".join(f"{f1s[s]:.3f}" for s in sets) + " |")
+    s = results.get("synthetic_100k")
+    if s:
+        print(f"\nsynthetic, {s['records']:,} records / 3 sources, hashing embedder (not the model): "
+              f"{s['seconds_excluding_embedding']:.1f}s excluding embedding (target < 120s; "
+              f"{s['embed_seconds_hashing']:.1f}s hashing embeddings); stages {s['stage_seconds']}; "
+              f"pairwise links P {s['links']['precision']:.3f} R {s['links']['recall']:.3f}, "
+              f"entities P {s['entities']['precision']:.3f} R {s['entities']['recall']:.3f}")
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sets", nargs="*", help="only these sets (a partial run writes no JSON)")
+    parser.add_argument("--no-synthetic", action="store_true", help="skip the 100k synthetic timing")
+    args = parser.parse_args()
+    main(args.sets, synthetic=not args.no_synthetic)

@@ -11,14 +11,15 @@ import pytest
 from jammi.fusion.blocking import codes, embedding_candidates, token_candidates
 from jammi.fusion.clusters import cluster
 from jammi.fusion.matching import (
-    FALLBACK_THRESHOLD,
     assign,
     duplicate_threshold,
+    eligible,
     match,
-    otsu_threshold,
+    mutual_best,
     twin_candidates,
 )
 from jammi.fusion.scoring import Prepared, field_similarity
+from jammi.fusion.threshold import FALLBACK_THRESHOLD, fit_split, mixture_threshold, otsu_threshold
 from jammi.spec.entities import EntitySpec
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -145,6 +146,49 @@ def test_otsu_threshold_splits_a_bimodal_set():
 def test_otsu_threshold_falls_back_without_two_modes():
     assert otsu_threshold(np.full(50, 0.7))[0] == FALLBACK_THRESHOLD
     assert otsu_threshold(np.array([0.2, 0.9]))[0] == FALLBACK_THRESHOLD  # too few records
+
+
+def test_mixture_threshold_weighs_a_small_high_mode_by_its_share():
+    rng = np.random.default_rng(1)
+    low = np.clip(rng.normal(0.45, 0.08, 2000), 0, 1)  # many records with no partner
+    high = np.clip(rng.normal(0.8, 0.06, 150), 0, 1)
+    scores = np.concatenate([low, high])
+    threshold, rule, split = mixture_threshold(scores)
+    assert rule.startswith("mixture") and split is not None
+    assert split.low[0] == pytest.approx(0.45, abs=0.02) and split.high[0] == pytest.approx(0.8, abs=0.03)
+    assert split.share == pytest.approx(150 / 2150, abs=0.02)
+    assert 0.6 < threshold < 0.72
+    assert split.posterior(threshold) == pytest.approx(0.5, abs=0.01)
+    assert split.crossing(0.05) < threshold  # the mutual-best bar sits below it
+    assert mixture_threshold(np.full(50, 0.7))[0] == FALLBACK_THRESHOLD
+    assert fit_split(np.array([0.2, 0.9])) is None  # too few records
+
+
+def test_mutual_best_pairs_are_each_sides_best():
+    left, right = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    score = np.array([0.9, 0.5, 0.8, 0.4])  # right 0 is best for both lefts; right 1 is best for left 0
+    assert mutual_best(left, right, score).tolist() == [True, False, False, False]
+
+
+def test_mutual_best_pairs_under_the_threshold_are_eligible_above_the_bar():
+    left, right = np.array([0, 0, 1, 2, 3]), np.array([0, 1, 1, 2, 3])
+    score = np.array([0.9, 0.65, 0.7, 0.6, 0.45])
+    # (0,0) passes the threshold; (0,1) is nobody's best; (1,1) and (2,2) are mutual best above
+    # the bar; (3,3) is mutual best but under it
+    assert eligible(left, right, score, 0.8, 0.5).tolist() == [True, False, True, True, False]
+    assert eligible(left, right, score, 0.8, 0.8).tolist() == [True, False, False, False, False]
+
+
+def test_a_mutual_best_pair_below_the_threshold_links_unless_the_scores_contradict_it(encode):
+    lv, rv = encode(_texts(LEFT)), encode(_texts(RIGHT))
+    found = match(LEFT, RIGHT, lv, rv, PRODUCT)
+    assert "mutual best pairs from" in found.threshold_rule
+    off = PRODUCT.model_copy(update={"matching": PRODUCT.matching.model_copy(update={"mutual_best": False})})
+    plain = match(LEFT, RIGHT, lv, rv, off)
+    assert set(map(tuple, plain.links[["left", "right"]].to_numpy())) <= set(
+        map(tuple, found.links[["left", "right"]].to_numpy()))
+    mutual = found.links[found.links["rule"].str.startswith("match:mutual best")]
+    assert (mutual["score"] < found.threshold).all()
 
 
 def test_assignment_is_one_to_one_and_greedy_by_score():

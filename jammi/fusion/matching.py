@@ -12,15 +12,24 @@ embedding matrices (rows aligned, L2-normalised) and the EntitySpec, and returns
 Automatic threshold (no labels, nothing tuned per dataset): take each record's best candidate
 score, from both sides. Records that have a partner in the other source put their best score in
 a high mode; records that have none put a near-miss there, in a lower mode. Otsu's method
-splits the two: the cut that maximises the between-class variance of a 100-bin histogram of
-those best scores. The cut is clamped to [`MIN_THRESHOLD`, `MAX_THRESHOLD`]; with too few
-records, or a distribution with no second mode (between-class variance under
-`MIN_SEPARATION` of the total), `FALLBACK_THRESHOLD` is used instead.
+splits the two (threshold.py; `matching.auto_threshold: mixture` fits a two-Gaussian mixture
+instead, which bench/fusion_quality.py measures as worse: the partnered mode is skewed, not
+Gaussian, and the fit splits it).
 
-Assignment is one-to-one and greedy by score: pairs at or above the threshold are taken in
-descending score order (ties: lower left, then lower right position) and a pair is accepted
-when neither record is already linked. Every accepted pair is therefore its own best
-remaining option; mutual best pairs are always accepted.
+Mutual best pairs (`matching.mutual_best`, on by default; off under a configured
+`matching.threshold`, which is a hard cut). A pair that is the best candidate of
+both its records is a match unless the scores contradict it: it is linked when it scores above
+the *near miss*, the mean best score of the records under the threshold (what a record with no
+partner typically scores), and at least `MIN_THRESHOLD` (0.5, the floor of every automatic
+threshold: two leftover records that are each other's best at 0.25 are not a match). Other
+pairs need the threshold. So the exact cut matters much less:
+a partnered record that scores low against its partner, yet better than against anything else
+on either side, still links, while a lone record's best near-miss (usually someone else's
+partner, so not mutual) does not.
+
+Assignment is one-to-one and greedy by score: eligible pairs are taken in descending score
+order (ties: lower left, then lower right position) and a pair is accepted when neither record
+is already linked. Every accepted pair is therefore its own best remaining option.
 
 Duplicates within a source. One source often holds the same thing twice (a Windows and a Mac
 listing, a re-keyed catalogue row). One-to-one assignment links only one of the twins; the
@@ -46,14 +55,9 @@ from jammi.fusion.blocking import VectorIndex
 from jammi.fusion.blocking import candidates as block
 from jammi.fusion.clusters import DUPLICATE_RULE_PREFIX as DUPLICATE_RULE
 from jammi.fusion.scoring import Prepared, number_clash, score_pairs
+from jammi.fusion.threshold import MIN_THRESHOLD, mixture_threshold, otsu_threshold
 from jammi.spec.entities import EntitySpec
 
-MIN_THRESHOLD = 0.5
-MAX_THRESHOLD = 0.95
-FALLBACK_THRESHOLD = 0.75
-MIN_SEPARATION = 0.5
-MIN_RECORDS = 10
-BINS = 100
 TEXT_KINDS = ("text", "name", "code")
 
 
@@ -76,29 +80,26 @@ def best_scores(left: np.ndarray, right: np.ndarray, score: np.ndarray) -> np.nd
                            frame.groupby("r")["s"].max().to_numpy()])
 
 
-def otsu_threshold(values: np.ndarray) -> tuple[float, str]:
-    """The automatic threshold for a set of best-candidate scores, and how it was chosen."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[~np.isnan(values)]
-    if len(values) < MIN_RECORDS:
-        return FALLBACK_THRESHOLD, f"fallback {FALLBACK_THRESHOLD} (only {len(values)} records scored)"
-    hist, edges = np.histogram(values, bins=BINS, range=(0.0, 1.0))
-    p = hist / hist.sum()
-    mids = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(p)
-    mu = np.cumsum(p * mids)
-    mu_t = mu[-1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        between = (mu_t * w0 - mu) ** 2 / (w0 * (1 - w0))
-    between = np.where((w0 > 0) & (w0 < 1), between, 0.0)
-    total = float(np.sum(p * (mids - mu_t) ** 2))
-    best = int(np.argmax(between))
-    if total <= 0 or between[best] / total < MIN_SEPARATION:
-        return FALLBACK_THRESHOLD, f"fallback {FALLBACK_THRESHOLD} (best scores are not bimodal)"
-    cut = float(edges[best + 1])
-    clamped = min(max(cut, MIN_THRESHOLD), MAX_THRESHOLD)
-    note = "" if clamped == cut else f", clamped from {cut:.2f}"
-    return clamped, f"otsu split of {len(values)} best-candidate scores at {clamped:.2f}{note}"
+def near_miss(best: np.ndarray, threshold: float) -> float:
+    """The mean of the best-candidate scores under `threshold` (the scores of records that have
+    no partner): a mutual best pair at or under it is contradicted by the scores."""
+    below = best[best < threshold]
+    return float(below.mean()) if len(below) else threshold
+
+
+def mutual_best(left: np.ndarray, right: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Per pair: it is the best candidate of both its records (ties count for both)."""
+    if not len(score):
+        return np.zeros(0, dtype=bool)
+    frame = pd.DataFrame({"l": left, "r": right, "s": score})
+    return ((score >= frame.groupby("l")["s"].transform("max").to_numpy())
+            & (score >= frame.groupby("r")["s"].transform("max").to_numpy()))
+
+
+def eligible(left: np.ndarray, right: np.ndarray, score: np.ndarray, threshold: float,
+             mutual_bar: float) -> np.ndarray:
+    """Per pair: at or above `threshold`, or a mutual best pair above `mutual_bar`."""
+    return (score >= threshold) | (mutual_best(left, right, score) & (score > mutual_bar))
 
 
 def assign(left: np.ndarray, right: np.ndarray, score: np.ndarray, threshold: float) -> np.ndarray:
@@ -225,12 +226,22 @@ def match(
     prepared = (Prepared(left, comparators), Prepared(right, comparators))
     vectors = (np.asarray(left_vecs), np.asarray(right_vecs))
     score, sims = score_pairs(*prepared, comparators, *vectors, pairs)
+    if spec.scoring == "cosine":
+        score = np.nan_to_num(sims["cos"])
+    best = best_scores(li, ri, score)
     if spec.threshold is not None:
         threshold, how = float(spec.threshold), f"configured threshold {spec.threshold}"
+    elif spec.auto_threshold == "mixture":
+        threshold, how, _ = mixture_threshold(best)
     else:
-        threshold, how = otsu_threshold(best_scores(li, ri, score))
-    chosen = assign(li, ri, score, threshold)
-    rules = [f"match:score>={threshold:.2f}"] * len(chosen)
+        threshold, how = otsu_threshold(best)
+    mutual_bar = threshold
+    if spec.mutual_best and spec.threshold is None:  # a configured threshold is a hard cut
+        mutual_bar = min(threshold, max(near_miss(best, threshold), MIN_THRESHOLD))
+        how += f"; mutual best pairs from {mutual_bar:.2f}"
+    chosen = assign(li, ri, np.where(eligible(li, ri, score, threshold, mutual_bar), score, -1.0), 0.0)
+    rules = [f"match:score>={threshold:.2f}" if score[n] >= threshold
+             else f"match:mutual best>{mutual_bar:.2f}" for n in chosen]
     if spec.duplicates:
         twins, twin_rules = duplicate_links(left, right, prepared, vectors, comparators, li, ri, score,
                                             chosen, threshold)

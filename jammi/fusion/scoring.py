@@ -10,12 +10,14 @@ Comparators (the values of `matching.fields`):
   `token_sort_ratio` (which charges for missing people) over the sorted surnames (last word of
   each person), so initials and first-name spellings do not matter.
 * `code`: the model-number-like tokens of each side (letters and digits mixed, length >= 3,
-  separators dropped): 1 when they share one, 0 when both have codes and share none; no
-  evidence when either side has none.
+  separators dropped; a value that is one token with a digit, such as `121066`, counts whole):
+  1 when they share one, 0 when both have codes and share none; no evidence when either side
+  has none.
 * `number`: 1 - |a - b| / max(|a|, |b|), floored at 0; no evidence when either is null or 0
   (catalogues write 0 for "unknown").
 * `year`: 1 when equal, else 0.
-* `exact`: 1 when equal after trimming and casefolding, else 0.
+* `exact`: 1 when equal ignoring case, spaces and punctuation (`310/246-1501` is
+  `310-246-1501`), else 0.
 
 A null on either side is usually not evidence: the field drops out of that pair's score. One
 exception, for `text` fields: when one side is null and the other's *key word* (its word that
@@ -40,13 +42,15 @@ import pandas as pd
 import scipy.sparse as sp
 from rapidfuzz import fuzz, process
 
-from jammi.fusion.blocking import codes, words
+from jammi.fusion.blocking import MIN_CODE_LENGTH, codes, normalize, words
 
 WEIGHTS = {"text": 1.0, "name": 1.0, "code": 1.0, "number": 0.25, "year": 0.5, "exact": 1.0}
 COSINE_WEIGHT = 1.0
 NUMBER_CLASH = 0.8
 _PERSON_SPLIT = re.compile(r"\s*(?:,|;|&|\band\b)\s*")
 _DIGITS = re.compile(r"^[0-9]+$")
+_ANY_DIGIT = re.compile(r"[0-9]")
+_SEPARATORS = re.compile(r"[-./]")
 
 
 def _strings(values: pd.Series) -> list[str | None]:
@@ -155,6 +159,19 @@ def _key_word_evidence(field: str, left: Prepared, right: Prepared, li: np.ndarr
     return out
 
 
+def field_codes(value: str | None) -> frozenset[str]:
+    """The codes of a `code` field: those in its text (`codes`), and the value itself when it is
+    one token holding a digit (a model number column holds `121066` or `3skb-x2318`)."""
+    if value is None:
+        return frozenset()
+    found = codes(value)
+    token = _SEPARATORS.sub("", normalize(value).strip())
+    one_token = token and not any(c.isspace() for c in token)
+    if one_token and len(token) >= MIN_CODE_LENGTH and _ANY_DIGIT.search(token):
+        found |= {token}
+    return found
+
+
 class Prepared:
     """One side's compared fields, normalised once per record rather than once per pair."""
 
@@ -177,10 +194,9 @@ class Prepared:
             elif kind == "name":
                 self.values[field] = _objects([_surnames(v) for v in _strings(raw)])
             elif kind == "code":
-                self.values[field] = _objects([codes(v) if v is not None else frozenset()
-                                               for v in _strings(raw)])
+                self.values[field] = _objects([field_codes(v) for v in _strings(raw)])
             else:
-                self.values[field] = _objects([None if v is None else v.strip().casefold() or None
+                self.values[field] = _objects([None if v is None else "".join(words(v)) or None
                                                for v in _strings(raw)])
 
 

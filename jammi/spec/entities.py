@@ -114,6 +114,9 @@ class MatchingSpec(_Strict):
     model: str | None = None  # default: the project default model
     candidates: int = Field(default=20, ge=1, le=200)
     threshold: float | None = Field(default=None, ge=0, le=1)  # None: the automatic rule
+    auto_threshold: Literal["otsu", "mixture"] = "otsu"  # the automatic rule (threshold.py)
+    mutual_best: bool = True  # a pair each side's best is linked unless the scores contradict it
+    scoring: Literal["fields", "cosine"] = "fields"  # `cosine`: the embedding cosine alone
     max_cluster_size: int = Field(default=0, ge=0)  # 0: one record per source per entity
     duplicates: bool = True  # a record may join its linked twin's entity (matching.py)
 
