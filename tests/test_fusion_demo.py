@@ -66,7 +66,7 @@ def test_demo_fuses_three_sources_with_provenance(duckdb_run):
     assert fused["product_key"].str.startswith("partners:").any()
     # price follows most_recent: each winner is the latest observation among the entity's candidates
     price = prov[prov["field"] == "price"]
-    assert set(price["rule"]) <= {"most_recent", "priority", "only_value", "tie_break"}
+    assert set(price["rule"]) <= {"most_recent", "priority", "only_value", "agreed", "tie_break"}
     assert len(prov) >= len(fused)
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     for name in ("unique_entity_id", "source_coverage", "conflict_rate", "cluster_size"):

@@ -269,7 +269,8 @@ def test_a_record_links_to_its_partner_and_the_partners_twin(encode):
                           "manufacturer": [None, None, None], "price": [205.0, 205.0, 349.0]})
     for frame in (left, right):
         frame["model"] = frame["name"]
-    spec = PRODUCT.model_copy(update={"matching": PRODUCT.matching.model_copy(update={"threshold": 0.7})})
+    spec = PRODUCT.model_copy(update={"matching": PRODUCT.matching.model_copy(
+        update={"threshold": 0.7, "duplicates": True})})
     found = match(left, right, encode(_texts(left)), encode(_texts(right)), spec)
     pairs = {(left["_record_id"][a], right["_record_id"][b]): rule for a, b, rule in zip(
         found.links["left"], found.links["right"], found.links["rule"], strict=True)}

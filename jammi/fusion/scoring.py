@@ -183,6 +183,10 @@ class Prepared:
         self.all_words = _objects([frozenset(w for v in row if v for w in words(v))
                                    for row in zip(*columns, strict=True)] if columns
                                   else [frozenset()] * len(frame))
+        coded = [_strings(frame[f]) for f, kind in comparators.items() if kind in ("text", "name", "code")]
+        self.all_codes = _objects([frozenset().union(*(field_codes(v) for v in row if v))
+                                   for row in zip(*coded, strict=True)] if coded
+                                  else [frozenset()] * len(frame))
         for field, kind in comparators.items():
             raw = frame[field]
             if kind in ("number", "year"):
@@ -245,8 +249,10 @@ def _row_dots(left: np.ndarray, right: np.ndarray, li: np.ndarray, ri: np.ndarra
 
 def number_clash(left: Prepared, right: Prepared, comparators: dict[str, str],
                  li: np.ndarray, ri: np.ndarray) -> np.ndarray:
-    """Per pair: some `text` field carries numbers on both sides and they share none."""
-    out = np.zeros(len(li), dtype=bool)
+    """Per pair: some `text` field carries numbers on both sides and they share none, or the two
+    records carry model codes (in any text or code field) and share none: `c4893a` and
+    `c4890a` are two products however alike their titles read."""
+    out = _disjoint(left.all_codes[li], right.all_codes[ri])
     for field, kind in comparators.items():
         if kind == "text":
             out |= _disjoint(left.numbers[field][li], right.numbers[field][ri])

@@ -118,7 +118,7 @@ class MatchingSpec(_Strict):
     mutual_best: bool = True  # a pair each side's best is linked unless the scores contradict it
     scoring: Literal["fields", "cosine"] = "fields"  # `cosine`: the embedding cosine alone
     max_cluster_size: int = Field(default=0, ge=0)  # 0: one record per source per entity
-    duplicates: bool = True  # a record may join its linked twin's entity (matching.py)
+    duplicates: bool = False  # a record may join its linked twin's entity (matching.py)
 
 
 class FusedQualitySpec(_Strict):
