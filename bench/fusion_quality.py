@@ -577,7 +577,7 @@ def print_table(results: dict) -> None:
         print(f"| {key} | {r['precision']:.3f} | {r['recall']:.3f} | **{r['f1']:.3f}** | "
               f"{r['baseline_f1']:.3f} | {r['blocking_recall']:.4f} | {r['candidates_per_record']:.1f} |")
     sets = list(results["sets"])
-    print("\nablation (F1; each row adds one part to the row above)\n")
+    print("\nablation (F1 of each variant, same frames and vectors)\n")
     print("| variant | " + " | ".join(sets) + " |")
     print("|---" * (len(sets) + 1) + "|")
     for variant, f1s in results["ablation"].items():

@@ -92,6 +92,27 @@ def test_code_comparator_shared_disjoint_and_missing():
     assert np.isnan(sim[3])  # one side has no code: no evidence either way
 
 
+def test_code_comparator_reads_a_model_number_column_and_the_records_text():
+    comparators = {"title": "text", "model": "code"}
+    left = Prepared(pd.DataFrame({"title": ["hp 80 printhead black", "koss headphones"],
+                                  "model": ["c4890a", "121066"]}), comparators)
+    right = Prepared(pd.DataFrame({"title": ["hp c4893a printhead yellow", "koss stereo 121066",
+                                             "hp 80 printhead c4890a", "koss stereo"],
+                                   "model": [None, None, None, "121-066"]}), comparators)
+    sim = field_similarity("code", left, right, "model", np.array([0, 1, 0, 1]), np.array([0, 1, 2, 3]))
+    # codes in the record's title count; a one-token model number counts whole, separators
+    # dropped; digits inside free text are not a code (no evidence)
+    assert sim[0] == 0.0 and np.isnan(sim[1]) and sim[2] == 1.0 and sim[3] == 1.0
+
+
+def test_exact_comparator_ignores_case_spaces_and_punctuation():
+    left = Prepared(pd.DataFrame({"phone": ["310/246-1501", "212 555 0100", None]}), {"phone": "exact"})
+    right = Prepared(pd.DataFrame({"phone": ["310-246-1501", "212-555-0199", "1"]}), {"phone": "exact"})
+    idx = np.array([0, 1, 2])
+    sim = field_similarity("exact", left, right, "phone", idx, idx)
+    assert sim[0] == 1.0 and sim[1] == 0.0 and np.isnan(sim[2])
+
+
 def test_number_year_and_name_comparators():
     left = Prepared(pd.DataFrame({"p": [100.0, 0.0, None], "y": [1999, 2001, None],
                                   "a": ["Gottfried Vossen, Mathias Weske", "A. Smith", None]}),

@@ -9,10 +9,11 @@ Comparators (the values of `matching.fields`):
 * `name`: person lists ("A. Smith, Bo Li and C. Wu"): the mean of `token_set_ratio` and
   `token_sort_ratio` (which charges for missing people) over the sorted surnames (last word of
   each person), so initials and first-name spellings do not matter.
-* `code`: the model-number-like tokens of each side (letters and digits mixed, length >= 3,
-  separators dropped; a value that is one token with a digit, such as `121066`, counts whole):
-  1 when they share one, 0 when both have codes and share none; no evidence when either side
-  has none.
+* `code`: the model-number-like tokens of each record (letters and digits mixed, length >= 3,
+  separators dropped; a value that is one token with a digit, such as `121066`, counts whole),
+  found in the code field and in the record's other compared text (a catalogue that leaves its
+  model number column empty often writes the code in the title): 1 when the two records share
+  one, 0 when both have codes and share none; no evidence when either has none.
 * `number`: 1 - |a - b| / max(|a|, |b|), floored at 0; no evidence when either is null or 0
   (catalogues write 0 for "unknown").
 * `year`: 1 when equal, else 0.
@@ -197,8 +198,8 @@ class Prepared:
                 self.numbers[field] = _objects([_numbers(t) for t in texts])
             elif kind == "name":
                 self.values[field] = _objects([_surnames(v) for v in _strings(raw)])
-            elif kind == "code":
-                self.values[field] = _objects([field_codes(v) for v in _strings(raw)])
+            elif kind == "code":  # the record's codes: a model number column, or in its text
+                self.values[field] = self.all_codes
             else:
                 self.values[field] = _objects([None if v is None else "".join(words(v)) or None
                                                for v in _strings(raw)])
