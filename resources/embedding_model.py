@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
-from jammi.embedding.model import LazyEncoder, SentenceTransformerEncoder, load_encoder
+from jammi.embedding.model import Encoder, LazyEncoder, load_encoder
 
 
 class EmbeddingModelResource(dg.ConfigurableResource):
@@ -15,10 +17,13 @@ class EmbeddingModelResource(dg.ConfigurableResource):
 
     device: str = "auto"
 
-    def encoder(self, model_id: str) -> SentenceTransformerEncoder:
-        """The loaded model (loads it now: a model that cannot load fails the step here)."""
-        return load_encoder(model_id, self.device)
+    def encoder(self, model_id: str, backend: str = "torch",
+                artifact_dir: Path | str | None = None) -> Encoder:
+        """The loaded model (loads it now: a model that cannot load fails the step here); the
+        onnx, onnx-int8 and openvino backends keep their export under `artifact_dir`."""
+        return load_encoder(model_id, self.device, backend, artifact_dir)
 
-    def lazy(self, model_id: str) -> LazyEncoder:
+    def lazy(self, model_id: str, backend: str = "torch",
+             artifact_dir: Path | str | None = None) -> LazyEncoder:
         """The model, loaded only when a text is first encoded."""
-        return LazyEncoder(model_id, self.device)
+        return LazyEncoder(model_id, self.device, backend, artifact_dir)

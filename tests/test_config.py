@@ -86,7 +86,8 @@ def test_valid_file_loads_with_types_defaults_and_relative_paths(tmp_path):
     assert pipe.source == "products"
     assert pipe.text_columns == ["title", "body"]
     assert pipe.model == DEFAULT_MODEL
-    assert pipe.batch_size == 32
+    assert pipe.batch_size == "auto"  # calibrated by each build
+    assert pipe.backend == "torch"
     assert pipe.index.metric == "cos"
     assert project.pipelines_of("products") == {"products": pipe}
 

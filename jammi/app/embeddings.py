@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from jammi import keys
 from jammi.embedding.model import Encoder
+from jammi.embedding.query import prepare_query_export
 from jammi.errors import ArtifactError, SourceError
 from jammi.quality.outcome import CheckOutcome
 from jammi.spec.project import Project
@@ -153,12 +154,14 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
             ]
 
         stats = build_embedding_table(catalog=catalog, frame_file=frame_file, verify=verify,
-                                      full_token=full_token,
+                                      full_token=full_token, rows=read_rows(encoder.model_id),
                                       pipeline=pipeline, pipe=pipe, source=source, src=src,
                                       encoder=encoder, progress=progress)
         for gone in prune_tables(catalog, pipeline, pipe.keep_tables):
             if progress:
                 progress(f"removed old table {gone.table_name} (keep_tables: {pipe.keep_tables})")
+    if stats.rows_encoded:  # the model is loaded: make queries of this table torch-free from now on
+        prepare_query_export(pipe.model, pipe.backend, project.artifact_dir)
     catalog.record_checks(run_id, keys.embeddings(pipeline), partition, stats.outcomes)
     active = catalog.active(pipeline=pipeline)
     return EmbeddingRun(stats, generation, source_schema_version(src),

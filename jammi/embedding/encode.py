@@ -1,17 +1,20 @@
 """Encoding a window of texts in length-sorted batches, with out-of-memory back-off.
 
 On an OOM error the batch size halves and the batch is retried, up to three times;
-the reduced size sticks for the rest of the run. Rows of a batch that still fails
-are tried one by one, and a row that fails alone is marked as an error.
+the reduced size sticks for the rest of the run unless the sizer grows it back after a run of
+good batches (jammi.embedding.batching). Rows of a batch that still fails are tried one by one,
+and a row that fails alone is marked as an error.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from jammi.embedding.batching import BatchSizer
 from jammi.embedding.model import Encoder
 from jammi.errors import EmbeddingError
 
@@ -23,43 +26,19 @@ MAX_OOM_RETRIES = 3
 def is_oom(err: BaseException) -> bool:
     if isinstance(err, MemoryError):
         return True
-    try:
-        import torch
-
-        if isinstance(err, torch.cuda.OutOfMemoryError):
-            return True
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    torch = sys.modules.get("torch")  # an error from a run without torch is no torch error
+    if torch is not None and isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
     msg = str(err).lower()
     return isinstance(err, RuntimeError) and (
-        "out of memory" in msg or "can't allocate memory" in msg
+        "out of memory" in msg or "can't allocate memory" in msg or "failed to allocate memory" in msg
     )
 
 
 def _release_accelerator_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
+    torch = sys.modules.get("torch")  # an encoder that never imported torch holds no GPU memory
+    if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-@dataclass
-class BatchSizer:
-    """The batch size in force; shrinks on OOM and never grows back within a run."""
-
-    size: int = 32
-    reductions: int = 0
-    oom_events: int = 0
-    history: list[int] = field(default_factory=list)
-
-    def halve(self, current: int) -> int:
-        self.oom_events += 1
-        new = max(1, current // 2)
-        if new < self.size:
-            self.size = new
-            self.reductions += 1
-            self.history.append(new)
-        return self.size
 
 
 @dataclass
@@ -69,13 +48,15 @@ class EncodedWindow:
     latency_ms: np.ndarray  # wall time of the batch call each row was in
 
 
-def encode_window(encoder: Encoder, texts: list[str], sizer: BatchSizer) -> EncodedWindow:
-    """Encode non-empty `texts`; the output keeps their order."""
+def encode_window(encoder: Encoder, texts: list[str], sizer: BatchSizer,
+                  presorted: bool = False) -> EncodedWindow:
+    """Encode non-empty `texts`; the output keeps their order. Batches take texts of like length
+    (less padding): sorted here by length, or as given when the caller sorted them (`presorted`)."""
     n = len(texts)
     vectors = np.zeros((n, encoder.dimensions), dtype=np.float32)
     errors: list[str | None] = [None] * n
     latency = np.zeros(n, dtype=np.float64)
-    order = sorted(range(n), key=lambda i: len(texts[i]), reverse=True)  # less padding
+    order = list(range(n)) if presorted else sorted(range(n), key=lambda i: len(texts[i]), reverse=True)
     pos = 0
     while pos < n:
         batch = order[pos : pos + sizer.size]
@@ -86,6 +67,8 @@ def encode_window(encoder: Encoder, texts: list[str], sizer: BatchSizer) -> Enco
                 vectors[batch] = encoder.encode([texts[i] for i in batch])
                 latency[batch] = (time.perf_counter() - t0) * 1000.0
                 encoded = True
+                if len(batch) == sizer.size:
+                    sizer.succeeded()
                 break
             except Exception as err:
                 if not is_oom(err):

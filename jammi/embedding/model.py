@@ -23,7 +23,7 @@ from jammi.spec.project import DEFAULT_MODEL
 log = logging.getLogger(__name__)
 
 DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"}
-_cache: dict[tuple[str, str], SentenceTransformerEncoder] = {}
+_cache: dict[tuple[str, str, str], Encoder] = {}
 _lock = threading.Lock()
 
 
@@ -76,7 +76,7 @@ def resolve_model_path(model_id: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
+def quiet_loading() -> Iterator[None]:
     """No "Loading weights" progress bar or load-report warnings on stderr while a model loads:
     Jammi reports loading in its own log line."""
     from transformers.utils import logging as hf_logging
@@ -102,7 +102,7 @@ class SentenceTransformerEncoder:
         try:
             from sentence_transformers import SentenceTransformer
 
-            with _quiet_loading():
+            with quiet_loading():
                 self.model = SentenceTransformer(path, device=self.device, local_files_only=True)
         except ModelLoadError:
             raise
@@ -139,32 +139,53 @@ class SentenceTransformerEncoder:
         return [len(ids) for ids in enc]
 
 
-def load_encoder(model_id: str, device: str = "auto") -> SentenceTransformerEncoder:
-    """Load once per process and model; later calls reuse the loaded weights."""
-    key = (model_id, resolve_device(device))
+def load_encoder(model_id: str, device: str = "auto", backend: str = "torch",
+                 artifact_dir: Path | str | None = None) -> Encoder:
+    """Load once per process, model, device and backend; later calls reuse the loaded weights.
+
+    `torch` runs the sentence-transformers model; `onnx`, `onnx-int8` and `openvino` run its
+    export under `artifact_dir` (exported on first use, then cached) on the CPU."""
+    if backend == "torch":
+        key = (model_id, resolve_device(device), backend)
+    else:
+        key = (model_id, "cpu", backend)  # the exported backends run on the CPU; no torch needed
     with _lock:
         if key not in _cache:
-            log.info("loading embedding model %s on %s", model_id, key[1])
-            _cache[key] = SentenceTransformerEncoder(model_id, device)
+            log.info("loading embedding model %s on %s (backend %s)", model_id, key[1], backend)
+            _cache[key] = SentenceTransformerEncoder(model_id, device) if backend == "torch" else \
+                _exported(model_id, backend, artifact_dir)
         return _cache[key]
+
+
+def _exported(model_id: str, backend: str, artifact_dir: Path | str | None) -> Encoder:
+    from jammi.embedding.backends import ensure_export
+    from jammi.embedding.exported import ExportedEncoder
+
+    if artifact_dir is None:
+        raise ModelLoadError(f"model {model_id!r}: backend {backend!r} needs an artifact directory "
+                             "to keep its exported model in")
+    return ExportedEncoder(ensure_export(model_id, backend, artifact_dir))
 
 
 class LazyEncoder:
     """An Encoder whose model loads on first use, so a step with nothing to encode never
     loads it; `model_id` is known without loading (caches key on it)."""
 
-    def __init__(self, model_id: str, device: str = "auto"):
+    def __init__(self, model_id: str, device: str = "auto", backend: str = "torch",
+                 artifact_dir: Path | str | None = None):
         self.model_id = model_id
+        self.backend = backend
         self._device = device
-        self._encoder: SentenceTransformerEncoder | None = None
+        self._artifact_dir = artifact_dir
+        self._encoder: Encoder | None = None
 
     @property
     def loaded(self) -> bool:
         return self._encoder is not None
 
-    def _model(self) -> SentenceTransformerEncoder:
+    def _model(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_encoder(self.model_id, self._device)
+            self._encoder = load_encoder(self.model_id, self._device, self.backend, self._artifact_dir)
         return self._encoder
 
     @property

@@ -265,7 +265,11 @@ class PipelineSpec(_Strict):
     source: str
     text_columns: list[str] = Field(min_length=1)
     model: str = DEFAULT_MODEL
-    batch_size: int = Field(default=32, ge=1)
+    # what runs the model: sentence-transformers on torch, or its export on onnxruntime (fp32 or
+    # dynamically quantized int8) or OpenVINO; vectors differ, so it is part of the generation
+    backend: Literal["torch", "onnx", "onnx-int8", "openvino"] = "torch"
+    # texts per model call; "auto": a short calibration on the table's own texts picks it
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     index: IndexSpec = IndexSpec()
     quality: EmbeddingQualitySpec = EmbeddingQualitySpec()
     # older ready (and failed) tables kept beyond the active one and its rollback target

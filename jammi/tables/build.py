@@ -7,6 +7,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +16,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jammi.embedding.encode import BatchSizer, encode_window
+from jammi.embedding.batching import GROW_AFTER, BatchSizer
+from jammi.embedding.encode import encode_window
 from jammi.embedding.model import Encoder
+from jammi.embedding.stream import Plan, encode_sorted
 from jammi.embedding.texts import TEXT_SEPARATOR, compose_texts, content_hash
 from jammi.embedding.vectors import to_vector_array
 from jammi.errors import ArtifactError, SourceError
@@ -36,7 +39,7 @@ from jammi.tables.contract import DOC_ID_COLUMN, new_table_name, sidecar, table_
 from jammi.tables.generation import generation_of, source_schema_version
 from jammi.tables.versions import OUTCOME_REBUILT, Counts, FileRef, Version
 
-WINDOW_ROWS = 2048
+WINDOW_ROWS = 65536  # rows read from the frame per record batch
 Progress = Callable[[str], None]
 Verify = Callable[["EmbedStats"], list]
 
@@ -57,7 +60,8 @@ class EmbedStats:
     batch_size_end: int = 0
     oom_events: int = 0
     generation: str = ""
-    rows_encoded: int = 0  # texts this run sent through the model
+    rows_encoded: int = 0  # texts this run sent through the model (each distinct text once)
+    rows_reused: int = 0  # rows that took the vector of a like text instead of encoding it
     counts: Counts = field(default_factory=Counts)  # what the refresh did (outcome, added...)
     version: int = 0
     outcomes: list = field(default_factory=list)
@@ -95,6 +99,7 @@ def _manifest(stats: EmbedStats, pipeline: str, pipe: PipelineSpec, src_name: st
         "count": stats.rows_embedded,
         "metric": pipe.index.metric,
         "backend": "usearch",
+        "model_backend": pipe.backend,  # what ran the model (torch, onnx, onnx-int8, openvino)
         "index": pipe.index.model_dump(),
         "key_column": src.key,
         "text_spec": {"columns": pipe.embedded_columns, "separator": TEXT_SEPARATOR},
@@ -122,6 +127,7 @@ def build_embedding_table(
     progress: Progress | None = None,
     verify: Verify | None = None,
     full_token: str | None = None,
+    rows: SourceRows | None = None,
 ) -> EmbedStats:
     """Embed the validated frame at `frame_file` into a new table; when whole, mark it ready
     and switch the pipeline's active pointer to it in one catalog transaction (blue/green).
@@ -131,6 +137,7 @@ def build_embedding_table(
     rollback) after the switch. `verify` runs on the complete Parquet before the table is
     marked ready; when one of its outcomes is a failed error-severity check, the table is
     marked failed instead (files kept for inspection) and `stats.blocked_by` names the checks.
+    `rows` are the frame's rows with text (keys, texts, hashes), read here when not given.
     """
     if not frame_file.exists():
         raise SourceError(
@@ -146,8 +153,7 @@ def build_embedding_table(
     name = new_table_name(tables_dir, source, encoder.model_id, taken)
     base = tables_dir / name
     final = sidecar(base, ".parquet")
-    stats = EmbedStats(name, final, encoder.model_id, encoder.dimensions,
-                       batch_size_start=pipe.batch_size, generation=generation_of(pipe, src))
+    stats = EmbedStats(name, final, encoder.model_id, encoder.dimensions, generation=generation_of(pipe, src))
     catalog.begin_table(
         {
             "table_name": name, "pipeline": pipeline, "source": source,
@@ -161,7 +167,9 @@ def build_embedding_table(
     write_json_atomic(sidecar(base, ".manifest.json"),
                       _manifest(stats, pipeline, pipe, source, src, STATUS_BUILDING))
     try:
-        _write(stats, frame_file, pipe, source, src, encoder, final, progress)
+        rows = rows or source_rows(frame_file, src.key, pipe.embedded_columns, encoder.model_id,
+                                   doc_column(pipe))
+        _write(stats, rows, pipe, source, encoder, final, progress)
         stats.outcomes = verify(stats) if verify else []
         stats.blocked_by = [o.name for o in blocking_failures(stats.outcomes)]
         if stats.blocked_by:
@@ -197,27 +205,92 @@ def _counts(stats: EmbedStats) -> dict:
     return {k: getattr(stats, k) for k in ("rows_embedded", "rows_skipped", "rows_failed", "rows_truncated")}
 
 
-def encode_rows(encoder: Encoder, source: str, keys: list[str], texts: list[str], sizer: BatchSizer,
-                stats: EmbedStats, doc_ids: list[str] | None = None) -> pa.Table:
-    """Contract rows for `keys` and their non-empty `texts` (and `_doc_id`, when `doc_ids` are
-    given: chunks); a text that fails even alone is counted in `stats.rows_failed` and left out."""
-    stats.rows_truncated += count_truncated(encoder, texts)
-    window = encode_window(encoder, texts, sizer)
-    ok = np.array([e is None for e in window.errors], dtype=bool)
-    stats.rows_failed += int((~ok).sum())
-    n = int(ok.sum())
-    stats.rows_encoded += n
-    good_texts = [t for t, g in zip(texts, ok, strict=True) if g]
+@dataclass
+class SourceRows:
+    """The validated rows that have text: key, text and content hash, in frame order."""
+
+    keys: list[str]
+    texts: list[str]
+    hashes: list[str]
+    skipped: int
+    doc_ids: list[str] | None = None  # a chunked pipeline's: each chunk's document key
+
+
+def source_rows(frame_file: Path, key: str, text_columns: list[str], model_id: str,
+                doc_column: str | None = None) -> SourceRows:
+    """The frame's rows with text, read record batch by record batch (only the columns needed)."""
+    keys: list[str] = []
+    texts: list[str] = []
+    docs: list[str] | None = None if doc_column is None else []
+    skipped = 0
+    wanted = list(dict.fromkeys([key, *text_columns, *([doc_column] if doc_column else [])]))
+    for batch in pq.ParquetFile(frame_file).iter_batches(batch_size=WINDOW_ROWS, columns=wanted):
+        k, t, s, d = keyed_rows(batch.to_pandas(), key, text_columns, doc_column)
+        keys += k
+        texts += t
+        skipped += s
+        if docs is not None:
+            docs += d
+    return SourceRows(keys, texts, [content_hash(model_id, t) for t in texts], skipped, docs)
+
+
+def distinct(hashes: list[str]) -> tuple[list[int], np.ndarray]:
+    """The first row of each distinct hash, and for every row the index of its distinct text."""
+    first: dict[str, int] = {}
+    of_row = np.fromiter((first.setdefault(h, len(first)) for h in hashes), dtype=np.int64,
+                         count=len(hashes))
+    rows = np.full(len(first), -1, dtype=np.int64)
+    rows[of_row[::-1]] = np.arange(len(of_row) - 1, -1, -1)  # the last write per text is its first row
+    return rows.tolist(), of_row
+
+
+def contract_rows(encoder: Encoder, source: str, keys: list[str], hashes: list[str], vectors: np.ndarray,
+                  doc_ids: list[str] | None = None) -> pa.Table:
+    """Contract rows (and `_doc_id`, when `doc_ids` are given: chunks)."""
+    n = len(keys)
     columns = {
-        "_row_id": pa.array(np.asarray(keys, dtype=object)[ok] if n else [], pa.string()),
+        "_row_id": pa.array(keys, pa.string()),
         "_source_id": pa.array([source] * n, pa.string()),
         "_model_id": pa.array([encoder.model_id] * n, pa.string()),
-        "vector": to_vector_array(window.vectors[ok].reshape(n, encoder.dimensions)),
-        "_content_hash": pa.array([content_hash(encoder.model_id, t) for t in good_texts], pa.string()),
+        "vector": to_vector_array(vectors.reshape(n, encoder.dimensions)),
+        "_content_hash": pa.array(hashes, pa.string()),
     }
     if doc_ids is not None:
-        columns[DOC_ID_COLUMN] = pa.array(np.asarray(doc_ids, dtype=object)[ok] if n else [], pa.string())
+        columns[DOC_ID_COLUMN] = pa.array(doc_ids, pa.string())
     return pa.table(columns, schema=table_schema(encoder.dimensions, doc_ids is not None))
+
+
+def encode_rows(encoder: Encoder, source: str, keys: list[str], texts: list[str], sizer: BatchSizer,
+                stats: EmbedStats, doc_ids: list[str] | None = None,
+                known: dict[str, np.ndarray] | None = None) -> pa.Table:
+    """Contract rows for `keys` and their non-empty `texts` (and `_doc_id`, when `doc_ids` are
+    given: chunks); each distinct text is encoded once, and a text whose hash is in `known`
+    (vectors the table already holds) not at all. A text that fails even alone is counted in
+    `stats.rows_failed` and left out."""
+    hashes = [content_hash(encoder.model_id, t) for t in texts]
+    known = known or {}
+    firsts, of_row = distinct(hashes)
+    todo = [j for j, i in enumerate(firsts) if hashes[i] not in known]
+    todo_texts = [texts[firsts[j]] for j in todo]
+    stats.rows_truncated += count_truncated(encoder, todo_texts)
+    window = encode_window(encoder, todo_texts, sizer)
+    vectors = np.zeros((len(firsts), encoder.dimensions), dtype=np.float32)
+    ok = np.ones(len(firsts), dtype=bool)
+    for j, i in enumerate(firsts):
+        if hashes[i] in known:
+            vectors[j] = known[hashes[i]]
+    encoded = 0
+    if todo:
+        vectors[todo] = window.vectors
+        ok[todo] = [e is None for e in window.errors]
+        encoded = int(ok[todo].sum())
+    stats.rows_encoded += encoded
+    good = ok[of_row]
+    stats.rows_failed += int((~good).sum())
+    stats.rows_reused += int(good.sum()) - encoded
+    keep = np.flatnonzero(good).tolist()
+    return contract_rows(encoder, source, [keys[i] for i in keep], [hashes[i] for i in keep],
+                         vectors[of_row[keep]], None if doc_ids is None else [doc_ids[i] for i in keep])
 
 
 def keyed_texts(frame: pd.DataFrame, key: str, text_columns: list[str]) -> tuple[list[str], list[str], int]:
@@ -242,32 +315,56 @@ def doc_column(pipe: PipelineSpec) -> str | None:
     return CHUNK_DOC if pipe.chunking else None
 
 
-def _write(stats: EmbedStats, frame_file: Path, pipe: PipelineSpec, source: str,
-           src: SourceSpec, encoder: Encoder, final: Path, progress: Progress | None) -> None:
+def _write(stats: EmbedStats, rows: SourceRows, pipe: PipelineSpec, source: str, encoder: Encoder,
+           final: Path, progress: Progress | None) -> None:
+    """Encode each distinct text once, longest first across the whole table, and write each chunk's
+    rows (every row whose text is in the chunk) from a second thread while the next chunk encodes."""
     t0 = time.perf_counter()
-    pf = pq.ParquetFile(frame_file)
-    total = pf.metadata.num_rows
-    sizer = BatchSizer(size=pipe.batch_size)
+    stats.rows_in += len(rows.keys) + rows.skipped
+    stats.rows_skipped += rows.skipped
+    firsts, of_row = distinct(rows.hashes)
+    by_text = np.argsort(of_row, kind="stable")  # rows grouped by their distinct text
+    bounds = np.searchsorted(of_row[by_text], np.arange(len(firsts) + 1))
+    auto = pipe.batch_size == "auto"
+    sizer = BatchSizer(size=32 if auto else pipe.batch_size, grow_after=GROW_AFTER)
+    plan = Plan()
     tmp = tmp_path(final)
-    docs = doc_column(pipe)
-    wanted = list(dict.fromkeys([src.key, *pipe.embedded_columns, *([docs] if docs else [])]))
-    with pq.ParquetWriter(tmp, table_schema(encoder.dimensions, docs is not None),
-                          compression="zstd") as writer:
-        for batch in pf.iter_batches(batch_size=WINDOW_ROWS, columns=wanted):
-            keys, texts, skipped, doc_ids = keyed_rows(batch.to_pandas(), src.key, pipe.embedded_columns,
-                                                       docs)
-            stats.rows_in += len(keys) + skipped
-            stats.rows_skipped += skipped
-            if keys:
-                rows = encode_rows(encoder, source, keys, texts, sizer, stats, doc_ids)
-                writer.write_table(rows)
-                stats.rows_embedded += rows.num_rows
+    pending: Future | None = None
+    chunks = rows.doc_ids is not None
+    with pq.ParquetWriter(tmp, table_schema(encoder.dimensions, chunks), compression="zstd") as writer, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="jammi-writer") as pool:
+        def write(table: pa.Table) -> None:
+            writer.write_table(table)
+
+        texts = [rows.texts[i] for i in firsts]
+        for chunk in encode_sorted(encoder, texts, sizer, plan, auto_size=auto,
+                                   device=getattr(encoder, "device", "cpu")):
+            ok = np.array([e is None for e in chunk.errors], dtype=bool)
+            members = [by_text[bounds[j]:bounds[j + 1]] for j in chunk.ids]
+            sizes = np.array([len(m) for m in members], dtype=np.int64)
+            picked = np.concatenate(members)
+            local = np.repeat(np.arange(len(chunk.ids)), sizes)
+            good = ok[local]
+            stats.rows_failed += int((~good).sum())
+            stats.rows_encoded += int(ok.sum())
+            stats.rows_reused += int(good.sum()) - int(ok.sum())
+            picked, local = picked[good], local[good]
+            table = contract_rows(encoder, source, [rows.keys[i] for i in picked],
+                                  [rows.hashes[i] for i in picked], chunk.vectors[local],
+                                  [rows.doc_ids[i] for i in picked] if chunks else None)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(write, table)
+            stats.rows_embedded += table.num_rows
             stats.seconds = time.perf_counter() - t0
             if progress:
-                progress(
-                    f"{source}: {stats.rows_in}/{total} rows read, {stats.rows_embedded} embedded, "
-                    f"{stats.rows_skipped} skipped ({stats.rows_per_second:.0f} rows/s)"
-                )
+                progress(f"{source}: {stats.rows_encoded}/{len(firsts)} distinct texts encoded, "
+                         f"{stats.rows_embedded}/{len(rows.keys)} rows embedded, {stats.rows_skipped} "
+                         f"skipped ({stats.rows_per_second:.0f} texts/s, batch {sizer.size})")
+        if pending is not None:
+            pending.result()
+    stats.rows_truncated += plan.truncated
+    stats.batch_size_start = sizer.ceiling  # the calibrated (or declared) size
     stats.batch_size_end = sizer.size
     stats.oom_events = sizer.oom_events
     os.replace(tmp, final)

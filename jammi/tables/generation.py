@@ -1,4 +1,5 @@
-"""A table's generation: what its vectors mean (source schema version x text spec x model).
+"""A table's generation: what its vectors mean (source schema version x text spec x model x
+inference backend).
 
 Refresh keeps a generation and commits new versions of its table; a change of generation
 builds a new table blue/green. The fingerprint is made here and nowhere else.
@@ -17,15 +18,18 @@ DEFAULT_SCHEMA_VERSION = "v1"
 
 def generation_fingerprint(
     schema_version: str, text_columns: list[str], separator: str, model_id: str,
-    chunking: dict | None = None,
+    chunking: dict | None = None, backend: str = "torch",
 ) -> str:
     """Identifies what a table's vectors mean: a change of source schema version, text spec,
-    model or (for a chunked pipeline) chunking gives a new generation (and a new table); the
-    same inputs always the same one."""
+    model, (for a chunked pipeline) chunking, or inference backend gives a new generation (and a
+    new table); the same inputs always the same one. The default backend (torch) is left out, so
+    tables built before backends existed keep their generation."""
     fields = {"schema_version": schema_version,
               "text": {"columns": list(text_columns), "separator": separator}, "model": model_id}
     if chunking is not None:
         fields["chunking"] = chunking
+    if backend != "torch":
+        fields["backend"] = backend
     spec = json.dumps(fields, sort_keys=True)
     return hashlib.sha1(spec.encode("utf-8")).hexdigest()[:16]
 
@@ -40,11 +44,11 @@ def source_schema_version(spec: SourceSpec) -> str:
 
 
 def generation_of(pipe: PipelineSpec, src: SourceSpec) -> str:
-    """The fingerprint of (source schema version, text spec, model) a pipeline builds now; `src`
-    is its input frame's spec (a chunked pipeline's: the chunks frame, with the chunking and
-    the document's text columns in the fingerprint)."""
+    """The fingerprint of (source schema version, text spec, model, backend) a pipeline builds
+    now; `src` is its input frame's spec (a chunked pipeline's: the chunks frame, with the
+    chunking and the document's text columns in the fingerprint)."""
     chunking = None
     if pipe.chunking is not None:
         chunking = {**pipe.chunking.model_dump(), "document_columns": list(pipe.text_columns)}
     return generation_fingerprint(source_schema_version(src), pipe.embedded_columns, TEXT_SEPARATOR,
-                                  pipe.model, chunking)
+                                  pipe.model, chunking, pipe.backend)

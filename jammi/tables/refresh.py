@@ -13,18 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jammi.embedding.encode import BatchSizer
+from jammi.embedding.batching import BatchSizer
 from jammi.embedding.model import Encoder
-from jammi.embedding.texts import content_hash
+from jammi.embedding.vectors import vectors_of
 from jammi.errors import ArtifactError
 from jammi.quality.outcome import blocking_failures
 from jammi.spec.project import IndexSpec, PipelineSpec, SourceSpec
 from jammi.storage import tmp_path
-from jammi.tables.build import EmbedStats, doc_column, encode_rows, keyed_rows
+from jammi.tables.build import EmbedStats, SourceRows, doc_column, encode_rows, source_rows
 from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.contract import SUFFIXES, manifest_index_spec, table_schema
 from jammi.tables.index import build_index, segment_base
@@ -50,17 +50,6 @@ Verify = Callable[[EmbedStats, Version], list]
 
 
 @dataclass
-class SourceRows:
-    """The validated rows that have text: key, text and content hash, in frame order."""
-
-    keys: list[str]
-    texts: list[str]
-    hashes: list[str]
-    skipped: int
-    doc_ids: list[str] | None = None  # a chunked pipeline's: each chunk's document key
-
-
-@dataclass
 class Diff:
     added: list[int] = field(default_factory=list)  # positions in SourceRows
     changed: list[int] = field(default_factory=list)
@@ -71,14 +60,6 @@ class Diff:
     @property
     def empty(self) -> bool:
         return not (self.added or self.changed or self.superseded)
-
-
-def source_rows(frame_file: Path, key: str, text_columns: list[str], model_id: str,
-                doc_column: str | None = None) -> SourceRows:
-    frame = pd.read_parquet(frame_file, columns=list(dict.fromkeys([key, *text_columns,
-                                                                    *([doc_column] if doc_column else [])])))
-    keys, texts, skipped, doc_ids = keyed_rows(frame, key, text_columns, doc_column)
-    return SourceRows(keys, texts, [content_hash(model_id, t) for t in texts], skipped, doc_ids)
 
 
 def diff_rows(source: SourceRows, table: pa.Table, pipeline: str) -> Diff:
@@ -107,6 +88,22 @@ def diff_rows(source: SourceRows, table: pa.Table, pipeline: str) -> Diff:
             diff.superseded.append((segment, key))
             diff.deleted += 1
     return diff
+
+
+def held_vectors(tables_dir: Path, base: Version, current: pa.Table, wanted: set[str],
+                 dimensions: int) -> dict[str, np.ndarray]:
+    """Vectors the table already holds for the content hashes in `wanted` (a changed or added
+    row whose text another row has, or had before this refresh): reused, not encoded again."""
+    row_of: dict[str, str] = {}
+    for row_id, digest in zip(current.column("_row_id").to_pylist(),
+                              current.column("_content_hash").to_pylist(), strict=True):
+        if digest in wanted:
+            row_of.setdefault(digest, row_id)
+    if not row_of:
+        return {}
+    found = read_current(tables_dir, base, ["vector", "_content_hash"], sorted(row_of.values()))
+    vectors = vectors_of(found.column("vector"), dimensions)
+    return dict(zip(found.column("_content_hash").to_pylist(), vectors, strict=True))
 
 
 def _index_spec(rec: TableRecord) -> IndexSpec:
@@ -143,10 +140,12 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
     base = catalog.current_version(rec)
     check_files(rec.tables_dir, base, pipeline)
     rows = rows or source_rows(frame_file, src.key, pipe.embedded_columns, rec.model_id, doc_column(pipe))
-    diff = diff_rows(rows, read_current(rec.tables_dir, base, ["_content_hash"]), pipeline)
+    current = read_current(rec.tables_dir, base, ["_content_hash"])
+    diff = diff_rows(rows, current, pipeline)
+    size = 32 if pipe.batch_size == "auto" else pipe.batch_size  # a refresh encodes too few to calibrate
     stats = EmbedStats(rec.table_name, rec.parquet_path, rec.model_id, rec.dimensions or 0,
                        rows_in=len(rows.keys) + rows.skipped, rows_skipped=rows.skipped,
-                       batch_size_start=pipe.batch_size, generation=rec.generation, version=base.version)
+                       batch_size_start=size, generation=rec.generation, version=base.version)
     if diff.empty:
         stats.rows_embedded = base.rows
         stats.seconds = time.perf_counter() - t0
@@ -164,10 +163,11 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
     stem = version_stem(rec.table_name, number)
     tables_dir = rec.tables_dir
     try:
-        sizer = BatchSizer(size=pipe.batch_size)
+        sizer = BatchSizer(size=size)
+        known = held_vectors(rec.tables_dir, base, current, {rows.hashes[i] for i in todo}, stats.dimensions)
         doc_ids = None if rows.doc_ids is None else [rows.doc_ids[i] for i in todo]
         new_rows = encode_rows(encoder, source, [rows.keys[i] for i in todo], [rows.texts[i] for i in todo],
-                               sizer, stats, doc_ids) if todo else table_schema(
+                               sizer, stats, doc_ids, known) if todo else table_schema(
             stats.dimensions, rows.doc_ids is not None).empty_table()
         segments = base.segments
         if new_rows.num_rows:

@@ -47,7 +47,7 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
             f"Embeddings of `{source}` ({' + '.join(pipe.text_columns)}) by `{pipe.model}`, "
             "as a Parquet table under jammi_db/ refreshed in place: each refresh commits a version."
         ),
-        metadata={"model": pipe.model, "text_columns": ", ".join(pipe.text_columns)},
+        metadata={"model": pipe.model, "backend": pipe.backend, "text_columns": ", ".join(pipe.text_columns)},
         check_specs=check_specs(name, list(TABLE_CHECKS)),
         # a partitioned source's pipeline runs per partition: each commits what its partition
         # changed into the one table of the pipeline
@@ -55,7 +55,8 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
     )
     def _embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig,
                     embedding_model: EmbeddingModelResource):
-        encoder = embedding_model.lazy(pipe.model)  # loads only when a row needs encoding
+        # loads only when a row needs encoding
+        encoder = embedding_model.lazy(pipe.model, pipe.backend, project.artifact_dir)
         partition = context.partition_key if context.has_partition_key else None
         # a backfill's partitions (one --full request) rebuild the table once, then refresh it
         token = context.run.tags.get("dagster/backfill") or context.run_id
