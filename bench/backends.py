@@ -107,7 +107,8 @@ def main() -> None:
     sets = [amazon_google(), walmart_amazon()]
     rng = np.random.default_rng(0)
     pool = [t for d in sets for t in d["corpus"]]
-    speed_texts = [pool[i] for i in rng.choice(len(pool), size=min(args.speed_texts, len(pool)), replace=False)]
+    picked = rng.choice(len(pool), size=min(args.speed_texts, len(pool)), replace=False)
+    speed_texts = [pool[i] for i in picked]
 
     with tempfile.TemporaryDirectory() as artifacts:
         encoders = {}
@@ -128,16 +129,18 @@ def main() -> None:
     ndcg = {b: [ndcg_at_k(q, c, d["relevant"]) for (q, c), d in zip(vectors[b], sets, strict=True)]
             for b in backends}
     reference = max(rates[TORCH])
-    result: dict = {"model": DEFAULT_MODEL, "device": "cpu",
-                    "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}",
-                    "definition": "speedup = texts/s / torch fp32 texts/s (best of rounds); cosine to torch fp32 "
-                                  "corpus vectors; ndcg_loss = torch nDCG@10 - backend nDCG@10, mean of 2 sets",
+    machine = f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+    result: dict = {"model": DEFAULT_MODEL, "device": "cpu", "machine": machine,
+                    "definition": "speedup = texts/s / torch fp32 texts/s (best of rounds); cosine to torch "
+                                  "fp32 corpus vectors; ndcg_loss = torch nDCG@10 - backend nDCG@10, mean of "
+                                  "2 sets",
                     "datasets": {d["name"]: {"queries": len(d["queries"]), "corpus": len(d["corpus"]),
                                              "torch_ndcg@10": round(ndcg[TORCH][i], 4)}
                                  for i, d in enumerate(sets)},
                     "speed_texts": len(speed_texts), "rounds": args.rounds}
     for b in backends:
-        cos = np.concatenate([(vectors[b][i][1] * vectors[TORCH][i][1]).sum(axis=1) for i in range(len(sets))])
+        cos = np.concatenate([(vectors[b][i][1] * vectors[TORCH][i][1]).sum(axis=1)
+                              for i in range(len(sets))])
         result[b] = {"speedup": round(max(rates[b]) / reference, 3),
                      "texts_per_s": round(max(rates[b]), 1),
                      "mean_cosine": round(float(cos.mean()), 6), "min_cosine": round(float(cos.min()), 6),

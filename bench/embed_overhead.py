@@ -100,7 +100,8 @@ def compare(name: str, texts: list[str], encoder, repeats: int) -> dict:
             direct.append(time.perf_counter() - t0)
             pipeline.append(pipeline_seconds(project, encoder))
     return {"corpus": name, "texts": len(texts), "mean_chars": round(sum(map(len, texts)) / len(texts)),
-            "direct_seconds": [round(s, 2) for s in direct], "pipeline_seconds": [round(s, 2) for s in pipeline],
+            "direct_seconds": [round(s, 2) for s in direct],
+            "pipeline_seconds": [round(s, 2) for s in pipeline],
             "ratio": round(min(direct) / min(pipeline), 3)}
 
 
@@ -115,7 +116,8 @@ def rss_child(rows: int, device: str, artifacts: str) -> None:
         loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         seconds = pipeline_seconds(project, encoder)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    print(json.dumps({"rows": rows, "peak_rss_mb": peak, "rss_before_pipeline_mb": loaded, "seconds": seconds}))
+    print(json.dumps({"rows": rows, "peak_rss_mb": peak, "rss_before_pipeline_mb": loaded,
+                      "seconds": seconds}))
 
 
 def run_rss(rows: int, device: str) -> dict:
@@ -160,9 +162,9 @@ def main() -> None:
     result = {
         "model": DEFAULT_MODEL, "device": encoder.device,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}",
-        "definition": "ratio = direct SentenceTransformer.encode seconds / pipeline seconds (best of repeats; "
-                      "> 1: the pipeline is faster); pipeline = embeddings step + index step from the validated "
-                      "frame; rss_ratio = peak RSS at 10x rows / at 1x, fresh process each",
+        "definition": "ratio = direct SentenceTransformer.encode seconds / pipeline seconds (best of "
+                      "repeats; > 1: the pipeline is faster); pipeline = embeddings step + index step from "
+                      "the validated frame; rss_ratio = peak RSS at 10x rows / at 1x, fresh process each",
         "short": short, "long": long,
         "ratio_short": short["ratio"], "ratio_long": long["ratio"],
     }
@@ -180,8 +182,8 @@ def main() -> None:
         print(f"{key + ' (' + str(c['texts']) + ' texts)':<34}{min(c['direct_seconds']):>10}"
               f"{min(c['pipeline_seconds']):>12}{c['ratio']:>8}  {target}")
     if "rss_ratio" in result:
-        print(f"{'rss_ratio ' + str(result['rss_rows']) + ' rows':<34}{str(result['rss_peak_mb']) + ' MB':>22}"
-              f"{result['rss_ratio']:>8}  <= 1.1")
+        label = f"rss_ratio {result['rss_rows']} rows"
+        print(f"{label:<34}{str(result['rss_peak_mb']) + ' MB':>22}{result['rss_ratio']:>8}  <= 1.1")
     print("ratio = direct SentenceTransformer.encode time / pipeline time: above 1, the pipeline is faster")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

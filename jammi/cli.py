@@ -443,7 +443,8 @@ def stream(ctx, pipeline, device, status_every, max_batches, idle_exit, threads)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     set_cpu_threads(threads)
-    encoder = LazyEncoder(project.pipelines[pipeline].model, device)
+    pipe = project.pipelines[pipeline]
+    encoder = LazyEncoder(pipe.model, device, pipe.backend, project.artifact_dir)
     metrics = run_worker(project, pipeline, encoder, echo=click.echo, stop=stop,
                          on_commit=reporter(project, pipeline) if reporter else None,
                          status_every_s=status_every, max_batches=max_batches, idle_exit_s=idle_exit)

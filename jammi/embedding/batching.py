@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+DEFAULT_SIZE = 32
 CPU_CANDIDATES = (16, 32, 64, 128)
 GROW_AFTER = 16  # good batches in a row before a halved size doubles again
 MAX_GPU_BATCH = 1024
@@ -23,7 +24,7 @@ class BatchSizer:
     many good batches in a row double it again, up to the size it started at, and each
     halving doubles the run needed next time (a size that keeps failing is tried less often)."""
 
-    size: int = 32
+    size: int = 32  # or "auto" (a caller that does not calibrate): the usual 32
     reductions: int = 0
     oom_events: int = 0
     history: list[int] = field(default_factory=list)
@@ -32,6 +33,8 @@ class BatchSizer:
     streak: int = 0
 
     def __post_init__(self) -> None:
+        if self.size == "auto":
+            self.size = DEFAULT_SIZE
         self.ceiling = max(self.ceiling, self.size)
 
     def halve(self, current: int) -> int:

@@ -244,20 +244,20 @@ def distinct(hashes: list[str]) -> tuple[list[int], np.ndarray]:
     return rows.tolist(), of_row
 
 
-def contract_rows(encoder: Encoder, source: str, keys: list[str], hashes: list[str], vectors: np.ndarray,
-                  doc_ids: list[str] | None = None) -> pa.Table:
+def contract_rows(model_id: str, dimensions: int, source: str, keys: list[str], hashes: list[str],
+                  vectors: np.ndarray, doc_ids: list[str] | None = None) -> pa.Table:
     """Contract rows (and `_doc_id`, when `doc_ids` are given: chunks)."""
     n = len(keys)
     columns = {
         "_row_id": pa.array(keys, pa.string()),
         "_source_id": pa.array([source] * n, pa.string()),
-        "_model_id": pa.array([encoder.model_id] * n, pa.string()),
-        "vector": to_vector_array(vectors.reshape(n, encoder.dimensions)),
+        "_model_id": pa.array([model_id] * n, pa.string()),
+        "vector": to_vector_array(vectors.reshape(n, dimensions)),
         "_content_hash": pa.array(hashes, pa.string()),
     }
     if doc_ids is not None:
         columns[DOC_ID_COLUMN] = pa.array(doc_ids, pa.string())
-    return pa.table(columns, schema=table_schema(encoder.dimensions, doc_ids is not None))
+    return pa.table(columns, schema=table_schema(dimensions, doc_ids is not None))
 
 
 def encode_rows(encoder: Encoder, source: str, keys: list[str], texts: list[str], sizer: BatchSizer,
@@ -272,15 +272,15 @@ def encode_rows(encoder: Encoder, source: str, keys: list[str], texts: list[str]
     firsts, of_row = distinct(hashes)
     todo = [j for j, i in enumerate(firsts) if hashes[i] not in known]
     todo_texts = [texts[firsts[j]] for j in todo]
-    stats.rows_truncated += count_truncated(encoder, todo_texts)
-    window = encode_window(encoder, todo_texts, sizer)
-    vectors = np.zeros((len(firsts), encoder.dimensions), dtype=np.float32)
+    vectors = np.zeros((len(firsts), stats.dimensions), dtype=np.float32)
     ok = np.ones(len(firsts), dtype=bool)
     for j, i in enumerate(firsts):
         if hashes[i] in known:
             vectors[j] = known[hashes[i]]
     encoded = 0
-    if todo:
+    if todo:  # only now may the model load
+        stats.rows_truncated += count_truncated(encoder, todo_texts)
+        window = encode_window(encoder, todo_texts, sizer)
         vectors[todo] = window.vectors
         ok[todo] = [e is None for e in window.errors]
         encoded = int(ok[todo].sum())
@@ -289,8 +289,9 @@ def encode_rows(encoder: Encoder, source: str, keys: list[str], texts: list[str]
     stats.rows_failed += int((~good).sum())
     stats.rows_reused += int(good.sum()) - encoded
     keep = np.flatnonzero(good).tolist()
-    return contract_rows(encoder, source, [keys[i] for i in keep], [hashes[i] for i in keep],
-                         vectors[of_row[keep]], None if doc_ids is None else [doc_ids[i] for i in keep])
+    return contract_rows(encoder.model_id, stats.dimensions, source, [keys[i] for i in keep],
+                         [hashes[i] for i in keep], vectors[of_row[keep]],
+                         None if doc_ids is None else [doc_ids[i] for i in keep])
 
 
 def keyed_texts(frame: pd.DataFrame, key: str, text_columns: list[str]) -> tuple[list[str], list[str], int]:
@@ -349,8 +350,9 @@ def _write(stats: EmbedStats, rows: SourceRows, pipe: PipelineSpec, source: str,
             stats.rows_encoded += int(ok.sum())
             stats.rows_reused += int(good.sum()) - int(ok.sum())
             picked, local = picked[good], local[good]
-            table = contract_rows(encoder, source, [rows.keys[i] for i in picked],
-                                  [rows.hashes[i] for i in picked], chunk.vectors[local],
+            table = contract_rows(encoder.model_id, encoder.dimensions, source,
+                                  [rows.keys[i] for i in picked], [rows.hashes[i] for i in picked],
+                                  chunk.vectors[local],
                                   [rows.doc_ids[i] for i in picked] if chunks else None)
             if pending is not None:
                 pending.result()

@@ -1,0 +1,150 @@
+"""Inference backends: the exports (onnx, onnx-int8, openvino) are made once per model and backend
+under the artifact directory and give the torch model's vectors; the backend is part of the
+generation, so switching it builds a new table blue/green; each distinct text is encoded once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from jammi.app.embeddings import embed_pipeline
+from jammi.embedding.backends import BACKENDS, cached_export, ensure_export, export_dir
+from jammi.embedding.exported import EXPORT_META
+from jammi.embedding.model import LazyEncoder, load_encoder
+from jammi.errors import ConfigError, ModelLoadError
+from jammi.spec.project import DEFAULT_MODEL
+from jammi.storage import frame_path, write_parquet_atomic
+from jammi.tables.catalog import Catalog
+from jammi.tables.contract import read_manifest
+from jammi.tables.generation import generation_fingerprint
+from tests.conftest import write_project
+
+TEXTS = ["a stainless steel kettle", "Wireless noise-cancelling headphones with a 30 hour battery",
+         "lamp", "A folding camping chair, light and sturdy, for hikes and festivals " * 6]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """One artifact directory holding the model's exports, shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("exports")
+    for backend in ("onnx", "onnx-int8"):
+        ensure_export(DEFAULT_MODEL, backend, root)
+    return root
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1)
+
+
+def test_exports_are_cached_by_model_and_backend(exports):
+    onnx = cached_export(exports, DEFAULT_MODEL, "onnx")
+    assert onnx == export_dir(exports, DEFAULT_MODEL, "onnx")
+    assert onnx.parent.parent == exports / "models"
+    assert (onnx / EXPORT_META).exists() and (onnx / "model.onnx").exists()
+    stamp = (onnx / "model.onnx").stat().st_mtime_ns
+    assert ensure_export(DEFAULT_MODEL, "onnx", exports) == onnx  # reused, not exported again
+    assert (onnx / "model.onnx").stat().st_mtime_ns == stamp
+    assert not [p for p in onnx.parent.iterdir() if p.name.startswith(".")]  # no half-written leftovers
+    assert export_dir(exports, "/models/other/all-MiniLM-L6-v2", "onnx") != onnx  # keyed by the full id
+    assert cached_export(exports, DEFAULT_MODEL, "torch") is None
+
+
+def test_exported_backends_give_the_torch_vectors(exports, encoder):
+    reference = encoder.encode(TEXTS)
+    onnx = load_encoder(DEFAULT_MODEL, "cpu", "onnx", exports)
+    assert "torch" not in type(onnx).__module__
+    assert cosines(onnx.encode(TEXTS), reference).min() >= 0.9999
+    assert onnx.token_counts(TEXTS) == encoder.token_counts(TEXTS)
+    assert (onnx.dimensions, onnx.max_seq_length) == (encoder.dimensions, encoder.max_seq_length)
+    int8 = load_encoder(DEFAULT_MODEL, "cpu", "onnx-int8", exports)
+    vectors = int8.encode(TEXTS)
+    assert 0.95 <= cosines(vectors, reference).min() < 0.99999  # quantized: close, not identical
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # loaded once per process, model, device and backend
+    assert load_encoder(DEFAULT_MODEL, "cpu", "onnx", exports) is onnx
+    assert load_encoder(DEFAULT_MODEL, "cpu", "onnx-int8", exports) is int8 is not onnx
+
+
+def test_openvino_backend_or_a_clear_refusal(exports, encoder):
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModelLoadError, match="openvino package"):
+            ensure_export(DEFAULT_MODEL, "openvino", exports)
+        return
+    vino = load_encoder(DEFAULT_MODEL, "cpu", "openvino", exports)
+    assert cosines(vino.encode(TEXTS), encoder.encode(TEXTS)).min() >= 0.999
+
+
+def test_unknown_backend_is_refused_naming_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="backend"):
+        write_project(tmp_path, {"items": {"kind": "csv", "path": "items.csv", "key": "id",
+                                           "columns": {"id": "str", "text": "str"}}},
+                      {"items": {"source": "items", "text_columns": ["text"], "backend": "tensorrt"}})
+    with pytest.raises(ModelLoadError, match="unknown backend 'tensorrt'"):
+        ensure_export(DEFAULT_MODEL, "tensorrt", tmp_path)
+
+
+def test_backend_is_part_of_the_generation():
+    fingerprints = {b: generation_fingerprint("v1", ["text"], " ", DEFAULT_MODEL, backend=b)
+                    for b in BACKENDS}
+    assert len(set(fingerprints.values())) == len(BACKENDS)
+    assert fingerprints["torch"] == generation_fingerprint("v1", ["text"], " ", DEFAULT_MODEL)  # unchanged
+
+
+def small_project(root, exports, backend: str, texts: list[str]):
+    project = write_project(root, {"items": {"kind": "csv", "path": "items.csv", "key": "id",
+                                             "columns": {"id": "str", "text": "str"}}},
+                            {"items": {"source": "items", "text_columns": ["text"], "backend": backend}})
+    (project.artifact_dir / "models").parent.mkdir(parents=True, exist_ok=True)
+    if not (project.artifact_dir / "models").exists():
+        (project.artifact_dir / "models").symlink_to(exports / "models", target_is_directory=True)
+    frame = pd.DataFrame({"id": [f"k{i}" for i in range(len(texts))], "text": texts})
+    write_parquet_atomic(frame, frame_path(project.artifact_dir, project.frame_asset("items")))
+    return project
+
+
+def test_switching_backend_builds_a_new_table_blue_green(tmp_path, exports, encoder):
+    texts = ["red kettle", "blue lamp", "green chair", "red kettle", "yellow tent", "blue lamp"]
+    first = small_project(tmp_path, exports, "torch", texts)
+    torch_run = embed_pipeline(first, "items", LazyEncoder(DEFAULT_MODEL, "cpu"))
+    # duplicates share one encode: 4 distinct texts for 6 rows, every row embedded
+    stats = torch_run.stats
+    assert (stats.rows_encoded, stats.rows_embedded, stats.rows_reused) == (4, 6, 2)
+    rows = pq.read_table(torch_run.stats.parquet_path).to_pandas().set_index("_row_id")
+    np.testing.assert_array_equal(rows.loc["k0", "vector"], rows.loc["k3", "vector"])
+    np.testing.assert_allclose(np.stack(rows.loc[["k0", "k1"], "vector"]), encoder.encode(texts[:2]),
+                               atol=1e-5)
+
+    switched = small_project(tmp_path, exports, "onnx-int8", texts)
+    lazy = LazyEncoder(DEFAULT_MODEL, "cpu", "onnx-int8", switched.artifact_dir)
+    int8_run = embed_pipeline(switched, "items", lazy)
+    assert int8_run.generation != torch_run.generation
+    assert int8_run.active_table != torch_run.active_table  # a new table, made active once whole
+    catalog = Catalog(switched.artifact_dir)
+    old = catalog.table(torch_run.active_table)
+    assert old.status == "ready"  # kept for rollback
+    assert read_manifest(catalog.table(int8_run.active_table).base_path)["model_backend"] == "onnx-int8"
+    assert read_manifest(old.base_path)["model_backend"] == "torch"
+
+    # nothing new: the refresh commits nothing and never loads the model
+    again = LazyEncoder(DEFAULT_MODEL, "cpu", "onnx-int8", switched.artifact_dir)
+    run = embed_pipeline(switched, "items", again)
+    assert run.stats.counts.outcome == "no_change" and not again.loaded
+
+
+def test_refresh_reuses_vectors_the_table_holds(tmp_path, exports):
+    texts = ["red kettle", "blue lamp", "green chair"]
+    project = small_project(tmp_path, exports, "onnx", texts)
+    embed_pipeline(project, "items", LazyEncoder(DEFAULT_MODEL, "cpu", "onnx", project.artifact_dir))
+    # k2 now says what k0 says, and a new row repeats k1: neither text needs the model
+    frame = pd.DataFrame({"id": ["k0", "k1", "k2", "k3"], "text": ["red kettle", "blue lamp", "red kettle",
+                                                                   "blue lamp"]})
+    write_parquet_atomic(frame, frame_path(project.artifact_dir, project.frame_asset("items")))
+    lazy = LazyEncoder(DEFAULT_MODEL, "cpu", "onnx", project.artifact_dir)
+    run = embed_pipeline(project, "items", lazy)
+    counts = run.stats.counts
+    assert (counts.outcome, counts.added, counts.changed, counts.rows_encoded) == ("refreshed", 1, 1, 0)
+    assert run.stats.rows_reused == 2 and not lazy.loaded
