@@ -4,16 +4,24 @@ generation, so switching it builds a new table blue/green; each distinct text is
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jammi.app.embeddings import embed_pipeline
+from jammi.app.embeddings import embed_pipeline, index_pipeline
 from jammi.embedding.backends import BACKENDS, cached_export, ensure_export, export_dir
 from jammi.embedding.exported import EXPORT_META
 from jammi.embedding.model import LazyEncoder, load_encoder
+from jammi.embedding.query import load_query_encoder
 from jammi.errors import ConfigError, ModelLoadError
+from jammi.query.search import search
 from jammi.spec.project import DEFAULT_MODEL
 from jammi.storage import frame_path, write_parquet_atomic
 from jammi.tables.catalog import Catalog
@@ -21,6 +29,7 @@ from jammi.tables.contract import read_manifest
 from jammi.tables.generation import generation_fingerprint
 from tests.conftest import write_project
 
+REPO = Path(__file__).resolve().parent.parent
 TEXTS = ["a stainless steel kettle", "Wireless noise-cancelling headphones with a 30 hour battery",
          "lamp", "A folding camping chair, light and sturdy, for hikes and festivals " * 6]
 
@@ -148,3 +157,27 @@ def test_refresh_reuses_vectors_the_table_holds(tmp_path, exports):
     counts = run.stats.counts
     assert (counts.outcome, counts.added, counts.changed, counts.rows_encoded) == ("refreshed", 1, 1, 0)
     assert run.stats.rows_reused == 2 and not lazy.loaded
+
+
+def test_jammi_search_encodes_the_query_without_torch(tmp_path, exports, encoder):
+    """A torch table whose model has a cached ONNX export: `jammi search` in a fresh process
+    never imports torch (nor sentence-transformers or dagster), and finds what torch finds."""
+    texts = ["red kettle", "blue desk lamp", "green camping chair", "steel water bottle", "wool scarf"]
+    project = small_project(tmp_path, exports, "torch", texts)
+    embed_pipeline(project, "items", LazyEncoder(DEFAULT_MODEL, "cpu"))
+    index_pipeline(project, "items")
+    query = "a kettle for the kitchen"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "jammi_assets.cli", "--project",
+                           str(project.path), "search", "items", query, "-k", "3", "--format", "json"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines()
+               if line.startswith("import time:")}
+    assert "onnxruntime" in modules
+    assert not modules & {"torch", "sentence_transformers", "transformers", "dagster"}
+    found = json.loads(done.stdout)
+    expected = search(project, "items", query, k=3, loader=lambda model_id: load_encoder(model_id, "cpu"))
+    assert [r["_row_id"] for r in found] == expected["_row_id"].tolist() == ["k0", *expected["_row_id"][1:]]
+    np.testing.assert_allclose([r["similarity"] for r in found], expected["similarity"], atol=1e-3)
+    fast = load_query_encoder(DEFAULT_MODEL, "cpu", "torch", project.artifact_dir)
+    assert cosines(fast.encode([query]), encoder.encode([query]))[0] >= 0.999

@@ -29,8 +29,8 @@ class Jammi:
 
     def __init__(self, project: str | os.PathLike | Project | None = None, *, recover_on_open=True,
                  loader: EncoderLoader | None = None):
-        """`loader(model_id)` gives the query encoder (default: jammi.embedding.model.load_encoder),
-        called once per model by this facade."""
+        """`loader(model_id)` gives the query encoder, called once per model by this facade
+        (default: the table's own backend, torch-free from its cached export; jammi.query.encoders)."""
         self.project = project if isinstance(project, Project) else load_project(project)
         self.catalog = Catalog(self.project.artifact_dir)
         self.recovered: list[RecoveryAction] = recover(self.catalog) if recover_on_open else []

@@ -17,6 +17,7 @@ from jammi.embedding.vectors import vectors_of
 from jammi.errors import SearchError
 from jammi.query import MAX_K
 from jammi.query.documents import rank_documents
+from jammi.query.encoders import query_loader
 from jammi.query.sandbox import filter_keys
 from jammi.spec.project import Project
 from jammi.storage import frame_path
@@ -170,14 +171,13 @@ def search(
                                                filter=filter, exact=exact, table=table, loader=loader),
                               k, name)
     check_k(k)
-    from jammi.embedding.model import load_encoder
-
     catalog = Catalog(project.artifact_dir)
     rec, version = serving_table(project, catalog, name, table)
     key, cols, frame = served_columns(project, rec, select)
     if rec.rows_embedded == 0:
         return _attach_columns(frame, key, cols, [])
-    q = query_vector(rec, version, query, vector, row_key, lambda: (loader or load_encoder)(rec.model_id))
+    q = query_vector(rec, version, query, vector, row_key,
+                     lambda: (loader or query_loader(project, rec))(rec.model_id))
     allowed = _allowed_keys(frame, key, filter)
     exclude = {str(row_key)} if row_key is not None else set()
     if exact:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from jammi.errors import SearchError
 from jammi.query.documents import rank_documents
+from jammi.query.encoders import query_loader
 from jammi.query.rows import SourceRows
 from jammi.query.search import (
     EncoderLoader,
@@ -71,7 +72,7 @@ class Searcher:
         rows = self._source_rows(rec.source, path, key)
         if rec.rows_embedded == 0:
             return rows.attach(cols, [])
-        q = query_vector(rec, version, query, vector, row_key, lambda: self._encoder(rec.model_id))
+        q = query_vector(rec, version, query, vector, row_key, lambda: self._encoder(rec))
         exclude = {str(row_key)} if row_key is not None else set()
         hits = self._hits(rec, version, q.reshape(1, -1), k, rows, filter, exact, exclude)
         return rows.attach(cols, hits[0])
@@ -105,7 +106,7 @@ class Searcher:
                     raise SearchError(f"query {i} is empty or not a text")
             if not queries:
                 return np.zeros((0, rec.dimensions or 0), dtype=np.float32)
-            matrix = np.asarray(self._encoder(rec.model_id).encode(list(queries)), dtype=np.float32)
+            matrix = np.asarray(self._encoder(rec).encode(list(queries)), dtype=np.float32)
         return np.stack([unit(q) for q in matrix]) if len(matrix) else matrix
 
     def _hits(self, rec: TableRecord, version: Version, queries: np.ndarray, k: int, rows: SourceRows,
@@ -149,13 +150,13 @@ class Searcher:
                 self._rows[source] = rows
             return rows
 
-    def _encoder(self, model_id: str):
+    def _encoder(self, rec: TableRecord):
+        """The given loader's encoder, else the one that made the table's vectors, torch-free from
+        its cached export when there is one (jammi.query.encoders)."""
         with self._lock:
-            encoder = self._encoders.get(model_id)
+            key = rec.model_id if self._loader else rec.table_name  # a table's backend never changes
+            encoder = self._encoders.get(key)
             if encoder is None:
-                if self._loader is None:
-                    from jammi.embedding.model import load_encoder
-
-                    self._loader = load_encoder
-                encoder = self._encoders[model_id] = self._loader(model_id)
+                loader = self._loader or query_loader(self.project, rec)
+                encoder = self._encoders[key] = loader(rec.model_id)
             return encoder
