@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jammi.embedding.batching import BatchSizer, calibrate, candidates
+from jammi.embedding.batching import BatchSizer, calibrate, candidates, start_size
 from jammi.embedding.encode import encode_window
 from jammi.embedding.model import Encoder
 
@@ -43,12 +43,16 @@ def length_order(encoder: Encoder, texts: list[str]) -> tuple[np.ndarray, np.nda
 
 def encode_sorted(encoder: Encoder, texts: list[str], sizer: BatchSizer, plan: Plan,
                   auto_size: bool = True, device: str = "cpu") -> Iterator[Chunk]:
-    """Chunks of vectors of the distinct, non-empty `texts`, longest first. With `auto_size` and
-    enough texts, a short calibration on texts of median length picks the batch size (its
-    vectors are yielded first, not thrown away)."""
+    """Chunks of vectors of the distinct, non-empty `texts`, longest first. With `auto_size`, a
+    GPU starts from the size its free memory allows, and with enough texts a short calibration
+    on texts of median length picks the batch size (its vectors are yielded first, not thrown
+    away)."""
     order, counts = length_order(encoder, texts)
     plan.truncated = int((counts > encoder.max_seq_length).sum())
     done = np.zeros(len(texts), dtype=bool)
+    gpu = start_size(device, encoder.max_seq_length) if auto_size else None
+    if gpu:
+        sizer.size = sizer.ceiling = gpu
     if auto_size and len(texts) >= CALIBRATE_MIN:
         ordered = [texts[i] for i in order]
         found = calibrate(encoder.encode, ordered, candidates(device, encoder.max_seq_length),
