@@ -186,7 +186,8 @@ def run_worker(project: Project, pipeline: str, encoder: Encoder, **options) -> 
     worker = StreamWorker(project, pipeline, encoder, **options)
     # the model loads once, before the first batch, and runs once so that the first batch's
     # latency is not the warm-up's
-    encoder.encode([f"warm-up text {i}" for i in range(worker.committer.pipe.batch_size)])
+    size = worker.committer.pipe.batch_size
+    encoder.encode([f"warm-up text {i}" for i in range(size if isinstance(size, int) else 32)])
     return asyncio.run(worker.run(**limits))
 
 
