@@ -26,7 +26,7 @@ a match). Other pairs need the threshold. This guards against a cut that lands t
 partnered record that scores low against its partner, yet better than against anything else on
 either side and clearly above what lone records score, still links. On the four benchmark sets
 Otsu's cut is already close to right and the rule changes little (bench/fusion_quality.py); a
-lower bar (the near misses' mean) added F1 on some sets and cost 0.03 on Fodors-Zagat, whose
+lower bar (the near misses' mean, tried offline) added F1 on some sets and cost 0.03 on Fodors-Zagat, whose
 lone restaurants are often each other's best.
 
 Assignment is one-to-one and greedy by score: eligible pairs are taken in descending score
@@ -34,7 +34,7 @@ order (ties: lower left, then lower right position) and a pair is accepted when 
 is already linked. Every accepted pair is therefore its own best remaining option.
 
 Duplicates within a source (`matching.duplicates: true`; off by default since issue 14: on
-Walmart-Amazon, whose Amazon side lists many colour and pack variants, twin links cost 0.1 F1,
+Walmart-Amazon, whose Amazon side lists many colour and pack variants, twin links cost 0.09 F1,
 while on Amazon-Google they add 0.015). One source often holds the same thing twice (a Windows
 and a Mac listing, a re-keyed catalogue row). One-to-one assignment links only one of the twins; the
 other is left with its best candidate already taken. Such a record `x` still joins when:
