@@ -133,7 +133,7 @@ class NatsConsumer:
                     break
             try:
                 msgs = await self.sub.fetch(batch=max_batch - len(events), timeout=wait)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing came in time
                 if opened is None:
                     return events
                 continue
