@@ -317,8 +317,9 @@ def test_definitions_load_from_env_project(tmp_path, monkeypatch):
 
 def test_repo_project_loads_and_builds_definitions():
     project = load_project(REPO / "jammi.yaml")
-    assert set(project.sources) == {"products", "reviews", "inventory", "partners"}
+    assert set(project.sources) == {"products", "reviews", "inventory", "partners", "reports"}
     assert project.sources["products"].kind == "csv"
+    assert project.pipelines["reports"].chunking.max_tokens > 0
     assert project.sources["reviews"].kind == "jsonl"
     assert project.sources["inventory"].kind == "duckdb"
     assert project.sources["partners"].schema_.current == "v2"
