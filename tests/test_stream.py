@@ -220,3 +220,34 @@ def test_batch_segments_are_merged_and_upserts_stay_single_rows(tmp_path, encode
     assert len(rows) == 12 and set(rows["n"]) == {1} and version.rows == 12
     hits = Jammi(project).search("p", "changed title 2", k=1)
     assert hits["_row_id"].tolist() == ["2"]
+
+
+def test_an_event_past_max_deliver_is_dead_lettered_with_the_reason(tmp_path, stream, encoder):
+    project = stream_project(tmp_path, stream, max_deliver=1)
+    stream.publish([event(1)])
+    worker = StreamWorker(project, "news_titles", encoder, echo=lambda _line: None)
+
+    async def fail_once_then_take():
+        await worker.consumer.connect()
+        first = await worker.consumer.fetch(10, 0.3)
+        await worker.consumer.nak(first, 0)  # as after a batch that failed
+        again = await worker.consumer.fetch(10, 0.3)
+        result = await worker.take_batch(again)
+        await worker.consumer.close()
+        return again, result
+
+    again, result = asyncio.run(fail_once_then_take())
+    assert again[0].deliveries == 2 and result.dead_lettered == 1 and result.appended is None
+    [(seq, reason)] = stream.dead_letters()
+    assert seq == again[0].seq and "delivered 2 times without a commit (max_deliver 1)" in reason
+
+
+def test_an_unreachable_server_is_retried_with_backoff_not_fatal(tmp_path, encoder):
+    project = _parse(tmp_path, {"kind": "nats", "key": "id", "columns": COLUMNS,
+                                "nats": {**NATS, "servers": "nats://127.0.0.1:1"}})
+    said = []
+    worker = StreamWorker(project, "p", encoder, echo=said.append)
+    metrics = asyncio.run(worker.run(idle_exit_s=1.5))
+    retries = [line for line in said if "cannot connect to NATS" in line and "retrying in" in line]
+    assert metrics.transient_errors >= 1 and len(retries) == metrics.transient_errors
+    assert worker.backoff.attempts == metrics.transient_errors  # each wait drawn from a longer window
