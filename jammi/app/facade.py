@@ -14,11 +14,9 @@ from jammi.embedding.infer import infer_texts
 from jammi.embedding.model import load_encoder
 from jammi.embedding.texts import compose_texts
 from jammi.errors import ArtifactError, JammiError
-from jammi.ingest.extract import extract
 from jammi.query.sandbox import one_reading_statement, reading_catalog
 from jammi.query.search import EncoderLoader
 from jammi.query.searcher import Searcher
-from jammi.silver.recipe import to_silver
 from jammi.spec.project import Project, load_project
 from jammi.tables.catalog import Catalog
 from jammi.tables.recovery import RecoveryAction, recover
@@ -174,6 +172,9 @@ class Jammi:
         unknown = [c for c in cols if c not in spec.columns]
         if unknown:
             raise JammiError(f"source {source!r}: unknown column(s) {unknown}")
+        from jammi.ingest.extract import extract  # here, not at import: `jammi search` needs no Pandera
+        from jammi.silver.recipe import to_silver
+
         frame = to_silver(extract(self.project, source), spec, source).valid
         if limit is not None:
             frame = frame.head(limit)

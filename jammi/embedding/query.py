@@ -37,7 +37,7 @@ def load_query_encoder(model_id: str, device: str = "auto", backend: str = TORCH
         return load_encoder(model_id, device, backend, artifact_dir)
     with _lock:
         if found not in _cache:
-            _cache[found] = ExportedEncoder(found)
+            _cache[found] = ExportedEncoder(found, optimize="basic")  # a query pays the set-up
         return _cache[found]
 
 
