@@ -153,7 +153,7 @@ def main(rows_n: int, queries: int, baseline_queries: int) -> dict:
     recall = float(np.mean([len(set(e["_row_id"]) & set(vec_out[i]["_row_id"])) / 10
                             for e, i in zip(exact_out, base, strict=True)]))
     text_same = sum(a["_row_id"].tolist() == b["_row_id"].tolist()
-                    for a, b in zip(many_out, text_out, strict=True))
+                    for a, b in zip(many_out[0], text_out, strict=True))
 
     facade, text, filtered, old, old_filtered = ms(vec_t), ms(text_t), ms(filt_t), ms(old_t), ms(old_filt_t)
     return {

@@ -16,7 +16,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -77,17 +76,16 @@ def to_pandas_as_duckdb(table: pa.Table) -> pd.DataFrame:
             return con.from_arrow(table).df()
         finally:
             con.close()
-    columns = {}
-    for field, column in zip(table.schema, table.columns, strict=True):
-        t = field.type
-        if pa.types.is_date32(t):
-            column = column.cast(pa.timestamp("us"))
+    for i, field in enumerate(table.schema):
+        if pa.types.is_date32(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.timestamp("us")))
+    frame = table.to_pandas()
+    for i, field in enumerate(table.schema):
+        t, column = field.type, table.column(i)
         if (pa.types.is_integer(t) or pa.types.is_boolean(t)) and column.null_count:
             nullable = _nullable_dtype(t)
-            columns[field.name] = column.to_pandas(types_mapper=lambda _, d=nullable: d)
-        else:
-            columns[field.name] = column.to_pandas()
-    return pd.DataFrame(columns, columns=table.column_names)
+            frame.isetitem(i, column.to_pandas(types_mapper=lambda _, d=nullable: d))
+    return frame
 
 
 class SourceRows:
@@ -122,10 +120,9 @@ class SourceRows:
         hit whose key the frame no longer holds is left out."""
         found = [(p, r, s) for r, s in hits if (p := self.position.get(r)) is not None]
         rows = self.columns(columns).take(pa.array([p for p, _, _ in found], pa.int64()))
-        frame = to_pandas_as_duckdb(rows)
-        frame["_row_id"] = pd.Series([r for _, r, _ in found], dtype=object)
-        frame["similarity"] = np.array([s for _, _, s in found], dtype=np.float64)
-        return frame
+        rows = rows.append_column("_row_id", pa.array([r for _, r, _ in found], pa.string()))
+        return to_pandas_as_duckdb(rows.append_column(
+            "similarity", pa.array([s for _, _, s in found], pa.float64())))
 
     def allowed(self, where: str) -> set[str]:
         """The keys of the rows for which the filter `where` holds (see
