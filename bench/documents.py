@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", default=None, help="keep the project here (default: a temp dir)")
     parser.add_argument("--out", default=str(RESULT))
     args = parser.parse_args(argv)
+    out = Path(args.out).resolve()  # the runner works in the instance's folder
 
     from jammi.app.facade import Jammi
 
@@ -317,9 +318,9 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     print_table(result)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
     if not args.workdir:
         shutil.rmtree(root, ignore_errors=True)
     ref = result["refresh_after_edit"]
