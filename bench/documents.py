@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=2000, help="documents in the corpus")
     parser.add_argument("--strategy", default="sentence", choices=["sentence", "tokens", "recursive"])
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--overlap", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--overlap", type=int, default=16)
     parser.add_argument("--edit-share", type=float, default=0.01)
     parser.add_argument("--check-queries", type=int, default=20,
                         help="queries also run through Jammi().search(..., documents=True)")
