@@ -91,6 +91,20 @@ def load_index(base: Path, expected_rows: int, spec: IndexSpec | None = None) ->
     return index, rowmap
 
 
+def sidecar_signature(base: Path) -> tuple:
+    """What identifies the bytes of a segment's sidecars on disk (inode, size, mtime of both
+    files): a sidecar is memory-mapped, so one rewritten in place must be noticed and reloaded
+    before it is read again (reading a truncated mapping kills the process with SIGBUS)."""
+    out = []
+    for suffix in (".usearch", ".rowmap"):
+        try:
+            st = os.stat(sidecar(base, suffix))
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
 def segment_base(tables_dir: Path, ref: FileRef) -> Path:
     """The base path of a segment's sidecars: `<segment>.usearch` and `<segment>.rowmap`."""
     return Path(tables_dir) / ref.file.removesuffix(".parquet")
@@ -113,19 +127,36 @@ class VersionIndex:
         self.dimensions, self.spec = dimensions, spec
         self.deleted = deleted_by_segment(tables_dir, version)
         self.parts: list[tuple[FileRef, Index | None, pa.Array | None]] = []
+        self.signatures: dict[FileRef, tuple] = {}
         self.problems: dict[str, str] = {}
         loaded = {ref: (index, rowmap) for ref, index, rowmap in (reuse.parts if reuse else ())
                   if index is not None and reuse.spec == spec}
         for ref in version.segments:
-            if ref in loaded:
+            signature = sidecar_signature(segment_base(tables_dir, ref))
+            if ref in loaded and reuse.signatures.get(ref) == signature:
                 self.parts.append((ref, *loaded[ref]))
+                self.signatures[ref] = signature
                 continue
-            try:
-                index, rowmap = load_index(segment_base(tables_dir, ref), ref.rows, spec)
-            except SidecarUnusable as err:
-                index, rowmap = None, None
-                self.problems[ref.file] = str(err)
-            self.parts.append((ref, index, rowmap))
+            self.parts.append(self._load(ref, signature))
+
+    def _load(self, ref: FileRef, signature: tuple) -> tuple[FileRef, Index | None, pa.Array | None]:
+        self.signatures[ref] = signature
+        self.problems.pop(ref.file, None)
+        try:
+            index, rowmap = load_index(segment_base(self.tables_dir, ref), ref.rows, self.spec)
+        except SidecarUnusable as err:
+            index, rowmap = None, None
+            self.problems[ref.file] = str(err)
+        return ref, index, rowmap
+
+    def revalidate(self) -> None:
+        """Reload every segment whose sidecar files changed on disk since they were loaded
+        (Jammi replaces files by rename, so only outside damage or repair does this): a
+        few stat calls, cheap enough for a cached index to make before each search."""
+        for i, (ref, _, _) in enumerate(self.parts):
+            signature = sidecar_signature(segment_base(self.tables_dir, ref))
+            if signature != self.signatures.get(ref):
+                self.parts[i] = self._load(ref, signature)
 
     @property
     def unindexed_rows(self) -> int:
@@ -142,6 +173,7 @@ class VersionIndex:
         """The `k` nearest current rows (in `allowed`, not in `exclude`) of each row of
         `queries`: one batched HNSW search per segment, a query whose hits the deletions or
         the filter thinned below `k` searched again alone with a wider net."""
+        self.revalidate()
         hits: list[list[tuple[str, float]]] = [[] for _ in range(len(queries))]
         for ref, index, rowmap in self.parts:
             gone = self.deleted.get(ref.file, set()) | set(exclude)
