@@ -117,7 +117,8 @@ def test_new_version_and_rollback_are_noticed(project, encoder, opens):
     q = query(encoder, "a tent for camping")
     old = jammi.search("items", vector=q, k=1)
     assert old["_row_id"].tolist() != ["9"]
-    write_rows(Path(project.sources["items"].path), {**ROWS, 9: ("Two-person camping tent", 210.0, "outdoors")})
+    tent = ("Two-person camping tent", 210.0, "outdoors")
+    write_rows(Path(project.sources["items"].path), {**ROWS, 9: tent})
     build(project)  # commits version 1 and publishes
     before = dict(opens)
     new = jammi.search("items", vector=q, k=1)
