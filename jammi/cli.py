@@ -175,23 +175,29 @@ def sql(ctx, query, fmt) -> None:
 @cli.command()
 @project_option
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--streams", "streams_only", is_flag=True,
+              help="Only the stream workers' figures (with --format json/csv: one document of them).")
 @click.pass_context
-def status(ctx, fmt) -> None:
+def status(ctx, fmt, streams_only) -> None:
     """Embedding tables with their status, active flag and counts (newest first), then each stream
-    worker's last figures: events/s, latency p50/p95/p99, error rate, dead-lettered, lag."""
+    worker's last figures: events/s, latency p50/p95/p99, error rate, dead-lettered, lag. With
+    --format json or csv one document is printed: the tables, or with --streams the streams."""
     from jammi.app.facade import Jammi
     from jammi.app.stream.metrics import read_statuses
 
     project = _project(ctx)
-    _emit(Jammi(project).status(), fmt)
+    if not streams_only:
+        _emit(Jammi(project).status(), fmt)
+        if fmt != "table":
+            return
     streams = read_statuses(project.artifact_dir)
-    if streams:
+    if streams or streams_only:
         cols = ["pipeline", "state", "events_per_s", "p50_s", "p95_s", "p99_s", "error_rate", "dead_lettered",
                 "lag", "events", "version", "updated_at"]
         frame = pd.DataFrame(streams).reindex(columns=cols)
         updated = pd.to_datetime(frame["updated_at"], unit="s", utc=True)
         frame["updated_at"] = updated.dt.strftime("%Y-%m-%d %H:%M:%S")
-        if fmt == "table":
+        if fmt == "table" and not streams_only:
             click.echo("\nstreams (the workers' last figures)")
         _emit(frame, fmt)
 

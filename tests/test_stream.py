@@ -6,6 +6,7 @@ and `stream_sensor` with the micro-batch run it requests."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import dagster as dg
 import pandas as pd
@@ -19,7 +20,7 @@ from jammi.errors import ConfigError, SourceError
 from jammi.ingest.nats_stream import NatsConsumer
 from jammi.spec.project import parse_project
 from jammi.tables.catalog import Catalog
-from tests.conftest import materialize
+from tests.conftest import invoke_cli, materialize
 from tests.stream_support import COLUMNS, Stream, event, require_nats, stream_project
 
 
@@ -107,6 +108,12 @@ def test_worker_commits_good_events_and_dead_letters_bad_ones(tmp_path, stream, 
     [status] = read_statuses(project.artifact_dir)
     assert status["state"] == "stopped" and status["dead_lettered"] == 3 and status["p95_s"] is not None
     assert status["lag"] == 0
+    shown = invoke_cli(["status", "--project", str(project.path), "--streams", "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    [row] = json.loads(shown.output)  # one JSON document: the streams alone
+    assert row["pipeline"] == "news_titles" and row["dead_lettered"] == 3
+    tables = invoke_cli(["status", "--project", str(project.path), "--format", "json"])
+    assert all("table_name" in t for t in json.loads(tables.output))
 
 
 def test_redelivered_events_add_no_second_row(tmp_path, stream, encoder):
