@@ -127,7 +127,7 @@ def test_failed_error_check_blocks_the_index_and_keeps_the_previous_table(
 
     with open(products_csv, "a", encoding="utf-8") as fh:
         fh.write("7,Poison pill,poison text,3\n")
-    monkeypatch.setitem(model_module._cache, (DEFAULT_MODEL, "cpu"), _NanForPoison(encoder))
+    monkeypatch.setitem(model_module._cache, (DEFAULT_MODEL, "cpu", "torch"), _NanForPoison(encoder))
     second = materialize(project)
     evals = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
     assert evals[ec.FINITE_VALUES] is False and evals[ec.NO_ZERO_VECTORS] is True
