@@ -116,3 +116,15 @@ def products_project(root: Path, products_csv: Path) -> Project:
                               "columns": PRODUCT_COLUMNS}},
         pipelines={"products_pipe": {"source": "products", "text_columns": ["title", "body"]}},
     )
+
+
+@pytest.fixture
+def stream():
+    """A fresh JetStream stream (and its dead-letter stream) on the local NATS server, deleted
+    afterwards; the test skips, saying why, when the server is unreachable."""
+    from tests.stream_support import Stream, require_nats
+
+    require_nats()
+    s = Stream()
+    yield s
+    s.delete()

@@ -21,15 +21,7 @@ from jammi.ingest.nats_stream import NatsConsumer
 from jammi.spec.project import parse_project
 from jammi.tables.catalog import Catalog
 from tests.conftest import invoke_cli, materialize
-from tests.stream_support import COLUMNS, Stream, event, require_nats, stream_project
-
-
-@pytest.fixture
-def stream():
-    require_nats()
-    s = Stream()
-    yield s
-    s.delete()
+from tests.stream_support import COLUMNS, event, stream_project
 
 
 def _parse(tmp_path, source: dict, pipelines=None):

@@ -11,22 +11,12 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from jammi.app.facade import Jammi
 from jammi.tables.catalog import Catalog
 from tests.conftest import REPO
-from tests.stream_support import Stream, event, require_nats, stream_project
+from tests.stream_support import event, stream_project
 
 MALFORMED = {7, 23}
-
-
-@pytest.fixture
-def stream():
-    require_nats()
-    s = Stream()
-    yield s
-    s.delete()
 
 
 def _start(project, tmp_path, log_name: str) -> tuple[subprocess.Popen, object]:
