@@ -16,7 +16,7 @@
 Prints a table and writes bench/results/embed_overhead.json.
 
     flock /tmp/jammi-bench.lock python bench/embed_overhead.py [--short-rows 3000] \
-        [--long-rows 1500] [--repeats 2] [--rss-rows 2000] [--device cpu|cuda]
+        [--long-rows 1500] [--repeats 3] [--rss-rows 2000] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -79,18 +79,20 @@ def write_project(root: Path, texts: list[str], artifacts: str = "artifacts"):
     return project
 
 
-def pipeline_seconds(project, encoder) -> float:
+def pipeline_seconds(project, encoder, sizes: list | None = None) -> float:
     t0 = time.perf_counter()
     run = embed_pipeline(project, "docs", encoder, full=True)
     index_pipeline(project, "docs")
     seconds = time.perf_counter() - t0
+    if sizes is not None:
+        sizes.append(run.stats.batch_size_start)
     assert run.stats.rows_embedded == len(pd.read_parquet(
         frame_path(project.artifact_dir, project.frame_asset("docs")))), run.stats
     return seconds
 
 
 def compare(name: str, texts: list[str], encoder, repeats: int) -> dict:
-    direct, pipeline = [], []
+    direct, pipeline, sizes = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         project = write_project(Path(tmp), texts)
         prepare_query_export(DEFAULT_MODEL, "torch", project.artifact_dir)  # once per artifact dir
@@ -98,10 +100,11 @@ def compare(name: str, texts: list[str], encoder, repeats: int) -> dict:
             t0 = time.perf_counter()
             encoder.model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
             direct.append(time.perf_counter() - t0)
-            pipeline.append(pipeline_seconds(project, encoder))
+            pipeline.append(pipeline_seconds(project, encoder, sizes))
     return {"corpus": name, "texts": len(texts), "mean_chars": round(sum(map(len, texts)) / len(texts)),
             "direct_seconds": [round(s, 2) for s in direct],
             "pipeline_seconds": [round(s, 2) for s in pipeline],
+            "pipeline_batch_sizes": sizes,
             "ratio": round(min(direct) / min(pipeline), 3)}
 
 
@@ -142,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short-rows", type=int, default=3000)
     parser.add_argument("--long-rows", type=int, default=1500)
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each side (best is kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side (best is kept)")
     parser.add_argument("--rss-rows", type=int, default=2000, help="rows at 1x for the RSS figure")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jammi.embedding.window import splits_on_whitespace, window_texts
 from jammi.errors import ModelLoadError
 
 EXPORT_META = "jammi_export.json"
@@ -55,6 +56,7 @@ class _Tokenizer:
         pad_id = self._tok.token_to_id(pad_token)
         self._tok.enable_truncation(max_length=max_seq_length)
         self._tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
+        self.windowed = splits_on_whitespace(self._tok)  # jammi.embedding.window
         self._lock = threading.Lock()  # a tokenizer with padding set is not safe to share across threads
 
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
@@ -66,7 +68,7 @@ class _Tokenizer:
 
     def counts(self, texts: list[str]) -> list[int]:
         with self._lock:
-            return [len(e.ids) for e in self._counter.encode_batch(texts)]
+            return [len(e.ids) for e in self._counter.encode_batch_fast(texts)]
 
 
 class ExportedEncoder:
@@ -125,9 +127,9 @@ class ExportedEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        feed = self._tokenizer(texts)
+        feed = self._tokenizer(window_texts(texts, self.max_seq_length, self._tokenizer.windowed))
         hidden = np.asarray(self._run(feed), dtype=np.float32)
         return pool(hidden, feed["attention_mask"], self.pooling)
 
     def token_counts(self, texts: list[str]) -> list[int]:
-        return self._tokenizer.counts(texts)
+        return self._tokenizer.counts(window_texts(texts, self.max_seq_length, self._tokenizer.windowed))

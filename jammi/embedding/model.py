@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from jammi.embedding.window import splits_on_whitespace, window_texts
 from jammi.errors import ModelLoadError
 from jammi.spec.project import DEFAULT_MODEL
 
@@ -121,10 +122,13 @@ class SentenceTransformerEncoder:
         self.dimensions = int(dim())
         self.max_seq_length = int(self.model.max_seq_length or 512)
         self.tokenizer = self.model.tokenizer
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        self._windowed = backend is not None and splits_on_whitespace(backend)
+        self._counter = _untruncated(backend)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         vecs = self.model.encode(
-            texts,
+            window_texts(texts, self.max_seq_length, self._windowed),
             batch_size=max(1, len(texts)),
             normalize_embeddings=True,
             convert_to_numpy=True,
@@ -133,10 +137,27 @@ class SentenceTransformerEncoder:
         return np.asarray(vecs, dtype=np.float32)
 
     def token_counts(self, texts: list[str]) -> list[int]:
-        enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)[
-            "input_ids"
-        ]
-        return [len(ids) for ids in enc]
+        """Tokens per text with the special ones; a text longer than the window counts more than
+        the window's tokens but not necessarily all of its own (only the part the model sees is
+        tokenized)."""
+        texts = window_texts(texts, self.max_seq_length, self._windowed)
+        if self._counter is not None:
+            return [len(e.ids) for e in self._counter.encode_batch_fast(texts)]
+        enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)
+        return [len(ids) for ids in enc["input_ids"]]
+
+
+def _untruncated(backend):
+    """A copy of a fast tokenizer's `tokenizers.Tokenizer` that neither truncates nor pads (the
+    model's own keeps its settings), for counting tokens; None without one."""
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return None
+    from tokenizers import Tokenizer
+
+    counter = Tokenizer.from_str(backend.to_str())
+    counter.no_truncation()
+    counter.no_padding()
+    return counter
 
 
 def load_encoder(model_id: str, device: str = "auto", backend: str = "torch",
