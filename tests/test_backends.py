@@ -159,6 +159,26 @@ def test_refresh_reuses_vectors_the_table_holds(tmp_path, exports):
     assert run.stats.rows_reused == 2 and not lazy.loaded
 
 
+def test_infer_runs_on_the_pipelines_backend(tmp_path, exports, encoder):
+    """`Jammi().infer` on a source gives the vectors its table holds: the pipeline's backend, not
+    torch; asking for another model runs that one on torch."""
+    from jammi.app.facade import Jammi
+
+    texts = ["red kettle", "blue desk lamp", "green camping chair"]
+    project = small_project(tmp_path, exports, "onnx-int8", texts)
+    (tmp_path / "items.csv").write_text("id,text\n" + "".join(f"k{i},{t}\n" for i, t in enumerate(texts)))
+    lazy = LazyEncoder(DEFAULT_MODEL, "cpu", "onnx-int8", project.artifact_dir)
+    run = embed_pipeline(project, "items", lazy)
+    table = pq.read_table(run.stats.parquet_path).to_pandas().set_index("_row_id")
+    inferred = Jammi(project).infer("items").to_pandas().set_index("_row_id")
+    stored = np.stack(table.loc[["k0", "k1", "k2"], "vector"])
+    got = np.stack(inferred.loc[["k0", "k1", "k2"], "vector"])
+    np.testing.assert_allclose(got, stored, atol=1e-6)
+    assert cosines(got, encoder.encode(texts)).min() < 0.99999  # int8, not torch fp32
+    inline = np.stack(Jammi(project).infer(texts=texts).to_pandas()["vector"])
+    np.testing.assert_allclose(inline, stored, atol=1e-6)
+
+
 def test_jammi_search_encodes_the_query_without_torch(tmp_path, exports, encoder):
     """A torch table whose model has a cached ONNX export: `jammi search` in a fresh process
     never imports torch (nor sentence-transformers or dagster), and finds what torch finds."""

@@ -159,8 +159,9 @@ class Jammi:
         if (source is None) == (texts is None):
             raise JammiError("infer needs either a source or texts")
         if texts is not None:
-            return infer_texts(load_encoder(model or _default_model(self.project)), texts,
-                               source="inline", batch_size=batch_size)
+            first = next(iter(self.project.pipelines.values()), None)
+            return infer_texts(self._infer_encoder(first, model), texts, source="inline",
+                               batch_size=batch_size)
         if source not in self.project.sources:
             raise JammiError(f"unknown source {source!r} (declared: {', '.join(self.project.sources)})")
         spec = self.project.sources[source]
@@ -178,12 +179,15 @@ class Jammi:
         frame = to_silver(extract(self.project, source), spec, source).valid
         if limit is not None:
             frame = frame.head(limit)
-        encoder = load_encoder(model or (pipe.model if pipe else _default_model(self.project)))
+        encoder = self._infer_encoder(pipe, model)
         return infer_texts(encoder, compose_texts(frame, cols), frame[spec.key].astype(str).tolist(),
                            source=source, batch_size=batch_size)
 
+    def _infer_encoder(self, pipe, model: str | None):
+        """The pipeline's model on the pipeline's backend (its vectors are the table's), unless
+        another model is asked for (that one runs on torch); the default model without a pipeline."""
+        from jammi.spec.project import DEFAULT_MODEL
 
-def _default_model(project: Project) -> str:
-    from jammi.spec.project import DEFAULT_MODEL
-
-    return next(iter(project.pipelines.values())).model if project.pipelines else DEFAULT_MODEL
+        if pipe is not None and model in (None, pipe.model):
+            return load_encoder(pipe.model, backend=pipe.backend, artifact_dir=self.project.artifact_dir)
+        return load_encoder(model or DEFAULT_MODEL)
