@@ -40,7 +40,10 @@ def fk_check_name(column: str) -> str:
 
 
 def check_names(spec: SourceSpec) -> list[str]:
-    return [*BASE_CHECKS, *(fk_check_name(fk.column) for fk in spec.quality.foreign_keys)]
+    """The checks declared on the source's validated frame; a disabled near-duplicate check is
+    left out rather than reported as passed."""
+    base = [c for c in BASE_CHECKS if c != NEAR_DUPLICATES or spec.quality.near_duplicates.enabled]
+    return [*base, *(fk_check_name(fk.column) for fk in spec.quality.foreign_keys)]
 
 
 def frame_checks(
@@ -62,9 +65,7 @@ def frame_checks(
         fc.completeness(valid, q.completeness.required or texts, q.completeness.max_null_rate,
                         q.completeness.severity),
         fc.exact_duplicates(valid, spec.key, texts, q.exact_duplicates.max_rate, q.exact_duplicates.severity),
-        near_duplicate_check(valid[spec.key].astype(str).tolist() if len(valid) else [], joined,
-                             threshold=q.near_duplicates.threshold, max_rate=q.near_duplicates.max_rate,
-                             severity=q.near_duplicates.severity),
+        _near_duplicates(valid, spec, joined),
         _outliers(valid, spec, texts, numeric),
         fc.schema_conformance(quarantine, len(valid) + len(quarantine), q.schema_conformance.max_rate,
                               q.schema_conformance.severity),
@@ -72,11 +73,20 @@ def frame_checks(
                               texts, q.drift.categorical, q.drift.ks_threshold, q.drift.psi_threshold,
                               q.drift.severity),
     ]
+    outcomes = [o for o in outcomes if o is not None]
     for fk in q.foreign_keys:
         outcome = fc.referential_integrity(valid, fk.column, parent_keys.get(fk.references, pd.Series([])),
                                            fk.references, fk.max_orphans, fk.severity, key=spec.key)
         outcomes.append(replace(outcome, name=fk_check_name(fk.column)))
     return outcomes
+
+
+def _near_duplicates(valid: pd.DataFrame, spec: SourceSpec, joined: list[str]) -> CheckOutcome | None:
+    q = spec.quality.near_duplicates
+    if not q.enabled:
+        return None
+    return near_duplicate_check(valid[spec.key].astype(str).tolist() if len(valid) else [], joined,
+                                threshold=q.threshold, max_rate=q.max_rate, severity=q.severity)
 
 
 def _outliers(valid: pd.DataFrame, spec: SourceSpec, texts: list[str], numeric: list[str]) -> CheckOutcome:

@@ -24,15 +24,21 @@ Pipeline
    universal for 32-bit x), min-reduced per word, then per text as the min over its
    words' signatures. Hashing words instead of texts makes the cost scale with the
    vocabulary, not with corpus size times text length, so 100k texts take seconds.
-4. **LSH**: ``datasketch.MinHashLSH`` banding, tuned for ``threshold - 0.1`` with false
-   negatives weighted 0.8, so true pairs at the threshold are almost surely candidates.
-5. **Verify**: candidates are filtered by their MinHash estimate (vectorised, a 0.15 margin
-   below the threshold) and then by the *exact* Jaccard of their shingle sets; only pairs
-   with exact similarity >= ``threshold`` are reported, so the output has no false
-   positives with respect to the shingle definition.
+4. **LSH**: banding with ``datasketch``'s optimal parameters for ``threshold - 0.1`` with
+   false negatives weighted 0.8, so true pairs at the threshold are almost surely candidates
+   (``lsh_bands``: bands as sorted row orders, queried one text at a time; a text examines
+   at most ``MAX_CANDIDATES`` later texts, those sharing the most bands first).
+5. **Verify**: a text's candidates already in its cluster are skipped; the rest are filtered
+   by their MinHash estimate (vectorised, a 0.15 margin below the threshold) and then by the
+   *exact* Jaccard of their shingle sets (vectorised per text); only pairs with exact
+   similarity >= ``threshold`` are reported, so the output has no false positives with
+   respect to the shingle definition.
 
 Texts with the same normalised form are grouped first (similarity 1.0 to each other); LSH
-runs on one representative per group and the pairs are expanded back to row keys.
+runs on one representative per group, a union-find over groups makes the clusters
+(``group_links``), and pairs are expanded back to row keys only as far as the ``MAX_PAIRS``
+most similar ones. Memory is O(rows + MAX_PAIRS), whatever the number of pairs: 100k
+identical texts are one group and 5e9 pairs, counted, not listed.
 
 Threshold: 0.8 (default) admits 1-2 character edits, reorders and case changes in
 texts of ~10+ words, while templated product texts that differ in a couple of attribute
@@ -44,15 +50,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from datasketch import LeanMinHash, MinHashLSH
-from datasketch.lsh import _optimal_param
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from jammi.quality.group_links import Components, TopPairs
+from jammi.quality.lsh_bands import Bands, band_params
 from jammi.quality.outcome import MAX_EXAMPLES, CheckOutcome, Severity
 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
@@ -61,13 +65,17 @@ _LSH_MARGIN = 0.1  # LSH tuned this far below the threshold: verification remove
 _ESTIMATE_MARGIN = 0.15  # MinHash estimate pre-filter margin before the exact Jaccard
 _PERM_CHUNK = 32
 _DOC_CHUNK = 4096
+MAX_CANDIDATES = 1_000  # LSH candidates one text examines (most shared bands first)
+MAX_PAIRS = 10_000  # most similar pairs kept in `pairs`; `extra["pairs_total"]` counts them all
 
 
 @dataclass(frozen=True)
 class NearDuplicates:
     """`pairs`: key_a, key_b, similarity (exact Jaccard of shingle sets, >= threshold), most
-    similar first; `clusters`: connected components of the pairs as key lists, largest first;
-    `n_texts`: rows with a non-empty normalised text (the denominator of a duplicate rate)."""
+    similar first, at most MAX_PAIRS of them; `clusters`: connected components as key lists,
+    largest first (every row of a cluster, however large); `n_texts`: rows with a non-empty
+    normalised text (the denominator of a duplicate rate); `extra`: `pairs_total` (all pairs
+    found, kept or not) and `rows_capped` (rows whose text hit MAX_CANDIDATES)."""
 
     pairs: pd.DataFrame
     clusters: list[list[str]]
@@ -139,29 +147,63 @@ def _signatures(doc_words: list[np.ndarray], word_sig: np.ndarray) -> np.ndarray
     return out
 
 
-def _candidates(sig: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    num_perm = sig.shape[1]
-    lsh_threshold = max(0.05, threshold - _LSH_MARGIN)
-    params = _optimal_param(lsh_threshold, num_perm, 0.2, 0.8)
-    if params[0] < 2:
-        params = (2, num_perm // 2)
-    lsh = MinHashLSH(num_perm=num_perm, params=params)
-    hashes = [LeanMinHash(seed=_SEED, hashvalues=row, scheme="affine32") for row in sig]
-    with lsh.insertion_session() as session:
-        for i, m in enumerate(hashes):
-            session.insert(i, m, check_duplication=False)
-    left, right = [], []
-    for i, m in enumerate(hashes):
-        for j in lsh.query(m):
-            if j > i:
-                left.append(i)
-                right.append(j)
-    return np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Indices of the concatenated slices [start, start + length)."""
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()))
+
+
+def _shingle_table(doc_words: list[np.ndarray], word_hashes: list[np.ndarray]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Every text's sorted distinct shingle hashes (uint32), as one flat array and offsets."""
+    word_len = np.fromiter((len(h) for h in word_hashes), dtype=np.int64, count=len(word_hashes))
+    word_flat = np.concatenate(word_hashes)
+    word_start = np.cumsum(word_len) - word_len
+    flat, counts = [], []
+    for d0 in range(0, len(doc_words), _DOC_CHUNK):
+        block = doc_words[d0:d0 + _DOC_CHUNK]
+        n_words = np.fromiter((len(w) for w in block), dtype=np.int64, count=len(block))
+        words = np.concatenate(block)
+        doc = np.repeat(np.repeat(np.arange(len(block), dtype=np.uint64), n_words), word_len[words])
+        key = np.sort((doc << np.uint64(32)) | word_flat[_ranges(word_start[words], word_len[words])])
+        key = key[np.concatenate([[True], key[1:] != key[:-1]])]
+        flat.append((key & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+        counts.append(np.bincount((key >> np.uint64(32)).astype(np.int64), minlength=len(block)))
+    lengths = np.concatenate(counts)
+    return np.concatenate(flat), np.concatenate([[0], np.cumsum(lengths)])
+
+
+def _verify(i: int, cand: np.ndarray, sig: np.ndarray, flat: np.ndarray, offsets: np.ndarray,
+            threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates of text i whose exact Jaccard is >= threshold, and those similarities;
+    the MinHash estimate (vectorised) drops the hopeless ones first."""
+    est = np.count_nonzero(sig[cand] == sig[i], axis=1) / sig.shape[1]
+    cand = cand[est >= threshold - _ESTIMATE_MARGIN]
+    if not len(cand):
+        return cand, np.empty(0)
+    si = flat[offsets[i]:offsets[i + 1]]
+    lengths = offsets[cand + 1] - offsets[cand]
+    other = flat[_ranges(offsets[cand], lengths)]
+    pos = np.minimum(np.searchsorted(si, other), len(si) - 1)
+    inter = np.add.reduceat((si[pos] == other).astype(np.int64), np.cumsum(lengths) - lengths)
+    sim = inter / (len(si) + lengths - inter)
+    keep = sim >= threshold
+    return cand[keep], sim[keep]
 
 
 def find_near_duplicates(keys: list[str], texts: list[str | None], threshold: float = 0.8,
                          num_perm: int = 128) -> NearDuplicates:
-    """Pairs of rows whose texts have shingle-set Jaccard >= `threshold`, and their clusters."""
+    """Row pairs whose texts have shingle-set Jaccard >= `threshold`, and their clusters.
+
+    Memory and time stay bounded on duplicate-heavy and templated frames: rows with one
+    normalised text are one node of a union-find; a candidate already connected to a text is
+    not verified again; a text examines at most MAX_CANDIDATES candidates; `pairs` keeps the
+    MAX_PAIRS most similar pairs. `extra["pairs_total"]` counts every pair found (C(g, 2) per
+    group of g identical texts plus |g_i| * |g_j| per verified edge; pairs inside a component
+    that were not verified are not counted, so it is a lower bound of the pairs above the
+    threshold); `extra["rows_capped"]` counts the rows whose text had more candidates than
+    the cap (a pair past it is missed only when no other path connects the two texts).
+    """
     keys, texts = list(keys), list(texts)
     if len(keys) != len(texts):
         raise ValueError(f"{len(keys)} keys but {len(texts)} texts")
@@ -178,73 +220,63 @@ def find_near_duplicates(keys: list[str], texts: list[str | None], threshold: fl
     if not groups:
         return _empty(threshold, num_perm)
     uniq = list(groups)
-    members = list(groups.values())
+    members = [np.asarray(rows, dtype=np.int64) for rows in groups.values()]
+    del groups
+    sizes = np.fromiter((len(m) for m in members), dtype=np.int64, count=len(members))
 
-    vocab_ids: dict[str, int] = {}
-    doc_words = []
-    for norm in uniq:
-        ids = [vocab_ids.setdefault(w, len(vocab_ids)) for w in set(norm.split())]
-        doc_words.append(np.asarray(ids, dtype=np.int64))
-    word_sig, word_hashes = _word_tables(list(vocab_ids), num_perm)
-
-    edges: list[tuple[int, int, float]] = []  # (rep_i, rep_j, similarity) between groups
+    components = Components(len(uniq))
+    top = TopPairs(MAX_PAIRS)
+    pairs_total = int((sizes * (sizes - 1) // 2).sum())
+    for rows in members:
+        if len(rows) > 1:
+            top.add_group(rows)
+    rows_capped = 0
     if len(uniq) > 1:
+        vocab_ids: dict[str, int] = {}
+        doc_words = []
+        for norm in uniq:
+            ids = [vocab_ids.setdefault(w, len(vocab_ids)) for w in set(norm.split())]
+            doc_words.append(np.asarray(ids, dtype=np.int64))
+        word_sig, word_hashes = _word_tables(list(vocab_ids), num_perm)
         sig = _signatures(doc_words, word_sig)
-        left, right = _candidates(sig, threshold)
-        if len(left):
-            est = (sig[left] == sig[right]).mean(axis=1)
-            keep = est >= threshold - _ESTIMATE_MARGIN
-            left, right = left[keep], right[keep]
-        cache: dict[int, np.ndarray] = {}
+        bands = Bands(sig, *band_params(max(0.05, threshold - _LSH_MARGIN), num_perm), MAX_CANDIDATES)
+        flat, offsets = _shingle_table(doc_words, word_hashes)
+        for i in bands.with_candidates.tolist():
+            cand, capped = bands.forward(i)
+            rows_capped += int(sizes[i]) if capped else 0
+            cand = cand[components.root[cand] != components.root[i]]
+            if not len(cand):
+                continue
+            linked, sims = _verify(i, cand, sig, flat, offsets, threshold)
+            for j, sim in zip(linked.tolist(), sims.tolist(), strict=True):
+                components.union(i, j)
+                pairs_total += int(sizes[i] * sizes[j])
+                top.add_edge(members[i], members[j], sim)
+    extra = {"pairs_total": pairs_total, "rows_capped": rows_capped}
+    if pairs_total == 0:
+        return replace(_empty(threshold, num_perm, n_texts), extra=extra)
 
-        def shingle_hashes(d: int) -> np.ndarray:
-            if d not in cache:
-                cache[d] = np.unique(np.concatenate([word_hashes[w] for w in doc_words[d]]))
-            return cache[d]
+    sims, rows_a, rows_b = top.arrays()
+    pairs = pd.DataFrame({"key_a": [str(keys[r]) for r in rows_a.tolist()],
+                          "key_b": [str(keys[r]) for r in rows_b.tolist()],
+                          "similarity": np.round(sims, 6)})
+    return NearDuplicates(pairs, _clusters(keys, members, sizes, components.root), n_texts, threshold,
+                          num_perm, extra)
 
-        for i, j in zip(left.tolist(), right.tolist(), strict=True):
-            si, sj = shingle_hashes(i), shingle_hashes(j)
-            inter = len(np.intersect1d(si, sj, assume_unique=True))
-            sim = inter / (len(si) + len(sj) - inter)
-            if sim >= threshold:
-                edges.append((i, j, sim))
 
-    key_a, key_b, sims, rows_a, rows_b = [], [], [], [], []
-
-    def add(ra: int, rb: int, sim: float) -> None:
-        rows_a.append(ra)
-        rows_b.append(rb)
-        key_a.append(str(keys[ra]))
-        key_b.append(str(keys[rb]))
-        sims.append(sim)
-
-    for rows in members:  # exact duplicates after normalisation
-        for x in range(len(rows)):
-            for y in range(x + 1, len(rows)):
-                add(rows[x], rows[y], 1.0)
-    for i, j, sim in edges:
-        for ra in members[i]:
-            for rb in members[j]:
-                add(min(ra, rb), max(ra, rb), sim)
-    if not sims:
-        return _empty(threshold, num_perm, n_texts)
-
-    pairs = pd.DataFrame({"key_a": key_a, "key_b": key_b, "similarity": np.round(sims, 6)})
-    order = np.lexsort((np.asarray(rows_b), np.asarray(rows_a), -np.asarray(sims)))
-    pairs = pairs.iloc[order].reset_index(drop=True)
-
-    n = len(keys)
-    graph = coo_matrix((np.ones(len(rows_a)), (rows_a, rows_b)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    in_pair = np.zeros(n, dtype=bool)
-    in_pair[rows_a] = True
-    in_pair[rows_b] = True
-    comps: dict[int, list[int]] = {}
-    for row in np.flatnonzero(in_pair).tolist():
-        comps.setdefault(int(labels[row]), []).append(row)
-    ordered = sorted(comps.values(), key=lambda rows: (-len(rows), rows[0]))
-    clusters = [[str(keys[r]) for r in rows] for rows in ordered]
-    return NearDuplicates(pairs, clusters, n_texts, threshold, num_perm)
+def _clusters(keys: list[str], members: list[np.ndarray], sizes: np.ndarray, root: np.ndarray
+              ) -> list[list[str]]:
+    """Keys of every component with at least two rows, rows ascending, largest first."""
+    comp_rows = np.bincount(root, weights=sizes, minlength=len(root))
+    linked = np.flatnonzero(comp_rows[root] >= 2)  # groups in a component of 2+ rows
+    rows = np.concatenate([members[g] for g in linked.tolist()])
+    labels = np.repeat(root[linked], sizes[linked])
+    order = np.lexsort((rows, labels))
+    rows, labels = rows[order], labels[order]
+    cuts = np.flatnonzero(labels[1:] != labels[:-1]) + 1
+    comps = np.split(rows, cuts)
+    comps.sort(key=lambda c: (-len(c), int(c[0])))
+    return [[str(keys[r]) for r in c.tolist()] for c in comps]
 
 
 def near_duplicate_check(keys: list[str], texts: list[str | None], threshold: float = 0.8,
@@ -255,24 +287,31 @@ def near_duplicate_check(keys: list[str], texts: list[str | None], threshold: fl
         return CheckOutcome(
             name="near_duplicates", passed=True, severity=severity, statistic=0.0, threshold=max_rate,
             description="The frame is empty (no non-empty texts): nothing to compare.",
-            details={"pairs": 0, "clusters": 0, "largest_cluster": 0, "cluster_examples": []},
+            details={"pairs": 0, "clusters": 0, "largest_cluster": 0, "cluster_examples": [],
+                     "rows_capped": 0, "max_candidates": MAX_CANDIDATES},
         )
     in_clusters = sum(len(c) for c in found.clusters)
     rate = in_clusters / found.n_texts
     passed = rate <= max_rate
     examples = [{"a": a, "b": b, "similarity": float(s)}
                 for a, b, s in found.pairs.head(MAX_EXAMPLES).itertuples(index=False, name=None)]
+    capped = found.extra.get("rows_capped", 0)
     description = (
         f"{in_clusters} of {found.n_texts} non-empty texts ({rate:.2%}) are in {len(found.clusters)} "
         f"near-duplicate clusters (Jaccard >= {threshold}); allowed at most {max_rate:.2%}."
     )
+    if capped:
+        description += (f" {capped} rows had more than {MAX_CANDIDATES} LSH candidates and were "
+                        f"compared with {MAX_CANDIDATES} of them only, so the rate may be understated.")
     return CheckOutcome(
         name="near_duplicates", passed=passed, severity=severity, statistic=float(rate),
         threshold=max_rate, description=description, examples=examples,
         details={
-            "pairs": int(len(found.pairs)),
+            "pairs": int(found.extra.get("pairs_total", len(found.pairs))),
             "clusters": len(found.clusters),
             "largest_cluster": len(found.clusters[0]) if found.clusters else 0,
             "cluster_examples": [c[:10] for c in found.clusters[:5]],
+            "rows_capped": int(capped),
+            "max_candidates": MAX_CANDIDATES,
         },
     )

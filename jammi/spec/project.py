@@ -75,6 +75,7 @@ class DuplicatesSpec(_Strict):
 
 
 class NearDuplicatesSpec(_Strict):
+    enabled: bool = True  # false: the check is neither run nor declared (no passed result)
     threshold: float = Field(default=0.8, gt=0, le=1)
     max_rate: float = Field(default=0.1, ge=0, le=1)
     severity: Severity = "warn"
