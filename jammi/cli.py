@@ -14,16 +14,19 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
-import pandas as pd
 
-from jammi import __version__
 from jammi.errors import JammiError
 from jammi.query import MAX_K
 from jammi.redact import redact
 from jammi.spec.project import Project, load_project
 from jammi.terminal import render
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 FORMATS = click.Choice(["table", "json", "csv"])
 Materialize = Callable[..., object]  # (project, select, device=, echo=, full=, partition=, workers=)
@@ -72,14 +75,25 @@ def _materializer(ctx: click.Context) -> Materialize:
     return materialize
 
 
-def _emit(frame: pd.DataFrame, fmt: str) -> None:
+def _emit(frame: pd.DataFrame | pa.Table, fmt: str) -> None:
     click.echo(render(frame, fmt))
+
+
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    """--version, reading the installed version only when asked (importlib.metadata is slow to load)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from jammi import __version__
+
+    click.echo(f"jammi, version {__version__}")
+    ctx.exit()
 
 
 @click.group(cls=_Group)
 @project_option
 @click.option("-v", "--verbose", is_flag=True, help="Show library warnings and debug logs.")
-@click.version_option(__version__, prog_name="jammi")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """Jammi: validated, embedded, indexed, SQL-queryable tables from declared sources."""
@@ -155,8 +169,13 @@ def search(ctx, name, query, k, row_key, where, select, exact, table, documents,
     from jammi.app.facade import Jammi
 
     cols = [c.strip() for c in select.split(",")] if select else None
-    frame = Jammi(_project(ctx)).search(name, query, row_key=row_key, k=k, filter=where,
-                                        select=cols, exact=exact, table=table, documents=documents)
+    jammi = Jammi(_project(ctx))
+    if documents:  # ranked from pandas frames
+        frame = jammi.search(name, query, row_key=row_key, k=k, filter=where, select=cols, exact=exact,
+                             table=table, documents=True)
+    else:  # printed from Arrow: no pandas import
+        frame = jammi.search_table(name, query, row_key=row_key, k=k, filter=where, select=cols,
+                                   exact=exact, table=table)
     _emit(frame, fmt)
 
 
@@ -182,6 +201,8 @@ def status(ctx, fmt, streams_only) -> None:
     """Embedding tables with their status, active flag and counts (newest first), then each stream
     worker's last figures: events/s, latency p50/p95/p99, error rate, dead-lettered, lag. With
     --format json or csv one document is printed: the tables, or with --streams the streams."""
+    import pandas as pd
+
     from jammi.app.facade import Jammi
     from jammi.app.stream.metrics import read_statuses
 
@@ -208,6 +229,8 @@ def status(ctx, fmt, streams_only) -> None:
 @click.pass_context
 def recover(ctx, fmt) -> None:
     """Settle tables left in `building` by a process that died."""
+    import pandas as pd
+
     from jammi.app.facade import Jammi
 
     actions = Jammi(_project(ctx), recover_on_open=False).recover()

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import pandas as pd
-
 from jammi.errors import ArtifactError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FRAMES_DIR = "frames"
 

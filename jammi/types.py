@@ -1,11 +1,14 @@
 """The one type vocabulary of jammi.yaml (columns, entity fields, casts), its pandas dtypes,
-and how a single value is converted to one of its types."""
+and how a single value is converted to one of its types. pandas is imported only to convert a
+value to a datetime or date: loading a project (whose step defaults are checked here) needs none."""
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any, Literal
 
-import pandas as pd
+import numpy as np
 
 ColumnType = Literal["str", "int", "float", "bool", "datetime", "date"]
 
@@ -23,7 +26,18 @@ FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
 
 
 def is_missing(value: Any) -> bool:
-    return value is None or (not isinstance(value, (str, list, dict)) and bool(pd.isna(value)))
+    """None, NaN, NaT or pandas' NA (pd.isna of a scalar)."""
+    if value is None:
+        return True
+    if isinstance(value, (str, list, dict)):
+        return False
+    pandas = sys.modules.get("pandas")
+    if pandas is not None:
+        return bool(pandas.isna(value))
+    # no pandas loaded, so no NA or NaT of its own: NaN floats and numpy's NaT are what is missing
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    return isinstance(value, (np.datetime64, np.timedelta64)) and bool(np.isnat(value))
 
 
 def coerce_value(value: Any, to: str) -> tuple[bool, Any]:
@@ -53,6 +67,8 @@ def coerce_value(value: Any, to: str) -> tuple[bool, Any]:
             if text in TRUE_WORDS or text in FALSE_WORDS:
                 return True, text in TRUE_WORDS
             return False, value
+        import pandas as pd
+
         stamp = pd.Timestamp(value)
         if pd.isna(stamp):
             return False, value

@@ -5,14 +5,11 @@ CLI offers."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 
-from jammi.embedding.infer import infer_texts
-from jammi.embedding.model import load_encoder
-from jammi.embedding.texts import compose_texts
 from jammi.errors import ArtifactError, JammiError
 from jammi.query.sandbox import one_reading_statement, reading_catalog
 from jammi.query.search import EncoderLoader
@@ -20,6 +17,9 @@ from jammi.query.searcher import Searcher
 from jammi.spec.project import Project, load_project
 from jammi.tables.catalog import Catalog
 from jammi.tables.recovery import RecoveryAction, recover
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Jammi:
@@ -39,6 +39,10 @@ class Jammi:
         exact, table. What it reads is kept for the next search until a new version is served
         (jammi.query.searcher)."""
         return self.searcher.search(name, query, **kwargs)
+
+    def search_table(self, name: str, query: str | None = None, **kwargs) -> pa.Table:
+        """`search`'s rows as an Arrow table (no documents): what `jammi search` prints."""
+        return self.searcher.search_table(name, query, **kwargs)
 
     def search_many(self, name: str, queries, **kwargs) -> list[pd.DataFrame]:
         """`search` for each of `queries` (texts, or vectors as the rows of a 2-D array): one
@@ -60,6 +64,8 @@ class Jammi:
                 raise JammiError(f"SQL failed: {str(err).splitlines()[0]}") from None
 
     def status(self) -> pd.DataFrame:
+        import pandas as pd
+
         cols = ["table_name", "pipeline", "source", "model_id", "status", "active", "dimensions",
                 "rows_embedded", "rows_skipped", "rows_failed", "rows_truncated", "created_at"]
         active = self.catalog.active_names()
@@ -156,6 +162,9 @@ class Jammi:
     ) -> pa.Table:
         """Embed without persisting: given `texts`, or rows of `source` read and validated
         in memory (nothing is written)."""
+        from jammi.embedding.infer import infer_texts  # here, not at import: `jammi search` needs neither
+        from jammi.embedding.model import load_encoder
+
         if (source is None) == (texts is None):
             raise JammiError("infer needs either a source or texts")
         if texts is not None:
@@ -173,6 +182,7 @@ class Jammi:
         unknown = [c for c in cols if c not in spec.columns]
         if unknown:
             raise JammiError(f"source {source!r}: unknown column(s) {unknown}")
+        from jammi.embedding.texts import compose_texts
         from jammi.ingest.extract import extract  # here, not at import: `jammi search` needs no Pandera
         from jammi.silver.recipe import to_silver
 

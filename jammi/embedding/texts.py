@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import sys
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 TEXT_SEPARATOR = " "
 
@@ -20,7 +23,8 @@ def compose_texts(frame: pd.DataFrame, text_columns: list[str]) -> list[str | No
 
 
 def present(value) -> bool:
-    if value is None or value is pd.NA:
+    pandas = sys.modules.get("pandas")  # pd.NA exists only once pandas is loaded; not imported here
+    if value is None or (pandas is not None and value is pandas.NA):
         return False
     if isinstance(value, float) and value != value:
         return False

@@ -6,7 +6,8 @@ identity (inode, size, times) says when to read it again.
 The frames returned match what DuckDB's join over the Parquet file returned (`.df()`): the
 same columns, order and dtypes, a nullable pandas dtype for an int or bool column only when
 the result holds a null, dates as datetime64[us]. Arrow types outside Jammi's column types
-are converted by DuckDB itself."""
+are converted by DuckDB itself. A search's rows are kept as Arrow (`attach_table`) until a
+frame is asked for, so the command line prints them without importing pandas."""
 
 from __future__ import annotations
 
@@ -14,15 +15,19 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jammi.query.sandbox import filter_keys
+from jammi.tables.arrays import float64s, int64s, strings
 from jammi.tables.catalog import quote_ident
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FILTERS_KEPT = 64  # the filters whose allowed keys one frame keeps, least recently used dropped
 Hits = list[tuple[str, float]]
@@ -53,6 +58,8 @@ def _string_keys(table: pa.Table, key: str) -> list[str]:
 
 
 def _nullable_dtype(arrow_type: pa.DataType):
+    import pandas as pd
+
     if pa.types.is_boolean(arrow_type):
         return pd.BooleanDtype()
     return pd.api.types.pandas_dtype(f"{'UInt' if pa.types.is_unsigned_integer(arrow_type) else 'Int'}"
@@ -116,13 +123,16 @@ class SourceRows:
         return file_identity(self.path) == self.identity
 
     def attach(self, columns: list[str], hits: Hits) -> pd.DataFrame:
+        """`attach_table` as DuckDB's pandas frame (to_pandas_as_duckdb)."""
+        return to_pandas_as_duckdb(self.attach_table(columns, hits))
+
+    def attach_table(self, columns: list[str], hits: Hits) -> pa.Table:
         """`columns` of the hits' rows, then `_row_id` and `similarity`, in the hits' order; a
         hit whose key the frame no longer holds is left out."""
         found = [(p, r, s) for r, s in hits if (p := self.position.get(r)) is not None]
-        rows = self.columns(columns).take(pa.array([p for p, _, _ in found], pa.int64()))
-        rows = rows.append_column("_row_id", pa.array([r for _, r, _ in found], pa.string()))
-        return to_pandas_as_duckdb(rows.append_column(
-            "similarity", pa.array([s for _, _, s in found], pa.float64())))
+        rows = self.columns(columns).take(int64s([p for p, _, _ in found]))
+        rows = rows.append_column("_row_id", strings([r for _, r, _ in found]))
+        return rows.append_column("similarity", float64s([s for _, _, s in found]))
 
     def allowed(self, where: str) -> set[str]:
         """The keys of the rows for which the filter `where` holds (see

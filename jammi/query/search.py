@@ -7,16 +7,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 
 from jammi.embedding.vectors import vectors_of
 from jammi.errors import SearchError
 from jammi.query import MAX_K
-from jammi.query.documents import rank_documents
 from jammi.query.encoders import query_loader
 from jammi.query.sandbox import filter_keys
 from jammi.spec.project import Project
@@ -25,6 +24,9 @@ from jammi.tables.catalog import Catalog, TableRecord, quote_ident, quote_litera
 from jammi.tables.contract import manifest_index_spec
 from jammi.tables.index import VersionIndex
 from jammi.tables.versions import Version, read_current
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 EncoderLoader = Callable[[str], object]
@@ -166,6 +168,8 @@ def search(
     Reads everything afresh on each call (catalog, index, the frame through a DuckDB join);
     `jammi.Jammi.search` (jammi.query.searcher.Searcher) keeps what it read between calls."""
     if documents:
+        from jammi.query.documents import rank_documents
+
         check_documents(select)
         return rank_documents(lambda n: search(project, name, query, vector=vector, row_key=row_key, k=n,
                                                filter=filter, exact=exact, table=table, loader=loader),
@@ -202,6 +206,8 @@ def search_many(project: Project, name: str, queries, *, k: int = 10, filter: st
 
 
 def _attach_columns(frame: Path, key: str, cols: list[str], hits: list[tuple[str, float]]) -> pd.DataFrame:
+    import pandas as pd
+
     hit_frame = pd.DataFrame(hits, columns=["_row_id", "similarity"])
     con = duckdb.connect()
     try:

@@ -8,21 +8,24 @@ row-position map and the keys each filter allowed, and the query encoder. Each s
 compares the published catalog's stamp (jammi.tables.published.published_stamp: a stat and a
 small read) with the one it resolved names under; after any publish (a refresh, a stream's
 micro-batch, a rollback) the names are resolved again in one opening of the catalog, and a
-version that changed gets its index. A frame is read again when its file was replaced."""
+version that changed gets its index. A frame is read again when its file was replaced.
+
+`search_table` gives a search's rows as an Arrow table (what `jammi search` prints, without
+pandas); `search` gives them as the pandas frame DuckDB would."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from jammi.errors import SearchError
-from jammi.query.documents import rank_documents
 from jammi.query.encoders import query_loader
-from jammi.query.rows import SourceRows
+from jammi.query.rows import SourceRows, to_pandas_as_duckdb
 from jammi.query.search import (
     EncoderLoader,
     check_documents,
@@ -38,6 +41,9 @@ from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.contract import manifest_index_spec
 from jammi.tables.index import VersionIndex
 from jammi.tables.versions import Version
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +69,29 @@ class Searcher:
         (with `documents`, a chunked pipeline's documents ranked by their best chunk); the same
         frame as jammi.query.search.search."""
         if documents:
+            from jammi.query.documents import rank_documents
+
             check_documents(select)
             return rank_documents(lambda n: self.search(name, query, vector=vector, row_key=row_key, k=n,
                                                         filter=filter, exact=exact, table=table), k, name)
+        return to_pandas_as_duckdb(self.search_table(name, query, vector=vector, row_key=row_key, k=k,
+                                                     filter=filter, select=select, exact=exact, table=table))
+
+    def search_table(self, name: str, query: str | None = None, *, vector=None, row_key=None, k: int = 10,
+                     filter: str | None = None, select: list[str] | None = None, exact: bool = False,
+                     table: str | None = None) -> pa.Table:
+        """`search`'s rows (not documents) as an Arrow table: the source's columns as stored, then
+        `_row_id` and `similarity`."""
         check_k(k)
         rec, version = self._serving(name, table)
         key, cols, path = served_columns(self.project, rec, select)
         rows = self._source_rows(rec.source, path, key)
         if rec.rows_embedded == 0:
-            return rows.attach(cols, [])
+            return rows.attach_table(cols, [])
         q = query_vector(rec, version, query, vector, row_key, lambda: self._encoder(rec))
         exclude = {str(row_key)} if row_key is not None else set()
         hits = self._hits(rec, version, q.reshape(1, -1), k, rows, filter, exact, exclude)
-        return rows.attach(cols, hits[0])
+        return rows.attach_table(cols, hits[0])
 
     def search_many(self, name: str, queries: Sequence[str] | np.ndarray, *, k: int = 10,
                     filter: str | None = None, select: list[str] | None = None, exact: bool = False,

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from jammi.spec.schema import MigrationSpec, step_args, step_kind
 from jammi.types import coerce_value, is_missing
+
+if TYPE_CHECKING:  # the row functions import it: loading a project (schemas only) needs no pandas
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ def apply_to_schema(
 
 
 def _split(frame: pd.DataFrame, args: Any, failures: dict[Any, str], label: str) -> pd.DataFrame:
+    import pandas as pd
+
     parts: dict[str, list] = {c: [] for c in args.into}
     for idx, value in frame[args.column].items():
         pieces: list = []
@@ -148,6 +151,8 @@ def _split(frame: pd.DataFrame, args: Any, failures: dict[Any, str], label: str)
 
 
 def _merge(frame: pd.DataFrame, args: Any) -> pd.DataFrame:
+    import pandas as pd
+
     rows = frame[args.columns].astype(object).itertuples(index=False, name=None)
     merged = []
     for row in rows:
@@ -161,6 +166,8 @@ def _merge(frame: pd.DataFrame, args: Any) -> pd.DataFrame:
 def apply_to_frame(frame: pd.DataFrame, migration: MigrationSpec) -> tuple[pd.DataFrame, dict[Any, str]]:
     """Rows of `migration.from_` turned into rows of `migration.to` (same index), and the rows
     a step could not migrate (index -> reason). The input frame is never modified."""
+    import pandas as pd
+
     out = frame.copy()
     failures: dict[Any, str] = {}
     for step in migration.steps:

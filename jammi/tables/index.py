@@ -16,6 +16,7 @@ from usearch.index import Index
 from jammi.embedding.vectors import vectors_of
 from jammi.spec.project import IndexSpec
 from jammi.storage import tmp_path
+from jammi.tables.arrays import int64s
 from jammi.tables.contract import sidecar
 from jammi.tables.versions import FileRef, Version, deleted_by_segment
 
@@ -212,7 +213,7 @@ class VersionIndex:
         counts = np.asarray(matches.counts).reshape(-1) if len(queries) > 1 else [len(matches)]
         out = []
         for row_keys, row_dists, n in zip(keys, dists, counts, strict=True):
-            rows = rowmap.take(pa.array(row_keys[:n].astype(np.int64))).to_pylist()
+            rows = rowmap.take(int64s(row_keys[:n])).to_pylist()
             sims = _similarity(row_dists[:n], self.spec.metric)
             out.append([(r, float(s)) for r, s in zip(rows, sims, strict=True)
                         if r not in gone and (allowed is None or r in allowed)])
