@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from jammi.errors import JammiError
+from jammi.errors import JammiError, SearchError
 from jammi.query import MAX_K
 from jammi.redact import redact
 from jammi.spec.project import Project, load_project
@@ -169,13 +169,24 @@ def search(ctx, name, query, k, row_key, where, select, exact, table, documents,
     from jammi.app.facade import Jammi
 
     cols = [c.strip() for c in select.split(",")] if select else None
-    jammi = Jammi(_project(ctx))
-    if documents:  # ranked from pandas frames
-        frame = jammi.search(name, query, row_key=row_key, k=k, filter=where, select=cols, exact=exact,
-                             table=table, documents=True)
-    else:  # printed from Arrow: no pandas import
-        frame = jammi.search_table(name, query, row_key=row_key, k=k, filter=where, select=cols,
-                                   exact=exact, table=table)
+    # Recovery only when the search fails: it changes what is served only where nothing ready
+    # was (it activates a promoted table only for a pipeline serving none), so a search that
+    # succeeds without it finds what it would have found after it, a catalog opening sooner.
+    jammi = Jammi(_project(ctx), recover_on_open=False)
+
+    def run():
+        if documents:  # ranked from pandas frames
+            return jammi.search(name, query, row_key=row_key, k=k, filter=where, select=cols, exact=exact,
+                                table=table, documents=True)
+        return jammi.search_table(name, query, row_key=row_key, k=k, filter=where, select=cols,
+                                  exact=exact, table=table)  # printed from Arrow: no pandas import
+
+    try:
+        frame = run()
+    except SearchError:
+        if not jammi.recover_builds():
+            raise
+        frame = run()
     _emit(frame, fmt)
 
 

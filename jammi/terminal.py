@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from jammi.tables.arrays import cast
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -117,7 +119,7 @@ def _as_printed(frame):
             for i, field in enumerate(frame.schema):
                 if pa.types.is_date32(field.type) or pa.types.is_timestamp(field.type):
                     # a safe cast: a nanosecond timestamp that is no whole microsecond raises
-                    as_us = frame.column(i).cast(pa.timestamp("us"), safe=True)
+                    as_us = cast(frame.column(i), pa.timestamp("us"))
                     frame = frame.set_column(i, field.name, as_us)
             return frame
         except pa.ArrowInvalid:

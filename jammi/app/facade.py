@@ -128,6 +128,13 @@ class Jammi:
 
         return remove_table(self.catalog, table_name)
 
+    def recover_builds(self) -> list[RecoveryAction]:
+        """What opening with recovery does (jammi.tables.recovery.recover), later: settle tables a
+        dead process left in `building`; the actions are added to `recovered`."""
+        actions = recover(self.catalog)
+        self.recovered += actions
+        return actions
+
     def recover(self) -> list[RecoveryAction]:
         """Settle interrupted builds, then publish jammi.duckdb afresh (a writer killed between
         its commit and its publish leaves the published file one write behind)."""

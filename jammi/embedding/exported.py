@@ -47,12 +47,11 @@ class _Tokenizer:
     def __init__(self, directory: Path, max_seq_length: int, pad_token: str):
         from tokenizers import Tokenizer
 
-        self._tok = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        self._path = directory / TOKENIZER_FILE
+        self._tok = Tokenizer.from_file(str(self._path))
         self._tok.no_truncation()
         self._tok.no_padding()
-        self._counter = Tokenizer.from_file(str(directory / TOKENIZER_FILE))  # untruncated, for counts
-        self._counter.no_truncation()
-        self._counter.no_padding()
+        self._counter = None  # untruncated, for counts: loaded when first asked (a query never asks)
         pad_id = self._tok.token_to_id(pad_token)
         self._tok.enable_truncation(max_length=max_seq_length)
         self._tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
@@ -68,16 +67,24 @@ class _Tokenizer:
 
     def counts(self, texts: list[str]) -> list[int]:
         with self._lock:
+            if self._counter is None:
+                from tokenizers import Tokenizer
+
+                self._counter = Tokenizer.from_file(str(self._path))
+                self._counter.no_truncation()
+                self._counter.no_padding()
             return [len(e.ids) for e in self._counter.encode_batch_fast(texts)]
 
 
 class ExportedEncoder:
     """An Encoder over an exported model directory (jammi_export.json, tokenizer.json and the model
     file of its backend); imports neither torch nor sentence-transformers. `optimize` is
-    onnxruntime's graph optimization: "all" for bulk encoding, "basic" where start-up counts (one
-    query: half the session set-up time, the same vectors)."""
+    onnxruntime's graph optimization: "all" for bulk encoding, "basic" where start-up counts (a
+    query: the graph optimized once and loaded from its saved copy, its weights not prepacked:
+    jammi.embedding.ort_session);
+    `threads`, onnxruntime's intra-op threads (default: one per core)."""
 
-    def __init__(self, directory: Path, optimize: str = "all"):
+    def __init__(self, directory: Path, optimize: str = "all", threads: int | None = None):
         directory = Path(directory)
         meta = read_meta(directory)
         self.directory = directory
@@ -92,15 +99,21 @@ class ExportedEncoder:
                                  f"the exported backends (supported: {', '.join(POOLING_MODES)})")
         self._tokenizer = _Tokenizer(directory, self.max_seq_length, meta.get("pad_token", "[PAD]"))
         self._run = self._openvino(directory / meta["file"]) if self.backend == "openvino" else \
-            self._onnxruntime(directory / meta["file"], optimize)
+            self._onnxruntime(directory / meta["file"], optimize, threads)
 
-    def _onnxruntime(self, path: Path, optimize: str):
+    def _onnxruntime(self, path: Path, optimize: str, threads: int | None):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize == "all"
-                                            else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        if optimize == "basic":
+            from jammi.embedding.ort_session import load_session
+
+            session = load_session(path, "basic", threads, prepack=False)
+        else:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if threads:
+                options.intra_op_num_threads = threads
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         wanted = [i.name for i in session.get_inputs()]
 
         def run(feed: dict[str, np.ndarray]) -> np.ndarray:

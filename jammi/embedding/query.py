@@ -10,6 +10,7 @@ and table vectors come from the same model.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from jammi.embedding.model import Encoder, load_encoder
 from jammi.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+QUERY_THREADS = 4  # a query is a few dozen tokens: more threads only wait on each other
 _cache: dict[Path, ExportedEncoder] = {}
 _lock = threading.Lock()
 
@@ -37,7 +39,9 @@ def load_query_encoder(model_id: str, device: str = "auto", backend: str = TORCH
         return load_encoder(model_id, device, backend, artifact_dir)
     with _lock:
         if found not in _cache:
-            _cache[found] = ExportedEncoder(found, optimize="basic")  # a query pays the set-up
+            # a query pays the set-up: a saved optimized graph, and at most QUERY_THREADS threads
+            threads = min(QUERY_THREADS, os.cpu_count() or 1)
+            _cache[found] = ExportedEncoder(found, optimize="basic", threads=threads)
         return _cache[found]
 
 

@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jammi.query.sandbox import filter_keys
-from jammi.tables.arrays import float64s, int64s, strings
+from jammi.tables.arrays import cast, float64s, int64s, strings, take
 from jammi.tables.catalog import quote_ident
 
 if TYPE_CHECKING:
@@ -47,7 +46,7 @@ def _string_keys(table: pa.Table, key: str) -> list[str]:
     column = table.column(key)
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or (
             pa.types.is_integer(column.type)):
-        return pc.cast(column, pa.string()).to_pylist()
+        return cast(column, pa.string()).to_pylist()
     con = duckdb.connect()
     try:
         con.register("source_rows", table.select([key]))
@@ -130,7 +129,7 @@ class SourceRows:
         """`columns` of the hits' rows, then `_row_id` and `similarity`, in the hits' order; a
         hit whose key the frame no longer holds is left out."""
         found = [(p, r, s) for r, s in hits if (p := self.position.get(r)) is not None]
-        rows = self.columns(columns).take(int64s([p for p, _, _ in found]))
+        rows = take(self.columns(columns), int64s([p for p, _, _ in found]))
         rows = rows.append_column("_row_id", strings([r for _, r, _ in found]))
         return rows.append_column("similarity", float64s([s for _, _, s in found]))
 

@@ -16,7 +16,7 @@ class ChunkingSpec(BaseModel):
     """`{strategy, max_tokens, overlap}`; tokens are counted by the pipeline model's tokenizer,
     special tokens included, so a chunk of `max_tokens` fits a model window of that size."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     # sentence: whole sentences packed; tokens: fixed token windows; recursive: semchunk's
     # recursive split at paragraph, line, sentence, clause and word boundaries

@@ -36,7 +36,7 @@ FILE_FIELDS = ("path", "database", "artifact_dir")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ColumnSpec(_Strict):

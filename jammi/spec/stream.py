@@ -26,7 +26,7 @@ _TOKEN = r"^[A-Za-z0-9_-]+$"  # JetStream stream and consumer names: no dots, sp
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class NatsSpec(_Strict):

@@ -1,6 +1,11 @@
-"""Arrow arrays built straight from numpy buffers and Python strings. pyarrow's `pa.array()`
-imports pandas the first time it is called (to test whether its argument is a pandas object),
-which costs a `jammi search` a quarter of a second; these never do. No nulls."""
+"""Arrow arrays built straight from numpy buffers and Python strings, and the two compute
+kernels a search needs (take, cast), called without loading what a `jammi search` need not.
+
+pyarrow's `pa.array()` imports pandas the first time it is called (to test whether its argument
+is a pandas object): a quarter of a second; the builders here never do (no nulls). The module
+pyarrow.compute, which `Table.take` and `.cast` load, builds Python wrappers for every kernel at
+import (30-40 ms); `take` and `cast` here call the same kernels through `call_function` from
+pyarrow's compiled module (the function pyarrow.compute re-exports), which loads in 5 ms."""
 
 from __future__ import annotations
 
@@ -8,6 +13,21 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+
+try:
+    from pyarrow._compute import CastOptions, call_function
+except ImportError:  # a pyarrow that moved its compiled module: the public one has both
+    from pyarrow.compute import CastOptions, call_function
+
+
+def take(data: pa.Table | pa.Array | pa.ChunkedArray, indices: pa.Array):
+    """`data.take(indices)`: the rows at those positions, in that order."""
+    return call_function("take", [data, indices])
+
+
+def cast(data: pa.Array | pa.ChunkedArray, to: pa.DataType):
+    """`data.cast(to)`, safe (a value that does not fit raises)."""
+    return call_function("cast", [data], CastOptions.safe(to))
 
 
 def _numbers(values, dtype, arrow_type: pa.DataType) -> pa.Array:

@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-from filelock import FileLock, Timeout
 
 from jammi import keys
 from jammi.embedding.texts import TEXT_SEPARATOR
@@ -40,6 +40,9 @@ from jammi.storage import FRAMES_DIR, frame_path
 from jammi.tables.generation import DEFAULT_SCHEMA_VERSION, generation_fingerprint
 from jammi.tables.published import open_published, publish, published_root, published_stamp
 from jammi.tables.versions import OUTCOME_ROLLED_BACK, Counts, FileRef, Version, view_sql
+
+if TYPE_CHECKING:  # filelock is loaded by the writers, not by a search
+    from filelock import FileLock
 
 CATALOG_FILE = "jammi.duckdb"  # the published file clients open
 STATE_DIR = "state"  # Jammi's private state: never open it from another client
@@ -194,6 +197,8 @@ _LOCKS_GUARD = threading.Lock()
 def _file_lock(path: Path, timeout: float) -> FileLock:
     """One lock object per lock file in a process, so nested use re-enters instead of waiting
     on itself; between processes it is an flock, released by the kernel when a holder dies."""
+    from filelock import FileLock
+
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(str(path), FileLock(str(path), timeout=timeout))
 
@@ -334,6 +339,8 @@ class Catalog:
         pipeline embedding at once, a refresh beside `jammi tables compact`, a batch run beside
         the stream worker): the second waits for the first, then works from what it committed.
         Released by the kernel if the holder dies. With `wait_s`, PipelineBusy after that long."""
+        from filelock import Timeout
+
         path = self.artifact_dir / STATE_DIR / f"{pipeline}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = _file_lock(path, PIPELINE_LOCK_WAIT_S)
@@ -382,6 +389,8 @@ class Catalog:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ArtifactError(f"artifact_dir {str(self.artifact_dir)!r} is not writable: {err}") from None
+        from filelock import Timeout
+
         lock = _file_lock(self.state_path.parent / LOCK_FILE, LOCK_WAIT_S)
         try:
             lock.acquire()

@@ -16,7 +16,7 @@ from usearch.index import Index
 from jammi.embedding.vectors import vectors_of
 from jammi.spec.project import IndexSpec
 from jammi.storage import tmp_path
-from jammi.tables.arrays import int64s
+from jammi.tables.arrays import int64s, take
 from jammi.tables.contract import sidecar
 from jammi.tables.versions import FileRef, Version, deleted_by_segment
 
@@ -213,7 +213,7 @@ class VersionIndex:
         counts = np.asarray(matches.counts).reshape(-1) if len(queries) > 1 else [len(matches)]
         out = []
         for row_keys, row_dists, n in zip(keys, dists, counts, strict=True):
-            rows = rowmap.take(int64s(row_keys[:n])).to_pylist()
+            rows = take(rowmap, int64s(row_keys[:n])).to_pylist()
             sims = _similarity(row_dists[:n], self.spec.metric)
             out.append([(r, float(s)) for r, s in zip(rows, sims, strict=True)
                         if r not in gone and (allowed is None or r in allowed)])

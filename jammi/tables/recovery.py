@@ -19,8 +19,6 @@ import logging
 import socket
 from dataclasses import dataclass
 
-import psutil
-
 from jammi import keys
 from jammi.quality.outcome import CheckOutcome, blocking_failures
 from jammi.storage import tmp_path
@@ -52,6 +50,8 @@ def builder_alive(builder: str | None) -> bool:
     pid_s, _, started = rest.partition(":")
     if host != socket.gethostname():
         return True  # another machine's process: not ours to judge
+    import psutil  # here: a search that needs no recovery does not load it
+
     try:
         proc = psutil.Process(int(pid_s))
         return proc.status() != psutil.STATUS_ZOMBIE and (

@@ -22,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jammi.errors import ArtifactError
@@ -142,6 +141,8 @@ def deleted_by_segment(tables_dir: Path, version: Version) -> dict[str, set[str]
 def read_current(tables_dir: Path, version: Version, columns: list[str] | None = None,
                  row_ids: list[str] | None = None) -> pa.Table:
     """The version's current rows (with `_segment`), optionally only `columns` and `row_ids`."""
+    import pyarrow.compute as pc  # here: a search through the index never needs it
+
     deleted = deleted_by_segment(tables_dir, version)
     wanted = None if columns is None else list(dict.fromkeys(["_row_id", *columns]))
     parts = []
