@@ -181,7 +181,7 @@ def test_infer_runs_on_the_pipelines_backend(tmp_path, exports, encoder):
 
 def test_jammi_search_encodes_the_query_without_torch(tmp_path, exports, encoder):
     """A torch table whose model has a cached ONNX export: `jammi search` in a fresh process
-    never imports torch (nor sentence-transformers or dagster), and finds what torch finds."""
+    never imports torch (nor sentence-transformers, dagster or pandas), and finds what torch finds."""
     texts = ["red kettle", "blue desk lamp", "green camping chair", "steel water bottle", "wool scarf"]
     project = small_project(tmp_path, exports, "torch", texts)
     embed_pipeline(project, "items", LazyEncoder(DEFAULT_MODEL, "cpu"))
@@ -194,10 +194,44 @@ def test_jammi_search_encodes_the_query_without_torch(tmp_path, exports, encoder
     modules = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines()
                if line.startswith("import time:")}
     assert "onnxruntime" in modules
-    assert not modules & {"torch", "sentence_transformers", "transformers", "dagster"}
+    assert not modules & {"torch", "sentence_transformers", "transformers", "dagster", "pandas"}
     found = json.loads(done.stdout)
     expected = search(project, "items", query, k=3, loader=lambda model_id: load_encoder(model_id, "cpu"))
     assert [r["_row_id"] for r in found] == expected["_row_id"].tolist() == ["k0", *expected["_row_id"][1:]]
     np.testing.assert_allclose([r["similarity"] for r in found], expected["similarity"], atol=1e-3)
     fast = load_query_encoder(DEFAULT_MODEL, "cpu", "torch", project.artifact_dir)
     assert cosines(fast.encode([query]), encoder.encode([query]))[0] >= 0.999
+
+
+def test_query_sessions_load_a_saved_graph_with_the_same_vectors(exports):
+    """The query encoder's session comes from the export's graph optimized once and saved beside
+    it (jammi.embedding.ort_session): its vectors equal those of a session of the export itself."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    from jammi.embedding.exported import pool
+    from jammi.embedding.ort_session import load_session, optimized_copy
+
+    model = cached_export(exports, DEFAULT_MODEL, "onnx") / "model.onnx"
+    tokenizer = Tokenizer.from_file(str(model.parent / "tokenizer.json"))
+    tokenizer.enable_padding(pad_id=0)
+    tokenizer.enable_truncation(256)
+    encs = tokenizer.encode_batch(TEXTS)
+    feed = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    direct = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+    def vectors(session) -> np.ndarray:
+        names = [i.name for i in session.get_inputs()]
+        return pool(session.run(None, {n: feed[n] for n in names})[0], feed["attention_mask"], "mean")
+
+    expected = vectors(direct)
+    load_query_encoder(DEFAULT_MODEL, "cpu", "torch", exports)  # what a search loads: saves the copy
+    assert optimized_copy(model, "basic").exists()
+    for session in (load_session(model, "basic", prepack=False), load_session(model, "basic")):
+        np.testing.assert_allclose(vectors(session), expected, rtol=0, atol=1e-6)
+    fast = load_query_encoder(DEFAULT_MODEL, "cpu", "torch", exports)
+    np.testing.assert_allclose(fast.encode(TEXTS), expected, rtol=0, atol=1e-6)
