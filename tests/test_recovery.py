@@ -349,6 +349,35 @@ def test_cli_recover_prints_actions(tmp_path, products_csv):
     assert again.stdout.strip() == "(no rows)"
 
 
+def test_cli_search_recovers_only_when_nothing_ready_serves(tmp_path, products_csv):
+    """`jammi search` skips recovery while a ready table serves (recovery could not change what it
+    finds), and runs it when the search finds nothing ready: the stuck table is promoted and found."""
+    project, rec = materialized(tmp_path / "proj", products_csv)
+    args = ["--project", str(project.path), "search", "products_pipe", "espresso coffee machine", "-k", "3",
+            "--format", "json"]
+    ghost = rec.table_name.replace("__embedding__", "__embedding__ghost-")
+    with Catalog(project.artifact_dir).connect() as con:  # a dead build beside the serving table
+        con.execute(
+            "INSERT INTO embedding_tables SELECT * REPLACE (? AS table_name, ? AS parquet_path, ? AS status,"
+            " ? AS builder) FROM embedding_tables WHERE table_name = ?",
+            [ghost, str(rec.parquet_path.with_name(f"{ghost}.parquet")), STATUS_BUILDING, DEAD_BUILDER,
+             rec.table_name],
+        )
+    served = invoke_cli(args)
+    assert served.exit_code == 0, served.output
+    assert Catalog(project.artifact_dir).table(ghost).status == STATUS_BUILDING  # not recovered
+
+    set_stuck(project, rec.table_name)
+    found = invoke_cli(args)
+
+    assert found.exit_code == 0, found.output
+    ids = [[r["_row_id"] for r in json.loads(out.stdout)] for out in (served, found)]
+    assert ids[0] == ids[1] and ids[0][0] == "2"
+    catalog = Catalog(project.artifact_dir)
+    assert catalog.table(rec.table_name).status == STATUS_READY
+    assert catalog.table(ghost).status == STATUS_FAILED
+
+
 def test_cli_recover_table_format(tmp_path, products_csv):
     project, rec = materialized(tmp_path / "proj", products_csv)
     rec.parquet_path.unlink()
