@@ -169,8 +169,7 @@ class Jammi:
     ) -> pa.Table:
         """Embed without persisting: given `texts`, or rows of `source` read and validated
         in memory (nothing is written)."""
-        from jammi.embedding.infer import infer_texts  # here, not at import: `jammi search` needs neither
-        from jammi.embedding.model import load_encoder
+        from jammi.embedding.infer import infer_texts  # here, not at import: `jammi search` needs it not
 
         if (source is None) == (texts is None):
             raise JammiError("infer needs either a source or texts")
@@ -203,6 +202,7 @@ class Jammi:
     def _infer_encoder(self, pipe, model: str | None):
         """The pipeline's model on the pipeline's backend (its vectors are the table's), unless
         another model is asked for (that one runs on torch); the default model without a pipeline."""
+        from jammi.embedding.model import load_encoder  # here, not at import: `jammi search` needs it not
         from jammi.spec.project import DEFAULT_MODEL
 
         if pipe is not None and model in (None, pipe.model):

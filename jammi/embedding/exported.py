@@ -60,7 +60,7 @@ class _Tokenizer:
 
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
         with self._lock:
-            encs = self._tok.encode_batch(texts)
+            encs = self._tok.encode_batch_fast(texts)
         return {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
                 "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
