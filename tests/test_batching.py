@@ -64,8 +64,25 @@ def test_calibration_keeps_the_fastest_size_and_its_vectors():
     texts = [f"t{i}" for i in range(400)]
     found = calibrate(fake_encode, texts, (16, 32, 64), middle=100)
     assert found.size == 32
-    assert found.positions == list(range(100, 212))
-    assert found.vectors.shape == (112, 3)
+    assert found.positions == list(range(100, 100 + 2 * (16 + 32 + 64)))  # two rounds, taking turns
+    assert found.vectors.shape == (224, 3)
+    assert set(found.seconds_per_text) == {16, 32, 64}
+
+
+def test_calibration_times_per_token_so_shorter_later_texts_do_not_decide():
+    """Texts sorted longest first: the size tried last gets the shortest texts. Timed per text it
+    would look cheapest; per token (what the model's work is), the size that is cheapest wins."""
+    counts = [max(2, 400 - 6 * i) for i in range(600)]  # token counts, descending
+    per_token = {16: 1.0e-5, 32: 0.8e-5, 64: 1.5e-5}  # seconds per token at each batch size
+
+    def fake_encode(texts):
+        tokens = sum(counts[int(t[1:])] for t in texts)
+        time.sleep(tokens * per_token[len(texts)])
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    texts = [f"t{i}" for i in range(600)]
+    assert calibrate(fake_encode, texts, (16, 32, 64), middle=0, counts=counts, rounds=1).size == 32
+    assert calibrate(fake_encode, texts, (16, 32, 64), middle=0, rounds=1).size == 64  # per text: wrong
 
 
 class FakeEncoder:
@@ -100,6 +117,6 @@ def test_encode_sorted_covers_every_text_once_longest_first():
         np.testing.assert_array_equal(chunk.vectors[:, 0], chunk.ids.astype(np.float32))
         assert (np.diff(lengths[chunk.ids]) <= 0).all()  # longest first, across the whole table
     assert (seen == 1).all()
-    assert set(plan.calibrated) == {16, 32, 64, 128} and sizer.size in plan.calibrated
+    assert set(plan.calibrated) == {32, 64, 128} and sizer.size in plan.calibrated
     assert plan.truncated == sum(1 for t in texts if len(t.split()) > fake.max_seq_length)
     assert sum(fake.calls) == n  # each text encoded exactly once

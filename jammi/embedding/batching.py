@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 DEFAULT_SIZE = 32
-CPU_CANDIDATES = (16, 32, 64, 128)
+CPU_CANDIDATES = (32, 64, 128)
+CALIBRATION_ROUNDS = 2  # each size timed this many times, taking turns; its best counts
 GROW_AFTER = 16  # good batches in a row before a halved size doubles again
 MAX_GPU_BATCH = 1024
 BYTES_PER_TOKEN = 64 * 1024  # activations per token of a small transformer, with headroom
@@ -88,30 +89,37 @@ def candidates(device: str, max_seq_length: int) -> tuple[int, ...]:
 @dataclass
 class Calibration:
     size: int
-    seconds_per_text: dict[int, float]
+    seconds_per_text: dict[int, float]  # each size's best time per text (per token, with counts)
     positions: list[int]  # positions (in the texts given) encoded during calibration
     vectors: np.ndarray  # their vectors, in the order of `positions`
 
 
 def calibrate(encode: Callable[[list[str]], np.ndarray], texts: list[str], sizes: tuple[int, ...],
-              middle: int) -> Calibration:
-    """Time one batch of each size on consecutive texts starting at `middle` (texts sorted by
-    length, so the batches are alike) and pick the size with the least time per text. The
-    vectors are kept: calibration encodes real rows, it wastes none."""
-    timings: dict[int, float] = {}
+              middle: int, counts: list[int] | None = None, rounds: int = CALIBRATION_ROUNDS
+              ) -> Calibration:
+    """Time batches of each size on consecutive texts from `middle` on (texts sorted by length)
+    and pick the size with the least time per token (`counts`, the texts' token counts; per text
+    without them). Sizes take turns for `rounds` rounds and each keeps its best time, so one
+    interruption of a shared machine does not decide; timing per token keeps the later, shorter
+    texts of a descending order from favouring whichever size runs last. The vectors are kept:
+    calibration encodes real rows, it wastes none."""
+    best: dict[int, float] = {}
     positions: list[int] = []
     vectors: list[np.ndarray] = []
     pos = middle
-    for size in sizes:
-        batch = list(range(pos, min(pos + size, len(texts))))
-        if len(batch) < size:
-            break
-        t0 = time.perf_counter()
-        vectors.append(encode([texts[i] for i in batch]))
-        timings[size] = (time.perf_counter() - t0) / size
-        positions += batch
-        pos += size
-    best = min(timings, key=timings.get) if timings else sizes[0]
+    for _ in range(rounds):
+        for size in sizes:
+            batch = list(range(pos, min(pos + size, len(texts))))
+            if len(batch) < size:
+                break
+            t0 = time.perf_counter()
+            vectors.append(encode([texts[i] for i in batch]))
+            seconds = time.perf_counter() - t0
+            work = sum(counts[i] for i in batch) if counts is not None else size
+            best[size] = min(best.get(size, float("inf")), seconds / max(1, work))
+            positions += batch
+            pos += size
+    chosen = min(best, key=best.get) if best else sizes[0]
     dims = vectors[0].shape[1] if vectors else 0
-    return Calibration(best, timings, positions,
+    return Calibration(chosen, best, positions,
                        np.vstack(vectors) if vectors else np.zeros((0, dims), dtype=np.float32))

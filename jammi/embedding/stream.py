@@ -56,7 +56,7 @@ def encode_sorted(encoder: Encoder, texts: list[str], sizer: BatchSizer, plan: P
     if auto_size and len(texts) >= CALIBRATE_MIN:
         ordered = [texts[i] for i in order]
         found = calibrate(encoder.encode, ordered, candidates(device, encoder.max_seq_length),
-                          middle=len(ordered) // 2)
+                          middle=len(ordered) // 2, counts=counts[order].tolist())
         del ordered
         plan.calibrated = found.seconds_per_text
         sizer.size = sizer.ceiling = found.size

@@ -37,6 +37,7 @@ from jammi import keys
 from jammi.embedding.texts import TEXT_SEPARATOR
 from jammi.errors import ArtifactError
 from jammi.storage import FRAMES_DIR, frame_path
+from jammi.tables import duck
 from jammi.tables.generation import DEFAULT_SCHEMA_VERSION, generation_fingerprint
 from jammi.tables.published import open_published, publish, published_root, published_stamp
 from jammi.tables.versions import OUTCOME_ROLLED_BACK, Counts, FileRef, Version, view_sql
@@ -323,10 +324,8 @@ class Catalog:
         republished when the block ends without an error."""
         if read_only and self.exists():
             con = self._open_published()
-            try:
+            with duck.lent(con):
                 yield con
-            finally:
-                con.close()
             return
         with self._writing() as con:
             yield con
@@ -400,15 +399,13 @@ class Catalog:
         try:
             if not self.state_path.exists():
                 self._seed_state()
-            con = duckdb.connect()
-            try:
+            con = duck.take()
+            with duck.lent(con):
                 _attach(con, self.state_path, STATE_ALIAS)
                 con.execute(f"USE {STATE_ALIAS}")
                 con.execute(_SCHEMA)
                 self._migrate(con)
                 yield con
-            finally:
-                con.close()
         finally:
             lock.release()
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import duckdb
 
+from jammi.tables import duck
+
 META_TABLE = "_published"
 READ_ALIAS = "jammi"  # so `jammi.<view>` works as in any client that opens jammi.duckdb
 
@@ -91,9 +93,9 @@ def published_stamp(target: Path) -> tuple | None:
 
 def open_published(path: Path) -> duckdb.DuckDBPyConnection:
     """`path` attached read-only as `jammi` (and the default database) in a private in-memory
-    instance: never DuckDB's per-path instance cache, which would hand back a replaced file.
-    The caller closes it."""
-    con = duckdb.connect()
+    instance (jammi.tables.duck): never DuckDB's per-path instance cache, which would hand back a
+    replaced file. The caller closes it, or gives it back with `duck.give_back`."""
+    con = duck.take()
     try:
         con.execute(f"ATTACH {_sql_literal(str(path))} AS {READ_ALIAS} (READ_ONLY)")
         con.execute(f"USE {READ_ALIAS}")
