@@ -83,3 +83,63 @@ def test_encoder_vectors_of_long_texts_equal_the_models_own(encoder):
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     assert all(n > encoder.max_seq_length for n in encoder.token_counts(texts))
     assert encoder.token_counts(["hello world"]) == [4]
+
+
+def test_counted_ids_are_encoded_once_and_give_the_models_vectors(encoder):
+    """Counting keeps the ids; encoding uses each once (the cache drains) and gives what
+    `SentenceTransformer.encode` gives, whether the ids were kept or not."""
+    assert encoder._pre is not None  # the packaged MiniLM is a plain text model
+    rng = random.Random(5)
+    vocab = "red kettle with a long cord 1.7 litre steel lid, boils fast; auto-off".split()
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 500))) for _ in range(40)]
+    counts = encoder.token_counts(texts)
+    assert [n > encoder.max_seq_length for n in counts] == [
+        len(encoder.tokenizer(t)["input_ids"]) > encoder.max_seq_length for t in texts]
+    kept = np.vstack([encoder.encode(texts[i:i + 8]) for i in range(0, 40, 8)])
+    assert encoder._pre._cached_tokens == 0 and not encoder._pre._cache
+    fresh = encoder.encode(texts)  # nothing kept now: tokenized on the spot
+    theirs = encoder.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(kept, theirs, atol=1e-5)
+    np.testing.assert_allclose(fresh, theirs, atol=1e-5)
+
+
+def test_kept_ids_stay_within_their_budget(encoder, monkeypatch):
+    from jammi.embedding import pretokenized
+
+    monkeypatch.setattr(pretokenized, "MAX_CACHED_TOKENS", 50)
+    texts = [f"text number {i} about kettles and lamps" for i in range(30)]
+    encoder.token_counts(texts)
+    assert 0 < encoder._pre._cached_tokens <= 50
+    theirs = encoder.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(encoder.encode(texts), theirs, atol=1e-5)
+    assert encoder._pre._cached_tokens == 0
+
+
+def test_only_plain_text_models_are_fed_pretokenized():
+    from jammi.embedding.pretokenized import usable
+
+    class Tok:
+        is_fast = True
+
+        class backend_tokenizer:  # noqa: N801 - stands in for tokenizers.Tokenizer
+            padding = {"direction": "right"}
+            truncation = {"direction": "right"}
+
+    def model(*names, tokenizer=Tok):
+        class Model(list):
+            def preprocess(self, texts):
+                return {}
+        built = Model(type(n, (), {})() for n in names)
+        built.tokenizer = tokenizer
+        return built
+
+    assert usable(model("Transformer", "Pooling", "Normalize"))
+    assert usable(model("Transformer", "Pooling"))
+    assert not usable(model("Transformer", "Pooling", "Dense", "Normalize"))
+
+    class Left(Tok):
+        class backend_tokenizer:  # noqa: N801
+            padding = {"direction": "left"}
+            truncation = None
+
+    assert not usable(model("Transformer", "Pooling", tokenizer=Left))

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from jammi.embedding.pretokenized import PreTokenizer, usable
 from jammi.embedding.window import splits_on_whitespace, window_texts
 from jammi.errors import ModelLoadError
 from jammi.spec.project import DEFAULT_MODEL
@@ -125,8 +126,15 @@ class SentenceTransformerEncoder:
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         self._windowed = backend is not None and splits_on_whitespace(backend)
         self._counter = _untruncated(backend)
+        self.model.eval()
+        plain = usable(self.model)  # jammi.embedding.pretokenized: tokenize each text once
+        self._pre = PreTokenizer(self.model, self.max_seq_length, self._windowed) if plain else None
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        if self._pre is not None:
+            return self._encode_features(self._pre.features(texts))
         vecs = self.model.encode(
             window_texts(texts, self.max_seq_length, self._windowed),
             batch_size=max(1, len(texts)),
@@ -136,10 +144,23 @@ class SentenceTransformerEncoder:
         )
         return np.asarray(vecs, dtype=np.float32)
 
+    def _encode_features(self, features: dict) -> np.ndarray:
+        """What `SentenceTransformer.encode` does once it has tokenized: the model's modules,
+        then L2 normalisation."""
+        import torch
+
+        with torch.inference_mode():
+            features = {k: v.to(self.model.device) if torch.is_tensor(v) else v for k, v in features.items()}
+            out = self.model(features)["sentence_embedding"]
+            out = torch.nn.functional.normalize(out, p=2, dim=1)
+        return out.float().cpu().numpy()
+
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens per text with the special ones; a text longer than the window counts more than
         the window's tokens but not necessarily all of its own (only the part the model sees is
-        tokenized)."""
+        tokenized). A plain text model keeps the ids for the encode that follows."""
+        if self._pre is not None:
+            return self._pre.counts(texts)
         texts = window_texts(texts, self.max_seq_length, self._windowed)
         if self._counter is not None:
             return [len(e.ids) for e in self._counter.encode_batch_fast(texts)]
