@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jammi.embedding.pretokenized import counting_copy
 from jammi.embedding.window import splits_on_whitespace, window_texts
 from jammi.errors import ModelLoadError
 
@@ -47,8 +48,7 @@ class _Tokenizer:
     def __init__(self, directory: Path, max_seq_length: int, pad_token: str):
         from tokenizers import Tokenizer
 
-        self._path = directory / TOKENIZER_FILE
-        self._tok = Tokenizer.from_file(str(self._path))
+        self._tok = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         self._tok.no_truncation()
         self._tok.no_padding()
         self._counter = None  # untruncated, for counts: loaded when first asked (a query never asks)
@@ -68,11 +68,7 @@ class _Tokenizer:
     def counts(self, texts: list[str]) -> list[int]:
         with self._lock:
             if self._counter is None:
-                from tokenizers import Tokenizer
-
-                self._counter = Tokenizer.from_file(str(self._path))
-                self._counter.no_truncation()
-                self._counter.no_padding()
+                self._counter = counting_copy(self._tok)
             return [len(e.ids) for e in self._counter.encode_batch_fast(texts)]
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from jammi.embedding.pretokenized import PreTokenizer, usable
+from jammi.embedding.pretokenized import PreTokenizer, counting_copy, usable
 from jammi.embedding.window import splits_on_whitespace, window_texts
 from jammi.errors import ModelLoadError
 from jammi.spec.project import DEFAULT_MODEL
@@ -125,10 +125,11 @@ class SentenceTransformerEncoder:
         self.tokenizer = self.model.tokenizer
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         self._windowed = backend is not None and splits_on_whitespace(backend)
-        self._counter = _untruncated(backend)
         self.model.eval()
         plain = usable(self.model)  # jammi.embedding.pretokenized: tokenize each text once
         self._pre = PreTokenizer(self.model, self.max_seq_length, self._windowed) if plain else None
+        # other models count with a plain copy of their fast tokenizer (or the slow one)
+        self._counter = counting_copy(backend) if self._pre is None and backend is not None else None
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -166,19 +167,6 @@ class SentenceTransformerEncoder:
             return [len(e.ids) for e in self._counter.encode_batch_fast(texts)]
         enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
-
-
-def _untruncated(backend):
-    """A copy of a fast tokenizer's `tokenizers.Tokenizer` that neither truncates nor pads (the
-    model's own keeps its settings), for counting tokens; None without one."""
-    if backend is None or not hasattr(backend, "encode_batch_fast"):
-        return None
-    from tokenizers import Tokenizer
-
-    counter = Tokenizer.from_str(backend.to_str())
-    counter.no_truncation()
-    counter.no_padding()
-    return counter
 
 
 def load_encoder(model_id: str, device: str = "auto", backend: str = "torch",

@@ -19,6 +19,17 @@ MAX_CACHED_TOKENS = 2_000_000  # ids kept between counting and encoding (int32 i
 PLAIN_MODULES = {("Transformer", "Pooling"), ("Transformer", "Pooling", "Normalize")}
 
 
+def counting_copy(tokenizer):
+    """A copy of a `tokenizers.Tokenizer` that neither truncates nor pads (the original keeps
+    its settings), for counting tokens."""
+    from tokenizers import Tokenizer
+
+    counter = Tokenizer.from_str(tokenizer.to_str())
+    counter.no_truncation()
+    counter.no_padding()
+    return counter
+
+
 def usable(model) -> bool:
     """Whether `model` (a SentenceTransformer) is a plain text model this module can feed."""
     try:
@@ -38,12 +49,9 @@ class PreTokenizer:
 
     def __init__(self, model, max_seq_length: int, windowed: bool):
         import torch
-        from tokenizers import Tokenizer
-
         backend = model.tokenizer.backend_tokenizer
-        self._tok = Tokenizer.from_str(backend.to_str())
+        self._tok = counting_copy(backend)
         self._tok.enable_truncation(max_length=max_seq_length)
-        self._tok.no_padding()
         padding = backend.padding or {}
         self._pad_id = int(padding.get("pad_id", 0))
         self._pad_type_id = int(padding.get("pad_type_id", 0))

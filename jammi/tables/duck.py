@@ -21,7 +21,7 @@ import duckdb
 MAX_IDLE = 4
 _idle: list[tuple[int, duckdb.DuckDBPyConnection]] = []
 _lock = threading.Lock()
-_baseline: dict[int, tuple] = {}  # id of a pooled instance -> its guarded settings when new
+_fresh: tuple | None = None  # the guarded settings of a new instance (the same for every one)
 # settings whose change makes an instance unfit to lend again (what the SQL sandbox and the
 # extractors set, and the usual suspects); reading all of duckdb_settings() costs 11 ms
 GUARDED_SETTINGS = ("enable_external_access", "lock_configuration", "allowed_directories",
@@ -40,8 +40,9 @@ def take() -> duckdb.DuckDBPyConnection:
             if owner == pid:  # one inherited through fork() belongs to the parent: left alone
                 return con
     con = duckdb.connect()
-    with _lock:
-        _baseline[id(con)] = _settings(con)
+    global _fresh
+    if _fresh is None:
+        _fresh = _settings(con)
     return con
 
 
@@ -57,12 +58,6 @@ def give_back(con: duckdb.DuckDBPyConnection) -> None:
             if len(_idle) < MAX_IDLE:
                 _idle.append((os.getpid(), con))
                 return
-    close(con)
-
-
-def close(con: duckdb.DuckDBPyConnection) -> None:
-    with _lock:
-        _baseline.pop(id(con), None)
     con.close()
 
 
@@ -82,7 +77,7 @@ def _reset(con: duckdb.DuckDBPyConnection) -> bool:
             con.execute(f"DETACH {quoted}")
         left = con.execute("SELECT (SELECT count(*) FROM duckdb_tables() WHERE NOT internal)"
                            " + (SELECT count(*) FROM duckdb_views() WHERE NOT internal)").fetchone()[0]
-        return left == 0 and _settings(con) == _baseline.get(id(con))  # e.g. a sandbox's SETs
+        return left == 0 and _settings(con) == _fresh  # e.g. a sandbox's SETs
     except duckdb.Error:
         return False
 
@@ -94,6 +89,6 @@ def lent(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         yield con
     except BaseException:
-        close(con)
+        con.close()
         raise
     give_back(con)
