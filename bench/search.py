@@ -4,8 +4,9 @@ uncached module-level search, side by side in one run.
 The project is 100,000 demo-style products (a two-word description embedded with the packaged
 all-MiniLM-L6-v2), built once through the real pipeline (`jammi materialize`, the Dagster
 runner) and kept under bench/.cache/search/ (gitignored); later runs reuse it. Then, with
-k=10: the facade (`jammi.Jammi`) searched with precomputed query vectors and with text
-queries, with a filter selecting about 10% of rows (`price < 64.5`), a batch through
+k=10: the facade (`jammi.Jammi`) searched with precomputed query vectors (and, for scale,
+the same vectors through USearch's own `Index.search` on the facade's loaded index) and with
+text queries, with a filter selecting about 10% of rows (`price < 64.5`), a batch through
 `search_many`, and the old path (jammi.query.search.search, which opens everything per call)
 as the baseline. Prints a table and writes bench/results/search.json.
 
@@ -131,6 +132,8 @@ def main(rows_n: int, queries: int, baseline_queries: int) -> dict:
 
     cold, _ = timed(jammi.search, [((name,), {"vector": vectors[0], "k": 10})])
     vec_t, vec_out = timed(jammi.search, [((name,), {"vector": q, "k": 10}) for q in vectors])
+    usearch_index = next(part[1] for part in jammi.searcher._indexes[rec.table_name].parts)  # one segment
+    lookup_t, _ = timed(usearch_index.search, [((q, 10), {"threads": 1}) for q in vectors])
     text_t, text_out = timed(jammi.search, [((name, t), {"k": 10}) for t in texts])
     cold_filter, _ = timed(jammi.search, [((name,), {"vector": vectors[0], "k": 10, "filter": FILTER})])
     filt_t, filt_out = timed(jammi.search, [((name,), {"vector": q, "k": 10, "filter": FILTER})
@@ -156,9 +159,11 @@ def main(rows_n: int, queries: int, baseline_queries: int) -> dict:
                     for a, b in zip(many_out[0], text_out, strict=True))
 
     facade, text, filtered, old, old_filtered = ms(vec_t), ms(text_t), ms(filt_t), ms(old_t), ms(old_filt_t)
+    lookup = ms(lookup_t)
     return {
         "vectors": rec.rows_embedded, "k": 10, "queries": queries, "baseline_queries": len(base),
         "p50_ms": round(facade["p50"], 3), "p99_ms": round(facade["p99"], 3),
+        "usearch_p50_ms": round(lookup["p50"], 3), "usearch_p99_ms": round(lookup["p99"], 3),
         "text_p50_ms": round(text["p50"], 3), "text_p99_ms": round(text["p99"], 3),
         "filtered_p50_ms": round(filtered["p50"], 3), "filtered_p99_ms": round(filtered["p99"], 3),
         "filter": FILTER, "filter_share": round(share, 4),
@@ -186,6 +191,7 @@ def report(res: dict) -> None:
     print(f"{'call':<52}{'p50 ms':>10}{'p99 ms':>10}")
     for label, p50, p99 in [
         ("Jammi.search, query vector", res["p50_ms"], res["p99_ms"]),
+        ("USearch's Index.search alone, same vectors", res["usearch_p50_ms"], res["usearch_p99_ms"]),
         ("Jammi.search, query text (encoded per call)", res["text_p50_ms"], res["text_p99_ms"]),
         (f"Jammi.search, vector, filter {res['filter']} ({res['filter_share']:.1%})",
          res["filtered_p50_ms"], res["filtered_p99_ms"]),

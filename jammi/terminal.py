@@ -228,7 +228,7 @@ def render_csv(frame: pd.DataFrame | pa.Table) -> str:
         return out.getvalue()
     out = frame.copy()
     for col in out.columns:
-        if out[col].map(lambda v: _is_vector(v) or isinstance(v, dict)).any():
+        if any(_is_vector(v) or isinstance(v, dict) for v in out[col]):
             out[col] = out[col].map(lambda v: json.dumps(_plain(v)) if v is not None else "")
     return out.to_csv(index=False)
 

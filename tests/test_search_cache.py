@@ -194,3 +194,34 @@ def test_key_lookup_equals_the_join(tmp_path):
     # the join typed an empty result's similarity as object; the lookup keeps it float64
     pd.testing.assert_series_equal(none.dtypes.drop("similarity"), joined_none.dtypes.drop("similarity"))
     assert none["similarity"].dtype == np.float64
+
+
+def test_converted_columns_equal_the_join_for_every_plain_type(tmp_path):
+    """The pandas frame built from columns converted once (FrameColumn) against DuckDB's join:
+    narrow and unsigned ints, nulls taken or not, a frame written from pandas with nullable
+    dtypes in its metadata (which DuckDB ignores), and a repeated column (the Arrow path)."""
+    frame = pd.DataFrame({
+        "id": pd.array([1, 2, 3, 4, 5], dtype="Int64"),
+        "small": pd.array([1, None, 3, 4, 5], dtype="Int32"),
+        "u": np.array([7, 8, 9, 10, 11], dtype=np.uint16),
+        "ok": pd.array([True, False, None, True, False], dtype="boolean"),
+        "name": pd.array(["a", "b", None, "d", "e"], dtype="string"),
+        "score": pd.array([0.5, None, 1.5, 2.0, 2.5], dtype="Float64"),
+        "at": pd.to_datetime(["2024-01-01", None, "2024-01-03", "2024-01-04", "2024-01-05"]),
+    })
+    path = tmp_path / "frame.parquet"
+    frame.to_parquet(path)  # keeps pandas metadata
+    rows = SourceRows(path, "id")
+    cols = list(frame.columns)
+    for hits in ([("5", 0.9), ("1", 0.8)], [("2", 0.9), ("3", 0.5), ("7", 0.4), ("4", 0.1)], []):
+        got = rows.attach(cols, hits)
+        pd.testing.assert_frame_equal(got, _attach_columns(path, "id", cols, hits), check_dtype=bool(hits))
+        pd.testing.assert_frame_equal(got, rows_module.to_pandas_as_duckdb(rows.attach_table(cols, hits)))
+    got = rows.attach(cols, [("5", 0.9), ("1", 0.8)])
+    assert got["small"].dtype == np.int32 and got["u"].dtype == np.uint16 and got["ok"].dtype == np.bool_
+    nulls = rows.attach(cols, [("2", 0.9), ("3", 0.5)])
+    assert str(nulls["small"].dtype) == "Int32" and str(nulls["ok"].dtype) == "boolean"
+    assert nulls["name"].tolist() == ["b", None] and nulls["score"].isna().tolist() == [True, False]
+    repeated = rows.attach(["name", "name", "id"], [("4", 0.3)])  # names repeat: built from Arrow
+    assert list(repeated.columns) == ["name", "name", "id", "_row_id", "similarity"]
+    assert repeated.iloc[0].tolist() == ["d", "d", 4, "4", 0.3]

@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -94,6 +96,38 @@ def to_pandas_as_duckdb(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
+class FrameColumn:
+    """One plain column (see `_plain`) converted once as DuckDB's `.df()` converts it, then
+    taken by row position for each search, which costs microseconds where converting the hits'
+    Arrow rows costs a millisecond. An int or bool column that holds nulls keeps its values and
+    its null mask, and is nullable (Int64, boolean...) only where a taken row is null, as
+    DuckDB's frame of just those rows would be."""
+
+    __slots__ = ("values", "mask")
+
+    def __init__(self, column: pa.ChunkedArray):
+        t = column.type
+        if column.null_count and (pa.types.is_integer(t) or pa.types.is_boolean(t)):
+            self.values = column.fill_null(False if pa.types.is_boolean(t) else 0).to_numpy()
+            self.mask = column.is_null().to_numpy()
+        else:
+            self.values = to_pandas_as_duckdb(pa.table({"column": column})).iloc[:, 0].to_numpy()
+            self.mask = None
+
+    def take(self, positions: np.ndarray):
+        values = self.values[positions]
+        if self.mask is None:
+            return values
+        mask = self.mask[positions]
+        if not mask.any():
+            return values
+        import pandas as pd
+
+        if values.dtype == np.bool_:
+            return pd.arrays.BooleanArray(values, mask)
+        return pd.arrays.IntegerArray(values, mask)
+
+
 class SourceRows:
     """The frame at `path` with `key` (a column) mapped to row positions; the other columns are
     read when a search first asks for them, from the same open file, so they stay the rows the
@@ -103,8 +137,10 @@ class SourceRows:
         self.path, self.key = Path(path), key
         self.identity = file_identity(self.path)
         self._file = pq.ParquetFile(self.path)
-        self.names = self._file.schema_arrow.names
+        self.schema = self._file.schema_arrow  # a property that converts the schema on each call
+        self.names = self.schema.names
         self._columns: dict[str, pa.ChunkedArray] = {}
+        self._frame_columns: dict[str, FrameColumn] = {}
         self._lock = threading.Lock()
         self.position = {k: i for i, k in enumerate(_string_keys(self.columns([key]), key))}
         self._filters: OrderedDict[str, set[str]] = OrderedDict()
@@ -121,14 +157,40 @@ class SourceRows:
         """Whether the file is still the one this read."""
         return file_identity(self.path) == self.identity
 
+    def frame_columns(self, names: Sequence[str]) -> list[FrameColumn]:
+        """The columns `names` converted for pandas (FrameColumn), each once."""
+        with self._lock:
+            missing = [c for c in dict.fromkeys(names) if c not in self._frame_columns]
+        if missing:
+            converted = {c: FrameColumn(column) for c, column in zip(missing, self.columns(missing).columns,
+                                                                     strict=True)}
+            with self._lock:
+                self._frame_columns.update(converted)
+        return [self._frame_columns[c] for c in names]
+
     def attach(self, columns: list[str], hits: Hits) -> pd.DataFrame:
-        """`attach_table` as DuckDB's pandas frame (to_pandas_as_duckdb)."""
-        return to_pandas_as_duckdb(self.attach_table(columns, hits))
+        """`attach_table` as DuckDB's pandas frame (to_pandas_as_duckdb), built from the
+        columns converted once (FrameColumn) when every column is plain and no name repeats."""
+        names = [*columns, "_row_id", "similarity"]
+        if len(set(names)) != len(names) or not all(_plain(self.schema.field(c).type) for c in columns):
+            return to_pandas_as_duckdb(self.attach_table(columns, hits))
+        import pandas as pd
+
+        found = self._found(hits)
+        positions = np.fromiter((p for p, _, _ in found), dtype=np.int64, count=len(found))
+        converted = self.frame_columns(columns)
+        data = {c: column.take(positions) for c, column in zip(columns, converted, strict=True)}
+        data["_row_id"] = np.array([r for _, r, _ in found], dtype=object)
+        data["similarity"] = np.array([s for _, _, s in found], dtype=np.float64)
+        return pd.DataFrame(data, copy=False)  # fresh arrays, each its own block: no consolidating copy
+
+    def _found(self, hits: Hits) -> list[tuple[int, str, float]]:
+        return [(p, r, s) for r, s in hits if (p := self.position.get(r)) is not None]
 
     def attach_table(self, columns: list[str], hits: Hits) -> pa.Table:
         """`columns` of the hits' rows, then `_row_id` and `similarity`, in the hits' order; a
         hit whose key the frame no longer holds is left out."""
-        found = [(p, r, s) for r, s in hits if (p := self.position.get(r)) is not None]
+        found = self._found(hits)
         rows = take(self.columns(columns), int64s([p for p, _, _ in found]))
         rows = rows.append_column("_row_id", strings([r for _, r, _ in found]))
         return rows.append_column("similarity", float64s([s for _, _, s in found]))

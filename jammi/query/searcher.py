@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,7 +26,7 @@ import pyarrow as pa
 
 from jammi.errors import SearchError
 from jammi.query.encoders import query_loader
-from jammi.query.rows import SourceRows, to_pandas_as_duckdb
+from jammi.query.rows import SourceRows
 from jammi.query.search import (
     EncoderLoader,
     check_documents,
@@ -58,6 +59,7 @@ class Searcher:
         self._lock = threading.RLock()
         self._stamp: tuple | None = None
         self._served: dict[tuple[str, str | None], tuple[TableRecord, Version]] = {}
+        self._selected: dict[tuple[str, tuple | None], tuple[str, list[str], Path]] = {}
         self._indexes: dict[str, VersionIndex] = {}
         self._rows: dict[str, SourceRows] = {}
         self._encoders: dict[str, object] = {}
@@ -74,24 +76,28 @@ class Searcher:
             check_documents(select)
             return rank_documents(lambda n: self.search(name, query, vector=vector, row_key=row_key, k=n,
                                                         filter=filter, exact=exact, table=table), k, name)
-        return to_pandas_as_duckdb(self.search_table(name, query, vector=vector, row_key=row_key, k=k,
-                                                     filter=filter, select=select, exact=exact, table=table))
+        rows, cols, hits = self._search_one(name, query, vector, row_key, k, filter, select, exact, table)
+        return rows.attach(cols, hits)
 
     def search_table(self, name: str, query: str | None = None, *, vector=None, row_key=None, k: int = 10,
                      filter: str | None = None, select: list[str] | None = None, exact: bool = False,
                      table: str | None = None) -> pa.Table:
         """`search`'s rows (not documents) as an Arrow table: the source's columns as stored, then
         `_row_id` and `similarity`."""
+        rows, cols, hits = self._search_one(name, query, vector, row_key, k, filter, select, exact, table)
+        return rows.attach_table(cols, hits)
+
+    def _search_one(self, name, query, vector, row_key, k, where, select, exact,
+                    table) -> tuple[SourceRows, list[str], list[tuple[str, float]]]:
         check_k(k)
         rec, version = self._serving(name, table)
-        key, cols, path = served_columns(self.project, rec, select)
+        key, cols, path = self._columns_of(rec, select)
         rows = self._source_rows(rec.source, path, key)
         if rec.rows_embedded == 0:
-            return rows.attach_table(cols, [])
+            return rows, cols, []
         q = query_vector(rec, version, query, vector, row_key, lambda: self._encoder(rec))
         exclude = {str(row_key)} if row_key is not None else set()
-        hits = self._hits(rec, version, q.reshape(1, -1), k, rows, filter, exact, exclude)
-        return rows.attach_table(cols, hits[0])
+        return rows, cols, self._hits(rec, version, q.reshape(1, -1), k, rows, where, exact, exclude)[0]
 
     def search_many(self, name: str, queries: Sequence[str] | np.ndarray, *, k: int = 10,
                     filter: str | None = None, select: list[str] | None = None, exact: bool = False,
@@ -100,7 +106,7 @@ class Searcher:
         texts encoded in one call, the index searched once for all of them."""
         check_k(k)
         rec, version = self._serving(name, table)
-        key, cols, path = served_columns(self.project, rec, select)
+        key, cols, path = self._columns_of(rec, select)
         rows = self._source_rows(rec.source, path, key)
         matrix = self._query_matrix(rec, queries)
         if rec.rows_embedded == 0 or len(matrix) == 0:
@@ -137,6 +143,7 @@ class Searcher:
         with self._lock:
             if stamp is None or stamp != self._stamp:
                 self._served.clear()
+                self._selected.clear()
                 self._stamp = stamp
             found = self._served.get((name, table))
         if found is None:
@@ -145,6 +152,16 @@ class Searcher:
                 if self._stamp == stamp and stamp is not None:
                     self._served[(name, table)] = found
         return found
+
+    def _columns_of(self, rec: TableRecord, select: list[str] | None) -> tuple[str, list[str], Path]:
+        """served_columns, kept until the next publish (a frame that goes missing in between is
+        caught by _source_rows)."""
+        handle = (rec.table_name, None if select is None else tuple(select))
+        found = self._selected.get(handle)
+        if found is None:
+            found = self._selected[handle] = served_columns(self.project, rec, select)
+        key, cols, path = found
+        return key, list(cols), path
 
     def _index(self, rec: TableRecord, version: Version) -> VersionIndex:
         with self._lock:
@@ -162,6 +179,8 @@ class Searcher:
         with self._lock:
             rows = self._rows.get(source)
             if rows is None or rows.path != path or rows.key != key or not rows.current():
+                if not path.exists():
+                    raise SearchError(f"{path.stem} has not been materialized ({path} missing)")
                 rows = SourceRows(path, key)
                 self._rows[source] = rows
             return rows

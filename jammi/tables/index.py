@@ -92,14 +92,20 @@ def load_index(base: Path, expected_rows: int, spec: IndexSpec | None = None) ->
     return index, rowmap
 
 
-def sidecar_signature(base: Path) -> tuple:
-    """What identifies the bytes of a segment's sidecars on disk (inode, size, mtime of both
-    files): a sidecar is memory-mapped, so one rewritten in place must be noticed and reloaded
-    before it is read again (reading a truncated mapping kills the process with SIGBUS)."""
+def sidecar_files(base: Path) -> tuple[str, str]:
+    """The paths of a segment's two sidecars, as strings (stat-ed before every cached search)."""
+    return str(sidecar(base, ".usearch")), str(sidecar(base, ".rowmap"))
+
+
+def sidecar_signature(files: tuple[str, str]) -> tuple:
+    """What identifies the bytes of a segment's sidecars (`sidecar_files`) on disk: inode, size
+    and mtime of both files. A sidecar is memory-mapped, so one rewritten in place must be
+    noticed and reloaded before it is read again (reading a truncated mapping kills the
+    process with SIGBUS)."""
     out = []
-    for suffix in (".usearch", ".rowmap"):
+    for path in files:
         try:
-            st = os.stat(sidecar(base, suffix))
+            st = os.stat(path)
             out.append((st.st_ino, st.st_size, st.st_mtime_ns))
         except OSError:
             out.append(None)
@@ -129,11 +135,12 @@ class VersionIndex:
         self.deleted = deleted_by_segment(tables_dir, version)
         self.parts: list[tuple[FileRef, Index | None, pa.Array | None]] = []
         self.signatures: dict[FileRef, tuple] = {}
+        self.files = {ref: sidecar_files(segment_base(tables_dir, ref)) for ref in version.segments}
         self.problems: dict[str, str] = {}
         loaded = {ref: (index, rowmap) for ref, index, rowmap in (reuse.parts if reuse else ())
                   if index is not None and reuse.spec == spec}
         for ref in version.segments:
-            signature = sidecar_signature(segment_base(tables_dir, ref))
+            signature = sidecar_signature(self.files[ref])
             if ref in loaded and reuse.signatures.get(ref) == signature:
                 self.parts.append((ref, *loaded[ref]))
                 self.signatures[ref] = signature
@@ -155,7 +162,7 @@ class VersionIndex:
         (Jammi replaces files by rename, so only outside damage or repair does this): a
         few stat calls, cheap enough for a cached index to make before each search."""
         for i, (ref, _, _) in enumerate(self.parts):
-            signature = sidecar_signature(segment_base(self.tables_dir, ref))
+            signature = sidecar_signature(self.files[ref])
             if signature != self.signatures.get(ref):
                 self.parts[i] = self._load(ref, signature)
 
@@ -207,7 +214,8 @@ class VersionIndex:
         return out
 
     def _ann_pass(self, index, rowmap, queries, count, allowed, gone) -> list[list[tuple[str, float]]]:
-        matches = index.search(queries, count)
+        # one query: search on this thread (a worker pool per call costs more than it saves)
+        matches = index.search(queries, count, threads=1 if len(queries) == 1 else 0)
         keys = np.asarray(matches.keys).reshape(len(queries), -1)
         dists = np.asarray(matches.distances, dtype=np.float64).reshape(len(queries), -1)
         counts = np.asarray(matches.counts).reshape(-1) if len(queries) > 1 else [len(matches)]

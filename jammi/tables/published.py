@@ -80,12 +80,15 @@ def published_stamp(target: Path) -> tuple | None:
     """Something that differs after every publish of `target` (None: no published file): its
     stamp's token and the file's inode, size and times, so a file replaced by a publisher that
     writes no stamp is noticed too."""
+    target = os.fspath(target)
     try:
         st = os.stat(target)
     except FileNotFoundError:
         return None
+    head, name = os.path.split(target)
     try:
-        token = stamp_path(target).read_bytes()
+        with open(os.path.join(head, f".{name}.stamp"), "rb") as fh:  # stamp_path, without pathlib
+            token = fh.read()
     except FileNotFoundError:
         token = b""
     return token, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
