@@ -6,8 +6,10 @@ identity (inode, size, times) says when to read it again.
 The frames returned match what DuckDB's join over the Parquet file returned (`.df()`): the
 same columns, order and dtypes, a nullable pandas dtype for an int or bool column only when
 the result holds a null, dates as datetime64[us]. Arrow types outside Jammi's column types
-are converted by DuckDB itself. A search's rows are kept as Arrow (`attach_table`) until a
-frame is asked for, so the command line prints them without importing pandas."""
+are converted by DuckDB itself. The command line takes a search's rows as Arrow
+(`attach_table`) and prints them without importing pandas; a pandas search (`attach`) takes
+them from columns converted to numpy once per frame (FrameColumn): about 0.2 ms for ten rows
+of nine columns here, against 0.9 ms to convert the hits' Arrow rows each time."""
 
 from __future__ import annotations
 
@@ -98,10 +100,9 @@ def to_pandas_as_duckdb(table: pa.Table) -> pd.DataFrame:
 
 class FrameColumn:
     """One plain column (see `_plain`) converted once as DuckDB's `.df()` converts it, then
-    taken by row position for each search, which costs microseconds where converting the hits'
-    Arrow rows costs a millisecond. An int or bool column that holds nulls keeps its values and
-    its null mask, and is nullable (Int64, boolean...) only where a taken row is null, as
-    DuckDB's frame of just those rows would be."""
+    taken by row position for each search (microseconds). An int or bool column that holds
+    nulls keeps its values and its null mask, and is nullable (Int64, boolean...) only where a
+    taken row is null, as DuckDB's frame of just those rows would be."""
 
     __slots__ = ("values", "mask")
 
