@@ -10,7 +10,7 @@ text queries, with a filter selecting about 10% of rows (`price < 64.5`), a batc
 `search_many`, and the old path (jammi.query.search.search, which opens everything per call)
 as the baseline. Prints a table and writes bench/results/search.json.
 
-    flock /tmp/jammi-bench.lock python bench/search.py [--rows 100000] [--queries 300]
+    flock /tmp/jammi-bench.lock python bench/search.py [--rows 100000] [--queries 1000]
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def report(res: dict) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--baseline-queries", type=int, default=30)
     ap.add_argument("--build-only", action="store_true")
     args = ap.parse_args()

@@ -142,6 +142,7 @@ class SourceRows:
         self.names = self.schema.names
         self._columns: dict[str, pa.ChunkedArray] = {}
         self._frame_columns: dict[str, FrameColumn] = {}
+        self._convertible_columns: dict[tuple[str, ...], bool] = {}
         self._lock = threading.Lock()
         self.position = {k: i for i, k in enumerate(_string_keys(self.columns([key]), key))}
         self._filters: OrderedDict[str, set[str]] = OrderedDict()
@@ -172,8 +173,7 @@ class SourceRows:
     def attach(self, columns: list[str], hits: Hits) -> pd.DataFrame:
         """`attach_table` as DuckDB's pandas frame (to_pandas_as_duckdb), built from the
         columns converted once (FrameColumn) when every column is plain and no name repeats."""
-        names = [*columns, "_row_id", "similarity"]
-        if len(set(names)) != len(names) or not all(_plain(self.schema.field(c).type) for c in columns):
+        if not self._convertible(tuple(columns)):
             return to_pandas_as_duckdb(self.attach_table(columns, hits))
         import pandas as pd
 
@@ -184,6 +184,15 @@ class SourceRows:
         data["_row_id"] = np.array([r for _, r, _ in found], dtype=object)
         data["similarity"] = np.array([s for _, _, s in found], dtype=np.float64)
         return pd.DataFrame(data, copy=False)  # fresh arrays, each its own block: no consolidating copy
+
+    def _convertible(self, columns: tuple[str, ...]) -> bool:
+        """Whether `attach` can build from FrameColumns: every column plain, no name repeated."""
+        known = self._convertible_columns.get(columns)
+        if known is None:
+            names = [*columns, "_row_id", "similarity"]
+            known = len(set(names)) == len(names) and all(_plain(self.schema.field(c).type) for c in columns)
+            self._convertible_columns[columns] = known
+        return known
 
     def _found(self, hits: Hits) -> list[tuple[int, str, float]]:
         return [(p, r, s) for r, s in hits if (p := self.position.get(r)) is not None]

@@ -222,8 +222,8 @@ class VersionIndex:
         out = []
         for row_keys, row_dists, n in zip(keys, dists, counts, strict=True):
             rows = take(rowmap, int64s(row_keys[:n])).to_pylist()
-            sims = _similarity(row_dists[:n], self.spec.metric)
-            out.append([(r, float(s)) for r, s in zip(rows, sims, strict=True)
+            sims = _similarity(row_dists[:n], self.spec.metric).tolist()
+            out.append([(r, s) for r, s in zip(rows, sims, strict=True)
                         if r not in gone and (allowed is None or r in allowed)])
         return out
 
