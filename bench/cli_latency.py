@@ -101,7 +101,7 @@ def main() -> None:
     print(f"{'ratio':<28}{result['ratio']:>10}  <= 3")
     print(f"{'torch imported':<28}{str(result['torch_imported']):>10}  False")
     print(f"{'dagster imported':<28}{str(result['dagster_imported']):>10}  False")
-    print(f"\nfirst result rows:\n{out.strip().splitlines()[0] if out.strip() else '(none)'}")
+    print("\nits output, first rows:\n" + ("\n".join(out.strip().splitlines()[:4]) or "(none)"))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {RESULTS}")
