@@ -148,3 +148,29 @@ def test_failed_error_check_blocks_the_index_and_keeps_the_previous_table(
     assert catalog.active(pipeline="products").table_name == good.table_name
     after = Jammi(project).search("products", "coffee", k=2)
     assert after["_row_id"].tolist() == before["_row_id"].tolist()
+
+
+def test_small_segments_are_scanned_not_walked(tmp_path):
+    """A segment of up to EXACT_ROWS rows is searched by USearch's scan of its sidecar, so even
+    a graph too sparse to find its neighbours (connectivity 2, expansion 1) gives the exact
+    ranking; a larger one walks the graph, which that sparse graph misses."""
+    from jammi.tables.index import EXACT_ROWS, VersionIndex
+
+    rng = np.random.default_rng(4)
+    sparse = IndexSpec(connectivity=2, expansion_add=1, expansion_search=1)
+    recalls = {}
+    for name, n in (("small", 300), ("large", EXACT_ROWS + 500)):
+        vectors = _unit(rng, n)
+        _write_table(tmp_path / name, vectors)
+        build_index(tmp_path / name, 16, sparse)
+        index = VersionIndex(tmp_path, Version(name, 0, (FileRef(f"{name}.parquet", n),), rows=n), 16, sparse)
+        queries = _unit(rng, 50)
+        exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+        found = index.search_many(queries, 10)
+        recalls[name] = np.mean([len({int(r) for r, _ in hits} & set(top.tolist())) / 10
+                                 for hits, top in zip(found, exact, strict=True)])
+        if name == "small":
+            first = found[0]
+            assert [int(r) for r, _ in first] == exact[0].tolist()
+            np.testing.assert_allclose([s for _, s in first], (queries[0] @ vectors[exact[0]].T), atol=1e-5)
+    assert recalls["small"] == 1.0 and recalls["large"] < 0.9
