@@ -300,7 +300,15 @@ def test_builder_alive_rules():
     assert builder_alive(me)
     pid, started = me.split(":")[1:]
     assert builder_alive(f"{host}:{pid}:")  # no start time: the pid alone decides
-    assert not builder_alive(f"{host}:{pid}:{float(started) - 1000:.3f}")  # pid reused
+    assert started.startswith("t")  # Linux: the start in clock ticks since boot
+    assert not builder_alive(f"{host}:{pid}:t{int(started[1:]) - 1000}")  # pid reused
+    import psutil
+
+    created = psutil.Process().create_time()  # the older wall-clock form, still honoured
+    assert builder_alive(f"{host}:{pid}:{created:.3f}")
+    assert builder_alive(f"{host}:{pid}:{created + 1.0:.3f}")  # the boot time moved by a second
+    assert not builder_alive(f"{host}:{pid}:{created - 1000:.3f}")
+    assert not builder_alive(f"{host}:x:t1")
     assert not builder_alive(DEAD_BUILDER)
     assert not builder_alive(None)
     assert not builder_alive("")

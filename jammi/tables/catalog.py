@@ -250,8 +250,27 @@ def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def process_start(pid: int) -> tuple[str, str] | None:
+    """(state, start) of a Linux process from /proc/<pid>/stat, its start in clock ticks since
+    boot (field 22), None where there is no such file. The tick count never changes for the
+    process's life; a wall-clock start time (psutil's create_time) is derived from the boot
+    time, which the kernel reports in whole seconds from the adjustable clock and can move by
+    one second while the process runs."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()  # after the command name: field 3 onwards
+    return fields[0].decode(), fields[19].decode()
+
+
 def this_builder() -> str:
-    """host:pid:start-time, so a recycled pid is not mistaken for a live builder."""
+    """host:pid:start, so a recycled pid is not mistaken for a live builder: the start as
+    `t<clock ticks>` where /proc has it (process_start), else the wall-clock start time."""
+    found = process_start(os.getpid())
+    if found is not None:
+        return f"{socket.gethostname()}:{os.getpid()}:t{found[1]}"
     import psutil
 
     started = psutil.Process(os.getpid()).create_time()

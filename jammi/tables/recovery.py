@@ -29,6 +29,7 @@ from jammi.tables.catalog import (
     TABLES_DIR,
     Catalog,
     TableRecord,
+    process_start,
 )
 from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar, verify_parquet
 from jammi.tables.index import build_index
@@ -50,12 +51,18 @@ def builder_alive(builder: str | None) -> bool:
     pid_s, _, started = rest.partition(":")
     if host != socket.gethostname():
         return True  # another machine's process: not ours to judge
+    if started.startswith("t"):  # clock ticks since boot (catalog.process_start): exact
+        if not pid_s.isdigit():
+            return False
+        found = process_start(int(pid_s))
+        return found is not None and found[0] != "Z" and found[1] == started[1:]
     import psutil  # here: a search that needs no recovery does not load it
 
     try:
         proc = psutil.Process(int(pid_s))
+        # a wall-clock start time: the boot time it derives from can move by a whole second
         return proc.status() != psutil.STATUS_ZOMBIE and (
-            not started or abs(proc.create_time() - float(started)) < 1.0
+            not started or abs(proc.create_time() - float(started)) < 2.0
         )
     except (psutil.NoSuchProcess, ValueError):
         return False
