@@ -16,7 +16,8 @@
 Prints a table and writes bench/results/embed_overhead.json.
 
     flock /tmp/jammi-bench.lock python bench/embed_overhead.py [--short-rows 3000] \
-        [--long-rows 1500] [--repeats 3] [--rss-rows 2000] [--device cpu|cuda]
+        [--long-rows 1500] [--repeats 3] [--rss-rows 2000] [--device cpu|cuda] \
+        [--data-dir ../shared/data/amazon-google] [--results bench/results/embed_overhead.json]
 """
 
 from __future__ import annotations
@@ -54,15 +55,18 @@ def short_texts(rows: int, columns=("title", "description")) -> list[str]:
     return [" ".join(p[c] for c in columns) for p in make_products(rows, dirty=False)]
 
 
-def long_texts(rows: int) -> list[str]:
+def long_texts(rows: int, data: Path = DATA) -> list[str]:
     """Product descriptions of Amazon-Google (both sides), the longest first up to `rows`."""
     found = []
     for name, column in (("Amazon.csv", "description"), ("GoogleProducts.csv", "description")):
-        frame = pd.read_csv(DATA / name, encoding="cp1252", dtype=str)
+        if not (data / name).exists():
+            raise SystemExit(f"{data / name} is missing: the long corpus is ../shared/data/amazon-google "
+                             "(give another copy with --data-dir)")
+        frame = pd.read_csv(data / name, encoding="cp1252", dtype=str)
         found += [t.strip() for t in frame[column].dropna() if len(t.strip()) > 200]
     found = sorted(dict.fromkeys(found), key=len, reverse=True)
     if len(found) < rows:
-        raise SystemExit(f"only {len(found)} long descriptions in {DATA}; ask for --long-rows {len(found)}")
+        raise SystemExit(f"only {len(found)} long descriptions in {data}; ask for --long-rows {len(found)}")
     return found[:rows]
 
 
@@ -131,6 +135,19 @@ def run_rss(rows: int, device: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def software(device: str) -> dict:
+    """The versions that produced the figures, and the GPU's name on CUDA."""
+    import sentence_transformers
+    import torch
+    import transformers
+
+    found = {"torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
+             "transformers": transformers.__version__}
+    if device.startswith("cuda"):
+        found["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return found
+
+
 def check_device(device: str) -> None:
     if device == "cuda":
         import torch
@@ -149,6 +166,9 @@ def main() -> None:
     parser.add_argument("--rss-rows", type=int, default=2000, help="rows at 1x for the RSS figure")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--data-dir", type=Path, default=DATA,
+                        help="folder holding Amazon.csv and GoogleProducts.csv (the long corpus)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rss-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -161,10 +181,12 @@ def main() -> None:
     encoder.model.encode(["warm up"] * 8)
     short = compare("short (demo products: title + description)", short_texts(args.short_rows), encoder,
                     args.repeats)
-    long = compare("long (amazon-google descriptions)", long_texts(args.long_rows), encoder, args.repeats)
+    long = compare("long (amazon-google descriptions)", long_texts(args.long_rows, args.data_dir), encoder,
+                   args.repeats)
     result = {
         "model": DEFAULT_MODEL, "device": encoder.device,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}",
+        "software": software(encoder.device),
         "definition": "ratio = direct SentenceTransformer.encode seconds / pipeline seconds (best of "
                       "repeats; > 1: the pipeline is faster); pipeline = embeddings step + index step from "
                       "the validated frame; rss_ratio = peak RSS at 10x rows / at 1x, fresh process each",
@@ -188,9 +210,9 @@ def main() -> None:
         label = f"rss_ratio {result['rss_rows']} rows"
         print(f"{label:<34}{str(result['rss_peak_mb']) + ' MB':>22}{result['rss_ratio']:>8}  <= 1.1")
     print("ratio = direct SentenceTransformer.encode time / pipeline time: above 1, the pipeline is faster")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {RESULTS}")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.results}")
 
 
 if __name__ == "__main__":
