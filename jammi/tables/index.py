@@ -224,12 +224,12 @@ class VersionIndex:
         matches = index.search(queries, count, threads=1 if len(queries) == 1 else 0,
                                exact=len(index) <= EXACT_ROWS)
         keys = np.asarray(matches.keys).reshape(len(queries), -1)
-        dists = np.asarray(matches.distances, dtype=np.float64).reshape(len(queries), -1)
+        dists = np.asarray(matches.distances).reshape(len(queries), -1)  # a batch's unused slots: NaN
         counts = np.asarray(matches.counts).reshape(-1) if len(queries) > 1 else [len(matches)]
         out = []
         for row_keys, row_dists, n in zip(keys, dists, counts, strict=True):
             rows = take(rowmap, int64s(row_keys[:n])).to_pylist()
-            sims = _similarity(row_dists[:n], self.spec.metric).tolist()
+            sims = _similarity(row_dists[:n].astype(np.float64), self.spec.metric).tolist()
             out.append([(r, s) for r, s in zip(rows, sims, strict=True)
                         if r not in gone and (allowed is None or r in allowed)])
         return out

@@ -65,14 +65,17 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tu
     _write_stamp(target)
 
 
-def stamp_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.stamp")
+def stamp_path(target: Path | str) -> str:
+    """The stamp file beside `target` (a string: searches read it per call, without pathlib)."""
+    head, name = os.path.split(os.fspath(target))
+    return os.path.join(head, f".{name}.stamp")
 
 
 def _write_stamp(target: Path) -> None:
     path = stamp_path(target)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    tmp.write_text(secrets.token_hex(16) + "\n", encoding="ascii")
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
+    with open(tmp, "w", encoding="ascii") as fh:
+        fh.write(secrets.token_hex(16) + "\n")
     os.replace(tmp, path)
 
 
@@ -85,9 +88,8 @@ def published_stamp(target: Path) -> tuple | None:
         st = os.stat(target)
     except FileNotFoundError:
         return None
-    head, name = os.path.split(target)
     try:
-        with open(os.path.join(head, f".{name}.stamp"), "rb") as fh:  # stamp_path, without pathlib
+        with open(stamp_path(target), "rb") as fh:
             token = fh.read()
     except FileNotFoundError:
         token = b""
