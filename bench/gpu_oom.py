@@ -1,7 +1,8 @@
 """Out-of-memory back-off on a real GPU: the encoder's batches under a memory cap that the
 starting batch size cannot fit.
 
-1. The starting batch size from the device's free memory (`jammi.embedding.batching.start_size`).
+1. `device: auto` resolves to CUDA and the encoder loads there; the starting batch size from the
+   device's free memory (`jammi.embedding.batching.start_size`).
 2. Reference vectors: the texts encoded with no cap (batch size 32).
 3. The cap: `torch.cuda.set_per_process_memory_fraction` set so that the memory held after
    loading plus a sixth of what a batch of --start texts needed above it fits. Then the same
@@ -10,7 +11,8 @@ starting batch size cannot fit.
    fits, grow back, and every row still get a vector equal to the reference's.
 
 Prints a table and writes bench/results/gpu_oom.json; exits non-zero when no out-of-memory error
-happened, a row failed, a grow-back never happened, or a vector differs (cosine < 0.999).
+happened, `auto` did not pick CUDA, a row failed, a grow-back never happened, or a vector differs
+(cosine < 0.999).
 
     python bench/gpu_oom.py [--texts 1500] [--start 1024] [--grow-after 1] \
         [--data-dir ../shared/data/amazon-google] [--results bench/results/gpu_oom.json]
@@ -32,7 +34,7 @@ from embed_overhead import DATA, check_device, long_texts, software  # noqa: E40
 
 from jammi.embedding.batching import BatchSizer, start_size  # noqa: E402
 from jammi.embedding.encode import encode_window  # noqa: E402
-from jammi.embedding.model import load_encoder  # noqa: E402
+from jammi.embedding.model import load_encoder, resolve_device  # noqa: E402
 from jammi.spec.project import DEFAULT_MODEL  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpu_oom.json"
@@ -50,7 +52,8 @@ def main() -> None:
     check_device("cuda")
     import torch
 
-    encoder = load_encoder(DEFAULT_MODEL, "cuda")
+    auto = resolve_device("auto")  # what a pipeline's `device: auto` gets on this machine
+    encoder = load_encoder(DEFAULT_MODEL, "auto")
     texts = long_texts(args.texts, args.data_dir)
     device = torch.device("cuda", torch.cuda.current_device())  # an index: the memory cap needs one
     free_start = start_size("cuda", encoder.max_seq_length)
@@ -81,6 +84,7 @@ def main() -> None:
     grew = any(b > a for a, b in zip(sizer.history, sizer.history[1:], strict=False))
     result = {
         "model": DEFAULT_MODEL, "software": software("cuda"), "texts": len(texts),
+        "device_auto": auto, "encoder_device": str(encoder.model.device),
         "start_size_from_free_memory": free_start,
         "cap_mb": round(cap / 2**20, 1), "held_after_load_mb": round(held / 2**20, 1),
         "batch_of_start_needs_mb": round(need / 2**20, 1),
@@ -95,7 +99,8 @@ def main() -> None:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.results}")
-    checks = (("no out-of-memory error happened under the cap", sizer.oom_events == 0),
+    checks = ((f"device auto chose {auto!r}, not cuda", auto != "cuda"),
+              ("no out-of-memory error happened under the cap", sizer.oom_events == 0),
               (f"{failed} row(s) failed", failed > 0),
               ("the size never grew back", not grew),
               ("a vector differs from the uncapped run", cosines.min() < 0.999))
