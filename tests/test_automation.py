@@ -102,7 +102,7 @@ def test_refresh_schedules_are_declared_and_running(defs):
 def tick(defs, name: str, at: datetime, instance):
     context = dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
                                         repository_def=defs.get_repository_def())
-    return defs.get_schedule_def(name).evaluate_tick(context)
+    return defs.resolve_schedule_def(name).evaluate_tick(context)
 
 
 @pytest.mark.parametrize("at, expected", [
