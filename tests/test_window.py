@@ -115,6 +115,33 @@ def test_kept_ids_stay_within_their_budget(encoder, monkeypatch):
     assert encoder._pre._cached_tokens == 0
 
 
+def test_a_table_tokenized_on_threads_gives_the_single_calls_ids(encoder, monkeypatch):
+    """The length sort's count of a whole table is tokenized in contiguous parts on several
+    threads: the ids, type ids and cuts equal one call's, text by text, in order."""
+    from jammi.embedding import pretokenized
+
+    rng = random.Random(11)
+    texts = awkward_texts() + [" ".join(rng.choice(["lamp", "kettle", "48h", "café"])
+                                        for _ in range(rng.randint(1, 40))) for _ in range(140)]
+    pre = encoder._pre
+    one = pre._encode(texts)
+    monkeypatch.setattr(pretokenized, "tokenizing_threads", lambda n: 3)  # 203 texts: 68 + 68 + 67
+    threaded = pre._encode(texts)
+    assert len(threaded) == len(one) == len(texts)
+    for (ids, types, cut), (ids2, types2, cut2) in zip(one, threaded, strict=True):
+        assert cut == cut2 and ids.tolist() == ids2.tolist() and types.tolist() == types2.tolist()
+    assert sum(cut for _ids, _types, cut in one) > 0  # the awkward texts reach the window
+
+
+def test_tokenizing_threads_need_enough_texts_each(monkeypatch):
+    from jammi.embedding import pretokenized
+
+    monkeypatch.setattr(pretokenized.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    per = pretokenized.TEXTS_PER_THREAD
+    assert [pretokenized.tokenizing_threads(n) for n in (0, per - 1, 2 * per - 1, 2 * per, 100 * per)] \
+        == [1, 1, 1, 2, 4]
+
+
 def test_only_plain_text_models_are_fed_pretokenized():
     from jammi.embedding.pretokenized import usable
 

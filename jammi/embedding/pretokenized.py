@@ -9,7 +9,9 @@ sentence-transformers as it is.
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -17,6 +19,16 @@ from jammi.embedding.window import window_texts
 
 MAX_CACHED_TOKENS = 2_000_000  # ids kept between counting and encoding (int32 ids + type ids: 16 MB)
 PLAIN_MODULES = {("Transformer", "Pooling"), ("Transformer", "Pooling", "Normalize")}
+TEXTS_PER_THREAD = 256  # fewer texts per tokenizing thread cost more in threads than they save
+
+
+def tokenizing_threads(texts: int) -> int:
+    """Threads for tokenizing `texts` texts at once: one per usable CPU, each with at least
+    TEXTS_PER_THREAD texts. Threads, not the tokenizers library's own pool: that pool is off
+    wherever TOKENIZERS_PARALLELISM=false (Jammi's CLI, Makefile and deployments set it, for
+    processes that fork), and `encode_batch` releases the GIL."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, texts // TEXTS_PER_THREAD))
 
 
 def counting_copy(tokenizer):
@@ -65,9 +77,17 @@ class PreTokenizer:
         self._lock = threading.Lock()
 
     def _encode(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-        encs = self._tok.encode_batch_fast(window_texts(texts, self._max, self._windowed))
-        return [(np.asarray(e.ids, dtype=np.int32), np.asarray(e.type_ids, dtype=np.int32),
-                 bool(e.overflowing)) for e in encs]
+        """Ids, type ids and whether the window cut it, per text; a whole table's texts (the
+        length sort's count) in contiguous parts on several threads, the same result."""
+        windows = window_texts(texts, self._max, self._windowed)
+        threads = tokenizing_threads(len(windows))
+        if threads == 1:
+            return _arrays(self._tok.encode_batch_fast(windows))
+        step = -(-len(windows) // threads)
+        parts = [windows[i:i + step] for i in range(0, len(windows), step)]
+        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="jammi-tokenize") as pool:
+            encoded = list(pool.map(self._tok.encode_batch_fast, parts))
+        return [item for part in encoded for item in _arrays(part)]
 
     def counts(self, texts: list[str]) -> list[int]:
         """Tokens per text with the special ones; a text cut at the window counts window + 1.
@@ -110,3 +130,8 @@ class PreTokenizer:
         arrays = {"input_ids": input_ids, "token_type_ids": type_ids, "attention_mask": mask}
         features = {name: torch.from_numpy(arrays[name]) for name in self._names if name in arrays}
         return {**features, **self._extra}
+
+
+def _arrays(encodings) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    return [(np.asarray(e.ids, dtype=np.int32), np.asarray(e.type_ids, dtype=np.int32),
+             bool(e.overflowing)) for e in encodings]
