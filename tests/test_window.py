@@ -123,10 +123,20 @@ def test_a_table_tokenized_on_threads_gives_the_single_calls_ids(encoder, monkey
     rng = random.Random(11)
     texts = awkward_texts() + [" ".join(rng.choice(["lamp", "kettle", "48h", "café"])
                                         for _ in range(rng.randint(1, 40))) for _ in range(140)]
+    pools = []
+
+    class Recorded(pretokenized.ThreadPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pools.append(self._max_workers)
+
     pre = encoder._pre
+    monkeypatch.setattr(pretokenized, "ThreadPoolExecutor", Recorded)
     one = pre._encode(texts)
+    assert pools == []  # 203 texts: under two threads' worth, one call
     monkeypatch.setattr(pretokenized, "tokenizing_threads", lambda n: 3)  # 203 texts: 68 + 68 + 67
     threaded = pre._encode(texts)
+    assert pools == [3]
     assert len(threaded) == len(one) == len(texts)
     for (ids, types, cut), (ids2, types2, cut2) in zip(one, threaded, strict=True):
         assert cut == cut2 and ids.tolist() == ids2.tolist() and types.tolist() == types2.tolist()
@@ -136,7 +146,7 @@ def test_a_table_tokenized_on_threads_gives_the_single_calls_ids(encoder, monkey
 def test_tokenizing_threads_need_enough_texts_each(monkeypatch):
     from jammi.embedding import pretokenized
 
-    monkeypatch.setattr(pretokenized.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(pretokenized.os, "cpu_count", lambda: 4)
     per = pretokenized.TEXTS_PER_THREAD
     assert [pretokenized.tokenizing_threads(n) for n in (0, per - 1, 2 * per - 1, 2 * per, 100 * per)] \
         == [1, 1, 1, 2, 4]

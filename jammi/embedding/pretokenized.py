@@ -23,12 +23,11 @@ TEXTS_PER_THREAD = 256  # fewer texts per tokenizing thread cost more in threads
 
 
 def tokenizing_threads(texts: int) -> int:
-    """Threads for tokenizing `texts` texts at once: one per usable CPU, each with at least
+    """Threads for tokenizing `texts` texts at once: one per CPU, each with at least
     TEXTS_PER_THREAD texts. Threads, not the tokenizers library's own pool: that pool is off
     wherever TOKENIZERS_PARALLELISM=false (Jammi's CLI, Makefile and deployments set it, for
     processes that fork), and `encode_batch` releases the GIL."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, texts // TEXTS_PER_THREAD))
+    return max(1, min(os.cpu_count() or 1, texts // TEXTS_PER_THREAD))
 
 
 def counting_copy(tokenizer):
