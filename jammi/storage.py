@@ -23,8 +23,40 @@ def frame_path(artifact_dir: Path, asset_name: str) -> Path:
 
 
 def partition_path(artifact_dir: Path, asset_name: str, partition: str) -> Path:
-    """Where one partition of a partitioned asset's frame is kept; `frame_path` holds the union."""
-    return Path(artifact_dir) / FRAMES_DIR / asset_name / f"{quote(partition, safe='-_.:@ ')}.parquet"
+    """Where one partition of a partitioned asset's frame is kept (its folder holds them all)."""
+    return partition_dir(artifact_dir, asset_name) / f"{quote(partition, safe='-_.:@ ')}.parquet"
+
+
+def partition_dir(artifact_dir: Path, asset_name: str) -> Path:
+    """The folder of a partitioned asset's partition files."""
+    return Path(artifact_dir) / FRAMES_DIR / asset_name
+
+
+def stored_frame(artifact_dir: Path, asset_name: str) -> Path | None:
+    """What holds an asset's stored rows: its Parquet file, or the folder of its partition files
+    (DuckDB reads it as `<folder>/*.parquet`, pyarrow and pandas as a dataset); None when
+    nothing was stored yet."""
+    single = frame_path(artifact_dir, asset_name)
+    if single.exists():
+        return single
+    folder = partition_dir(artifact_dir, asset_name)
+    return folder if folder.is_dir() and any(folder.glob("*.parquet")) else None
+
+
+FRAME_META = "_frame.json"  # beside a partitioned asset's files: its unique key
+
+
+def partition_key_of(folder: Path) -> str | None:
+    """The unique key a partitioned asset's folder declares (None: rows are not deduplicated)."""
+    try:
+        return json.loads((Path(folder) / FRAME_META).read_text(encoding="utf-8")).get("unique_key")
+    except (OSError, ValueError):
+        return None
+
+
+def parquet_glob(path: Path) -> str:
+    """`path` as DuckDB's read_parquet takes it: a file, or every Parquet file of a folder."""
+    return str(Path(path) / "*.parquet") if Path(path).is_dir() else str(path)
 
 
 def tmp_path(path: Path) -> Path:

@@ -208,3 +208,38 @@ def test_a_full_backfill_rebuilds_the_table_once(tmp_path):
     tables = Catalog(project.artifact_dir).tables()
     assert len(tables) == 2 and tables[1].table_name == before  # one rebuild, not four
     assert len(table_vectors(project)) == 8
+
+
+def partition_of(project) -> dict[str, str]:
+    catalog = Catalog(project.artifact_dir)
+    rec = catalog.active(pipeline="reviews_pipe")
+    rows = read_current(rec.tables_dir, catalog.current_version(rec), ["_partition"])
+    return dict(zip(rows.column("_row_id").to_pylist(), rows.column("_partition").to_pylist(), strict=True))
+
+
+def test_a_partition_run_counts_its_partition_and_a_moved_key_follows_the_last_run(tmp_path):
+    rows = reviews_rows()  # 6 rows a day
+    write_csv(tmp_path / "data" / "reviews.csv", rows)
+    project = reviews_project(tmp_path, {"by": "created_at", "granularity": "day", "start": "2026-11-01"})
+    for day in DAYS:
+        meta = embed_metadata(run_partition(project, day))
+        # the materialization counts its own partition, the table is reported beside it
+        assert meta["dagster/row_count"] == 6 and meta["rows_embedded"] == 6
+    assert meta["table_rows"] == 24
+    assert set(partition_of(project).values()) == set(DAYS)
+    # nothing changed: a partition's run commits nothing and still counts its own rows
+    meta = embed_metadata(run_partition(project, DAYS[1]))
+    assert (meta["outcome"], meta["dagster/row_count"], meta["unchanged"]) == ("no_change", 6, 6)
+    # row 101 moves from the first day to the second (its timestamp was corrected)
+    moved = [r.replace("2026-11-01T09", "2026-11-02T09") if r.startswith("101,") else r for r in rows]
+    write_csv(tmp_path / "data" / "reviews.csv", moved)
+    meta = embed_metadata(run_partition(project, DAYS[1]))
+    # last write wins: the second day's run takes the key over, reusing its vector
+    assert (meta["changed"], meta["rows_encoded"], meta["deleted"], meta["dagster/row_count"]) == (1, 0, 0, 7)
+    assert partition_of(project)["101"] == DAYS[1]
+    meta = embed_metadata(run_partition(project, DAYS[0]))  # the first day no longer holds it
+    assert (meta["deleted"], meta["dagster/row_count"]) == (0, 5)
+    got = partition_of(project)
+    assert len(got) == 24 and got["101"] == DAYS[1]
+    assert Jammi(project).sql("SELECT count(*) AS n FROM jammi.validated_reviews")["n"][0] == 24
+    assert Jammi(project).verify()[0].clean

@@ -12,26 +12,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from jammi import keys
 from jammi.embedding.model import Encoder
 from jammi.embedding.query import prepare_query_export
 from jammi.errors import ArtifactError, SourceError
 from jammi.quality.outcome import CheckOutcome
 from jammi.spec.project import Project
-from jammi.storage import frame_path
+from jammi.storage import frame_path, partition_path
 from jammi.tables import checks
 from jammi.tables.bluegreen import prune_tables
-from jammi.tables.build import EmbedStats, build_embedding_table, doc_column
+from jammi.tables.build import EmbedStats, SourceRows, build_embedding_table, doc_column, partition_rows
 from jammi.tables.catalog import STATUS_READY, Catalog, TableRecord
 from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar
+from jammi.tables.frames import stored_partitions
 from jammi.tables.generation import generation_of, source_schema_version
 from jammi.tables.index import IndexStats, VersionIndex, build_index, segment_base
 from jammi.tables.parity import compare, parity_check
 from jammi.tables.recovery import RecoveryAction, recover
 from jammi.tables.refresh import refresh_table, source_rows
-from jammi.tables.versions import OUTCOME_NO_CHANGE, FileRef, Version
+from jammi.tables.versions import OUTCOME_NO_CHANGE, Version
 
 
 @dataclass
@@ -62,13 +61,23 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
     model, which loads only then), else build a new table beside it (blue/green). `full`
     forces the rebuild; with `full_token` (a backfill's id, say) only once: a table already
     rebuilt for the same token is refreshed instead, so the partitions of one `--full`
-    backfill rebuild the table once. One process at a time writes a pipeline's tables (the pipeline lock):
-    partitions of a partitioned source, whose frame is the union of its partitions, take
-    turns, and each commits whatever changed since the last commit."""
+    backfill rebuild the table once. One process at a time writes a pipeline's tables (the
+    pipeline lock).
+
+    With `partition`, the run reads, diffs and commits that partition's rows alone (its own
+    frame file; the table's rows carry their partition); only a new table (a first run or a
+    new generation) is built from every partition stored so far."""
     catalog = Catalog(project.artifact_dir)
     with catalog.pipeline_lock(pipeline, progress):
         recovered = recover(catalog)
         frame_asset = project.frame_asset(project.pipeline_input(pipeline))
+        if partition is not None:
+            frame = partition_path(project.artifact_dir, frame_asset, partition)
+            if not frame.exists():
+                raise SourceError(f"pipeline {pipeline!r}: partition {partition!r} of {frame_asset} has "
+                                  f"not been materialized ({frame} missing); materialize it first")
+            return _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
+                                frame, recovered, full_token)
         frame = frame_path(project.artifact_dir, frame_asset)
         if not frame.exists():
             raise SourceError(f"pipeline {pipeline!r}: {frame_asset} has not been "
@@ -80,8 +89,8 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
 
 @contextlib.contextmanager
 def snapshot(frame: Path) -> Iterator[Path]:
-    """A hard link to the frame as it is now: another partition may replace the frame (the union
-    of the partitions) while this run reads it, and every read of a run must see one frame."""
+    """A hard link to the frame as it is now: a later run may replace the frame while this run
+    reads it, and every read of a run must see one frame."""
     link = frame.with_name(f".{frame.stem}.{os.getpid()}-{threading.get_ident()}.snapshot.parquet")
     link.unlink(missing_ok=True)
     os.link(frame, link)
@@ -103,50 +112,61 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
     if full and full_token and active is not None and (
             (read_manifest(active.base_path) or {}).get("full_token") == full_token):
         full = False  # another partition of this request rebuilt the table already
-    validated_rows = pq.ParquetFile(frame_file).metadata.num_rows
+    refresh = active is not None and active.generation == generation and not full
+    scope = partition if refresh else None  # a new table holds every partition
 
-    serving_rows = active.rows_embedded if active is not None else 0
+    @functools.cache
+    def read_rows(model_id: str) -> SourceRows:
+        if partition is not None and scope is None:
+            return partition_rows(stored_partitions(frame_file.parent), src.key, pipe.embedded_columns,
+                                  model_id, doc_column(pipe))
+        rows = source_rows(frame_file, src.key, pipe.embedded_columns, model_id, doc_column(pipe))
+        if partition is not None:
+            rows.partitions = [partition] * len(rows.keys)
+        return rows
 
-    def row_count(stats: EmbedStats) -> list[CheckOutcome]:
+    def row_count(stats: EmbedStats, model_id: str) -> list[CheckOutcome]:
+        rows = read_rows(model_id)
+        validated_rows = len(rows.keys) + rows.skipped
         return [checks.row_count(stats.rows_embedded, validated_rows, stats.rows_skipped, stats.rows_failed),
-                checks.row_drop(stats.rows_embedded, serving_rows, pipe.quality.min_row_ratio)]
-
-    read_rows = functools.cache(lambda model_id: source_rows(frame_file, src.key, pipe.embedded_columns,
-                                                             model_id, doc_column(pipe)))
+                checks.row_drop(stats.rows_embedded, stats.serving_rows, pipe.quality.min_row_ratio)]
 
     def parity(stats: EmbedStats, version: Version) -> CheckOutcome:
         rows = read_rows(stats.model_id)
         found = compare(rows.keys, rows.hashes, Path(stats.parquet_path).parent, version,
-                        stats.dimensions, pipe.index)
+                        stats.dimensions, pipe.index, scope)
         return parity_check(found, stats.rows_failed)
 
-    if active is not None and active.generation == generation and not full:
+    if refresh:
         def verify_refresh(stats: EmbedStats, version: Version) -> list[CheckOutcome]:
             grew = version.segments != catalog.current_version(active).segments
             newest = active.tables_dir / version.segments[-1].file
             integrity = (checks.vector_integrity(newest, stats.dimensions) if grew
                          else checks.vector_integrity_skipped(stats.dimensions))
-            return [*integrity, *row_count(stats), checks.drift_skipped(pipe.quality.drift_severity),
-                    parity(stats, version)]
+            return [*integrity, *row_count(stats, active.model_id),
+                    checks.drift_skipped(pipe.quality.drift_severity), parity(stats, version)]
 
         stats = refresh_table(catalog=catalog, rec=active, pipeline=pipeline, pipe=pipe, src=src,
                               source=source, frame_file=frame_file, encoder=encoder, progress=progress,
-                              verify=verify_refresh, rows=read_rows(active.model_id))
+                              verify=verify_refresh, rows=read_rows(active.model_id), partition=scope)
         if stats.counts.outcome == OUTCOME_NO_CHANGE:
             version = catalog.current_version(active)
-            stats.outcomes = [*checks.vector_integrity_skipped(stats.dimensions), *row_count(stats),
+            stats.outcomes = [*checks.vector_integrity_skipped(stats.dimensions),
+                              *row_count(stats, active.model_id),
                               checks.drift_skipped(pipe.quality.drift_severity),
                               parity(stats, version)]
     else:
         encoder.dimensions  # noqa: B018 - loads the model: a model that cannot load fails before any table
         previous = _same_generation(catalog, pipeline, generation)
+        serving = active.rows_embedded if active is not None else 0
 
         def verify(stats: EmbedStats) -> list[CheckOutcome]:
-            first = Version(stats.table_name, 0, (FileRef(stats.parquet_path.name, stats.rows_embedded),),
-                            rows=stats.rows_embedded)
+            first = Version(stats.table_name, 0, stats.segments, rows=stats.rows_embedded)
+            stats.serving_rows = serving
             return [
-                *checks.vector_integrity(stats.parquet_path, stats.dimensions),
-                *row_count(stats),
+                *checks.segments_integrity([stats.parquet_path.parent / ref.file for ref in stats.segments],
+                                           stats.dimensions),
+                *row_count(stats, encoder.model_id),
                 checks.embedding_drift(stats.parquet_path, previous.parquet_path if previous else None,
                                        stats.dimensions, pipe.quality.max_centroid_shift,
                                        pipe.quality.drift_severity),
@@ -157,6 +177,10 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
                                       full_token=full_token, rows=read_rows(encoder.model_id),
                                       pipeline=pipeline, pipe=pipe, source=source, src=src,
                                       encoder=encoder, progress=progress)
+        stats.table_rows = stats.rows_embedded
+        if partition is not None:  # the run's materialization counts its own partition
+            rows = read_rows(encoder.model_id)
+            stats.rows_embedded = sum(1 for p in rows.partitions if p == partition) if rows.partitions else 0
         for gone in prune_tables(catalog, pipeline, pipe.keep_tables):
             if progress:
                 progress(f"removed old table {gone.table_name} (keep_tables: {pipe.keep_tables})")

@@ -15,7 +15,7 @@ from jammi.quality.frame_gate import frame_checks
 from jammi.quality.outcome import CheckOutcome, blocking_failures
 from jammi.silver.recipe import Silver, to_silver
 from jammi.spec.project import Project
-from jammi.storage import ensure_writable, frame_path, write_parquet_atomic
+from jammi.storage import ensure_writable, frame_path, stored_frame, write_parquet_atomic
 from jammi.tables.catalog import Catalog
 from jammi.tables.frames import load_frame
 
@@ -63,7 +63,7 @@ def _parent_keys(project: Project, source: str, valid: pd.DataFrame) -> dict[str
         parent, _, column = fk.references.partition(".")
         if parent == source:
             parent_keys[fk.references] = valid[column]
-        elif frame_path(project.artifact_dir, keys.validated(parent)).exists():
+        elif stored_frame(project.artifact_dir, keys.validated(parent)) is not None:
             parent_keys[fk.references] = load_frame(project.artifact_dir, keys.validated(parent),
                                                     [column])[column]
     return parent_keys

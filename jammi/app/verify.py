@@ -10,9 +10,11 @@ import pandas as pd
 
 from jammi.errors import ArtifactError, JammiError
 from jammi.spec.project import Project
-from jammi.storage import frame_path
+from jammi.storage import frame_path, stored_frame
+from jammi.tables.build import partition_rows
 from jammi.tables.catalog import Catalog
 from jammi.tables.contract import manifest_index_spec
+from jammi.tables.frames import stored_partitions
 from jammi.tables.parity import Parity, compare
 from jammi.tables.refresh import source_rows
 from jammi.tables.versions import check_files
@@ -47,17 +49,20 @@ class Verification:
 def verify_pipeline(project: Project, pipeline: str) -> Verification:
     pipe = project.pipelines[pipeline]
     src = project.frame_spec(project.pipeline_input(pipeline))
-    frame = frame_path(project.artifact_dir, project.frame_asset(project.pipeline_input(pipeline)))
+    asset = project.frame_asset(project.pipeline_input(pipeline))
+    frame = stored_frame(project.artifact_dir, asset)
     rec = Catalog(project.artifact_dir).active(pipeline=pipeline)
-    if not frame.exists():
-        return Verification(pipeline, rec.table_name if rec else "", problem=f"{frame.name} is not "
-                            "materialized")
+    if frame is None:
+        return Verification(pipeline, rec.table_name if rec else "",
+                            problem=f"{frame_path(project.artifact_dir, asset).name} is not materialized")
     if rec is None:
         return Verification(pipeline, problem="no ready embedding table")
     try:
         version = Catalog(project.artifact_dir).current_version(rec)
         check_files(rec.tables_dir, version, pipeline)
-        rows = source_rows(frame, src.key, pipe.embedded_columns, rec.model_id)
+        rows = (source_rows(frame, src.key, pipe.embedded_columns, rec.model_id) if frame.is_file() else
+                partition_rows(stored_partitions(frame), src.key,
+                               pipe.embedded_columns, rec.model_id))
         parity = compare(rows.keys, rows.hashes, rec.tables_dir, version, rec.dimensions,
                          manifest_index_spec(rec.base_path))
     except ArtifactError as err:

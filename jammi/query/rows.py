@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from jammi.query.sandbox import filter_keys
 from jammi.tables.arrays import cast, float64s, int64s, strings, take
 from jammi.tables.catalog import quote_ident
+from jammi.tables.frames import whole_partitions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,6 +130,18 @@ class FrameColumn:
         return pd.arrays.IntegerArray(values, mask)
 
 
+class _Partitions:
+    """A partitioned frame's folder read as one file (`schema_arrow`, `read`): every partition,
+    a key in several keeping its latest partition's row."""
+
+    def __init__(self, folder: Path):
+        self._table = pa.Table.from_pandas(whole_partitions(folder), preserve_index=False)
+        self.schema_arrow = self._table.schema
+
+    def read(self, columns: list[str]) -> pa.Table:
+        return self._table.select(columns)
+
+
 class SourceRows:
     """The frame at `path` with `key` (a column) mapped to row positions; the other columns are
     read when a search first asks for them, from the same open file, so they stay the rows the
@@ -137,7 +150,7 @@ class SourceRows:
     def __init__(self, path: Path, key: str):
         self.path, self.key = Path(path), key
         self.identity = file_identity(self.path)
-        self._file = pq.ParquetFile(self.path)
+        self._file = pq.ParquetFile(self.path) if not self.path.is_dir() else _Partitions(self.path)
         self.schema = self._file.schema_arrow  # a property that converts the schema on each call
         self.names = self.schema.names
         self._columns: dict[str, pa.ChunkedArray] = {}

@@ -19,8 +19,8 @@ from jammi.query import MAX_K
 from jammi.query.encoders import query_loader
 from jammi.query.sandbox import filter_keys
 from jammi.spec.project import Project
-from jammi.storage import frame_path
-from jammi.tables.catalog import Catalog, TableRecord, quote_ident, quote_literal
+from jammi.storage import frame_path, stored_frame
+from jammi.tables.catalog import Catalog, TableRecord, frame_view_sql, quote_ident
 from jammi.tables.contract import manifest_index_spec
 from jammi.tables.index import VersionIndex
 from jammi.tables.versions import Version, read_current
@@ -83,9 +83,10 @@ def served_columns(project: Project, rec: TableRecord,
     if unknown:
         raise SearchError(f"select: unknown column(s) {unknown} of source {rec.source!r}")
     frame_asset = project.frame_asset(rec.source)
-    frame = frame_path(project.artifact_dir, frame_asset)
-    if not frame.exists():
-        raise SearchError(f"{frame_asset} has not been materialized ({frame} missing)")
+    frame = stored_frame(project.artifact_dir, frame_asset)
+    if frame is None:
+        raise SearchError(f"{frame_asset} has not been materialized "
+                          f"({frame_path(project.artifact_dir, frame_asset)} missing)")
     return src.key, cols, frame
 
 
@@ -215,7 +216,7 @@ def _attach_columns(frame: Path, key: str, cols: list[str], hits: list[tuple[str
         select = ", ".join(f"s.{quote_ident(c)}" for c in cols)
         return con.execute(
             f"SELECT {select}, h._row_id, h.similarity FROM hits h JOIN "
-            f"read_parquet({quote_literal(str(frame))}) s "
+            f"({frame_view_sql(frame)}) s "
             f"ON CAST(s.{quote_ident(key)} AS VARCHAR) = h._row_id ORDER BY h.similarity DESC"
         ).df()
     finally:

@@ -4,7 +4,7 @@ batch, under the catalog's building -> ready | failed protocol."""
 from __future__ import annotations
 
 import dataclasses
-import os
+import itertools
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,9 +35,16 @@ from jammi.tables.catalog import (
     Catalog,
     now,
 )
-from jammi.tables.contract import DOC_ID_COLUMN, new_table_name, sidecar, table_schema
+from jammi.tables.contract import (
+    DOC_ID_COLUMN,
+    PARTITION_COLUMN,
+    new_table_name,
+    sidecar,
+    table_schema,
+)
 from jammi.tables.generation import generation_of, source_schema_version
-from jammi.tables.versions import OUTCOME_REBUILT, Counts, FileRef, Version
+from jammi.tables.segments import SEGMENT_ROWS, SegmentWriter
+from jammi.tables.versions import OUTCOME_REBUILT, Counts, FileRef, Version, version_stem
 
 WINDOW_ROWS = 65536  # rows read from the frame per record batch
 Progress = Callable[[str], None]
@@ -62,7 +69,10 @@ class EmbedStats:
     generation: str = ""
     rows_encoded: int = 0  # texts this run sent through the model (each distinct text once)
     rows_reused: int = 0  # rows that took the vector of a like text instead of encoding it
+    table_rows: int = 0  # rows of the whole table (`rows_embedded` counts a partition's run's own)
+    serving_rows: int = 0  # rows the run's scope (table, or partition) served before it
     counts: Counts = field(default_factory=Counts)  # what the refresh did (outcome, added...)
+    segments: tuple[FileRef, ...] = ()  # a new table's segment files, the first at `parquet_path`
     version: int = 0
     outcomes: list = field(default_factory=list)
     blocked_by: list[str] = field(default_factory=list)
@@ -179,14 +189,17 @@ def build_embedding_table(
         ready = _manifest(stats, pipeline, pipe, source, src, STATUS_READY)
         ready["checks"] = [_outcome_json(o) for o in stats.outcomes]  # what recovery may trust
         ready["full_token"] = full_token  # the rebuild request this table answers (partitions share one)
+        ready["segments"] = [ref.to_json() for ref in stats.segments]  # version 0, for recovery
         write_json_atomic(sidecar(base, ".manifest.json"), ready)
         stats.counts = Counts(added=stats.rows_embedded, rows_encoded=stats.rows_encoded,
                               outcome=OUTCOME_REBUILT, seconds=round(stats.seconds, 3))
-        first = Version(name, 0, (FileRef(final.name, stats.rows_embedded),), rows=stats.rows_embedded,
+        first = Version(name, 0, stats.segments, rows=stats.rows_embedded,
                         counts=stats.counts)
         catalog.activate(name, first=first, **_counts(stats))
     except BaseException as err:
-        for path in (tmp_path(final), final, sidecar(base, ".manifest.json")):
+        for path in (tmp_path(final), final, sidecar(base, ".manifest.json"),
+                     *(tables_dir / ref.file for ref in stats.segments[1:]),
+                     *tables_dir.glob(f".{name}.v00000-*.tmp")):
             path.unlink(missing_ok=True)
         catalog.set_status(name, STATUS_FAILED, error=f"{type(err).__name__}: {err}"[:2000],
                            **_counts(stats))
@@ -214,6 +227,13 @@ class SourceRows:
     hashes: list[str]
     skipped: int
     doc_ids: list[str] | None = None  # a chunked pipeline's: each chunk's document key
+    partitions: list[str] | None = None  # a partitioned source's: each row's partition
+
+    def take(self, picked: list[int]) -> tuple[list[str], list[str], list[str] | None, list[str] | None]:
+        """Keys, texts, document keys and partitions of the rows at `picked`."""
+        return ([self.keys[i] for i in picked], [self.texts[i] for i in picked],
+                None if self.doc_ids is None else [self.doc_ids[i] for i in picked],
+                None if self.partitions is None else [self.partitions[i] for i in picked])
 
 
 def source_rows(frame_file: Path, key: str, text_columns: list[str], model_id: str,
@@ -234,6 +254,29 @@ def source_rows(frame_file: Path, key: str, text_columns: list[str], model_id: s
     return SourceRows(keys, texts, [content_hash(model_id, t) for t in texts], skipped, docs)
 
 
+def partition_rows(files: list[tuple[str, Path]], key: str, text_columns: list[str], model_id: str,
+                   doc_column: str | None = None) -> SourceRows:
+    """The rows with text of a partitioned frame's (partition, file) pairs, in partition order,
+    each with its partition; a key in several partitions keeps its row from the latest one."""
+    parts = [(p, source_rows(f, key, text_columns, model_id, doc_column)) for p, f in files]
+    last: dict[str, tuple[int, int]] = {}
+    for n, (_, rows) in enumerate(parts):
+        for i, k in enumerate(rows.keys):
+            last[k] = (n, i)
+    out = SourceRows([], [], [], sum(r.skipped for _, r in parts),
+                     None if doc_column is None else [], [])
+    for n, (partition, rows) in enumerate(parts):
+        picked = [i for i, k in enumerate(rows.keys) if last[k] == (n, i)]
+        keys, texts, docs, _ = rows.take(picked)
+        out.keys += keys
+        out.texts += texts
+        out.hashes += [rows.hashes[i] for i in picked]
+        out.partitions += [partition] * len(picked)
+        if out.doc_ids is not None:
+            out.doc_ids += docs
+    return out
+
+
 def distinct(hashes: list[str]) -> tuple[list[int], np.ndarray]:
     """The first row of each distinct hash, and for every row the index of its distinct text."""
     first: dict[str, int] = {}
@@ -245,8 +288,10 @@ def distinct(hashes: list[str]) -> tuple[list[int], np.ndarray]:
 
 
 def contract_rows(model_id: str, dimensions: int, source: str, keys: list[str], hashes: list[str],
-                  vectors: np.ndarray, doc_ids: list[str] | None = None) -> pa.Table:
-    """Contract rows (and `_doc_id`, when `doc_ids` are given: chunks)."""
+                  vectors: np.ndarray, doc_ids: list[str] | None = None,
+                  partitions: list[str] | None = None) -> pa.Table:
+    """Contract rows (and `_doc_id`, when `doc_ids` are given: chunks; `_partition`, when
+    `partitions` are: a partitioned source's)."""
     n = len(keys)
     columns = {
         "_row_id": pa.array(keys, pa.string()),
@@ -257,12 +302,14 @@ def contract_rows(model_id: str, dimensions: int, source: str, keys: list[str], 
     }
     if doc_ids is not None:
         columns[DOC_ID_COLUMN] = pa.array(doc_ids, pa.string())
-    return pa.table(columns, schema=table_schema(dimensions, doc_ids is not None))
+    if partitions is not None:
+        columns[PARTITION_COLUMN] = pa.array(partitions, pa.string())
+    return pa.table(columns, schema=table_schema(dimensions, doc_ids is not None, partitions is not None))
 
 
 def encode_rows(encoder: Encoder, source: str, keys: list[str], texts: list[str], sizer: BatchSizer,
                 stats: EmbedStats, doc_ids: list[str] | None = None,
-                known: dict[str, np.ndarray] | None = None) -> pa.Table:
+                known: dict[str, np.ndarray] | None = None, partitions: list[str] | None = None) -> pa.Table:
     """Contract rows for `keys` and their non-empty `texts` (and `_doc_id`, when `doc_ids` are
     given: chunks); each distinct text is encoded once, and a text whose hash is in `known`
     (vectors the table already holds) not at all. A text that fails even alone is counted in
@@ -291,7 +338,8 @@ def encode_rows(encoder: Encoder, source: str, keys: list[str], texts: list[str]
     keep = np.flatnonzero(good).tolist()
     return contract_rows(encoder.model_id, stats.dimensions, source, [keys[i] for i in keep],
                          [hashes[i] for i in keep], vectors[of_row[keep]],
-                         None if doc_ids is None else [doc_ids[i] for i in keep])
+                         None if doc_ids is None else [doc_ids[i] for i in keep],
+                         None if partitions is None else [partitions[i] for i in keep])
 
 
 def keyed_texts(frame: pd.DataFrame, key: str, text_columns: list[str]) -> tuple[list[str], list[str], int]:
@@ -329,14 +377,12 @@ def _write(stats: EmbedStats, rows: SourceRows, pipe: PipelineSpec, source: str,
     auto = pipe.batch_size == "auto"
     sizer = BatchSizer(size=32 if auto else pipe.batch_size, grow_after=GROW_AFTER)
     plan = Plan()
-    tmp = tmp_path(final)
     pending: Future | None = None
-    chunks = rows.doc_ids is not None
-    with pq.ParquetWriter(tmp, table_schema(encoder.dimensions, chunks), compression="zstd") as writer, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="jammi-writer") as pool:
-        def write(table: pa.Table) -> None:
-            writer.write_table(table)
-
+    chunks, parted = rows.doc_ids is not None, rows.partitions is not None
+    later = (final.with_name(f"{version_stem(final.stem, 0)}.parquet") for _ in iter(int, 1))
+    schema = table_schema(encoder.dimensions, chunks, parted)
+    segments = SegmentWriter(itertools.chain([final], later), schema, SEGMENT_ROWS)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jammi-writer") as pool:
         texts = [rows.texts[i] for i in firsts]
         for chunk in encode_sorted(encoder, texts, sizer, plan, auto_size=auto,
                                    device=getattr(encoder, "device", "cpu")):
@@ -353,10 +399,11 @@ def _write(stats: EmbedStats, rows: SourceRows, pipe: PipelineSpec, source: str,
             table = contract_rows(encoder.model_id, encoder.dimensions, source,
                                   [rows.keys[i] for i in picked], [rows.hashes[i] for i in picked],
                                   chunk.vectors[local],
-                                  [rows.doc_ids[i] for i in picked] if chunks else None)
+                                  [rows.doc_ids[i] for i in picked] if chunks else None,
+                                  [rows.partitions[i] for i in picked] if parted else None)
             if pending is not None:
                 pending.result()
-            pending = pool.submit(write, table)
+            pending = pool.submit(segments.write, table)
             stats.rows_embedded += table.num_rows
             stats.seconds = time.perf_counter() - t0
             if progress:
@@ -369,5 +416,6 @@ def _write(stats: EmbedStats, rows: SourceRows, pipe: PipelineSpec, source: str,
     stats.batch_size_start = sizer.ceiling  # the calibrated (or declared) size
     stats.batch_size_end = sizer.size
     stats.oom_events = sizer.oom_events
-    os.replace(tmp, final)
+    stats.segments = segments.close()
     stats.seconds = time.perf_counter() - t0
+

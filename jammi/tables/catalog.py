@@ -36,7 +36,7 @@ import duckdb
 from jammi import keys
 from jammi.embedding.texts import TEXT_SEPARATOR
 from jammi.errors import ArtifactError
-from jammi.storage import FRAMES_DIR, frame_path
+from jammi.storage import FRAMES_DIR, frame_path, parquet_glob, partition_key_of
 from jammi.tables import duck
 from jammi.tables.generation import DEFAULT_SCHEMA_VERSION, generation_fingerprint
 from jammi.tables.published import open_published, publish, published_root, published_stamp
@@ -827,8 +827,7 @@ class Catalog:
             for name, stored in con.execute("SELECT name, path FROM asset_outputs").fetchall():
                 path = root / stored if not Path(stored).is_absolute() else frame_path(root, name)
                 if path.exists():  # a deleted frame gets no view until it is materialized again
-                    con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS "
-                                f"SELECT * FROM read_parquet({quote_literal(str(path))})")
+                    con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {frame_view_sql(path)}")
         ready = {r["table_name"]: _record(r, root) for r in _rows(con.execute(
             "SELECT * FROM embedding_tables WHERE status = ?", [STATUS_READY]))}
         current = {r["table_name"]: _version(r) for r in _rows(con.execute(
@@ -857,6 +856,20 @@ class Catalog:
 
     def refresh_views(self) -> None:
         self.publish()
+
+
+def frame_view_sql(path: Path) -> str:
+    """SELECT of a stored frame: its file, or a partitioned asset's folder, where a key found
+    in several partitions shows its row from the latest partition."""
+    if not path.is_dir():
+        return f"SELECT * FROM read_parquet({quote_literal(str(path))})"
+    files = quote_literal(parquet_glob(path))
+    key = partition_key_of(path)
+    if not key:
+        return f"SELECT * FROM read_parquet({files}, union_by_name = true)"
+    return (f"SELECT * EXCLUDE (filename) FROM read_parquet({files}, union_by_name = true, filename = true) "
+            f"QUALIFY row_number() OVER (PARTITION BY CAST({quote_ident(key)} AS VARCHAR) "
+            "ORDER BY filename DESC) = 1")
 
 
 def _record(r: dict, root: Path) -> TableRecord:

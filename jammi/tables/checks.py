@@ -1,22 +1,27 @@
 """Checks on an embedding table and its ANN index, computed from the Parquet file.
 
-Vector integrity is streamed batch by batch; drift and recall work on samples so their
-cost does not grow with the table.
+Vector integrity is streamed batch by batch; drift compares samples read by position, and
+recall searches with a sample of rows and streams the exact search batch by batch, so their
+memory does not grow with the table.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jammi.embedding.vectors import vectors_of
 from jammi.quality.outcome import MAX_EXAMPLES, CheckOutcome
 from jammi.spec.project import IndexSpec
+from jammi.tables.arrays import int64s, take
 from jammi.tables.index import VersionIndex
 from jammi.tables.parity import SOURCE_TABLE_PARITY
-from jammi.tables.versions import Version, read_current
+from jammi.tables.versions import Version
 
 DIMENSIONS = "dimensions"
 FINITE_VALUES = "finite_values"
@@ -31,13 +36,33 @@ TABLE_CHECKS = (DIMENSIONS, FINITE_VALUES, UNIT_NORM, NO_ZERO_VECTORS, ROW_COUNT
                 EMBEDDING_DRIFT, SOURCE_TABLE_PARITY)
 NORM_TOLERANCE = 1e-4
 READ_BATCH = 8192
+# An ANN hit counts toward recall when its exact similarity to the query is at least the exact
+# k-th best similarity less this slack. Rows with equal vectors (one text under many keys) tie,
+# and the exact top-k picks among ties arbitrarily, so counting row ids calls a right answer a
+# miss; equal vectors scored in different matrix products differ by float32 rounding (about
+# 1e-7 for unit vectors of a few hundred dimensions), which the slack absorbs while staying far
+# below the gaps between distinct neighbours that recall is meant to tell apart.
+TIE_EPS = 1e-5
+
+
+def _batches(pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The file's record batches, one row group at a time: one `iter_batches` over many row
+    groups keeps what it decoded allocated as it goes (700 MB by the end of a 770 MB vector
+    column in ten groups, pyarrow 26), while a reader per group holds about one decoded group."""
+    for group in range(pf.metadata.num_row_groups):
+        yield from pf.iter_batches(batch_size=READ_BATCH, row_groups=[group], columns=columns)
 
 
 def vector_integrity(parquet: Path, dimensions: int) -> list[CheckOutcome]:
     """Declared dimension, finite values, norms 1 ± 1e-4, no zero vectors."""
-    pf = pq.ParquetFile(parquet)
-    vtype = pf.schema_arrow.field("vector").type
-    actual = getattr(vtype, "list_size", None)
+    return segments_integrity([parquet], dimensions)
+
+
+def segments_integrity(files: list[Path], dimensions: int) -> list[CheckOutcome]:
+    """`vector_integrity` over every segment file of a table, streamed one row group at a time."""
+    opened = [pq.ParquetFile(f) for f in files]
+    widths = {getattr(pf.schema_arrow.field("vector").type, "list_size", None) for pf in opened}
+    actual = next((w for w in widths if w != dimensions), dimensions) if opened else dimensions
     dims_ok = actual == dimensions
     out = [CheckOutcome(DIMENSIONS, dims_ok, "error", float(actual or 0), float(dimensions),
                         f"vector width {actual}, declared {dimensions}")]
@@ -48,7 +73,7 @@ def vector_integrity(parquet: Path, dimensions: int) -> list[CheckOutcome]:
     bad_norm: list[dict] = []
     bad_zero: list[str] = []
     worst = 0.0
-    for batch in pf.iter_batches(batch_size=READ_BATCH, columns=["_row_id", "vector"]):
+    for batch in (b for pf in opened for b in _batches(pf, ["_row_id", "vector"])):
         vecs = vectors_of(batch.column("vector"), dimensions)
         ids = batch.column("_row_id").to_pylist()
         finite = np.isfinite(vecs).all(axis=1)
@@ -109,13 +134,36 @@ def row_drop(rows: int, serving: int, min_ratio: float) -> CheckOutcome:
         "quality.min_row_ratio)" if serving else "nothing serving yet")
 
 
+def _read_at(pf: pq.ParquetFile, positions: np.ndarray, columns: list[str]) -> pa.Table:
+    """The rows at `positions` (sorted, distinct) of a Parquet file, in that order: only the row
+    groups holding them are read, one group at a time, so memory is about one decoded group
+    (a vector column is decoded a whole group at once) plus what is taken."""
+    meta = pf.metadata
+    starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+    parts: list[pa.RecordBatch] = []
+    for group in np.unique(np.searchsorted(starts, positions, side="right") - 1).tolist():
+        base = int(starts[group])
+        last = int(positions[np.searchsorted(positions, starts[group + 1]) - 1])
+        for batch in pf.iter_batches(batch_size=READ_BATCH, row_groups=[group], columns=columns):
+            lo, hi = np.searchsorted(positions, [base, base + batch.num_rows])
+            if hi > lo:
+                parts.append(take(batch, int64s(positions[lo:hi] - base)))
+            base += batch.num_rows
+            if base > last:  # the group's last wanted row is read: skip the rest of the group
+                break
+    schema = pa.schema([pf.schema_arrow.field(c) for c in columns])
+    return pa.Table.from_batches(parts, schema=schema)
+
+
 def _sample(parquet: Path, dimensions: int, size: int, seed: int) -> np.ndarray:
-    table = pq.read_table(parquet, columns=["vector"])
-    n = table.num_rows
+    """Up to `size` rows of the file's vectors, drawn at random (the same rows for a seed), read
+    from only the row groups that hold them."""
+    pf = pq.ParquetFile(parquet)
+    n = pf.metadata.num_rows
     if n == 0:
         return np.zeros((0, dimensions), dtype=np.float32)
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(size, n), replace=False))
-    return vectors_of(table.column("vector").take(idx), dimensions)
+    return vectors_of(_read_at(pf, idx, ["vector"]).column("vector"), dimensions)
 
 
 def embedding_drift(current: Path, previous: Path | None, dimensions: int, max_centroid_shift: float,
@@ -141,10 +189,84 @@ def embedding_drift(current: Path, previous: Path | None, dimensions: int, max_c
     )
 
 
+def _sample_segment(pf: pq.ParquetFile, count: int, gone: set[str], rng: np.random.Generator
+                    ) -> pa.Table:
+    """`count` current rows of one segment (`_row_id`, `vector`), uniformly at random: positions
+    are drawn without replacement and the first `count` not in `gone` (in draw order) are kept.
+    A draw holding too few current rows is redone twice as large, up to the whole segment; the
+    row ids are read first, so vectors are read for the kept rows only."""
+    rows = pf.metadata.num_rows
+    live = max(1, rows - len(gone))
+    draw = min(rows, count if not gone else int(count * rows / live * 1.25) + 16)
+    while True:
+        order = rng.choice(rows, size=draw, replace=False)
+        if gone:
+            at = np.sort(order)
+            ids = _read_at(pf, at, ["_row_id"]).column("_row_id").to_pylist()
+            current = np.array([r not in gone for r in ids], dtype=bool)
+            order = order[current[np.searchsorted(at, order)]]
+        if len(order) >= count or draw == rows:
+            break
+        draw = min(rows, draw * 2)
+    return _read_at(pf, np.sort(order[:count]), ["_row_id", "vector"])
+
+
+def _sample_current(tables_dir: Path, version: Version, deleted: dict[str, set[str]], size: int,
+                    rng: np.random.Generator) -> pa.Table:
+    """Up to `size` of the version's current rows (`_row_id`, `vector`), uniformly at random,
+    without reading the table: each segment's share is a hypergeometric draw over the segments'
+    current row counts, and only the row groups holding the drawn rows are read."""
+    live = [max(0, ref.rows - len(deleted.get(ref.file, ()))) for ref in version.segments]
+    shares = rng.multivariate_hypergeometric(live, min(size, sum(live))).tolist()
+    parts = [_sample_segment(pq.ParquetFile(Path(tables_dir) / ref.file), share,
+                             deleted.get(ref.file, set()), rng)
+             for ref, share in zip(version.segments, shares, strict=True) if share]
+    if not parts:
+        return pa.table({"_row_id": pa.array([], pa.string())})
+    return pa.concat_tables(parts)
+
+
+def _exact_similarities(tables_dir: Path, version: Version, deleted: dict[str, set[str]],
+                        queries: np.ndarray, hits: list[list[str]], k: int, dimensions: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over the version's current rows, segment by segment in record batches: each
+    query's exact k-th best similarity (dot product: the vectors are unit length, so it ranks as
+    cos, ip and l2sq do), and the exact similarity of each of its `hits` (queries x k, -inf
+    where a slot is empty or its row is not current). Memory is O(queries x batch), never
+    O(table): a running top-k per query is kept, not the scores."""
+    top = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    hit_sims = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    slots: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for q, found in enumerate(hits):
+        for slot, row in enumerate(found[:k]):
+            slots[row].append((q, slot))
+    for ref in version.segments:
+        gone = deleted.get(ref.file, set())
+        pf = pq.ParquetFile(Path(tables_dir) / ref.file)
+        for batch in _batches(pf, ["_row_id", "vector"]):
+            ids = batch.column("_row_id").to_pylist()
+            vecs = vectors_of(batch.column("vector"), dimensions)
+            if gone:
+                keep = [i for i, r in enumerate(ids) if r not in gone]
+                ids, vecs = [ids[i] for i in keep], vecs[keep]
+            if not ids:
+                continue
+            scores = queries @ vecs.T
+            both = np.concatenate([top, scores], axis=1)
+            top = np.partition(both, both.shape[1] - k, axis=1)[:, -k:]
+            for j in (j for j, r in enumerate(ids) if r in slots):
+                for q, slot in slots[ids[j]]:
+                    hit_sims[q, slot] = scores[q, j]
+    return top.min(axis=1), hit_sims
+
+
 def ann_recall(tables_dir: Path, version: Version, dimensions: int, spec: IndexSpec,
                min_recall: float = 0.95, queries: int = 200, k: int = 10, seed: int = 0) -> CheckOutcome:
     """Recall@k of search through the version's HNSW sidecars (deletions applied) against exact
-    search over its current rows, with sampled rows as queries."""
+    search over its current rows, with up to `queries` sampled current rows as queries. A hit
+    counts when its exact similarity is within `TIE_EPS` of the exact k-th best (rows with equal
+    vectors tie, and either is a right answer). Memory stays O(queries x batch): the queries
+    are read by position, the exact top-k streamed (`_exact_similarities`)."""
     if version.rows == 0:
         return CheckOutcome(ANN_RECALL, True, "error", 1.0, min_recall, "empty table: nothing to index")
     index = VersionIndex(tables_dir, version, dimensions, spec)
@@ -152,21 +274,21 @@ def ann_recall(tables_dir: Path, version: Version, dimensions: int, spec: IndexS
         segment, problem = next(iter(index.problems.items()))
         return CheckOutcome(ANN_RECALL, False, "error", 0.0, min_recall,
                             f"index unusable for {len(index.problems)} segment(s), e.g. {segment}: {problem}")
-    table = read_current(tables_dir, version, ["vector"])
-    ids = table.column("_row_id").to_pylist()
-    vecs = vectors_of(table.column("vector"), dimensions)
-    kk = min(k, len(ids))
-    picks = np.random.default_rng(seed).choice(len(ids), size=min(queries, len(ids)), replace=False)
-    exact = np.argpartition(-(vecs[picks] @ vecs.T), kk - 1, axis=1)[:, :kk]
-    hits = []
-    for row, pick in enumerate(picks):
-        found = {r for r, _ in index.search(vecs[pick], kk)}
-        hits.append(len(found & {ids[j] for j in exact[row]}))
+    kk = min(k, version.rows)
+    sample = _sample_current(tables_dir, version, index.deleted, queries, np.random.default_rng(seed))
+    if sample.num_rows == 0:
+        return CheckOutcome(ANN_RECALL, True, "error", 1.0, min_recall, "no current rows to query")
+    ids = sample.column("_row_id").to_pylist()
+    vecs = vectors_of(sample.column("vector"), dimensions)
+    found = [list(dict.fromkeys(row for row, _ in hits)) for hits in index.search_many(vecs, kk)]
+    kth, hit_sims = _exact_similarities(tables_dir, version, index.deleted, vecs, found, kk, dimensions)
+    hits = (hit_sims >= kth[:, None] - TIE_EPS).sum(axis=1)
     recall = float(np.mean(hits)) / kk
-    worst = np.argsort(hits)[:MAX_EXAMPLES]
+    worst = np.argsort(hits, kind="stable")[:MAX_EXAMPLES]
     return CheckOutcome(
         ANN_RECALL, recall >= min_recall, "error", recall, min_recall,
-        f"recall@{kk} {recall:.3f} over {len(picks)} sampled queries, {len(version.segments)} segment(s)",
-        examples=[{"query_row": ids[picks[i]], "hits": int(hits[i])} for i in worst if hits[i] < kk],
-        details={"queries": len(picks), "k": kk, "segments": len(version.segments)},
+        f"recall@{kk} {recall:.3f} over {len(ids)} sampled queries, {len(version.segments)} segment(s)",
+        examples=[{"query_row": ids[i], "hits": int(hits[i])} for i in worst if hits[i] < kk],
+        details={"queries": len(ids), "k": kk, "segments": len(version.segments),
+                 "recall": f"hits within {TIE_EPS:g} of the exact k-th similarity, over k"},
     )

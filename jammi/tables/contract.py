@@ -20,10 +20,15 @@ SUFFIXES = (".parquet", ".usearch", ".rowmap", ".manifest.json")
 CONTRACT_COLUMNS = ("_row_id", "_source_id", "_model_id", "vector", "_content_hash")
 # a chunked pipeline's tables carry, after the contract columns, the key of each chunk's document
 DOC_ID_COLUMN = "_doc_id"
+# a partitioned source's tables carry the partition each row belongs to: a partition's run reads,
+# diffs and replaces only the rows of its partition
+PARTITION_COLUMN = "_partition"
+ROW_GROUP_ROWS = 16384  # rows per Parquet row group of a segment: what one read of some rows costs
 
 
-def table_schema(dimensions: int, doc_ids: bool = False) -> pa.Schema:
-    """The contract columns; with `doc_ids`, a chunk table's `_doc_id` after them."""
+def table_schema(dimensions: int, doc_ids: bool = False, partitions: bool = False) -> pa.Schema:
+    """The contract columns; with `doc_ids`, a chunk table's `_doc_id` after them; with
+    `partitions`, a partitioned source's table's `_partition` (the partition each row came from)."""
     return pa.schema(
         [
             pa.field("_row_id", pa.string(), nullable=False),
@@ -32,6 +37,7 @@ def table_schema(dimensions: int, doc_ids: bool = False) -> pa.Schema:
             pa.field("vector", pa.list_(pa.float32(), dimensions), nullable=False),
             pa.field("_content_hash", pa.string(), nullable=False),
             *([pa.field(DOC_ID_COLUMN, pa.string(), nullable=False)] if doc_ids else []),
+            *([pa.field(PARTITION_COLUMN, pa.string(), nullable=False)] if partitions else []),
         ]
     )
 

@@ -1,62 +1,94 @@
 """Asset frames (raw_, validated_, quarantine_, fused_...) kept as Parquet under the artifact
 directory's frames/ folder, each one also a view `jammi.<asset>` in the catalog.
 
-A partitioned asset keeps one file per partition under frames/<asset>/ and, beside them, the
-union of its partitions as frames/<asset>.parquet, rewritten under a lock after each
-partition's write, so everything downstream (embeddings, search, fusion, the view) reads the
-whole source as for an unpartitioned one. With `unique_key`, a key found in several
-partitions keeps its row from the latest partition (partition keys sort in time order).
+A partitioned asset keeps one file per partition under frames/<asset>/ and nothing else: a
+partition's run writes its own file and no other, so its cost does not grow with the number of
+partitions. Readers of the whole asset (the view, fusion, search, verify) read the folder as one
+dataset; with a unique key, a key found in several partitions shows its row from the latest
+partition (partition keys sort in time order).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote
 
 import pandas as pd
-from filelock import FileLock
 
 from jammi.errors import ArtifactError
-from jammi.storage import ensure_writable, frame_path, partition_path, write_parquet_atomic
+from jammi.storage import (
+    FRAME_META,
+    ensure_writable,
+    frame_path,
+    partition_key_of,
+    partition_path,
+    stored_frame,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 from jammi.tables.catalog import Catalog
-
-UNION_LOCK_WAIT_S = 600.0
 
 
 def store_frame(artifact_dir: Path, asset: str, frame: pd.DataFrame, partition: str | None = None,
                 unique_key: str | None = None) -> Path:
-    """Write `frame` atomically and point the catalog view `jammi.<asset>` at it (at the union
+    """Write `frame` atomically and point the catalog view `jammi.<asset>` at it (at the folder
     of the partitions, for a partition)."""
-    path = frame_path(artifact_dir, asset)
+    path = frame_path(artifact_dir, asset) if partition is None else partition_path(artifact_dir, asset,
+                                                                                    partition)
     ensure_writable(path.parent, f"asset {asset!r}")
+    write_parquet_atomic(frame, path)
+    register_frame(artifact_dir, asset, path, len(frame), partition, unique_key)
+    return path
+
+
+def register_frame(artifact_dir: Path, asset: str, path: Path, rows: int, partition: str | None = None,
+                   unique_key: str | None = None) -> None:
+    """Record a written frame file in the catalog (its view), a partition's as its folder."""
     if partition is None:
-        write_parquet_atomic(frame, path)
-        Catalog(artifact_dir).register_output(asset, path, len(frame))
-        return path
-    part = partition_path(artifact_dir, asset, partition)
-    part.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(part.parent / ".union.lock"), timeout=UNION_LOCK_WAIT_S):
-        write_parquet_atomic(frame, part)
-        union = union_of(part.parent, unique_key)
-        write_parquet_atomic(union, path)
-    Catalog(artifact_dir).register_output(asset, path, len(union))
-    return part
+        Catalog(artifact_dir).register_output(asset, path, rows)
+        return
+    meta = path.parent / FRAME_META
+    if not meta.exists() or unique_key != partition_key_of(path.parent):
+        write_json_atomic(meta, {"unique_key": unique_key})
+    Catalog(artifact_dir).register_output(asset, path.parent, rows)
 
 
-def union_of(folder: Path, unique_key: str | None = None) -> pd.DataFrame:
-    """Every partition file under `folder`, in partition order."""
-    frames = [pd.read_parquet(f) for f in sorted(folder.glob("*.parquet"))]
-    frames = [f for f in frames if len(f.columns)]
-    union = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if unique_key is not None and len(union):
-        union = union.drop_duplicates(subset=[unique_key], keep="last").reset_index(drop=True)
-    return union
+def partition_files(folder: Path) -> list[Path]:
+    """The partition files of a partitioned asset's folder, in partition order."""
+    return sorted(Path(folder).glob("*.parquet"))
+
+
+def stored_partitions(folder: Path) -> list[tuple[str, Path]]:
+    """(partition key, file) of every stored partition of a partitioned asset's folder."""
+    return [(unquote(f.stem), f) for f in partition_files(folder)]
 
 
 def load_frame(artifact_dir: Path, asset: str, columns: list[str] | None = None,
                partition: str | None = None) -> pd.DataFrame:
-    path = frame_path(artifact_dir, asset) if partition is None else partition_path(artifact_dir, asset,
-                                                                                    partition)
-    if not path.exists():
-        which = "" if partition is None else f" partition {partition!r}"
-        raise ArtifactError(f"asset {asset!r}{which} has no stored output at {path}; materialize it first")
-    return pd.read_parquet(path, columns=columns)
+    """The asset's stored rows: one partition's, or the whole asset (every partition's)."""
+    if partition is not None:
+        path = partition_path(artifact_dir, asset, partition)
+        if not path.exists():
+            raise ArtifactError(f"asset {asset!r} partition {partition!r} has no stored output at {path}; "
+                                "materialize it first")
+        return pd.read_parquet(path, columns=columns)
+    path = stored_frame(artifact_dir, asset)
+    if path is None:
+        raise ArtifactError(f"asset {asset!r} has no stored output at {frame_path(artifact_dir, asset)}; "
+                            "materialize it first")
+    if path.is_file():
+        return pd.read_parquet(path, columns=columns)
+    return whole_partitions(path, columns)
+
+
+def whole_partitions(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Every partition file of `folder` as one frame, in partition order; with the folder's
+    unique key, a key in several partitions keeps its row from the latest one."""
+    key = partition_key_of(folder)
+    wanted = None if columns is None else list(dict.fromkeys([*columns, *([key] if key else [])]))
+    frames = [pd.read_parquet(f, columns=wanted) for f in partition_files(folder)]
+    frames = [f for f in frames if len(f.columns)]
+    union = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if key and key in union.columns and len(union):
+        union = union.drop_duplicates(subset=[key], keep="last").reset_index(drop=True)
+    return union if columns is None else union[columns]

@@ -18,7 +18,7 @@ DEFAULT_SCHEMA_VERSION = "v1"
 
 def generation_fingerprint(
     schema_version: str, text_columns: list[str], separator: str, model_id: str,
-    chunking: dict | None = None, backend: str = "torch",
+    chunking: dict | None = None, backend: str = "torch", partitioned: bool = False,
 ) -> str:
     """Identifies what a table's vectors mean: a change of source schema version, text spec,
     model, (for a chunked pipeline) chunking, or inference backend gives a new generation (and a
@@ -30,6 +30,8 @@ def generation_fingerprint(
         fields["chunking"] = chunking
     if backend != "torch":
         fields["backend"] = backend
+    if partitioned:  # its rows carry their partition: a table built before they did is rebuilt
+        fields["partitioned"] = True
     spec = json.dumps(fields, sort_keys=True)
     return hashlib.sha1(spec.encode("utf-8")).hexdigest()[:16]
 
@@ -51,4 +53,10 @@ def generation_of(pipe: PipelineSpec, src: SourceSpec) -> str:
     if pipe.chunking is not None:
         chunking = {**pipe.chunking.model_dump(), "document_columns": list(pipe.text_columns)}
     return generation_fingerprint(source_schema_version(src), pipe.embedded_columns, TEXT_SEPARATOR,
-                                  pipe.model, chunking, pipe.backend)
+                                  pipe.model, chunking, pipe.backend, carries_partition(src))
+
+
+def carries_partition(src: SourceSpec) -> bool:
+    """Whether a table of this source keeps `_partition` on its rows: a partitioned source whose
+    partition runs each commit their own rows (a stream's batches append instead)."""
+    return getattr(src, "partitions", None) is not None and getattr(src, "kind", None) != "nats"

@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from jammi.quality.outcome import MAX_EXAMPLES, CheckOutcome
 from jammi.spec.project import IndexSpec
+from jammi.tables.contract import PARTITION_COLUMN
 from jammi.tables.index import VersionIndex
 from jammi.tables.versions import Version, read_current
 
@@ -36,18 +39,32 @@ class Parity:
 
 
 def compare(keys: list[str], hashes: list[str], tables_dir: Path, version: Version, dimensions: int,
-            spec: IndexSpec) -> Parity:
-    table = read_current(tables_dir, version, ["_content_hash"])
-    current = dict(zip(table.column("_row_id").to_pylist(), table.column("_content_hash").to_pylist(),
-                       strict=True))
-    source = dict(zip(keys, hashes, strict=True))
-    missing = [k for k in source if k not in current]
-    stale = [k for k, h in source.items() if k in current and current[k] != h]
-    orphan = [k for k in current if k not in source]
+            spec: IndexSpec, partition: str | None = None) -> Parity:
+    """Source rows (`keys`, `hashes`) against the version's current rows: all of them, or, with
+    `partition`, the rows of that partition (the source rows are then the partition's).
+    Joined in DuckDB over Arrow, so no per-row Python object is made."""
+    import duckdb
+
+    columns = ["_content_hash", *([PARTITION_COLUMN] if partition is not None else [])]
+    table = read_current(tables_dir, version, columns)
+    if partition is not None:
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.equal(table.column(PARTITION_COLUMN), partition))
+    current = table.select(["_row_id", "_content_hash"])  # noqa: F841 - read by DuckDB below
+    source = pa.table({"k": pa.array(keys, pa.string()), "h": pa.array(hashes, pa.string())})  # noqa: F841
+    kind = ("CASE WHEN c._row_id IS NULL THEN 0 WHEN s.k IS NULL THEN 2 ELSE 1 END")
+    differ = ("FROM source s FULL OUTER JOIN current c ON s.k = c._row_id "
+              "WHERE s.k IS NULL OR c._row_id IS NULL OR s.h <> c._content_hash")
+    with duckdb.connect() as con:
+        con.execute("SET threads = 1")
+        counts = dict(con.execute(f"SELECT {kind} AS kind, count(*) {differ} GROUP BY 1").fetchall())
+        first = con.execute(f"SELECT {kind} AS kind, coalesce(s.k, c._row_id) AS key {differ} "
+                            f"ORDER BY kind, key LIMIT {MAX_EXAMPLES}").fetchall()
+    names = ("missing", "stale", "orphan")
+    examples = tuple(f"{names[k]} {key}" for k, key in first)
     unindexed = VersionIndex(tables_dir, version, dimensions, spec).unindexed_rows
-    examples = [f"missing {k}" for k in missing] + [f"stale {k}" for k in stale] + [
-        f"orphan {k}" for k in orphan]
-    return Parity(len(missing), len(stale), len(orphan), unindexed, tuple(examples[:MAX_EXAMPLES]))
+    return Parity(counts.get(0, 0), counts.get(1, 0), counts.get(2, 0), unindexed, examples)
 
 
 def parity_check(parity: Parity, failed: int) -> CheckOutcome:

@@ -32,7 +32,8 @@ from jammi.tables.catalog import (
     process_start,
 )
 from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar, verify_parquet
-from jammi.tables.index import build_index
+from jammi.tables.index import IndexStats, build_index, segment_base
+from jammi.tables.versions import FileRef, Version
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ def _discard(rec: TableRecord) -> None:
     rec.parquet_path.unlink(missing_ok=True)
     for suffix in (".usearch", ".rowmap", ".manifest.json"):
         sidecar(rec.base_path, suffix).unlink(missing_ok=True)
+    name = rec.table_name  # a building table has no version: these are its unfinished segments
+    for other in (*rec.tables_dir.glob(f"{name}.v*"), *rec.tables_dir.glob(f".{name}.v*")):
+        other.unlink(missing_ok=True)
 
 
 def recover(catalog: Catalog) -> list[RecoveryAction]:
@@ -102,15 +106,17 @@ def recover(catalog: Catalog) -> list[RecoveryAction]:
                                error="recovery: Parquet missing after an interrupted build")
             actions.append(RecoveryAction(rec.table_name, "failed: parquet missing"))
             continue
+        manifest = read_manifest(rec.base_path) or {}
+        refs = tuple(FileRef(r["file"], int(r["rows"])) for r in manifest.get("segments") or [])
         try:
-            rows = verify_parquet(final, rec.dimensions)
+            rows = sum(verify_parquet(rec.tables_dir / ref.file, rec.dimensions) for ref in refs) if refs \
+                else verify_parquet(final, rec.dimensions)
         except Exception as err:  # pyarrow raises several types on damaged files
             _discard(rec)
             catalog.set_status(rec.table_name, STATUS_FAILED,
                                error=f"recovery: corrupt Parquet deleted ({err})"[:2000])
             actions.append(RecoveryAction(rec.table_name, "failed: parquet corrupt", str(err)))
             continue
-        manifest = read_manifest(rec.base_path) or {}
         outcomes = [CheckOutcome(**o) for o in manifest.get("checks") or []]
         if manifest.get("status") != STATUS_READY or not outcomes or blocking_failures(outcomes) or (
                 manifest.get("count") != rows):
@@ -121,9 +127,14 @@ def recover(catalog: Catalog) -> list[RecoveryAction]:
             actions.append(RecoveryAction(rec.table_name, "failed: checks never finished",
                                           f"{rows} rows written, unchecked"))
             continue
-        stats = build_index(rec.base_path, rec.dimensions, manifest_index_spec(rec.base_path))
+        spec = manifest_index_spec(rec.base_path)
+        built = [build_index(segment_base(rec.tables_dir, ref), rec.dimensions, spec) for ref in refs] or [
+            build_index(rec.base_path, rec.dimensions, spec)]
+        stats = IndexStats(built[0].path, rows, sum(b.seconds for b in built), sum(b.bytes for b in built))
         counts = {k: int(manifest.get(k) or 0) for k in ("rows_skipped", "rows_failed", "rows_truncated")}
-        made_active = catalog.activate(rec.table_name, only_if_none=True, rows_embedded=rows, **counts,
+        first = Version(rec.table_name, 0, refs, rows=rows) if refs else None
+        made_active = catalog.activate(rec.table_name, only_if_none=True, first=first, rows_embedded=rows,
+                                       **counts,
                                        error="recovery: promoted from building after its checks passed")
         catalog.record_checks(None, keys.embeddings(rec.pipeline), None, outcomes)
         detail = f"{rows} rows, index in {stats.seconds:.1f}s"

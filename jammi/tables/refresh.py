@@ -26,8 +26,15 @@ from jammi.spec.project import IndexSpec, PipelineSpec, SourceSpec
 from jammi.storage import tmp_path
 from jammi.tables.build import EmbedStats, SourceRows, doc_column, encode_rows, source_rows
 from jammi.tables.catalog import Catalog, TableRecord
-from jammi.tables.contract import SUFFIXES, manifest_index_spec, table_schema
+from jammi.tables.contract import (
+    PARTITION_COLUMN,
+    ROW_GROUP_ROWS,
+    SUFFIXES,
+    manifest_index_spec,
+    table_schema,
+)
 from jammi.tables.index import build_index, segment_base
+from jammi.tables.segments import SEGMENT_ROWS, SegmentWriter
 from jammi.tables.versions import (
     OUTCOME_COMPACTED,
     OUTCOME_NO_CHANGE,
@@ -37,6 +44,7 @@ from jammi.tables.versions import (
     FileRef,
     Version,
     check_files,
+    deleted_by_segment,
     deletes_name,
     read_current,
     version_stem,
@@ -56,18 +64,25 @@ class Diff:
     superseded: list[tuple[str, str]] = field(default_factory=list)  # (segment, row id) deleted
     deleted: int = 0
     unchanged: int = 0
+    moved: int = 0  # keys another partition held, now this partition's (counted in `changed`)
 
     @property
     def empty(self) -> bool:
         return not (self.added or self.changed or self.superseded)
 
 
-def diff_rows(source: SourceRows, table: pa.Table, pipeline: str) -> Diff:
-    """What must change in `table` (its current rows: `_row_id`, `_content_hash`, `_segment`)
-    for it to hold exactly `source`."""
+def diff_rows(source: SourceRows, table: pa.Table, pipeline: str, partition: str | None = None) -> Diff:
+    """What must change in `table` (its current rows: `_row_id`, `_content_hash`, `_segment`,
+    and `_partition` for a partition's run) for it to hold exactly `source`.
+
+    For a partition's run, `table` holds the rows of that partition and the rows of any of its
+    keys that another partition holds: such a key moves to this partition (the last partition
+    run that saw a key owns it), and only this partition's rows can be deleted."""
     ids = table.column("_row_id").to_pylist()
+    owner = (table.column(PARTITION_COLUMN).to_pylist() if partition is not None
+             else [None] * len(ids))
     current = dict(zip(ids, zip(table.column("_content_hash").to_pylist(),
-                                table.column(SEGMENT_COLUMN).to_pylist(), strict=True), strict=True))
+                                table.column(SEGMENT_COLUMN).to_pylist(), owner, strict=True), strict=True))
     if len(current) != len(ids):
         raise ArtifactError(f"pipeline {pipeline!r}: the table holds a key more than once; run "
                             f"`jammi verify {pipeline} --repair` or rebuild with --full")
@@ -78,32 +93,64 @@ def diff_rows(source: SourceRows, table: pa.Table, pipeline: str) -> Diff:
         old = current.get(key)
         if old is None:
             diff.added.append(i)
-        elif old[0] != digest:
+        elif old[0] != digest or old[2] != partition:
             diff.changed.append(i)
             diff.superseded.append((old[1], key))
+            diff.moved += old[2] != partition
         else:
             diff.unchanged += 1
-    for key, (_, segment) in current.items():
-        if key not in seen:
+    for key, (_, segment, part) in current.items():
+        if key not in seen and part == partition:
             diff.superseded.append((segment, key))
             diff.deleted += 1
     return diff
 
 
-def held_vectors(tables_dir: Path, base: Version, current: pa.Table, wanted: set[str],
-                 dimensions: int) -> dict[str, np.ndarray]:
-    """Vectors the table already holds for the content hashes in `wanted` (a changed or added
-    row whose text another row has, or had before this refresh): reused, not encoded again."""
-    row_of: dict[str, str] = {}
-    for row_id, digest in zip(current.column("_row_id").to_pylist(),
-                              current.column("_content_hash").to_pylist(), strict=True):
-        if digest in wanted:
-            row_of.setdefault(digest, row_id)
-    if not row_of:
-        return {}
-    found = read_current(tables_dir, base, ["vector", "_content_hash"], sorted(row_of.values()))
-    vectors = vectors_of(found.column("vector"), dimensions)
-    return dict(zip(found.column("_content_hash").to_pylist(), vectors, strict=True))
+def scoped_rows(tables_dir: Path, version: Version, partition: str | None, keys: list[str]) -> pa.Table:
+    """The version's current rows a run compares its source rows with (`_row_id`,
+    `_content_hash`, `_segment`, and `_partition` for a partition's run): every row, or the rows
+    of `partition` and those of its `keys` that other partitions hold."""
+    if partition is None:
+        return read_current(tables_dir, version, ["_content_hash"])
+    import pyarrow.compute as pc
+
+    rows = read_current(tables_dir, version, ["_content_hash", PARTITION_COLUMN])
+    mine = pc.or_(pc.equal(rows.column(PARTITION_COLUMN), partition),
+                  pc.is_in(rows.column("_row_id"), pa.array(keys, pa.string())))
+    return rows.filter(mine)
+
+
+def partition_rows_in(table: pa.Table, partition: str) -> int:
+    """How many of `scoped_rows`' rows belong to `partition`."""
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.equal(table.column(PARTITION_COLUMN), partition)).as_py() or 0)
+
+
+def held_vectors(tables_dir: Path, base: Version, wanted: set[str], dimensions: int) -> dict[str, np.ndarray]:
+    """Vectors the table's segments hold for the content hashes in `wanted` (a changed or added
+    row whose text another row has, or had: a content hash names the model and the exact text,
+    so even a deleted row's vector is the right one): reused, not encoded again. Reads the hash
+    column, then only the row groups that hold a wanted hash."""
+    import pyarrow.compute as pc
+
+    out: dict[str, np.ndarray] = {}
+    if not wanted:
+        return out
+    for ref in base.segments:
+        pf = pq.ParquetFile(Path(tables_dir) / ref.file)
+        for group in range(pf.num_row_groups):
+            hashes = pf.read_row_group(group, columns=["_content_hash"]).column("_content_hash")
+            hit = pc.is_in(hashes, pa.array(sorted(wanted - out.keys()), pa.string()))
+            if not pc.any(hit).as_py():
+                continue
+            rows = pf.read_row_group(group, columns=["_content_hash", "vector"]).filter(hit)
+            vectors = vectors_of(rows.column("vector"), dimensions)
+            for digest, vector in zip(rows.column("_content_hash").to_pylist(), vectors, strict=True):
+                out.setdefault(digest, vector)
+            if len(out) == len(wanted):
+                return out
+    return out
 
 
 def _index_spec(rec: TableRecord) -> IndexSpec:
@@ -116,7 +163,7 @@ def _next_number(catalog: Catalog, rec: TableRecord) -> int:
 
 def _write_segment(path: Path, rows: pa.Table) -> FileRef:
     tmp = tmp_path(path)
-    pq.write_table(rows, tmp, compression="zstd")
+    pq.write_table(rows, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     tmp.replace(path)
     return FileRef(path.name, rows.num_rows)
 
@@ -129,9 +176,10 @@ def _remove(tables_dir: Path, stem: str) -> None:
 def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: PipelineSpec,
                   src: SourceSpec, source: str, frame_file: Path, encoder: Encoder,
                   progress: Progress | None = None, verify: Verify | None = None,
-                  rows: SourceRows | None = None) -> EmbedStats:
+                  rows: SourceRows | None = None, partition: str | None = None) -> EmbedStats:
     """Bring `rec` (the pipeline's active table, same generation) up to the validated frame
-    (whose rows with text, keys and hashes the caller may pass in as `rows`)."""
+    (whose rows with text, keys and hashes the caller may pass in as `rows`); with `partition`,
+    only that partition's rows (`frame_file` is then the partition's frame)."""
     t0 = time.perf_counter()
     if rec.key_column != src.key:
         raise ArtifactError(f"pipeline {pipeline!r}: the key column changed from {rec.key_column!r} "
@@ -140,14 +188,16 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
     base = catalog.current_version(rec)
     check_files(rec.tables_dir, base, pipeline)
     rows = rows or source_rows(frame_file, src.key, pipe.embedded_columns, rec.model_id, doc_column(pipe))
-    current = read_current(rec.tables_dir, base, ["_content_hash"])
-    diff = diff_rows(rows, current, pipeline)
+    current = scoped_rows(rec.tables_dir, base, partition, rows.keys)
+    diff = diff_rows(rows, current, pipeline, partition)
     size = 32 if pipe.batch_size == "auto" else pipe.batch_size  # a refresh encodes too few to calibrate
     stats = EmbedStats(rec.table_name, rec.parquet_path, rec.model_id, rec.dimensions or 0,
                        rows_in=len(rows.keys) + rows.skipped, rows_skipped=rows.skipped,
                        batch_size_start=size, generation=rec.generation, version=base.version)
+    stats.serving_rows = base.rows if partition is None else partition_rows_in(current, partition)
     if diff.empty:
-        stats.rows_embedded = base.rows
+        stats.rows_embedded = stats.serving_rows
+        stats.table_rows = base.rows
         stats.seconds = time.perf_counter() - t0
         stats.counts = Counts(unchanged=diff.unchanged, outcome=OUTCOME_NO_CHANGE,
                               seconds=round(stats.seconds, 3))
@@ -164,11 +214,12 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
     tables_dir = rec.tables_dir
     try:
         sizer = BatchSizer(size=size)
-        known = held_vectors(rec.tables_dir, base, current, {rows.hashes[i] for i in todo}, stats.dimensions)
-        doc_ids = None if rows.doc_ids is None else [rows.doc_ids[i] for i in todo]
-        new_rows = encode_rows(encoder, source, [rows.keys[i] for i in todo], [rows.texts[i] for i in todo],
-                               sizer, stats, doc_ids, known) if todo else table_schema(
-            stats.dimensions, rows.doc_ids is not None).empty_table()
+        known = held_vectors(rec.tables_dir, base, {rows.hashes[i] for i in todo}, stats.dimensions)
+        keys, texts, doc_ids, _ = rows.take(todo)
+        parts = None if partition is None else [partition] * len(todo)
+        new_rows = encode_rows(encoder, source, keys, texts, sizer, stats, doc_ids, known,
+                               parts) if todo else table_schema(
+            stats.dimensions, rows.doc_ids is not None, partition is not None).empty_table()
         segments = base.segments
         if new_rows.num_rows:
             segments = (*segments, _write_segment(tables_dir / f"{stem}.parquet", new_rows))
@@ -177,7 +228,8 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
         if diff.superseded:
             deletes = (*deletes, write_deletes(tables_dir / deletes_name(stem), diff.superseded))
         total = base.rows - len(diff.superseded) + new_rows.num_rows
-        stats.rows_embedded = total
+        stats.table_rows = total
+        stats.rows_embedded = total if partition is None else diff.unchanged + new_rows.num_rows
         stats.batch_size_end, stats.oom_events = sizer.size, sizer.oom_events
         stats.seconds = time.perf_counter() - t0
         stats.counts = Counts(len(diff.added), len(diff.changed), diff.deleted, diff.unchanged,
@@ -198,30 +250,61 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
     return stats
 
 
+def _small(ref: FileRef) -> bool:
+    return ref.rows < SEGMENT_ROWS // 2
+
+
 def needs_compaction(version: Version) -> bool:
-    return (len(version.segments) > MAX_SEGMENTS
+    """Past MAX_SEGMENTS small segments (refreshes and partition runs each add one), or past
+    MAX_DELETED_SHARE deleted rows per current row."""
+    return (sum(map(_small, version.segments)) > MAX_SEGMENTS
             or version.deleted_rows > MAX_DELETED_SHARE * max(1, version.rows))
 
 
 def compact_table(catalog: Catalog, rec: TableRecord, pipeline: str) -> Version:
-    """Rewrite the current rows into one Parquet segment with a fresh index, as a new version."""
+    """Rewrite the small segments and every segment with deleted rows into new segments of up
+    to SEGMENT_ROWS current rows, each with a fresh index, as a new version; large segments
+    without deletions are kept as they are. Streamed one row group at a time, so its memory is
+    bounded by a segment's index whatever the table's size."""
     t0 = time.perf_counter()
     base = catalog.current_version(rec)
     check_files(rec.tables_dir, base, pipeline)
-    rows = read_current(rec.tables_dir, base).drop_columns([SEGMENT_COLUMN])
+    deleted = deleted_by_segment(rec.tables_dir, base)
+    redo = [ref for ref in base.segments if _small(ref) or deleted.get(ref.file)]
+    kept = tuple(ref for ref in base.segments if ref not in redo)
     number = _next_number(catalog, rec)
-    stem = version_stem(rec.table_name, number)
+    names = (rec.tables_dir / f"{version_stem(rec.table_name, number)}.parquet" for _ in iter(int, 1))
+    schema = pq.ParquetFile(rec.tables_dir / base.segments[0].file).schema_arrow
+    writer = SegmentWriter(names, schema, SEGMENT_ROWS)
     try:
-        segment = _write_segment(rec.tables_dir / f"{stem}.parquet", rows)
-        build_index(rec.tables_dir / stem, rec.dimensions or 0, _index_spec(rec))
-        counts = Counts(unchanged=rows.num_rows, outcome=OUTCOME_COMPACTED,
-                        seconds=round(time.perf_counter() - t0, 3))
-        version = Version(rec.table_name, number, (segment,), (), rows.num_rows, counts)
+        for ref in redo:
+            _copy_current(rec.tables_dir / ref.file, deleted.get(ref.file, set()), writer)
+        written = writer.close()
+        for ref in written:
+            build_index(segment_base(rec.tables_dir, ref), rec.dimensions or 0, _index_spec(rec))
+        rows = sum(r.rows for r in (*kept, *written))
+        counts = Counts(unchanged=rows, outcome=OUTCOME_COMPACTED, seconds=round(time.perf_counter() - t0, 3))
+        version = Version(rec.table_name, number, (*kept, *written), (), rows, counts)
         catalog.commit_version(pipeline, version, base)
     except BaseException:
-        _remove(rec.tables_dir, stem)
+        writer.discard()
+        for ref in writer.done:
+            _remove(rec.tables_dir, ref[0].name.removesuffix(".parquet"))
         raise
     return version
+
+
+def _copy_current(path: Path, gone: set[str], writer: SegmentWriter) -> None:
+    """The rows of segment `path` not in `gone`, into `writer`, one row group at a time."""
+    import pyarrow.compute as pc
+
+    pf = pq.ParquetFile(path)
+    dropped = pa.array(sorted(gone), pa.string())
+    for group in range(pf.num_row_groups):
+        rows = pf.read_row_group(group)
+        if gone:
+            rows = rows.filter(pc.invert(pc.is_in(rows.column("_row_id"), dropped)))
+        writer.write(rows.cast(writer.schema))
 
 
 def version_files(tables_dir: Path, version: Version) -> set[Path]:

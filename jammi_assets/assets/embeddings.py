@@ -80,6 +80,7 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
             metadata={
                 "table_status": "failed" if stats.blocked_by else "ready",
                 "dagster/row_count": stats.rows_embedded,
+                "table_rows": stats.table_rows or stats.rows_embedded,
                 "dagster/column_schema": contract_schema(stats.dimensions),
                 "table_name": stats.table_name,
                 "version": stats.version,

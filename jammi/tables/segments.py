@@ -1,0 +1,72 @@
+"""Segment files: an embedding table's rows as Parquet files of a bounded number of rows.
+
+Each segment gets an HNSW sidecar of its own, built one at a time, so building the index of a
+large table (or compacting one) holds one segment's vectors, never the table's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jammi.storage import tmp_path
+from jammi.tables.contract import ROW_GROUP_ROWS
+from jammi.tables.versions import FileRef
+
+SEGMENT_ROWS = 131072  # rows per segment file written by a build or a compaction
+
+
+class SegmentWriter:
+    """Rows written as segment files of `limit` rows each, at the paths `names` yields in turn.
+    Each file is written to a hidden temporary file; `close` renames them all, so a failed
+    write leaves no file a version could name (`discard` removes the temporary files)."""
+
+    def __init__(self, names: Iterator[Path], schema: pa.Schema, limit: int = SEGMENT_ROWS):
+        self.names, self.schema, self.limit = names, schema, limit
+        self.done: list[tuple[Path, int]] = []  # (final path, rows)
+        self.writer: pq.ParquetWriter | None = None
+        self.path: Path | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        while table.num_rows:
+            if self.writer is None:
+                self._open()
+            part = table.slice(0, self.limit - self.rows)
+            self.writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
+            self.rows += part.num_rows
+            table = table.slice(part.num_rows)
+            if self.rows >= self.limit:
+                self._finish()
+
+    def _open(self) -> None:
+        self.path = next(self.names)
+        self.writer = pq.ParquetWriter(tmp_path(self.path), self.schema, compression="zstd")
+
+    def _finish(self) -> None:
+        self.writer.close()
+        self.done.append((self.path, self.rows))
+        self.writer, self.rows = None, 0
+
+    def close(self) -> tuple[FileRef, ...]:
+        """Rename every finished file into place; no row at all still makes one empty segment."""
+        if self.writer is not None or not self.done:
+            if self.writer is None:
+                self._open()
+            self._finish()
+        for path, _ in self.done:
+            os.replace(tmp_path(path), path)
+        return tuple(FileRef(path.name, rows) for path, rows in self.done)
+
+    def discard(self) -> None:
+        """Remove what a failed write left: temporary files, and files renamed into place."""
+        if self.writer is not None:
+            self.writer.close()
+            self.done.append((self.path, self.rows))
+            self.writer = None
+        for path, _ in self.done:
+            tmp_path(path).unlink(missing_ok=True)
