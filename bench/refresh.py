@@ -42,7 +42,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from jammi import keys  # noqa: E402
 from jammi.app.embeddings import embed_pipeline  # noqa: E402
-from jammi.app.sources import extract_raw, validate_source  # noqa: E402
+from jammi.app.sources import store_raw, validate_source  # noqa: E402
 from jammi.app.verify import verify  # noqa: E402
 from jammi.demo.generate import make_products  # noqa: E402
 from jammi.embedding.model import LazyEncoder, load_encoder  # noqa: E402
@@ -50,7 +50,6 @@ from jammi.embedding.texts import compose_texts, content_hash  # noqa: E402
 from jammi.spec.project import DEFAULT_MODEL, Project, load_project  # noqa: E402
 from jammi.tables.catalog import Catalog  # noqa: E402
 from jammi.tables.contract import manifest_index_spec  # noqa: E402
-from jammi.tables.frames import store_frame  # noqa: E402
 from jammi.tables.index import VersionIndex  # noqa: E402
 from jammi.tables.refresh import compact_table  # noqa: E402
 from jammi.tables.versions import read_current  # noqa: E402
@@ -91,10 +90,8 @@ def make_project(root: Path, rows: list[dict]) -> Project:
 
 def prepare_frames(project: Project) -> None:
     """What the raw_ and validate_ assets write, without Dagster around them."""
-    store_frame(project.artifact_dir, keys.raw("products"), extract_raw(project, "products"))
-    silver = validate_source(project, "products").silver
-    store_frame(project.artifact_dir, keys.validated("products"), silver.valid)
-    store_frame(project.artifact_dir, keys.quarantine("products"), silver.quarantine)
+    store_raw(project, "products")
+    validate_source(project, "products")
 
 
 def mutate(rows: list[dict], rng: random.Random, changed: float, deleted: float, added: float,

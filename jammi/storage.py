@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -13,6 +14,7 @@ from jammi.errors import ArtifactError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 FRAMES_DIR = "frames"
 
@@ -89,3 +91,115 @@ def ensure_writable(directory: Path, who: str) -> None:
             f"{who}: artifact_dir {str(directory)!r} is not writable ({err.strerror or err}); "
             "set 'artifact_dir' in jammi.yaml to a writable directory"
         ) from None
+
+
+BATCH_ROWS = 65536  # rows a streamed frame is read, validated and written by at a time
+
+
+class FrameWriter:
+    """A frame written batch by batch, so no more than one batch is ever in memory: each batch
+    goes to a part file beside the target; `close` joins the parts into the target in one
+    atomic rename (one part is simply renamed). Parts whose column types differ (a column all
+    null in one batch, or holding text in one and numbers in another) are unified: numbers
+    widen, nulls take the other parts' type, and anything else becomes text."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.parts_dir = self.path.parent / f".{self.path.name}.parts-{os.getpid()}-{secrets.token_hex(4)}"
+        self.parts: list[Path] = []
+        self.rows = 0
+        self.head: pd.DataFrame | None = None  # the first rows written, for previews
+        self.columns: list[str] | None = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.columns is None and len(frame.columns):
+            self.columns = [str(c) for c in frame.columns]
+        if self.head is None or (not len(self.head) and len(frame)):
+            self.head = frame.head(10)
+        if not len(frame) and self.parts:
+            return
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        part = self.parts_dir / f"part-{len(self.parts):06d}.parquet"
+        frame.to_parquet(part, index=False)
+        self.parts.append(part)
+        self.rows += len(frame)
+
+    def close(self) -> Path:
+        """Put the joined frame at `path` (an empty frame when nothing was written)."""
+        import shutil
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_path(self.path)
+        try:
+            if not self.parts:
+                import pandas as pd
+
+                pd.DataFrame().to_parquet(tmp, index=False)
+            elif len(self.parts) == 1:
+                os.replace(self.parts[0], tmp)
+            else:
+                _join_parts(self.parts, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return self.path
+
+    def discard(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        tmp_path(self.path).unlink(missing_ok=True)
+
+
+def _join_parts(parts: list[Path], target: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = [pq.read_schema(p) for p in parts]
+    schema = unified_schema(schemas)
+    with pq.ParquetWriter(target, schema, compression="snappy") as writer:
+        for part in parts:
+            pf = pq.ParquetFile(part)
+            for group in range(pf.num_row_groups):
+                table = pf.read_row_group(group)
+                writer.write_table(pa.Table.from_arrays(
+                    [_as_type(table.column(f.name), f.type) if f.name in table.column_names
+                     else pa.nulls(table.num_rows, f.type) for f in schema], schema=schema))
+
+
+def unified_schema(schemas: list) -> pa.Schema:
+    """One schema for parts of one frame: Arrow's permissive promotion (null takes the other
+    type, integers widen to floats), or, for a column whose types cannot be promoted, text.
+    The first part's pandas metadata is kept, so the frame reads back with its dtypes."""
+    import pyarrow as pa
+
+    names = list(dict.fromkeys(n for s in schemas for n in s.names))
+    fields = []
+    for name in names:
+        types = [s.field(name).type for s in schemas if name in s.names]
+        known = list(dict.fromkeys(t for t in types if not pa.types.is_null(t)))
+        if len(known) <= 1:
+            fields.append(pa.field(name, known[0] if known else pa.null()))
+            continue
+        try:
+            merged = pa.unify_schemas([pa.schema([pa.field(name, t)]) for t in known],
+                                      promote_options="permissive").field(name).type
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            merged = pa.string()
+        if pa.types.is_struct(merged) or pa.types.is_list(merged) or pa.types.is_large_list(merged):
+            merged = pa.string()
+        fields.append(pa.field(name, merged))
+    return pa.schema(fields, metadata=schemas[0].metadata)
+
+
+def _as_type(column: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
+    import pyarrow as pa
+
+    if column.type == to:
+        return column
+    try:
+        return column.cast(to)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        values = [None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
+                  for v in column.to_pylist()]
+        return pa.chunked_array([pa.array(values, pa.string())])

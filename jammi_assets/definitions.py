@@ -10,13 +10,10 @@ import dagster as dg
 
 from jammi.spec.project import Project
 from jammi_assets.assets.bronze import raw_asset
-from jammi_assets.assets.chunks import chunks_asset
 from jammi_assets.assets.embeddings import embeddings_asset
-from jammi_assets.assets.fused import fused_asset
 from jammi_assets.assets.indexes import ann_index_asset
 from jammi_assets.assets.quality import quality_report_asset
 from jammi_assets.assets.silver import validate_asset
-from jammi_assets.assets.stream import stream_assets
 from jammi_assets.automation import build_automation, with_freshness
 from jammi_assets.executors import executor_from_env
 from jammi_assets.io_manager import FrameIOManager
@@ -25,8 +22,16 @@ from resources.embedding_model import EmbeddingModelResource
 
 
 def build_assets(project: Project) -> list[dg.AssetsDefinition]:
+    # the stream, fusion and chunking assets are imported only by a project that has them:
+    # fusion brings scipy.sparse, every `jammi materialize` imports this module
     assets: list[dg.AssetsDefinition] = []
     streams = {n for n, s in project.sources.items() if s.kind == "nats"}
+    if streams:
+        from jammi_assets.assets.stream import stream_assets
+    if project.entities:
+        from jammi_assets.assets.fused import fused_asset
+    if any(pipe.chunking for pipe in project.pipelines.values()):
+        from jammi_assets.assets.chunks import chunks_asset
     for name in project.sources:
         # a stream source's raw, silver and table assets are one micro-batch step
         assets += [stream_assets(project, name)] if name in streams else [

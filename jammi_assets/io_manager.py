@@ -13,7 +13,8 @@ from jammi.tables.frames import load_frame, store_frame
 class FrameIOManager(dg.ConfigurableIOManager):
     """DataFrames as `{artifact_dir}/frames/<asset>.parquet`, written atomically, each
     registered as the view `jammi.<asset>` in the catalog; a partition's as
-    `frames/<asset>/<partition>.parquet`, with the union of the partitions as the asset's file."""
+    `frames/<asset>/<partition>.parquet`. Also reads the frames the engine writes itself
+    (raw_, validated_, quarantine_) as inputs of the assets that take them whole (fusion)."""
 
     artifact_dir: str
 
@@ -25,6 +26,7 @@ class FrameIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        partition = context.asset_partition_key if context.has_asset_partitions else None
-        return load_frame(Path(self.artifact_dir), context.upstream_output.asset_key.to_user_string(),
-                          partition=partition)
+        """The stored frame of the input's asset (one partition's, when the input is one)."""
+        one = context.has_asset_partitions and len(context.asset_partition_keys) == 1
+        return load_frame(Path(self.artifact_dir), context.asset_key.to_user_string(),
+                          partition=context.asset_partition_key if one else None)

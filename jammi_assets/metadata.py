@@ -32,3 +32,15 @@ def frame_metadata(df: pd.DataFrame) -> dict:
         "dagster/column_schema": column_schema(df),
         "preview": dg.MetadataValue.md(preview_markdown(df)),
     }
+
+
+def stored_metadata(path, rows: int, head: pd.DataFrame | None) -> dict:
+    """`frame_metadata` of a frame the engine wrote batch by batch: its row count, and the
+    schema and preview of its first rows."""
+    head = head if head is not None else pd.DataFrame()
+    return {
+        "dagster/row_count": rows,
+        "dagster/column_schema": column_schema(head),
+        "preview": dg.MetadataValue.md(preview_markdown(head)),
+        "path": dg.MetadataValue.path(str(path)),
+    }

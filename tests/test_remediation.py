@@ -10,6 +10,7 @@ from jammi.errors import ConfigError
 from jammi.silver.pandera_model import REASON_COLUMN, build_model, split_valid
 from jammi.silver.remediation import FIXES, remediate
 from jammi.spec.project import SourceSpec, parse_project
+from jammi.tables.frames import load_frame
 from tests.conftest import PRODUCT_COLUMNS, materialize, write_project
 
 COLUMNS = {"id": "int", "title": "str", "body": "str",
@@ -140,10 +141,10 @@ def test_materialize_admits_clipped_rows_and_quarantines_the_rest(tmp_path):
     project = write_project(tmp_path, {"products": src})
     result = materialize(project)
     assert result.success
-    valid = result.output_for_node("validate_products", "validated_products")
+    valid = load_frame(project.artifact_dir, "validated_products")
     assert valid.set_index("id").loc[2, "price"] == 0.0
     assert sorted(valid["id"].tolist()) == [1, 2]
-    quarantine = result.output_for_node("validate_products", "quarantine_products")
+    quarantine = load_frame(project.artifact_dir, "quarantine_products")
     assert quarantine["id"].tolist() == ["3"] and quarantine["price"].tolist() == ["free"]
     assert quarantine["title"].tolist() == ["  Cast iron skillet "]  # as extracted, not trimmed
     assert "price" in quarantine[REASON_COLUMN].iloc[0]

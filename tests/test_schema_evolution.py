@@ -21,6 +21,7 @@ from jammi.silver.versions import infer_version, resolve_versions
 from jammi.spec.project import parse_project
 from jammi.spec.schema import MigrationSpec, migration_path
 from jammi.spec.steps import apply_to_frame
+from jammi.tables.frames import load_frame
 from tests.conftest import materialize, write_project
 
 REQ = {"type": "str", "nullable": False}
@@ -409,13 +410,13 @@ def test_validate_asset_migrates_lazily_and_quarantines_unresolved_rows(tmp_path
     project = write_project(tmp_path, {"partners": PARTNERS_SOURCE})
     result = materialize(project)
     assert result.success
-    valid = result.output_for_node("validate_partners", "validated_partners").set_index("partner_sku")
+    valid = load_frame(project.artifact_dir, "validated_partners").set_index("partner_sku")
     assert sorted(valid.index) == ["P-100", "P-101", "P-200", "P-201"]
     assert valid.loc["P-100", ["title", "price", "currency", "contact_first", "contact_last"]].tolist() == [
         "Trail running shoes", 59.5, "USD", "Ana", "Silva"]
     assert valid.loc["P-201", "currency"] == "GBP"
     assert set(valid["schema_version"]) == {"v2"} and "fax" not in valid.columns
-    quarantine = result.output_for_node("validate_partners", "quarantine_partners").set_index("partner_sku")
+    quarantine = load_frame(project.artifact_dir, "quarantine_partners").set_index("partner_sku")
     assert sorted(quarantine.index) == ["P-102", "P-202"]
     assert quarantine.loc["P-102", "price"] == "forty"  # as extracted
     assert "price" in quarantine.loc["P-102", REASON_COLUMN]

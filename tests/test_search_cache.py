@@ -17,16 +17,14 @@ import jammi.query.rows as rows_module
 import jammi.query.searcher as searcher_module
 import jammi.tables.catalog as catalog_module
 import jammi.tables.index as index_module
-from jammi import keys
 from jammi.app.embeddings import embed_pipeline, index_pipeline
 from jammi.app.facade import Jammi
-from jammi.app.sources import extract_raw, validate_source
+from jammi.app.sources import store_raw, validate_source
 from jammi.embedding.model import LazyEncoder
 from jammi.query.rows import SourceRows
 from jammi.query.search import _attach_columns
 from jammi.query.search import search as uncached_search
 from jammi.spec.project import DEFAULT_MODEL
-from jammi.tables.frames import store_frame
 from tests.conftest import write_project
 
 ROWS = {1: ("Red running shoes", 59.5, "outdoors"), 2: ("Espresso machine with steam wand", 199.0, "kitchen"),
@@ -42,9 +40,8 @@ def write_rows(path, rows: dict) -> None:
 
 def build(project) -> None:
     """What the validate_ and _embeddings assets do, without Dagster around them."""
-    store_frame(project.artifact_dir, keys.raw("items"), extract_raw(project, "items"))
-    silver = validate_source(project, "items").silver
-    store_frame(project.artifact_dir, keys.validated("items"), silver.valid)
+    store_raw(project, "items")
+    validate_source(project, "items")
     embed_pipeline(project, "items", LazyEncoder(DEFAULT_MODEL, "cpu"))
     index_pipeline(project, "items")
 

@@ -11,12 +11,14 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from jammi import keys
+from jammi.app import memo
 from jammi.embedding.model import Encoder
 from jammi.embedding.query import prepare_query_export
 from jammi.errors import ArtifactError, SourceError
-from jammi.quality.outcome import CheckOutcome
+from jammi.quality.outcome import CheckOutcome, outcome_json
 from jammi.spec.project import Project
 from jammi.storage import frame_path, partition_path
 from jammi.tables import checks
@@ -26,11 +28,11 @@ from jammi.tables.catalog import STATUS_READY, Catalog, TableRecord
 from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar
 from jammi.tables.frames import stored_partitions
 from jammi.tables.generation import generation_of, source_schema_version
-from jammi.tables.index import IndexStats, VersionIndex, build_index, segment_base
-from jammi.tables.parity import compare, parity_check
+from jammi.tables.index import IndexStats, VersionIndex, build_index, segment_base, sidecar_files
+from jammi.tables.parity import SOURCE_TABLE_PARITY, compare, parity_check
 from jammi.tables.recovery import RecoveryAction, recover
 from jammi.tables.refresh import refresh_table, source_rows
-from jammi.tables.versions import OUTCOME_NO_CHANGE, Version
+from jammi.tables.versions import OUTCOME_NO_CHANGE, Counts, Version
 
 
 @dataclass
@@ -76,15 +78,81 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
             if not frame.exists():
                 raise SourceError(f"pipeline {pipeline!r}: partition {partition!r} of {frame_asset} has "
                                   f"not been materialized ({frame} missing); materialize it first")
-            return _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
-                                frame, recovered, full_token)
-        frame = frame_path(project.artifact_dir, frame_asset)
-        if not frame.exists():
-            raise SourceError(f"pipeline {pipeline!r}: {frame_asset} has not been "
-                              f"materialized ({frame} missing); materialize it first")
-        with snapshot(frame) as frame_file:
-            return _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
-                                frame_file, recovered, full_token)
+        else:
+            frame = frame_path(project.artifact_dir, frame_asset)
+            if not frame.exists():
+                raise SourceError(f"pipeline {pipeline!r}: {frame_asset} has not been "
+                                  f"materialized ({frame} missing); materialize it first")
+        done = None if full else _unchanged(project, pipeline, catalog, frame, partition, run_id, recovered)
+        if done is not None:
+            return done
+        if partition is not None:
+            run = _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
+                               frame, recovered, full_token)
+        else:
+            with snapshot(frame) as frame_file:
+                run = _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
+                                   frame_file, recovered, full_token)
+        if not run.stats.blocked_by:
+            _remember(project, pipeline, catalog, frame, partition, run.stats)
+        return run
+
+
+def _embed_inputs(project: Project, pipeline: str, catalog: Catalog, frame: Path,
+                  partition: str | None) -> tuple[Path, str] | None:
+    """(memo marker, fingerprint) of what a run would compare: the frame file as written, the
+    active table's current version and its files, the pipeline's spec."""
+    active = catalog.active(pipeline=pipeline)
+    if active is None:
+        return None
+    version = catalog.current_version(active)
+    files = [active.tables_dir / r.file for r in (*version.segments, *version.deletes)]
+    key = memo.fingerprint({"frame": memo.file_state(frame), "table": active.table_name,
+                            "version": version.version, "files": [memo.file_state(f) for f in files],
+                            "pipeline": project.pipelines[pipeline].model_dump(mode="json"),
+                            "partition": partition})
+    marker = active.tables_dir / f"{active.table_name}.{pipeline}.{quote(partition or '-', safe='')}.embedded"
+    return marker, key
+
+
+def _remember(project: Project, pipeline: str, catalog: Catalog, frame: Path, partition: str | None,
+              stats: EmbedStats) -> None:
+    found = _embed_inputs(project, pipeline, catalog, frame, partition)
+    if found is None:
+        return
+    marker, key = found
+    memo.remember(marker, key, [], {
+        "rows": stats.rows_embedded, "table_rows": stats.table_rows or stats.rows_embedded,
+        "skipped": stats.rows_skipped, "failed": stats.rows_failed,
+        "outcomes": [outcome_json(o) for o in stats.outcomes
+                     if o.name in (checks.ROW_COUNT, SOURCE_TABLE_PARITY)]})
+
+
+def _unchanged(project: Project, pipeline: str, catalog: Catalog, frame: Path, partition: str | None,
+               run_id: str | None, recovered: list) -> EmbeddingRun | None:
+    """The run's result without reading a row, when the frame and the table's current version
+    are exactly what the last run of this pipeline (and partition) left: nothing can have
+    changed, and what it checked (row count, parity) still holds."""
+    found = _embed_inputs(project, pipeline, catalog, frame, partition)
+    done = found and memo.recall(found[0], found[1], [])
+    if not done:
+        return None
+    pipe = project.pipelines[pipeline]
+    src = project.frame_spec(project.pipeline_input(pipeline))
+    active = catalog.active(pipeline=pipeline)
+    version = catalog.current_version(active)
+    stats = EmbedStats(active.table_name, active.parquet_path, active.model_id, active.dimensions or 0,
+                       rows_in=done["rows"] + done["skipped"] + done["failed"], rows_embedded=done["rows"],
+                       rows_skipped=done["skipped"], rows_failed=done["failed"], generation=active.generation,
+                       version=version.version, table_rows=done["table_rows"], serving_rows=done["rows"])
+    stats.counts = Counts(unchanged=done["rows"], outcome=OUTCOME_NO_CHANGE)
+    kept = {o["name"]: CheckOutcome(**o) for o in done["outcomes"]}
+    stats.outcomes = [*checks.vector_integrity_skipped(stats.dimensions), kept[checks.ROW_COUNT],
+                      checks.row_drop(done["rows"], done["rows"], pipe.quality.min_row_ratio),
+                      checks.drift_skipped(pipe.quality.drift_severity), kept[SOURCE_TABLE_PARITY]]
+    catalog.log_refresh(pipeline, active.table_name, version.version, stats.counts)
+    catalog.record_checks(run_id, keys.embeddings(pipeline), partition, stats.outcomes)
+    return EmbeddingRun(stats, active.generation, source_schema_version(src), active.table_name, recovered)
 
 
 @contextlib.contextmanager
@@ -214,7 +282,17 @@ def index_pipeline(project: Project, pipeline: str, run_id: str | None = None,
              for ref in version.segments if ref.file in missing]
     stats = IndexStats(sidecar(segment_base(rec.tables_dir, version.segments[-1]), ".usearch"),
                        version.rows, sum(b.seconds for b in built), sum(b.bytes for b in built))
-    recall = checks.ann_recall(rec.tables_dir, version, rec.dimensions, spec,
-                               pipe.quality.min_recall, pipe.quality.recall_queries)
+    sidecars = [memo.file_state(Path(f)) for ref in version.segments
+                for f in sidecar_files(segment_base(rec.tables_dir, ref))]
+    key = memo.fingerprint({"version": version.version, "segments": [r.to_json() for r in version.segments],
+                            "sidecars": sidecars, "index": spec.model_dump(), "min": pipe.quality.min_recall,
+                            "queries": pipe.quality.recall_queries})
+    done = memo.recall(rec.parquet_path, key, [])
+    if done is not None:  # the same version and sidecars as when recall was last measured
+        recall = CheckOutcome(**done)
+    else:
+        recall = checks.ann_recall(rec.tables_dir, version, rec.dimensions, spec,
+                                   pipe.quality.min_recall, pipe.quality.recall_queries)
+        memo.remember(rec.parquet_path, key, [], outcome_json(recall))
     catalog.record_checks(run_id, keys.ann_index(pipeline), partition, [recall])
     return IndexRun(rec, stats, recall)

@@ -25,7 +25,10 @@ class QualityReport:
 def quality_report(project: Project) -> QualityReport:
     catalog = Catalog(project.artifact_dir)
     with catalog.connect(read_only=True) as con:
-        results = con.execute("SELECT * FROM quality_report ORDER BY checked_at").df()
+        # a total order: the outcomes of one step share checked_at, and the plot (and its
+        # fingerprint, which keeps an unchanged plot from being drawn again) follows this order
+        results = con.execute("SELECT * FROM quality_report ORDER BY checked_at, asset, "
+                              "partition NULLS FIRST, check_name").df()
     png = plot_history(results, project.artifact_dir / REPORT_PNG)
     failing = int((~latest(results)["passed"].astype(bool)).sum()) if len(results) else 0
     return QualityReport(results, failing, summary_markdown(results), png)

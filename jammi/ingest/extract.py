@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import glob
 import io
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
 from jammi.errors import KeyIntegrityError, SourceError
 from jammi.redact import dsn_secrets, redact
 from jammi.spec.project import Project, SourceSpec
+from jammi.storage import BATCH_ROWS
 from jammi.types import coerce_value
 
 MAX_LISTED_KEYS = 10
@@ -82,34 +86,52 @@ def bad_json_line(text: str) -> tuple[int, str, str] | None:
     return None
 
 
-def _read_file(name: str, spec: SourceSpec, file: Path) -> pd.DataFrame:
+def _read_file(name: str, spec: SourceSpec, file: Path) -> Iterator[pd.DataFrame]:
+    """The file's rows, BATCH_ROWS at a time."""
     try:
         if spec.kind == "csv":
-            return pd.read_csv(
+            yield from pd.read_csv(
                 file, dtype=str, keep_default_na=False, na_values=[""],
                 encoding=spec.encoding, sep=spec.delimiter,
-                quotechar=spec.quotechar, escapechar=spec.escapechar,
+                quotechar=spec.quotechar, escapechar=spec.escapechar, chunksize=BATCH_ROWS,
             )
-        if spec.kind == "jsonl":
-            text = file.read_bytes().decode(spec.encoding)
-            if not text.strip():
-                return pd.DataFrame()
-            try:
-                return pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
-            except (ValueError, TypeError, AttributeError) as err:  # pandas' errors vary
-                bad = bad_json_line(text)
-                if bad is None:
-                    raise SourceError(f"source {name!r}: cannot read {file}: {err}") from None
-                raise SourceError(f"source {name!r}: {file.name} line {bad[0]} is not a JSON "
-                                  f"object ({bad[1]}): {bad[2]}") from None
-        return pd.read_parquet(file)
+        elif spec.kind == "jsonl":
+            yield from _read_jsonl(name, spec, file)
+        else:
+            pf = pq.ParquetFile(file)
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+                yield batch.to_pandas()
+            if pf.metadata.num_rows == 0:
+                yield pf.schema_arrow.empty_table().to_pandas()
     except UnicodeDecodeError as err:
         raise _decode_error(name, file, spec, err) from None
     except (ValueError, OSError, pd.errors.ParserError) as err:
         raise SourceError(f"source {name!r}: cannot read {file}: {err}") from None
 
 
-def _read_duckdb(project: Project, name: str, spec: SourceSpec) -> pd.DataFrame:
+def _read_jsonl(name: str, spec: SourceSpec, file: Path) -> Iterator[pd.DataFrame]:
+    """JSON Lines, BATCH_ROWS lines at a time; a line that is not a JSON object is named by its
+    number in the file."""
+    first = 1
+    with open(file, encoding=spec.encoding) as handle:
+        while True:
+            lines = list(itertools.islice(handle, BATCH_ROWS))
+            if not lines:
+                return
+            text = "".join(lines)
+            if text.strip():
+                try:
+                    yield pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
+                except (ValueError, TypeError, AttributeError) as err:  # pandas' errors vary
+                    bad = bad_json_line(text)
+                    if bad is None:
+                        raise SourceError(f"source {name!r}: cannot read {file}: {err}") from None
+                    raise SourceError(f"source {name!r}: {file.name} line {bad[0] + first - 1} is not a "
+                                      f"JSON object ({bad[1]}): {bad[2]}") from None
+            first += len(lines)
+
+
+def _read_duckdb(project: Project, name: str, spec: SourceSpec) -> Iterator[pd.DataFrame]:
     if spec.database:
         db = project.resolve(spec.database)
         if not db.is_file():
@@ -124,15 +146,24 @@ def _read_duckdb(project: Project, name: str, spec: SourceSpec) -> pd.DataFrame:
         con.execute(f"SET file_search_path = '{str(project.root).replace(chr(39), chr(39) * 2)}'")
         if spec.table:
             ident = ".".join('"' + p.replace('"', '""') + '"' for p in spec.table.split("."))
-            return con.execute(f"SELECT * FROM {ident}").df()
-        return con.execute(spec.query).df()
+            con.execute(f"SELECT * FROM {ident}")
+        else:
+            con.execute(spec.query)
+        first = True
+        while True:  # DuckDB's own frame conversion (as .df()), a chunk of vectors at a time
+            chunk = con.fetch_df_chunk(BATCH_ROWS // 2048)
+            if len(chunk) or first:
+                yield chunk
+            first = False
+            if not len(chunk):
+                return
     except duckdb.Error as err:
         raise SourceError(f"source {name!r}: DuckDB query failed: {err}") from None
     finally:
         con.close()
 
 
-def _read_postgres(name: str, spec: SourceSpec) -> pd.DataFrame:
+def _read_postgres(name: str, spec: SourceSpec) -> Iterator[pd.DataFrame]:
     import psycopg
     from psycopg import sql
 
@@ -140,10 +171,20 @@ def _read_postgres(name: str, spec: SourceSpec) -> pd.DataFrame:
         sql.Identifier(*spec.table.split("."))
     )
     try:
-        with psycopg.connect(spec.dsn, connect_timeout=10) as conn, conn.cursor() as cur:
+        # a server-side cursor: the server holds the result, the client BATCH_ROWS rows of it
+        with psycopg.connect(spec.dsn, connect_timeout=10) as conn, \
+                conn.cursor(name=f"jammi_extract_{name}"[:60]) as cur:
+            cur.itersize = BATCH_ROWS
             cur.execute(query)
             cols = [d.name for d in cur.description]
-            return pd.DataFrame(cur.fetchall(), columns=cols)
+            first = True
+            while True:
+                rows = cur.fetchmany(BATCH_ROWS)
+                if rows or first:
+                    yield pd.DataFrame(rows, columns=cols)
+                first = False
+                if not rows:
+                    return
     except psycopg.Error as err:
         what = f"table {spec.table!r}" if spec.table else "query"
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -151,32 +192,50 @@ def _read_postgres(name: str, spec: SourceSpec) -> pd.DataFrame:
 
 
 def extract(project: Project, name: str, spec: SourceSpec | None = None) -> pd.DataFrame:
-    """Read source `name` as it is (as `spec` says, when given: one partition's file, say);
-    raise SourceError naming the source on any failure, with every credential masked."""
+    """Read source `name` as it is, whole (as `spec` says, when given: one partition's file,
+    say); raise SourceError naming the source on any failure, with every credential masked.
+    The asset writes a source batch by batch instead (`extract_batches`)."""
     spec = spec or project.sources[name]
+    frames = [f for f in extract_batches(project, name, spec) if len(f.columns)]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    check_keys(name, spec.key, df, spec.columns[spec.key].type)
+    declared = set(spec.columns) if spec.schema_ is None else None
+    return storable(df, declared).reset_index(drop=True)
+
+
+def extract_batches(project: Project, name: str, spec: SourceSpec | None = None) -> Iterator[pd.DataFrame]:
+    """The rows of source `name` as they are, BATCH_ROWS at a time, each batch's columns
+    checked and made storable; keys are not checked here (`KeyLedger` does it across batches)."""
+    spec = spec or project.sources[name]
+    declared = set(spec.columns) if spec.schema_ is None else None
     try:
-        return _extract(project, name, spec)
+        for batch in _batches(project, name, spec):
+            check_columns(name, spec, batch)
+            yield storable(batch, declared).reset_index(drop=True)
     except SourceError as err:
         secrets = [*project.secrets, *dsn_secrets(spec.dsn)]
         raise type(err)(redact(str(err), secrets)) from None
 
 
-def _extract(project: Project, name: str, spec: SourceSpec) -> pd.DataFrame:
+def _batches(project: Project, name: str, spec: SourceSpec) -> Iterator[pd.DataFrame]:
     if spec.kind in ("csv", "jsonl", "parquet"):
-        frames = [_read_file(name, spec, f) for f in source_files(project, name, spec)]
-        frames = [f for f in frames if len(f.columns)]
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        empty, rows = pd.DataFrame(), False
+        for file in source_files(project, name, spec):
+            for batch in _read_file(name, spec, file):
+                if len(batch.columns) and len(batch):
+                    rows = True
+                    yield batch
+                elif len(batch.columns) and not len(empty.columns):
+                    empty = batch
+        if not rows:  # no file had a row: the columns (or none at all) still get checked
+            yield empty
     elif spec.kind == "duckdb":
-        df = _read_duckdb(project, name, spec)
+        yield from _read_duckdb(project, name, spec)
     elif spec.kind == "nats":
         raise SourceError(f"source {name!r} is a NATS stream: its events are read in micro-batches by "
                           f"`jammi stream <pipeline>` (or a `{name}_job` run), not extracted as a whole")
     else:
-        df = _read_postgres(name, spec)
-    check_columns(name, spec, df)
-    check_keys(name, spec.key, df, spec.columns[spec.key].type)
-    declared = set(spec.columns) if spec.schema_ is None else None
-    return storable(df, declared).reset_index(drop=True)
+        yield from _read_postgres(name, spec)
 
 
 def _as_text(value):

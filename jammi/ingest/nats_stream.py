@@ -11,16 +11,11 @@ Every error names the source and has its credentials masked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
-
-import nats
-from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js import api
-from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from jammi.errors import SourceError
 from jammi.redact import redact
@@ -60,6 +55,21 @@ class Position:
     delivered_seq: int
 
 
+@functools.cache
+def _nats() -> SimpleNamespace:
+    """nats-py, imported where a consumer connects: with aiohttp under it, it costs a quarter of
+    a second that importing the stream assets (every `jammi materialize`) need not pay."""
+    import nats
+    from nats.errors import Error, NoRespondersError
+    from nats.errors import TimeoutError as Timeout
+    from nats.js import api
+    from nats.js.errors import NoStreamResponseError, NotFoundError
+
+    return SimpleNamespace(connect=nats.connect, api=api, Error=Error, Timeout=Timeout,
+                           NoResponders=NoRespondersError, NoStreamResponse=NoStreamResponseError,
+                           NotFound=NotFoundError)
+
+
 def _credentials(spec: NatsSpec) -> dict:
     given = {"user": spec.user, "password": spec.password, "token": spec.token}
     return {k: v for k, v in given.items() if v}
@@ -85,43 +95,48 @@ class NatsConsumer:
         await self.close()
 
     async def connect(self, bind: bool = True) -> None:
+        n = _nats()
+
         async def quiet(_err):  # reconnects are the worker's business: it reports them itself
             return None
 
         try:
-            self.nc = await nats.connect(self.spec.server_list(), connect_timeout=CONNECT_TIMEOUT_S,
-                                         max_reconnect_attempts=3, reconnect_time_wait=0.5,
-                                         allow_reconnect=True, error_cb=quiet, **_credentials(self.spec))
+            self.nc = await n.connect(self.spec.server_list(), connect_timeout=CONNECT_TIMEOUT_S,
+                                      max_reconnect_attempts=3, reconnect_time_wait=0.5,
+                                      allow_reconnect=True, error_cb=quiet, **_credentials(self.spec))
             self.js = self.nc.jetstream()
             if bind:
                 await self._ensure_stream()
                 self.sub = await self.js.pull_subscribe(
                     self.spec.subject, durable=self.spec.durable, stream=self.spec.stream,
-                    config=api.ConsumerConfig(durable_name=self.spec.durable,
-                                              ack_policy=api.AckPolicy.EXPLICIT,
-                                              ack_wait=self.spec.ack_wait_s,
-                                              filter_subject=self.spec.subject))
-        except (TimeoutError, NatsError, OSError) as err:
+                    config=n.api.ConsumerConfig(durable_name=self.spec.durable,
+                                                ack_policy=n.api.AckPolicy.EXPLICIT,
+                                                ack_wait=self.spec.ack_wait_s,
+                                                filter_subject=self.spec.subject))
+        except (TimeoutError, n.Error, OSError) as err:
             await self.close()
             raise self._error("cannot connect to NATS", err) from None
 
     async def _ensure_stream(self) -> None:
+        n = _nats()
         try:
             await self.js.stream_info(self.spec.stream)
-        except NotFoundError:
+        except n.NotFound:
             await self.js.add_stream(name=self.spec.stream, subjects=[self.spec.subject])
 
     async def close(self) -> None:
+        n = _nats()
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.close()
-            except (TimeoutError, NatsError, OSError):
+            except (TimeoutError, n.Error, OSError):
                 pass
         self.nc = self.js = self.sub = None
 
     async def fetch(self, max_batch: int, max_wait_s: float, idle_s: float = 1.0) -> list[Event]:
         """Up to `max_batch` events: waits at most `idle_s` for the first one, then gathers more
         until `max_batch` are in hand or `max_wait_s` has passed since the first arrived."""
+        n = _nats()
         events: list[Event] = []
         opened = None
         while len(events) < max_batch:
@@ -133,11 +148,11 @@ class NatsConsumer:
                     break
             try:
                 msgs = await self.sub.fetch(batch=max_batch - len(events), timeout=wait)
-            except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing came in time
+            except (n.Timeout, TimeoutError):  # nats-py raises either when nothing came in time
                 if opened is None:
                     return events
                 continue
-            except (NatsError, OSError) as err:
+            except (n.Error, OSError) as err:
                 if events:  # keep what arrived; they are acked after their commit or redelivered
                     return events
                 raise self._error("cannot fetch from NATS", err) from None
@@ -147,31 +162,35 @@ class NatsConsumer:
         return events
 
     async def ack(self, events: list[Event]) -> None:
+        n = _nats()
         try:
             for e in events:
                 await e.msg.ack()
             await self.nc.flush(timeout=5)
-        except (TimeoutError, NatsError, OSError) as err:
+        except (TimeoutError, n.Error, OSError) as err:
             raise self._error("cannot acknowledge events (they will be redelivered and skipped as "
                               "already committed)", err) from None
 
     async def nak(self, events: list[Event], delay_s: float) -> None:
+        n = _nats()
         try:
             for e in events:
                 await e.msg.nak(delay=delay_s)
-        except (TimeoutError, NatsError, OSError):
+        except (TimeoutError, n.Error, OSError):
             pass  # unacked events are redelivered after ack_wait anyway
 
     async def in_progress(self, events: list[Event]) -> None:
         """Tell the server these events are still being worked on (resets their ack_wait)."""
+        n = _nats()
         try:
             for e in events:
                 await e.msg.in_progress()
-        except (TimeoutError, NatsError, OSError):
+        except (TimeoutError, n.Error, OSError):
             pass
 
     async def dead_letter(self, event: Event, reason: str) -> None:
         """Publish the event, unchanged, to the dead-letter subject with its reason."""
+        n = _nats()
         subject = self.spec.dead_letter(self.source)
         headers = {REASON_HEADER: reason.replace("\r", " ").replace("\n", " ")[:4000],
                    SOURCE_HEADER: self.source, SEQ_HEADER: str(event.seq),
@@ -179,10 +198,10 @@ class NatsConsumer:
         try:
             try:
                 await self.js.publish(subject, event.data, headers=headers, timeout=2)
-            except (NoRespondersError, NoStreamResponseError):  # no stream keeps the subject: plain publish
+            except (n.NoResponders, n.NoStreamResponse):  # no stream keeps the subject: plain publish
                 await self.nc.publish(subject, event.data, headers=headers)
                 await self.nc.flush(timeout=5)
-        except (TimeoutError, NatsError, OSError) as err:
+        except (TimeoutError, n.Error, OSError) as err:
             raise self._error(f"cannot publish to the dead-letter subject {subject!r}", err) from None
 
     async def lag(self) -> int:
@@ -190,18 +209,19 @@ class NatsConsumer:
         return (await self.position()).lag
 
     async def position(self) -> Position:
+        n = _nats()
         try:
             info = await self.js.consumer_info(self.spec.stream, self.spec.durable)
-        except NotFoundError:
+        except n.NotFound:
             if self.sub is not None:
                 raise ConsumerGone(f"source {self.source!r}: the durable consumer {self.spec.durable!r} of "
                                    f"stream {self.spec.stream!r} is gone (stream deleted or re-created?); "
                                    "creating it again") from None
             try:
                 return Position(int((await self.js.stream_info(self.spec.stream)).state.messages), 0)
-            except NotFoundError:
+            except n.NotFound:
                 return Position(0, 0)
-        except (TimeoutError, NatsError, OSError) as err:
+        except (TimeoutError, n.Error, OSError) as err:
             raise self._error("cannot read the consumer's state", err) from None
         delivered = info.delivered.stream_seq if info.delivered is not None else 0
         return Position(int(info.num_pending or 0) + int(info.num_ack_pending or 0), int(delivered or 0))

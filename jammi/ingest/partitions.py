@@ -3,12 +3,13 @@ dynamic `files` partition is, or the rows whose timestamp column falls in its wi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pandas as pd
 
 from jammi.errors import SourceError
-from jammi.ingest.extract import extract, source_files
+from jammi.ingest.extract import extract_batches, source_files
 from jammi.spec.automation import PATH_SEGMENT, partition_window
 from jammi.spec.project import Project
 
@@ -19,7 +20,27 @@ class PartitionRows:
     unplaced: int = 0  # rows of the source whose timestamp cannot be read: in no partition
 
 
+@dataclass
+class PartitionBatches:
+    """The batches of one partition's rows; `unplaced` counts, once they are read, the rows
+    of the source whose timestamp cannot be read (they fall in no partition)."""
+
+    batches: Iterator[pd.DataFrame]
+    unplaced: int = 0
+
+
 def extract_partition(project: Project, name: str, partition: str) -> PartitionRows:
+    """The rows of one partition of source `name`, whole."""
+    got = partition_batches(project, name, partition)
+    frames = [f for f in got.batches if len(f.columns)]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return PartitionRows(rows, got.unplaced)
+
+
+def partition_batches(project: Project, name: str, partition: str) -> PartitionBatches:
+    """The rows of one partition of source `name`, batch by batch: its own file when the path
+    names the partition (or a dynamic partition is a file), else the source's rows whose
+    timestamp falls in the partition's window (the whole source is read, a batch at a time)."""
     spec = project.sources[name]
     part = spec.partitions
     if part is None:
@@ -29,17 +50,25 @@ def extract_partition(project: Project, name: str, partition: str) -> PartitionR
         if not matches:
             raise SourceError(f"source {name!r}: partition {partition!r} names no file matched by "
                               f"{spec.path!r}")
-        return PartitionRows(extract(project, name, spec.model_copy(update={"path": str(matches[0])})))
+        one = spec.model_copy(update={"path": str(matches[0])})
+        return PartitionBatches(extract_batches(project, name, one))
     try:
         start, end = partition_window(part, partition)
     except ValueError as err:
         raise SourceError(f"source {name!r}: {err}") from None
     if part.by_path:
         path = spec.path.replace(PATH_SEGMENT, partition)
-        return PartitionRows(extract(project, name, spec.model_copy(update={"path": path})))
-    rows = extract(project, name)
-    when = parse_times(rows[part.by], part.timezone)
-    return PartitionRows(rows[(when >= start) & (when < end)].reset_index(drop=True), int(when.isna().sum()))
+        return PartitionBatches(extract_batches(project, name, spec.model_copy(update={"path": path})))
+    got = PartitionBatches(iter(()))
+
+    def window() -> Iterator[pd.DataFrame]:
+        for rows in extract_batches(project, name):
+            when = parse_times(rows[part.by], part.timezone)
+            got.unplaced += int(when.isna().sum())
+            yield rows[((when >= start) & (when < end)).to_numpy()].reset_index(drop=True)
+
+    got.batches = window()
+    return got
 
 
 def parse_times(values: pd.Series, timezone: str) -> pd.Series:

@@ -15,7 +15,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from jammi.quality.outcome import MAX_EXAMPLES, CheckOutcome
 
@@ -382,14 +381,17 @@ def parse_reasons(reason) -> list[tuple[str, str, str]]:
 
 
 def schema_conformance(quarantine: pd.DataFrame | None, total_rows: int, max_rate: float, severity,
-                       reason_column: str = "_quarantine_reason") -> CheckOutcome:
+                       reason_column: str = "_quarantine_reason", quarantined: int | None = None
+                       ) -> CheckOutcome:
     """Share of rows quarantined by schema validation, with failures counted per (column, check).
 
     `total_rows` is every row read, valid and quarantined together; if it is smaller than the
-    quarantine the quarantine size is used, so the rate never exceeds 1.
+    quarantine the quarantine size is used, so the rate never exceeds 1. `quarantined`, when
+    given, is the number of quarantined rows, of which `quarantine` holds a sample (the
+    failures are then counted on the sample).
     """
     q = quarantine if quarantine is not None else pd.DataFrame()
-    nq = len(q)
+    nq = len(q) if quarantined is None else quarantined
     total = max(int(total_rows or 0), nq)
     if total == 0:
         return _empty(SCHEMA_CONFORMANCE, severity, max_rate, by_column_check={}, quarantined=0)
@@ -557,6 +559,8 @@ def distribution_drift(current: pd.DataFrame, previous: pd.DataFrame | None, num
             entry["psi"] = categorical_psi(cur, prev)
             bad = entry["psi"] > psi_threshold
         else:
+            from scipy import stats  # a second to import: not on every code path's import
+
             entry["ks"] = float(stats.ks_2samp(cur, prev).statistic)
             entry["psi"] = numeric_psi(cur, prev)
             bad = entry["ks"] > ks_threshold or entry["psi"] > psi_threshold

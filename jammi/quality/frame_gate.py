@@ -53,9 +53,16 @@ def frame_checks(
     quarantine: pd.DataFrame,
     previous: pd.DataFrame | None,
     parent_keys: dict[str, pd.Series],
+    total_rows: int | None = None,
+    quarantined_rows: int | None = None,
+    sampled: int | None = None,
 ) -> list[CheckOutcome]:
-    """`previous` is the last successful validated frame; `parent_keys` maps 'source.column'
-    of each declared foreign key to the parent's current key values."""
+    """`previous` is the last successful validated frame (or its sample); `parent_keys` maps
+    'source.column' of each declared foreign key to the parent's current key values.
+
+    A large source's checks see a uniform sample of its valid rows (`sampled`: how many valid
+    rows there are in all) and of its quarantine; `total_rows` and `quarantined_rows` are the
+    exact counts that schema conformance's rate is made of. A sampled outcome says so."""
     spec = project.sources[source]
     q = spec.quality
     texts = text_columns(project, source)
@@ -67,8 +74,9 @@ def frame_checks(
         fc.exact_duplicates(valid, spec.key, texts, q.exact_duplicates.max_rate, q.exact_duplicates.severity),
         _near_duplicates(valid, spec, joined),
         _outliers(valid, spec, texts, numeric),
-        fc.schema_conformance(quarantine, len(valid) + len(quarantine), q.schema_conformance.max_rate,
-                              q.schema_conformance.severity),
+        fc.schema_conformance(quarantine, len(valid) + len(quarantine) if total_rows is None else total_rows,
+                              q.schema_conformance.max_rate, q.schema_conformance.severity,
+                              quarantined=quarantined_rows),
         fc.distribution_drift(valid, previous, q.drift.numeric if q.drift.numeric is not None else numeric,
                               texts, q.drift.categorical, q.drift.ks_threshold, q.drift.psi_threshold,
                               q.drift.severity),
@@ -78,6 +86,11 @@ def frame_checks(
         outcome = fc.referential_integrity(valid, fk.column, parent_keys.get(fk.references, pd.Series([])),
                                            fk.references, fk.max_orphans, fk.severity, key=spec.key)
         outcomes.append(replace(outcome, name=fk_check_name(fk.column)))
+    if sampled is not None:
+        outcomes = [o if o.name == SCHEMA_CONFORMANCE else replace(
+            o, description=f"on a uniform sample of {len(valid)} of {sampled} valid rows: {o.description}",
+            details={**(o.details or {}), "sample_rows": len(valid), "valid_rows": sampled})
+            for o in outcomes]
     return outcomes
 
 

@@ -56,7 +56,6 @@ import numpy as np
 import pandas as pd
 
 from jammi.quality.group_links import Components, TopPairs
-from jammi.quality.lsh_bands import Bands, band_params
 from jammi.quality.outcome import MAX_EXAMPLES, CheckOutcome, Severity
 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
@@ -232,6 +231,9 @@ def find_near_duplicates(keys: list[str], texts: list[str | None], threshold: fl
             top.add_group(rows)
     rows_capped = 0
     if len(uniq) > 1:
+        # datasketch (under lsh_bands) imports scipy.integrate: half a second, paid only here
+        from jammi.quality.lsh_bands import Bands, band_params
+
         vocab_ids: dict[str, int] = {}
         doc_words = []
         for norm in uniq:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,3 +32,11 @@ class CheckOutcome:
 def blocking_failures(outcomes: list[CheckOutcome]) -> list[CheckOutcome]:
     """The failed checks of severity error: they stop everything downstream."""
     return [o for o in outcomes if not o.passed and o.severity == "error"]
+
+
+def outcome_json(o: CheckOutcome) -> dict:
+    """The outcome as JSON-able values (numpy numbers made plain)."""
+    def number(x):
+        return None if x is None else float(x)
+    return {**dataclasses.asdict(o), "passed": bool(o.passed), "statistic": number(o.statistic),
+            "threshold": number(o.threshold)}

@@ -27,8 +27,7 @@ import pyarrow.parquet as pq
 
 from jammi.query.sandbox import filter_keys
 from jammi.tables.arrays import cast, float64s, int64s, strings, take
-from jammi.tables.catalog import quote_ident
-from jammi.tables.frames import whole_partitions
+from jammi.tables.catalog import frame_view_sql, quote_ident
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -135,7 +134,8 @@ class _Partitions:
     a key in several keeping its latest partition's row."""
 
     def __init__(self, folder: Path):
-        self._table = pa.Table.from_pandas(whole_partitions(folder), preserve_index=False)
+        with duckdb.connect() as con:
+            self._table = con.execute(frame_view_sql(folder)).to_arrow_table()
         self.schema_arrow = self._table.schema
 
     def read(self, columns: list[str]) -> pa.Table:

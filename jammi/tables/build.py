@@ -3,7 +3,6 @@ batch, under the catalog's building -> ready | failed protocol."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from jammi.embedding.stream import Plan, encode_sorted
 from jammi.embedding.texts import TEXT_SEPARATOR, compose_texts, content_hash
 from jammi.embedding.vectors import to_vector_array
 from jammi.errors import ArtifactError, SourceError
-from jammi.quality.outcome import CheckOutcome, blocking_failures
+from jammi.quality.outcome import blocking_failures, outcome_json
 from jammi.spec.chunking import CHUNK_DOC
 from jammi.spec.project import PipelineSpec, SourceSpec
 from jammi.storage import tmp_path, write_json_atomic
@@ -187,7 +186,7 @@ def build_embedding_table(
                                **_counts(stats))
             return stats
         ready = _manifest(stats, pipeline, pipe, source, src, STATUS_READY)
-        ready["checks"] = [_outcome_json(o) for o in stats.outcomes]  # what recovery may trust
+        ready["checks"] = [outcome_json(o) for o in stats.outcomes]  # what recovery may trust
         ready["full_token"] = full_token  # the rebuild request this table answers (partitions share one)
         ready["segments"] = [ref.to_json() for ref in stats.segments]  # version 0, for recovery
         write_json_atomic(sidecar(base, ".manifest.json"), ready)
@@ -205,13 +204,6 @@ def build_embedding_table(
                            **_counts(stats))
         raise
     return stats
-
-
-def _outcome_json(o: CheckOutcome) -> dict:
-    def number(x):
-        return None if x is None else float(x)
-    return {**dataclasses.asdict(o), "passed": bool(o.passed), "statistic": number(o.statistic),
-            "threshold": number(o.threshold)}
 
 
 def _counts(stats: EmbedStats) -> dict:

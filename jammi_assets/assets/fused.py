@@ -19,7 +19,8 @@ def fused_asset(project: Project, entity: str) -> dg.AssetsDefinition:
 
     @dg.multi_asset(
         name=keys.fuse_step(entity),
-        ins={s: dg.AssetIn(keys.validated(s)) for s in ent.sources},
+        # the engine writes validated frames itself: they are read back through the frame IO manager
+        ins={s: dg.AssetIn(keys.validated(s), input_manager_key="frame_io") for s in ent.sources},
         check_specs=check_specs(fused, list(FUSED_CHECKS)),
         outs={
             fused: dg.AssetOut(
