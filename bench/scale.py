@@ -667,6 +667,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--work-dir", type=Path, default=None, help="default: a new temp dir")
     ap.add_argument("--keep", action="store_true", help="keep each case's project and artifacts")
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the cases of the existing --results file that this run does not run "
+                         "(each case records the commit and date it was measured at)")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.partitions, args.partition_rows, args.checkpoint = "2000,20000", 12, 500, 5
@@ -681,6 +684,16 @@ def parse_args() -> argparse.Namespace:
     if not Path(TIME).exists():
         sys.exit(f"{TIME} is missing (GNU time: apt-get install time)")
     return args
+
+
+def _commit() -> str:
+    """The commit the measured code is at (with `+changes` when the tree differs from it)."""
+    root = Path(__file__).resolve().parent.parent
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
 
 
 def main() -> None:
@@ -702,8 +715,15 @@ def main() -> None:
               "pool": pool_info, "definitions": DEFINITIONS,
               "targets": {k: f"{op} {b}" for k, (op, b) in TARGETS.items()}, "cases": {}}
     cases = result["cases"]
+    if args.merge and args.results.exists():
+        earlier = json.loads(args.results.read_text(encoding="utf-8")).get("cases", {})
+        cases.update({name: case for name, case in earlier.items() if name not in args.cases})
+    measured_at = {"commit": _commit(), "date": result["date"]}
 
     def done(folder: Path | None) -> None:
+        for name in args.cases:
+            if isinstance(cases.get(name), dict):
+                cases[name].setdefault("measured_at", measured_at)
         result["derived"] = derive(cases)
         save(result, args.results)
         if folder is not None and not args.keep:

@@ -29,7 +29,8 @@ def _write_table(base, vectors: np.ndarray) -> None:
         "_source_id": pa.array(["s"] * n),
         "_model_id": pa.array(["m"] * n),
         "vector": to_vector_array(vectors),
-        "_content_hash": pa.array(["h"] * n),
+        # one content hash, one vector, as the contract has it (the index keeps one per hash)
+        "_content_hash": pa.array([v.tobytes().hex()[:32] for v in vectors]),
     }, schema=table_schema(d)), sidecar(base, ".parquet"))
 
 

@@ -8,6 +8,7 @@ checks are about the index and the files, not about encoding)."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def _write(path: Path, ids: list[str], vectors: np.ndarray, row_group_size: int 
         "_source_id": pa.array(["s"] * n),
         "_model_id": pa.array(["m"] * n),
         "vector": to_vector_array(vectors),
-        "_content_hash": pa.array(["h"] * n),
+        # as the contract has it: one content hash, one vector (the index keeps one per hash)
+        "_content_hash": pa.array([hashlib.blake2b(v.tobytes(), digest_size=8).hexdigest() for v in vectors]),
     }, schema=table_schema(d)), path, row_group_size=row_group_size)
 
 
@@ -167,3 +169,20 @@ def test_sample_reads_real_rows_deterministically(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ec._sample(path, 16, 50, seed=7), got)
     assert not np.array_equal(ec._sample(path, 16, 50, seed=8), got)
     np.testing.assert_array_equal(ec._sample(path, 16, 5000, seed=1), vectors)  # all rows, in order
+
+
+def test_repeated_texts_are_indexed_once_and_found_with_every_row(tmp_path):
+    """20,000 rows of 1,000 texts (20 rows each): the sidecar holds one vector a text, a search
+    returns every row of the nearest text, and recall holds (an index of every row, whose 20
+    copies of a point fill each other's neighbour lists, measured recall 0.94 on these rows)."""
+    rng = np.random.default_rng(3)
+    vectors = np.repeat(_unit(rng, 1000), 20, axis=0)[rng.permutation(20000)]
+    ref = _segment(tmp_path, "rep", [f"r{i}" for i in range(20000)], vectors)
+    version = Version("rep", 0, (ref,), rows=20000)
+    index = VersionIndex(tmp_path, version, DIMS, IndexSpec())
+    (_, ann, rowmap), = index.parts
+    assert len(ann) == 1000 and len(rowmap) == 20000 and rowmap.keys == 1000
+    hits = index.search(vectors[0], 20)
+    twins = {f"r{i}" for i in np.flatnonzero((vectors == vectors[0]).all(axis=1))}
+    assert {r for r, _ in hits} == twins and all(s == pytest.approx(1.0, abs=1e-5) for _, s in hits)
+    assert ec.ann_recall(tmp_path, version, DIMS, IndexSpec()).statistic >= 0.95

@@ -194,7 +194,7 @@ def test_checked_table_stuck_in_building_is_promoted_with_its_counts_and_checks(
         assert sidecar(rec.base_path, suffix).is_file()
     index, rowmap = load_index(rec.base_path, after.rows_embedded)  # raises if unusable
     assert len(index) == 5
-    assert sorted(rowmap.to_pylist()) == ["1", "2", "3", "5", "6"]
+    assert sorted(rowmap.row_ids.to_pylist()) == ["1", "2", "3", "5", "6"]
 
     hits = search(project, "products_pipe", "espresso coffee machine", k=3)
     assert hits["_row_id"].tolist()[0] == "2"

@@ -282,17 +282,14 @@ def index_pipeline(project: Project, pipeline: str, run_id: str | None = None,
              for ref in version.segments if ref.file in missing]
     stats = IndexStats(sidecar(segment_base(rec.tables_dir, version.segments[-1]), ".usearch"),
                        version.rows, sum(b.seconds for b in built), sum(b.bytes for b in built))
-    sidecars = [memo.file_state(Path(f)) for ref in version.segments
-                for f in sidecar_files(segment_base(rec.tables_dir, ref))]
-    key = memo.fingerprint({"version": version.version, "segments": [r.to_json() for r in version.segments],
-                            "sidecars": sidecars, "index": spec.model_dump(), "min": pipe.quality.min_recall,
-                            "queries": pipe.quality.recall_queries})
-    done = memo.recall(rec.parquet_path, key, [])
-    if done is not None:  # the same version and sidecars as when recall was last measured
-        recall = CheckOutcome(**done)
-    else:
-        recall = checks.ann_recall(rec.tables_dir, version, rec.dimensions, spec,
-                                   pipe.quality.min_recall, pipe.quality.recall_queries)
-        memo.remember(rec.parquet_path, key, [], outcome_json(recall))
+    states = {ref.file: [memo.file_state(Path(f)) for f in sidecar_files(segment_base(rec.tables_dir, ref))]
+              for ref in version.segments}
+    quality = pipe.quality
+    settings = {"index": spec.model_dump(), "min": quality.min_recall, "queries": quality.recall_queries}
+    known = memo.read(rec.parquet_path) or {}  # each segment's recall, measured once per sidecar
+    earlier = known.get("segments", {}) if known.get("settings") == settings else {}
+    recall, measured = checks.ann_recall_by_segment(rec.tables_dir, version, rec.dimensions, spec, earlier,
+                                                    states, quality.min_recall, quality.recall_queries)
+    memo.write(rec.parquet_path, {"settings": settings, "segments": measured})
     catalog.record_checks(run_id, keys.ann_index(pipeline), partition, [recall])
     return IndexRun(rec, stats, recall)

@@ -66,3 +66,15 @@ def remember(output: Path, key: str, outputs: list[Path], result: dict) -> None:
 
 def forget(output: Path) -> None:
     memo_path(output).unlink(missing_ok=True)
+
+
+def read(output: Path) -> dict | None:
+    """A memo kept as a plain record (`write`), for a step that reuses part of its last result."""
+    try:
+        return json.loads(memo_path(output).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write(output: Path, payload: dict) -> None:
+    write_json_atomic(memo_path(output), payload)

@@ -212,18 +212,22 @@ def _counts(stats: EmbedStats) -> dict:
 
 @dataclass
 class SourceRows:
-    """The validated rows that have text: key, text and content hash, in frame order."""
+    """The validated rows that have text: key and content hash, in frame order, and the text of
+    each distinct content hash (a text repeated under many keys is held once)."""
 
     keys: list[str]
-    texts: list[str]
     hashes: list[str]
+    text_of: dict[str, str]
     skipped: int
     doc_ids: list[str] | None = None  # a chunked pipeline's: each chunk's document key
     partitions: list[str] | None = None  # a partitioned source's: each row's partition
 
+    def text(self, i: int) -> str:
+        return self.text_of[self.hashes[i]]
+
     def take(self, picked: list[int]) -> tuple[list[str], list[str], list[str] | None, list[str] | None]:
         """Keys, texts, document keys and partitions of the rows at `picked`."""
-        return ([self.keys[i] for i in picked], [self.texts[i] for i in picked],
+        return ([self.keys[i] for i in picked], [self.text(i) for i in picked],
                 None if self.doc_ids is None else [self.doc_ids[i] for i in picked],
                 None if self.partitions is None else [self.partitions[i] for i in picked])
 
@@ -231,19 +235,19 @@ class SourceRows:
 def source_rows(frame_file: Path, key: str, text_columns: list[str], model_id: str,
                 doc_column: str | None = None) -> SourceRows:
     """The frame's rows with text, read record batch by record batch (only the columns needed)."""
-    keys: list[str] = []
-    texts: list[str] = []
-    docs: list[str] | None = None if doc_column is None else []
-    skipped = 0
+    rows = SourceRows([], [], {}, 0, None if doc_column is None else [])
     wanted = list(dict.fromkeys([key, *text_columns, *([doc_column] if doc_column else [])]))
     for batch in pq.ParquetFile(frame_file).iter_batches(batch_size=WINDOW_ROWS, columns=wanted):
         k, t, s, d = keyed_rows(batch.to_pandas(), key, text_columns, doc_column)
-        keys += k
-        texts += t
-        skipped += s
-        if docs is not None:
-            docs += d
-    return SourceRows(keys, texts, [content_hash(model_id, t) for t in texts], skipped, docs)
+        hashes = [content_hash(model_id, x) for x in t]
+        rows.keys += k
+        rows.hashes += hashes
+        for digest, text in zip(hashes, t, strict=True):
+            rows.text_of.setdefault(digest, text)
+        rows.skipped += s
+        if rows.doc_ids is not None:
+            rows.doc_ids += d
+    return rows
 
 
 def partition_rows(files: list[tuple[str, Path]], key: str, text_columns: list[str], model_id: str,
@@ -255,13 +259,12 @@ def partition_rows(files: list[tuple[str, Path]], key: str, text_columns: list[s
     for n, (_, rows) in enumerate(parts):
         for i, k in enumerate(rows.keys):
             last[k] = (n, i)
-    out = SourceRows([], [], [], sum(r.skipped for _, r in parts),
-                     None if doc_column is None else [], [])
+    out = SourceRows([], [], {}, sum(r.skipped for _, r in parts), None if doc_column is None else [], [])
     for n, (partition, rows) in enumerate(parts):
         picked = [i for i, k in enumerate(rows.keys) if last[k] == (n, i)]
-        keys, texts, docs, _ = rows.take(picked)
+        keys, _, docs, _ = rows.take(picked)
         out.keys += keys
-        out.texts += texts
+        out.text_of.update(rows.text_of)
         out.hashes += [rows.hashes[i] for i in picked]
         out.partitions += [partition] * len(picked)
         if out.doc_ids is not None:
@@ -375,7 +378,7 @@ def _write(stats: EmbedStats, rows: SourceRows, pipe: PipelineSpec, source: str,
     schema = table_schema(encoder.dimensions, chunks, parted)
     segments = SegmentWriter(itertools.chain([final], later), schema, SEGMENT_ROWS)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jammi-writer") as pool:
-        texts = [rows.texts[i] for i in firsts]
+        texts = [rows.text(i) for i in firsts]
         for chunk in encode_sorted(encoder, texts, sizer, plan, auto_size=auto,
                                    device=getattr(encoder, "device", "cpu")):
             ok = np.array([e is None for e in chunk.errors], dtype=bool)

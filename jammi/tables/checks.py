@@ -21,7 +21,7 @@ from jammi.spec.project import IndexSpec
 from jammi.tables.arrays import int64s, take
 from jammi.tables.index import VersionIndex
 from jammi.tables.parity import SOURCE_TABLE_PARITY
-from jammi.tables.versions import Version
+from jammi.tables.versions import Version, deleted_by_segment
 
 DIMENSIONS = "dimensions"
 FINITE_VALUES = "finite_values"
@@ -99,6 +99,7 @@ def segments_integrity(files: list[Path], dimensions: int) -> list[CheckOutcome]
                             bad_norm))
     out.append(CheckOutcome(NO_ZERO_VECTORS, zero == 0, "error", float(zero), 0.0,
                             f"{zero} of {rows} vectors are all zeros", bad_zero))
+    pa.default_memory_pool().release_unused()  # the pool keeps freed batches otherwise
     return out
 
 
@@ -282,6 +283,7 @@ def ann_recall(tables_dir: Path, version: Version, dimensions: int, spec: IndexS
     vecs = vectors_of(sample.column("vector"), dimensions)
     found = [list(dict.fromkeys(row for row, _ in hits)) for hits in index.search_many(vecs, kk)]
     kth, hit_sims = _exact_similarities(tables_dir, version, index.deleted, vecs, found, kk, dimensions)
+    pa.default_memory_pool().release_unused()
     hits = (hit_sims >= kth[:, None] - TIE_EPS).sum(axis=1)
     recall = float(np.mean(hits)) / kk
     worst = np.argsort(hits, kind="stable")[:MAX_EXAMPLES]
@@ -292,3 +294,43 @@ def ann_recall(tables_dir: Path, version: Version, dimensions: int, spec: IndexS
         details={"queries": len(ids), "k": kk, "segments": len(version.segments),
                  "recall": f"hits within {TIE_EPS:g} of the exact k-th similarity, over k"},
     )
+
+
+def ann_recall_by_segment(tables_dir: Path, version: Version, dimensions: int, spec: IndexSpec,
+                          known: dict[str, dict], states: dict[str, list], min_recall: float = 0.95,
+                          queries: int = 200, k: int = 10) -> tuple[CheckOutcome, dict[str, dict]]:
+    """Recall@k of the version's index, segment by segment: search merges each segment's own
+    top-k, so the merged answer is exact when every segment's is. A segment is measured once
+    for the sidecar it has (`states`: segment file -> its sidecars' state); `known` holds what
+    earlier runs measured, and a run measures only the segments whose sidecars are new, so its
+    cost is what it indexed, not the table. Passes when every segment's recall does."""
+    deleted = deleted_by_segment(tables_dir, version)
+    measured: dict[str, dict] = {}
+    fresh = 0
+    for ref in version.segments:
+        before = known.get(ref.file)
+        if before is not None and before.get("state") == states.get(ref.file):
+            measured[ref.file] = before
+            continue
+        one = Version(version.table_name, version.version, (ref,), version.deletes,
+                      rows=ref.rows - len(deleted.get(ref.file, ())))
+        out = ann_recall(tables_dir, one, dimensions, spec, min_recall, queries, k)
+        measured[ref.file] = {"state": states.get(ref.file), "recall": float(out.statistic or 0.0),
+                              "passed": bool(out.passed), "description": out.description,
+                              "examples": out.examples}
+        fresh += 1
+    if not measured:
+        return CheckOutcome(ANN_RECALL, True, "error", 1.0, min_recall, "empty table: nothing to index"), {}
+    worst_file = min(measured, key=lambda f: measured[f]["recall"])
+    worst = measured[worst_file]
+    passed = all(m["passed"] for m in measured.values())
+    kk = min(k, max(1, version.rows))
+    outcome = CheckOutcome(
+        ANN_RECALL, passed, "error", worst["recall"], min_recall,
+        f"recall@{kk} {worst['recall']:.3f} in the worst of {len(measured)} segment(s) ({worst_file}: "
+        f"{worst['description']}); {fresh} measured this run, the others unchanged since measured",
+        examples=worst["examples"],
+        details={"segments": len(measured), "measured_now": fresh, "k": kk,
+                 "recall": f"hits within {TIE_EPS:g} of the exact k-th similarity, over k, per segment",
+                 "by_segment": {f: m["recall"] for f, m in measured.items()}})
+    return outcome, measured

@@ -38,8 +38,41 @@ class IndexStats:
     bytes: int
 
 
+class RowMap:
+    """Index keys to row ids. The index holds one vector per distinct content hash of its
+    segment (rows with one text have one vector), so that a catalogue repeating a title many
+    times does not fill the HNSW graph with identical points, whose neighbour lists then hold
+    nothing but each other and cut the graph into islands a search cannot leave. `row_ids` are
+    the segment's rows grouped by key; key k's rows are `row_ids[offsets[k]:offsets[k + 1]]`.
+    A sidecar written before keys were shared maps key = row position (`offsets` None)."""
+
+    def __init__(self, row_ids: pa.Array, keys: np.ndarray | None = None):
+        self.row_ids = row_ids
+        self.offsets = None if keys is None else np.searchsorted(keys, np.arange(
+            (int(keys[-1]) + 2) if len(keys) else 1))
+
+    @property
+    def keys(self) -> int:
+        return len(self.row_ids) if self.offsets is None else len(self.offsets) - 1
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def expand(self, keys: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """The row ids of `keys` (in their order) and, for each, the position of its key."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if self.offsets is None:
+            return take(self.row_ids, int64s(keys)).to_pylist(), np.arange(len(keys))
+        starts, ends = self.offsets[keys], self.offsets[keys + 1]
+        sizes = ends - starts
+        which = np.repeat(np.arange(len(keys)), sizes)
+        positions = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
+        return take(self.row_ids, int64s(positions)).to_pylist(), which
+
+
 def build_index(base: Path, dimensions: int, spec: IndexSpec) -> IndexStats:
-    """Build `<base>.usearch` and `<base>.rowmap` from `<base>.parquet` (key = row position)."""
+    """Build `<base>.usearch` and `<base>.rowmap` from `<base>.parquet`: one vector per distinct
+    content hash (its first row's), the rowmap naming every row of each key."""
     t0 = time.perf_counter()
     pf = pq.ParquetFile(sidecar(base, ".parquet"))
     index = Index(
@@ -51,31 +84,46 @@ def build_index(base: Path, dimensions: int, spec: IndexSpec) -> IndexStats:
         expansion_search=spec.expansion_search,
     )
     row_ids: list[pa.Array] = []
-    offset = 0
-    for batch in pf.iter_batches(batch_size=READ_BATCH, columns=["_row_id", "vector"]):
-        vecs = vectors_of(batch.column("vector"), dimensions)
-        keys = np.arange(offset, offset + len(vecs), dtype=np.uint64)
-        index.add(keys, vecs, threads=os.cpu_count() or 1)
+    row_keys: list[np.ndarray] = []
+    key_of: dict[str, int] = {}
+    rows = 0
+    for batch in pf.iter_batches(batch_size=READ_BATCH, columns=["_row_id", "vector", "_content_hash"]):
+        hashes = batch.column("_content_hash").to_pylist()
+        before = len(key_of)  # keys are numbered in order of first sight: new ones are >= before
+        keys = np.fromiter((key_of.setdefault(h, len(key_of)) for h in hashes), dtype=np.int64,
+                           count=len(hashes))
+        fresh = np.flatnonzero(keys >= before)
+        new = fresh[np.unique(keys[fresh], return_index=True)[1]]  # each new key's first row
+        if len(new):
+            vecs = vectors_of(batch.column("vector").take(pa.array(new)), dimensions)
+            index.add(keys[new].astype(np.uint64), vecs, threads=os.cpu_count() or 1)
         row_ids.append(batch.column("_row_id"))
-        offset += len(vecs)
+        row_keys.append(keys)
+        rows += len(hashes)
     index_path = sidecar(base, ".usearch")
     tmp = tmp_path(index_path)
     index.save(str(tmp))
     os.replace(tmp, index_path)
-    rowmap = pa.table({"_row_id": pa.concat_arrays(row_ids) if row_ids else pa.array([], pa.string())})
+    keys = np.concatenate(row_keys) if row_keys else np.zeros(0, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    ids = pa.concat_arrays(row_ids) if row_ids else pa.array([], pa.string())
+    rowmap = pa.table({"_row_id": take(ids, int64s(order)),
+                       "_key": pa.array(keys[order].astype(np.uint32), pa.uint32())})
     rowmap_path = sidecar(base, ".rowmap")
     tmp = tmp_path(rowmap_path)
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, rowmap.schema) as writer:
         writer.write_table(rowmap)
     os.replace(tmp, rowmap_path)
-    return IndexStats(index_path, offset, time.perf_counter() - t0, index_path.stat().st_size)
+    del index
+    pa.default_memory_pool().release_unused()
+    return IndexStats(index_path, rows, time.perf_counter() - t0, index_path.stat().st_size)
 
 
 class SidecarUnusable(Exception):
     """The sidecar is missing, corrupt or out of step with the Parquet table."""
 
 
-def load_index(base: Path, expected_rows: int, spec: IndexSpec | None = None) -> tuple[Index, pa.Array]:
+def load_index(base: Path, expected_rows: int, spec: IndexSpec | None = None) -> tuple[Index, RowMap]:
     index_path, rowmap_path = sidecar(base, ".usearch"), sidecar(base, ".rowmap")
     if not index_path.exists() or not rowmap_path.exists():
         raise SidecarUnusable("sidecar files are missing")
@@ -84,14 +132,19 @@ def load_index(base: Path, expected_rows: int, spec: IndexSpec | None = None) ->
         if index is None:
             raise SidecarUnusable(f"{index_path.name} is not a USearch index")
         with pa.memory_map(str(rowmap_path)) as source:
-            rowmap = pa.ipc.open_file(source).read_all().column("_row_id").combine_chunks()
+            table = pa.ipc.open_file(source).read_all()
+        keys = table.column("_key").to_numpy() if "_key" in table.column_names else None
+        if keys is not None and len(keys) and np.any(np.diff(keys.astype(np.int64)) < 0):
+            raise SidecarUnusable(f"{rowmap_path.name} keys are out of order")
+        rowmap = RowMap(table.column("_row_id").combine_chunks(), keys)
     except SidecarUnusable:
         raise
     except Exception as err:  # usearch and Arrow raise assorted types on damaged files
         raise SidecarUnusable(f"cannot read sidecars: {err}") from None
-    if len(index) != expected_rows or len(rowmap) != expected_rows:
+    if len(index) != rowmap.keys or len(rowmap) != expected_rows:
         raise SidecarUnusable(
-            f"sidecars hold {len(index)} vectors / {len(rowmap)} row ids, table has {expected_rows}"
+            f"sidecars hold {len(index)} vectors for {rowmap.keys} keys / {len(rowmap)} row ids, "
+            f"table has {expected_rows}"
         )
     if spec is not None:
         index.expansion_search = spec.expansion_search
@@ -139,7 +192,7 @@ class VersionIndex:
         self.tables_dir, self.version = Path(tables_dir), version
         self.dimensions, self.spec = dimensions, spec
         self.deleted = deleted_by_segment(tables_dir, version)
-        self.parts: list[tuple[FileRef, Index | None, pa.Array | None]] = []
+        self.parts: list[tuple[FileRef, Index | None, RowMap | None]] = []
         self.signatures: dict[FileRef, tuple] = {}
         self.files = {ref: sidecar_files(segment_base(tables_dir, ref)) for ref in version.segments}
         self.problems: dict[str, str] = {}
@@ -153,7 +206,7 @@ class VersionIndex:
                 continue
             self.parts.append(self._load(ref, signature))
 
-    def _load(self, ref: FileRef, signature: tuple) -> tuple[FileRef, Index | None, pa.Array | None]:
+    def _load(self, ref: FileRef, signature: tuple) -> tuple[FileRef, Index | None, RowMap | None]:
         self.signatures[ref] = signature
         self.problems.pop(ref.file, None)
         try:
@@ -228,8 +281,8 @@ class VersionIndex:
         counts = np.asarray(matches.counts).reshape(-1) if len(queries) > 1 else [len(matches)]
         out = []
         for row_keys, row_dists, n in zip(keys, dists, counts, strict=True):
-            rows = take(rowmap, int64s(row_keys[:n])).to_pylist()
-            sims = _similarity(row_dists[:n].astype(np.float64), self.spec.metric).tolist()
+            rows, which = rowmap.expand(row_keys[:n])
+            sims = _similarity(row_dists[:n].astype(np.float64), self.spec.metric)[which].tolist()
             out.append([(r, s) for r, s in zip(rows, sims, strict=True)
                         if r not in gone and (allowed is None or r in allowed)])
         return out

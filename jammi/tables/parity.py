@@ -17,7 +17,7 @@ from jammi.quality.outcome import MAX_EXAMPLES, CheckOutcome
 from jammi.spec.project import IndexSpec
 from jammi.tables.contract import PARTITION_COLUMN
 from jammi.tables.index import VersionIndex
-from jammi.tables.versions import Version, read_current
+from jammi.tables.versions import Version, view_sql
 
 SOURCE_TABLE_PARITY = "source_table_parity"
 
@@ -42,25 +42,24 @@ def compare(keys: list[str], hashes: list[str], tables_dir: Path, version: Versi
             spec: IndexSpec, partition: str | None = None) -> Parity:
     """Source rows (`keys`, `hashes`) against the version's current rows: all of them, or, with
     `partition`, the rows of that partition (the source rows are then the partition's).
-    Joined in DuckDB over Arrow, so no per-row Python object is made."""
+    Joined in DuckDB: the source rows as Arrow, the table's straight from its Parquet files
+    (segments minus deletions), so the table is never held in memory."""
     import duckdb
 
-    columns = ["_content_hash", *([PARTITION_COLUMN] if partition is not None else [])]
-    table = read_current(tables_dir, version, columns)
-    if partition is not None:
-        import pyarrow.compute as pc
-
-        table = table.filter(pc.equal(table.column(PARTITION_COLUMN), partition))
-    current = table.select(["_row_id", "_content_hash"])  # noqa: F841 - read by DuckDB below
+    where = "" if partition is None else f" WHERE {PARTITION_COLUMN} = $partition"
+    current = f"SELECT _row_id, _content_hash FROM ({view_sql(tables_dir, version)}){where}"
     source = pa.table({"k": pa.array(keys, pa.string()), "h": pa.array(hashes, pa.string())})  # noqa: F841
     kind = ("CASE WHEN c._row_id IS NULL THEN 0 WHEN s.k IS NULL THEN 2 ELSE 1 END")
-    differ = ("FROM source s FULL OUTER JOIN current c ON s.k = c._row_id "
+    differ = (f"FROM source s FULL OUTER JOIN ({current}) c ON s.k = c._row_id "
               "WHERE s.k IS NULL OR c._row_id IS NULL OR s.h <> c._content_hash")
-    with duckdb.connect() as con:
+    params = {} if partition is None else {"partition": partition}
+    with duckdb.connect() as con:  # the table's side is read from its files, a row group at a time
         con.execute("SET threads = 1")
-        counts = dict(con.execute(f"SELECT {kind} AS kind, count(*) {differ} GROUP BY 1").fetchall())
+        counts = dict(con.execute(f"SELECT {kind} AS kind, count(*) {differ} GROUP BY 1", params).fetchall())
         first = con.execute(f"SELECT {kind} AS kind, coalesce(s.k, c._row_id) AS key {differ} "
-                            f"ORDER BY kind, key LIMIT {MAX_EXAMPLES}").fetchall()
+                            f"ORDER BY kind, key LIMIT {MAX_EXAMPLES}", params).fetchall()
+    del source
+    pa.default_memory_pool().release_unused()
     names = ("missing", "stale", "orphan")
     examples = tuple(f"{names[k]} {key}" for k, key in first)
     unindexed = VersionIndex(tables_dir, version, dimensions, spec).unindexed_rows
