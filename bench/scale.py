@@ -715,15 +715,14 @@ def main() -> None:
               "pool": pool_info, "definitions": DEFINITIONS,
               "targets": {k: f"{op} {b}" for k, (op, b) in TARGETS.items()}, "cases": {}}
     cases = result["cases"]
+    result["measured_at"] = {name: {"commit": _commit(), "date": result["date"]} for name in args.cases}
     if args.merge and args.results.exists():
-        earlier = json.loads(args.results.read_text(encoding="utf-8")).get("cases", {})
-        cases.update({name: case for name, case in earlier.items() if name not in args.cases})
-    measured_at = {"commit": _commit(), "date": result["date"]}
+        earlier = json.loads(args.results.read_text(encoding="utf-8"))
+        kept = [name for name in earlier.get("cases", {}) if name not in args.cases]
+        cases.update({name: earlier["cases"][name] for name in kept})
+        result["measured_at"].update({name: earlier.get("measured_at", {}).get(name) for name in kept})
 
     def done(folder: Path | None) -> None:
-        for name in args.cases:
-            if isinstance(cases.get(name), dict):
-                cases[name].setdefault("measured_at", measured_at)
         result["derived"] = derive(cases)
         save(result, args.results)
         if folder is not None and not args.keep:
