@@ -119,6 +119,15 @@ def build_index(base: Path, dimensions: int, spec: IndexSpec) -> IndexStats:
     return IndexStats(index_path, rows, time.perf_counter() - t0, index_path.stat().st_size)
 
 
+def _key_array(column: pa.ChunkedArray) -> np.ndarray:
+    """The rowmap's uint32 keys as numpy, read off the Arrow buffer (Arrow's own conversion
+    imports pandas, which `jammi search` never loads)."""
+    array = column.combine_chunks()
+    if array.null_count:
+        raise SidecarUnusable("rowmap keys hold nulls")
+    return np.frombuffer(array.buffers()[1], dtype=np.uint32, count=len(array), offset=array.offset * 4)
+
+
 class SidecarUnusable(Exception):
     """The sidecar is missing, corrupt or out of step with the Parquet table."""
 
@@ -133,7 +142,7 @@ def load_index(base: Path, expected_rows: int, spec: IndexSpec | None = None) ->
             raise SidecarUnusable(f"{index_path.name} is not a USearch index")
         with pa.memory_map(str(rowmap_path)) as source:
             table = pa.ipc.open_file(source).read_all()
-        keys = table.column("_key").to_numpy() if "_key" in table.column_names else None
+        keys = _key_array(table.column("_key")) if "_key" in table.column_names else None
         if keys is not None and len(keys) and np.any(np.diff(keys.astype(np.int64)) < 0):
             raise SidecarUnusable(f"{rowmap_path.name} keys are out of order")
         rowmap = RowMap(table.column("_row_id").combine_chunks(), keys)
