@@ -145,3 +145,27 @@ def test_versions_compaction_rollback_and_expiry(project):
     assert jammi.versions("items")["version"].tolist() == [4]
     assert view_keys(project) == sorted(str(k) for k in rows)
     assert verify(project)[0].clean
+
+
+def test_a_publish_lost_to_a_kill_is_made_again_by_recovery(project, tmp_path):
+    """A writer killed after its state commit but before its publish leaves jammi.duckdb one
+    commit behind, and a refresh reads its base version there; recovery, which every embedding
+    step runs first, publishes again."""
+    import os
+    import shutil
+
+    from jammi.tables.recovery import recover
+
+    run(project)
+    catalog = Catalog(project.artifact_dir)
+    stale = tmp_path / "stale.duckdb"
+    shutil.copy2(catalog.path, stale)
+    rows = dict(ROWS)
+    rows[99] = ("Product 99 kite", "A kite thing for windy days, model 99")
+    write_rows(tmp_path / "items.csv", rows)
+    run(project)  # commits version 1 and publishes it
+    os.replace(stale, catalog.path)  # ... as if the publish never happened
+    os.utime(catalog.path, ns=(1, 1))
+    assert catalog.current_version(catalog.active(pipeline="items")).version == 0  # readers lag
+    recover(catalog)
+    assert catalog.current_version(catalog.active(pipeline="items")).version == 1

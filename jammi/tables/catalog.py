@@ -385,6 +385,21 @@ class Catalog:
         with self.connect():
             pass
 
+    def ensure_published(self) -> None:
+        """Publish again when the state changed after the published file was written: a writer
+        killed between its state commit and its publish leaves readers (and every refresh, whose
+        base version they read) one commit behind until something writes again."""
+        try:
+            state = self.state_path.stat().st_mtime_ns
+        except OSError:
+            return
+        try:
+            behind = self.path.stat().st_mtime_ns < state
+        except OSError:
+            behind = True
+        if behind:
+            self.publish()
+
     def _open_published(self) -> duckdb.DuckDBPyConnection:
         if self.path.exists():
             try:

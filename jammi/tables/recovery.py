@@ -89,6 +89,7 @@ def _discard(rec: TableRecord) -> None:
 def recover(catalog: Catalog) -> list[RecoveryAction]:
     if not catalog.exists():
         return []
+    catalog.ensure_published()  # a writer killed after its commit, before its publish
     actions = []
     for rec in catalog.tables(status=STATUS_BUILDING):
         if builder_alive(rec.builder):
