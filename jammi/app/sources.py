@@ -16,7 +16,7 @@ from jammi.app import memo
 from jammi.errors import ArtifactError, JammiError
 from jammi.ingest.extract import extract, extract_batches, source_files
 from jammi.ingest.keys_ledger import KeyLedger
-from jammi.ingest.partitions import PartitionRows, extract_partition, partition_batches
+from jammi.ingest.partitions import partition_batches
 from jammi.ingest.watermark import WatermarkExtract, extract_incremental
 from jammi.quality.frame_gate import frame_checks, text_columns
 from jammi.quality.outcome import CheckOutcome, blocking_failures, outcome_json
@@ -57,12 +57,6 @@ def extract_watermarked(project: Project, source: str, run_id: str | None = None
     stored = frame_path(project.artifact_dir, keys.raw(source)).exists()
     previous = load_frame(project.artifact_dir, keys.raw(source)) if stored else None
     return extract_incremental(project, source, previous, run_id, full)
-
-
-def extract_raw_partition(project: Project, source: str, partition: str) -> PartitionRows:
-    """The rows of one partition of `source`, as extracted, whole."""
-    ensure_writable(project.artifact_dir, f"source {source!r}")
-    return extract_partition(project, source, partition)
 
 
 @dataclass

@@ -15,26 +15,12 @@ from jammi.spec.project import Project
 
 
 @dataclass
-class PartitionRows:
-    rows: pd.DataFrame
-    unplaced: int = 0  # rows of the source whose timestamp cannot be read: in no partition
-
-
-@dataclass
 class PartitionBatches:
     """The batches of one partition's rows; `unplaced` counts, once they are read, the rows
     of the source whose timestamp cannot be read (they fall in no partition)."""
 
     batches: Iterator[pd.DataFrame]
     unplaced: int = 0
-
-
-def extract_partition(project: Project, name: str, partition: str) -> PartitionRows:
-    """The rows of one partition of source `name`, whole."""
-    got = partition_batches(project, name, partition)
-    frames = [f for f in got.batches if len(f.columns)]
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return PartitionRows(rows, got.unplaced)
 
 
 def partition_batches(project: Project, name: str, partition: str) -> PartitionBatches:
