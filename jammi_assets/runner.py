@@ -25,6 +25,7 @@ from jammi import keys
 from jammi.errors import JammiError
 from jammi.spec.project import PROJECT_ENV, Project
 from jammi_assets import interrupts, launch, run_guard
+from jammi_assets.instance import use_local_instance
 from jammi_assets.jobs import PARTITION_TAG, SOURCE_TAG, AssetGraph
 from jammi_assets.run_plan import PlannedRun, plan_runs
 
@@ -44,29 +45,6 @@ class Outcome:
     error: str | None = None
     run_ids: list[str] = field(default_factory=list)
     backfill_ids: list[str] = field(default_factory=list)
-
-
-QUIET_INSTANCE = "# written by jammi: a local instance with default storage\ntelemetry:\n  enabled: false\n"
-
-
-def use_local_instance(project: Project) -> dg.DagsterInstance:
-    """$DAGSTER_HOME if set; else the project folder when it holds dagster.yaml; else a
-    dagster_home folder inside the artifact directory. Runs show up in `dagster dev`. A home
-    without dagster.yaml gets one that only turns telemetry off. $DAGSTER_DEPLOYMENT (when
-    DAGSTER_HOME is not set) picks its deployment's instance (jammi_assets.deployment)."""
-    from jammi_assets.deployment import select_instance
-
-    select_instance()
-    if not os.environ.get("DAGSTER_HOME"):
-        home = project.root if (project.root / "dagster.yaml").exists() else (
-            project.artifact_dir / "dagster_home")
-        home.mkdir(parents=True, exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(home)
-    config = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
-    if not config.exists():  # else Dagster prints its telemetry banner on every run
-        config.write_text(QUIET_INSTANCE, encoding="utf-8")
-    os.chdir(os.environ["DAGSTER_HOME"])  # dagster.yaml's relative storage paths
-    return dg.DagsterInstance.get()
 
 
 class _ProgressHandler(logging.Handler):

@@ -12,6 +12,7 @@ import dagster as dg
 from jammi import keys
 from jammi.app.stream.batch import BatchResult
 from jammi.spec.project import Project
+from jammi_assets.instance import use_local_instance
 
 BATCH_TAG = "jammi/stream_batch"
 
@@ -38,8 +39,6 @@ def batch_metadata(project: Project, pipeline: str, result: BatchResult) -> dict
 
 def batch_reporter(project: Project, pipeline: str) -> Callable[[BatchResult], None]:
     """The `jammi stream` plug-in: each committed batch -> runless materializations."""
-    from jammi_assets.runner import use_local_instance
-
     instance = use_local_instance(project)
 
     def report(result: BatchResult) -> None:

@@ -17,7 +17,8 @@ import pytest
 from jammi.app.facade import Jammi
 from jammi.embedding.model import load_encoder
 from jammi.errors import ArtifactError, SearchError
-from jammi.query.search import resolve_table, search
+from jammi.query.search import search
+from jammi.query.serving import resolve_table
 from jammi.spec.project import DEFAULT_MODEL
 from jammi.storage import frame_path
 from jammi.tables.bluegreen import rollback

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from jammi.app.fusion import fuse_and_check
-from jammi.embedding.model import LazyEncoder, load_encoder, resolve_model_path
+from jammi.embedding.model import LazyEncoder, load_encoder
+from jammi.embedding.model_files import resolve_model_path
 from jammi.embedding.texts import content_hash
 from jammi.fusion.fuse import embed_records, record_texts
 from jammi.fusion.state import load_state

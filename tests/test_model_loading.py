@@ -12,12 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from jammi.embedding.model import (
-    load_encoder,
-    model_short_name,
-    resolve_device,
-    resolve_model_path,
-)
+from jammi.embedding.model import load_encoder, resolve_device
+from jammi.embedding.model_files import model_short_name, resolve_model_path
 from jammi.errors import ModelLoadError
 from tests.conftest import PRODUCT_COLUMNS, materialize, ready_tables, write_project
 

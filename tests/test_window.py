@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from jammi.embedding.model import resolve_model_path
+from jammi.embedding.model_files import resolve_model_path
 from jammi.embedding.window import MARGIN_WORDS, splits_on_whitespace, window_text, window_texts
 from jammi.spec.project import DEFAULT_MODEL
 

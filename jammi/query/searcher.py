@@ -27,7 +27,7 @@ import pyarrow as pa
 from jammi.errors import SearchError
 from jammi.query.encoders import query_loader
 from jammi.query.rows import SourceRows
-from jammi.query.search import (
+from jammi.query.serving import (
     EncoderLoader,
     check_documents,
     check_k,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jammi.embedding.model import model_short_name
+from jammi.embedding.model_files import model_short_name
 from jammi.spec.project import IndexSpec
 
 SUFFIXES = (".parquet", ".usearch", ".rowmap", ".manifest.json")
