@@ -104,3 +104,22 @@ bench-refresh: install
 
 clean:
 	rm -rf artifacts data/demo .dagster
+
+# The documentation site (mkdocs.yml, docs/). docs/gen.py writes the generated pages: the CLI
+# reference from the click commands, the benchmark tables from bench/results/*.json, the layout
+# from the tree. docs-build is what CI runs: it fails when a generated page is stale, a link or
+# anchor is broken or a page is missing from the nav.
+.PHONY: docs docs-build docs-gen
+DOCS_PORT ?= 8000
+export NO_MKDOCS_2_WARNING := 1
+
+docs-gen: install
+	$(BIN)/python docs/gen.py
+
+docs: docs-gen
+	$(BIN)/mkdocs serve -a 127.0.0.1:$(DOCS_PORT)
+
+# Silent when all is well, so pytest's summary stays the last line of .ci/run's output.
+docs-build: install
+	@$(BIN)/python docs/gen.py --check
+	@$(BIN)/mkdocs build --strict --quiet
