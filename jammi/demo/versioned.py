@@ -1,4 +1,4 @@
-"""A demo source whose JSONL records come in two schema versions (see README "Schema evolution").
+"""A demo source whose JSONL records come in two schema versions (see docs/guide/schema-evolution.md).
 
 `write_partner_files(root)` writes `data/partners/partners-2023.jsonl` (schema v1: `name`,
 `price` as text, `contact` as "first last", a deprecated `fax`) and `partners-2024.jsonl` (v2,
