@@ -506,7 +506,10 @@ def stream(ctx, pipeline, device, status_every, max_batches, idle_exit, threads)
     click.echo(f"stream {pipeline}: stopped after {metrics.events} event(s) in {metrics.batches} batch(es)")
 
 
-def main(materialize: Materialize | None = None, **plugins) -> None:
+def main(materialize: Materialize | None = None, **plugins: object) -> None:
+    """Run the `jammi` command line on sys.argv and exit. `materialize` runs the asset graph for
+    the commands that need it (jammi_assets.cli plugs in the Dagster runner; without it they
+    fail with a readable error); `plugins` are the stream worker's (see the module's top)."""
     cli(prog_name="jammi", obj={"materialize": materialize, "exit_fast": True, **plugins})
 
 

@@ -25,8 +25,12 @@ class JammiProject(dg.Component, dg.Model, dg.Resolvable):
     project: str = "jammi.yaml"
 
     def project_file(self, context: dg.ComponentLoadContext) -> Path:
+        """The jammi.yaml this instance builds from: $JAMMI_PROJECT when set, else `project`
+        resolved against the folder of the defs.yaml that declares the instance."""
         chosen = os.environ.get(PROJECT_ENV)
         return Path(chosen) if chosen else (context.path / self.project).resolve()
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        """Every asset, check, resource, job, schedule and sensor of the project file, as
+        jammi_assets.definitions.build_definitions makes them."""
         return build_definitions(load_project(self.project_file(context)))

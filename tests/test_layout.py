@@ -26,6 +26,7 @@ RANK = {
     "query": 3,
     "app": 4, "demo": 4,
     "cli": 5, "terminal": 5,
+    "__init__": 5,  # jammi/__init__.py: the public API, jammi.Jammi (the app facade), loaded lazily
 }
 
 

@@ -1,10 +1,20 @@
-"""A small Python facade over a project's artifact directory: search, SQL, status,
-recovery, blue/green table management and raw inference, the same operations the `jammi`
-CLI offers."""
+"""The Python facade, `jammi.Jammi`: one object over a project's artifact directory for
+search, SQL, status, recovery, blue/green table management and raw inference, the same
+operations the `jammi` CLI offers (each CLI command opens a Jammi and calls one method).
+
+    from jammi import Jammi
+
+    jammi = Jammi("jammi.yaml")
+    jammi.search("products", "waterproof jacket", k=5, select=["title", "price"])
+    jammi.sql("SELECT count(*) FROM jammi.validated_products")
+
+Running the asset graph (materializing) is Dagster's work: `jammi materialize`, the Dagster
+UI, or jammi_assets.runner.run_materialization. The facade reads what those runs wrote."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -19,39 +29,81 @@ from jammi.tables.catalog import Catalog
 from jammi.tables.recovery import RecoveryAction, recover
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy as np
     import pandas as pd
+
+    from jammi.app.quarantine import Readmission
+    from jammi.app.verify import Verification
+    from jammi.tables.bluegreen import RemovedTable
+    from jammi.tables.catalog import Pointer
+    from jammi.tables.versions import Version
+
+__all__ = ["Jammi"]
 
 
 class Jammi:
-    """Open a project (`--project`, $JAMMI_PROJECT or ./jammi.yaml); recovery runs first."""
+    """A project's embedding tables, catalog and quarantine, opened from its jammi.yaml.
 
-    def __init__(self, project: str | os.PathLike | Project | None = None, *, recover_on_open=True,
-                 loader: EncoderLoader | None = None):
-        """`loader(model_id)` gives the query encoder, called once per model by this facade
-        (default: the table's own backend, torch-free from its cached export; jammi.query.encoders)."""
+    Attributes: `project` (the loaded jammi.yaml), `catalog` (the embedding tables' catalog
+    under the artifact directory), `recovered` (what recovery settled so far) and `searcher`
+    (the jammi.query.searcher.Searcher that keeps what searches read)."""
+
+    def __init__(self, project: str | os.PathLike[str] | Project | None = None, *,
+                 recover_on_open: bool = True, loader: EncoderLoader | None = None) -> None:
+        """Open `project`: a loaded Project, or the path of its jammi.yaml (default:
+        $JAMMI_PROJECT, else ./jammi.yaml).
+
+        With `recover_on_open`, tables a dead process left `building` are settled first
+        (jammi.tables.recovery). `loader(model_id)` gives the query encoder, called once per
+        model (default: the table's own backend, torch-free from its cached export;
+        jammi.query.encoders)."""
         self.project = project if isinstance(project, Project) else load_project(project)
         self.catalog = Catalog(self.project.artifact_dir)
         self.recovered: list[RecoveryAction] = recover(self.catalog) if recover_on_open else []
         self.searcher = Searcher(self.project, self.catalog, loader)
 
-    def search(self, name: str, query: str | None = None, **kwargs) -> pd.DataFrame:
-        """See jammi.query.search.search: query text | vector= | row_key=, k, filter, select,
-        exact, table. What it reads is kept for the next search until a new version is served
-        (jammi.query.searcher)."""
-        return self.searcher.search(name, query, **kwargs)
+    def search(self, name: str, query: str | None = None, *,
+               vector: Sequence[float] | np.ndarray | None = None, row_key: str | int | None = None,
+               k: int = 10, filter: str | None = None, select: list[str] | None = None,
+               exact: bool = False, table: str | None = None, documents: bool = False) -> pd.DataFrame:
+        """The `k` rows of `name` (a source, entity or pipeline) nearest to one of: the `query`
+        text, a `vector`, or the vector of the row whose key is `row_key` (that row left out).
 
-    def search_table(self, name: str, query: str | None = None, **kwargs) -> pa.Table:
-        """`search`'s rows as an Arrow table (no documents): what `jammi search` prints."""
-        return self.searcher.search_table(name, query, **kwargs)
+        `filter` is an SQL predicate over the source's columns; `select` the source columns to
+        return (default: all of them), followed by `_row_id` and `similarity` (cosine), best
+        first. `exact` scores every row instead of using the HNSW index; `table` searches a
+        specific ready table instead of the active one. With `documents` (chunked pipelines),
+        the `k` documents ranked by their best chunk, with its text and offsets.
 
-    def search_many(self, name: str, queries, **kwargs) -> list[pd.DataFrame]:
-        """`search` for each of `queries` (texts, or vectors as the rows of a 2-D array): one
-        encode call, one batched index search; k, filter, select, exact, table as in search."""
-        return self.searcher.search_many(name, queries, **kwargs)
+        What a search reads is kept for the next one until a new version is served
+        (jammi.query.searcher). Raises SearchError for an unknown name, a bad `k` or column."""
+        return self.searcher.search(name, query, vector=vector, row_key=row_key, k=k, filter=filter,
+                                    select=select, exact=exact, table=table, documents=documents)
+
+    def search_table(self, name: str, query: str | None = None, *,
+                     vector: Sequence[float] | np.ndarray | None = None,
+                     row_key: str | int | None = None, k: int = 10, filter: str | None = None,
+                     select: list[str] | None = None, exact: bool = False,
+                     table: str | None = None) -> pa.Table:
+        """`search`'s rows (not documents) as an Arrow table, without pandas: the source's
+        columns as stored, then `_row_id` and `similarity`. What `jammi search` prints."""
+        return self.searcher.search_table(name, query, vector=vector, row_key=row_key, k=k,
+                                          filter=filter, select=select, exact=exact, table=table)
+
+    def search_many(self, name: str, queries: Sequence[str] | np.ndarray, *, k: int = 10,
+                    filter: str | None = None, select: list[str] | None = None, exact: bool = False,
+                    table: str | None = None) -> list[pd.DataFrame]:
+        """`search` for each of `queries` (texts, or vectors as the rows of a 2-D array), in
+        order: the texts encoded in one call, the index searched once for all of them."""
+        return self.searcher.search_many(name, queries, k=k, filter=filter, select=select,
+                                         exact=exact, table=table)
 
     def sql(self, query: str) -> pd.DataFrame:
         """Run one SELECT against the catalog, where every output is a view: FROM jammi.<name>.
-        It reads the catalog and files under the artifact directory, and writes nothing."""
+        It reads the catalog and files under the artifact directory, and writes nothing.
+        Raises ArtifactError before the first materialization, JammiError when the SQL fails."""
         if not self.catalog.exists():
             raise ArtifactError(
                 f"catalog {self.catalog.path} does not exist yet; run `jammi materialize` first"
@@ -64,6 +116,9 @@ class Jammi:
                 raise JammiError(f"SQL failed: {str(err).splitlines()[0]}") from None
 
     def status(self) -> pd.DataFrame:
+        """Every embedding table in the catalog, one row each: name, pipeline, source, model,
+        status (building, ready, failed, removed), whether search serves it, dimensions, row
+        counts (embedded, skipped, failed, truncated) and creation time."""
         import pandas as pd
 
         cols = ["table_name", "pipeline", "source", "model_id", "status", "active", "dimensions",
@@ -80,9 +135,10 @@ class Jammi:
 
         return list_tables(self.catalog, pipeline)
 
-    def rollback(self, pipeline: str, to: str | None = None):
-        """Switch `pipeline`'s active table back to the previous ready one (or to `to`),
-        atomically; returns the new pointer (pipeline, table_name, previous_table, switched_at)."""
+    def rollback(self, pipeline: str, to: str | None = None) -> Pointer:
+        """Switch `pipeline`'s active table back to the previous ready one (or to the table
+        named `to`), atomically; returns the new pointer (pipeline, table_name, previous_table,
+        switched_at)."""
         from jammi.tables.bluegreen import rollback
 
         return rollback(self.catalog, pipeline, to)
@@ -93,36 +149,41 @@ class Jammi:
 
         return list_versions(self.catalog, pipeline)
 
-    def rollback_version(self, pipeline: str, version: int):
-        """Serve an earlier committed version of `pipeline`'s active table again, atomically."""
+    def rollback_version(self, pipeline: str, version: int) -> Version:
+        """Serve an earlier committed `version` of `pipeline`'s active table again, atomically;
+        returns that version."""
         from jammi.tables.bluegreen import rollback_version
 
         with self.catalog.pipeline_lock(pipeline):
             return rollback_version(self.catalog, pipeline, version)
 
-    def compact(self, pipeline: str):
-        """Rewrite the active table's current rows into one Parquet file with a fresh index."""
+    def compact(self, pipeline: str) -> Version:
+        """Rewrite the small segments of `pipeline`'s active table, and every segment with
+        deleted rows, into full segments with fresh indexes; returns the new version."""
         from jammi.tables.bluegreen import active_table
         from jammi.tables.refresh import compact_table
 
         with self.catalog.pipeline_lock(pipeline):
             return compact_table(self.catalog, active_table(self.catalog, pipeline), pipeline)
 
-    def expire(self, pipeline: str, keep: int):
-        """Forget all but the newest `keep` versions of the active table; returns deleted files."""
+    def expire(self, pipeline: str, keep: int) -> list[Path]:
+        """Forget all but the newest `keep` versions of `pipeline`'s active table (the current
+        one is always kept); returns the files deleted."""
         from jammi.tables.bluegreen import active_table
         from jammi.tables.refresh import expire_versions
 
         with self.catalog.pipeline_lock(pipeline):
             return expire_versions(self.catalog, active_table(self.catalog, pipeline), keep)
 
-    def verify(self, pipelines: list[str] | None = None):
-        """Source = table = index for each pipeline (see jammi.app.verify)."""
+    def verify(self, pipelines: list[str] | None = None) -> list[Verification]:
+        """Source = table = index, for each of `pipelines` (default: all): the validated frame's
+        keys and texts against the active table's rows and hashes, and the table against its
+        sidecar indexes (see jammi.app.verify)."""
         from jammi.app.verify import verify
 
         return verify(self.project, pipelines)
 
-    def remove_table(self, table_name: str):
+    def remove_table(self, table_name: str) -> RemovedTable:
         """Delete a non-active table's files and mark it `removed`; the active table is refused."""
         from jammi.tables.bluegreen import remove_table
 
@@ -144,15 +205,17 @@ class Jammi:
         return actions
 
     def quarantine(self, source: str, limit: int | None = None) -> pd.DataFrame:
-        """The rows of `quarantine_<source>` as extracted, with `_quarantine_reason`."""
+        """The rows of `quarantine_<source>` (the first `limit`) as extracted, with
+        `_quarantine_reason`."""
         from jammi.app.quarantine import read_quarantine
 
         return read_quarantine(self.project, source, limit)
 
-    def readmit(self, source: str, keys: list[str] | None = None, *, materialize):
-        """Re-check quarantined rows (all, or `keys`) against the source as it is now and, when
-        one passes, call `materialize([source])` (e.g. jammi_assets.runner's run_materialization
-        bound to this project); see jammi.app.quarantine.readmit."""
+    def readmit(self, source: str, keys: list[str] | None = None, *,
+                materialize: Callable[[list[str]], object]) -> Readmission:
+        """Re-check quarantined rows of `source` (all, or those of `keys`) against the source as
+        it is now and, when one passes, call `materialize([source])` (e.g. jammi_assets.runner's
+        run_materialization bound to this project); see jammi.app.quarantine.readmit."""
         from jammi.app.quarantine import readmit
 
         return readmit(self.project, source, keys, materialize=materialize)
@@ -167,16 +230,21 @@ class Jammi:
         limit: int | None = None,
         batch_size: int = 32,
     ) -> pa.Table:
-        """Embed without persisting: given `texts`, or rows of `source` read and validated
-        in memory (nothing is written)."""
+        """Embed without persisting: given `texts`, or the rows of `source` (the first `limit`)
+        read and validated in memory; nothing is written.
+
+        A source's texts are its pipeline's text columns, or `columns`; the model is the one
+        that made its pipeline's table, or `model` (on torch); without a pipeline, the default
+        model. Returns one row per text with its vector; a null or empty text gets an error
+        status and the rest go on."""
         from jammi.embedding.infer import infer_texts  # here, not at import: `jammi search` needs it not
 
-        if (source is None) == (texts is None):
-            raise JammiError("infer needs either a source or texts")
-        if texts is not None:
+        if texts is not None and source is None:
             first = next(iter(self.project.pipelines.values()), None)
             return infer_texts(self._infer_encoder(first, model), texts, source="inline",
                                batch_size=batch_size)
+        if source is None or texts is not None:
+            raise JammiError("infer needs either a source or texts")
         if source not in self.project.sources:
             raise JammiError(f"unknown source {source!r} (declared: {', '.join(self.project.sources)})")
         spec = self.project.sources[source]
