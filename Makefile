@@ -119,7 +119,8 @@ docs-gen: install
 docs: docs-gen
 	$(BIN)/mkdocs serve -a 127.0.0.1:$(DOCS_PORT)
 
-# Silent when all is well, so pytest's summary stays the last line of .ci/run's output.
+# Silent when all is well, so pytest's summary stays the last line of .ci/run's output (mkdocs's
+# --quiet would also hide the warnings --strict counts, so its output is shown only on failure).
 docs-build: install
 	@$(BIN)/python docs/gen.py --check
-	@$(BIN)/mkdocs build --strict --quiet
+	@out=$$($(BIN)/mkdocs build --strict 2>&1) || { echo "$$out"; exit 1; }
