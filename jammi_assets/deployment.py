@@ -19,11 +19,13 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 import yaml
-from dagster._config import validate_config
-from dagster._core.instance.config import dagster_instance_config
-from dagster._utils import convert_dagster_submodule_name
 
 from jammi.errors import ConfigError
+from jammi_assets.dagster_private import (
+    convert_dagster_submodule_name,
+    dagster_instance_config,
+    validate_config,
+)
 
 DEPLOYMENT_ENV = "DAGSTER_DEPLOYMENT"
 REPO = Path(__file__).resolve().parents[1]

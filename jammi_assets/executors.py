@@ -28,11 +28,11 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
-from dagster._config import validate_config
 
 from jammi import keys
 from jammi.errors import ConfigError
 from jammi.spec.project import Project
+from jammi_assets.dagster_private import validate_config
 
 EXECUTOR_ENV = "JAMMI_EXECUTOR"
 MAX_CONCURRENT_ENV = "JAMMI_MAX_CONCURRENT"

@@ -10,6 +10,8 @@ what the default run launcher starts; jammi_assets.run_worker), a few at a time.
 from __future__ import annotations
 
 import os
+import secrets
+import string
 import subprocess
 import sys
 import time
@@ -19,26 +21,24 @@ from pathlib import Path
 
 import dagster as dg
 import psutil
-from dagster._core.code_pointer import CodePointer
-from dagster._core.definitions.job_base import InMemoryJob
-from dagster._core.execution.api import execute_run_iterator
-from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
-from dagster._core.execution.execute_in_process import merge_run_tags
-from dagster._core.origin import RepositoryPythonOrigin
-from dagster._core.remote_origin import (
+
+from jammi_assets import run_guard
+from jammi_assets.dagster_private import (
+    BACKFILL_ID_TAG,
+    BulkActionStatus,
+    CodePointer,
+    ExecuteRunArgs,
+    InMemoryJob,
+    LoadableTargetOrigin,
     ManagedGrpcPythonEnvCodeLocationOrigin,
+    PartitionBackfill,
     RemoteJobOrigin,
     RemotePartitionSetOrigin,
     RemoteRepositoryOrigin,
+    RepositoryPythonOrigin,
+    execute_run_iterator,
+    merge_run_tags,
 )
-from dagster._core.storage.tags import BACKFILL_ID_TAG
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._core.utils import make_new_backfill_id
-from dagster._grpc.types import ExecuteRunArgs
-from dagster._serdes import serialize_value
-from dagster._time import get_current_timestamp
-
-from jammi_assets import run_guard
 
 LOCATION_NAME = "jammi"  # workspace.yaml's location_name
 MODULE = "jammi_assets.definitions"
@@ -106,7 +106,7 @@ def worker_command(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str
     """Dagster's run worker for `run`, with jammi's sleeping pool-slot waits (run_worker.py)."""
     args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id,
                           instance_ref=instance.get_ref(), set_exit_code_on_failure=True)
-    return [sys.executable, "-m", "jammi_assets.run_worker", serialize_value(args)]
+    return [sys.executable, "-m", "jammi_assets.run_worker", dg.serialize_value(args)]
 
 
 def worker_env(workers: int) -> dict[str, str]:
@@ -177,7 +177,8 @@ def stop_workers(workers: list[Worker], grace: float = 5.0) -> None:
 
 
 def new_backfill_id() -> str:
-    return make_new_backfill_id()
+    """An id like the UI's: eight lowercase letters."""
+    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(8))
 
 
 def add_backfill(instance: dg.DagsterInstance, backfill_id: str, job: dg.JobDefinition,
@@ -189,7 +190,7 @@ def add_backfill(instance: dg.DagsterInstance, backfill_id: str, job: dg.JobDefi
     that daemon never sees it without runs."""
     instance.add_backfill(PartitionBackfill(
         backfill_id=backfill_id, status=BulkActionStatus.REQUESTED, from_failure=False,
-        tags=tags, backfill_timestamp=get_current_timestamp(), asset_selection=selection,
+        tags=tags, backfill_timestamp=time.time(), asset_selection=selection,
         title=title, partition_set_origin=RemotePartitionSetOrigin(
             repository_origin=repository_origin(), partition_set_name=f"{job.name}_partition_set"),
         partition_names=keys, last_submitted_partition_name=keys[-1], reexecution_steps=None))
@@ -204,4 +205,4 @@ def finish_backfill(instance: dg.DagsterInstance, backfill_id: str, success: boo
     if backfill is None or backfill.status != BulkActionStatus.REQUESTED:
         return  # the daemon settled it already
     status = BulkActionStatus.COMPLETED_SUCCESS if success else BulkActionStatus.COMPLETED_FAILED
-    instance.update_backfill(backfill.with_status(status).with_end_timestamp(get_current_timestamp()))
+    instance.update_backfill(backfill.with_status(status).with_end_timestamp(time.time()))

@@ -22,20 +22,22 @@ from dataclasses import dataclass
 
 import dagster as dg
 import psutil
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
-from dagster._core.executor import in_process
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
-from dagster._core.storage.tags import PARENT_RUN_ID_TAG
-from dagster._utils.interrupts import check_captured_interrupt
 
 from jammi_assets import interrupts
+from jammi_assets.dagster_private import (
+    PARENT_RUN_ID_TAG,
+    InstanceConcurrencyContext,
+    check_captured_interrupt,
+    in_process,
+)
 
 PID_TAG = "jammi/pid"
 POLL_SECONDS = 1.0  # a blocked step re-checks its slot this often
 REAP_EVERY = 5.0  # ... and looks for dead holders this often
 REPORT_EVERY = 60.0  # ... and says again who holds the slot this often
-UNFINISHED = [s for s in NOT_FINISHED_STATUSES if s != dg.DagsterRunStatus.QUEUED]
+# runs that started (or were launched) and have not ended; a queued run holds no slot yet
+UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+              dg.DagsterRunStatus.SUSPENDED, dg.DagsterRunStatus.CANCELING]
 
 
 def process_tag(pid: int | None = None) -> str:
@@ -167,7 +169,7 @@ def describe_holders(instance: dg.DagsterInstance, pool: str, me: str) -> str:
 def _interrupt_if_asked() -> None:
     if check_captured_interrupt():
         interrupts.taken()
-        raise DagsterExecutionInterruptedError("interrupted while waiting for a pool slot")
+        raise dg.DagsterExecutionInterruptedError("interrupted while waiting for a pool slot")
 
 
 def waiting_context(echo: Callable[[str], None]) -> type[InstanceConcurrencyContext]:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.errors import DagsterExecutionInterruptedError
 
 from jammi import keys
 from jammi.errors import JammiError
@@ -305,7 +304,7 @@ def run_materialization(project: Project, select: list[str], device: str = "auto
     except interrupts.Interrupted as stop:  # a signal outside Dagster's own handling
         interrupts.taken()
         signum = stop.signum
-    except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # one Dagster let out
+    except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):  # one Dagster let out
         signum = interrupts.received() or signal.SIGINT
     finally:
         with interrupts.deferred():

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
-from dagster._core.definitions.partitions.context import partition_loading_context
 
 from jammi import keys
 from jammi.spec.automation import RefreshSpec
@@ -66,7 +65,7 @@ def refresh_targets(project: Project) -> list[RefreshTarget]:
 
 def closed_partition(partitions: dg.TimeWindowPartitionsDefinition, at: datetime) -> str | None:
     """The key of the last time window that ended at or before `at` (None: none has yet)."""
-    with partition_loading_context(effective_dt=at):
+    with dg.partition_loading_context(effective_dt=at):
         return partitions.get_last_partition_key()
 
 
