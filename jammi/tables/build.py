@@ -19,7 +19,7 @@ from jammi.embedding.batching import GROW_AFTER, BatchSizer
 from jammi.embedding.encode import encode_window
 from jammi.embedding.model import Encoder
 from jammi.embedding.stream import Plan, encode_sorted
-from jammi.embedding.texts import TEXT_SEPARATOR, compose_texts, content_hash
+from jammi.embedding.texts import TEXT_SEPARATOR, compose_batch, compose_texts, content_hash
 from jammi.embedding.vectors import to_vector_array
 from jammi.errors import ArtifactError, SourceError
 from jammi.quality.outcome import blocking_failures, outcome_json
@@ -237,17 +237,44 @@ def source_rows(frame_file: Path, key: str, text_columns: list[str], model_id: s
     """The frame's rows with text, read record batch by record batch (only the columns needed)."""
     rows = SourceRows([], [], {}, 0, None if doc_column is None else [])
     wanted = list(dict.fromkeys([key, *text_columns, *([doc_column] if doc_column else [])]))
+    digest_of: dict[str, str] = {}  # text -> content hash: a repeated text is hashed once
     for batch in pq.ParquetFile(frame_file).iter_batches(batch_size=WINDOW_ROWS, columns=wanted):
-        k, t, s, d = keyed_rows(batch.to_pandas(), key, text_columns, doc_column)
-        hashes = [content_hash(model_id, x) for x in t]
+        k, t, s, d = keyed_batch(batch, key, text_columns, doc_column)
+        hashes = []
+        for text in t:
+            digest = digest_of.get(text)
+            if digest is None:
+                digest = digest_of[text] = content_hash(model_id, text)
+                rows.text_of.setdefault(digest, text)
+            hashes.append(digest)
         rows.keys += k
         rows.hashes += hashes
-        for digest, text in zip(hashes, t, strict=True):
-            rows.text_of.setdefault(digest, text)
         rows.skipped += s
         if rows.doc_ids is not None:
             rows.doc_ids += d
     return rows
+
+
+def _strings(column: pa.Array | pa.ChunkedArray) -> list[str]:
+    """A key column's values as the strings `Series.astype(str)` gives: read through Arrow
+    for string and integer columns, through pandas for any other type."""
+    if column.null_count == 0 and (pa.types.is_string(column.type) or pa.types.is_large_string(
+            column.type) or pa.types.is_integer(column.type)):
+        return column.cast(pa.string()).to_pylist()
+    return column.to_pandas().astype(str).tolist()
+
+
+def keyed_batch(batch: pa.RecordBatch, key: str, text_columns: list[str], doc_column: str | None = None
+                ) -> tuple[list[str], list[str], int, list[str] | None]:
+    """`keyed_rows` of an Arrow record batch, without building a pandas frame."""
+    texts = compose_batch(batch, text_columns)
+    keep = [i for i, t in enumerate(texts) if t is not None]
+    keys = _strings(batch.column(key))
+    docs = None if doc_column is None else _strings(batch.column(doc_column))
+    if len(keep) == len(texts):
+        return keys, texts, 0, docs
+    return ([keys[i] for i in keep], [texts[i] for i in keep], len(texts) - len(keep),
+            None if docs is None else [docs[i] for i in keep])
 
 
 def partition_rows(files: list[tuple[str, Path]], key: str, text_columns: list[str], model_id: str,

@@ -77,32 +77,37 @@ def diff_rows(source: SourceRows, table: pa.Table, pipeline: str, partition: str
 
     For a partition's run, `table` holds the rows of that partition and the rows of any of its
     keys that another partition holds: such a key moves to this partition (the last partition
-    run that saw a key owns it), and only this partition's rows can be deleted."""
-    ids = table.column("_row_id").to_pylist()
-    owner = (table.column(PARTITION_COLUMN).to_pylist() if partition is not None
-             else [None] * len(ids))
-    current = dict(zip(ids, zip(table.column("_content_hash").to_pylist(),
-                                table.column(SEGMENT_COLUMN).to_pylist(), owner, strict=True), strict=True))
-    if len(current) != len(ids):
+    run that saw a key owns it), and only this partition's rows can be deleted. Compared in
+    Arrow (a hash join of the keys), so a million rows take a fraction of a second."""
+    import pyarrow.compute as pc
+
+    ids = table.column("_row_id").combine_chunks()
+    if pc.count_distinct(ids).as_py() != len(ids):
         raise ArtifactError(f"pipeline {pipeline!r}: the table holds a key more than once; run "
                             f"`jammi verify {pipeline} --repair` or rebuild with --full")
-    diff = Diff()
-    seen = set()
-    for i, (key, digest) in enumerate(zip(source.keys, source.hashes, strict=True)):
-        seen.add(key)
-        old = current.get(key)
-        if old is None:
-            diff.added.append(i)
-        elif old[0] != digest or old[2] != partition:
-            diff.changed.append(i)
-            diff.superseded.append((old[1], key))
-            diff.moved += old[2] != partition
-        else:
-            diff.unchanged += 1
-    for key, (_, segment, part) in current.items():
-        if key not in seen and part == partition:
-            diff.superseded.append((segment, key))
-            diff.deleted += 1
+    keys = pa.array(source.keys, pa.string())
+    at = pc.index_in(keys, value_set=ids)  # each source row's position in the table, or null
+    found = pc.is_valid(at).to_numpy(zero_copy_only=False)
+    pos = at.drop_null().to_numpy()
+    rows = np.flatnonzero(found)
+    hashes = table.column("_content_hash").combine_chunks().take(pos)
+    differs = pc.not_equal(hashes, pa.array([source.hashes[i] for i in rows], pa.string()))
+    moved = np.zeros(len(pos), dtype=bool)
+    if partition is not None:
+        owner = table.column(PARTITION_COLUMN).combine_chunks().take(pos)
+        moved = pc.fill_null(pc.not_equal(owner, partition), True).to_numpy(zero_copy_only=False)
+    changed = differs.to_numpy(zero_copy_only=False) | moved
+    diff = Diff(added=np.flatnonzero(~found).tolist(), changed=rows[changed].tolist(),
+                unchanged=int(len(rows) - changed.sum()), moved=int(moved[changed].sum()))
+    segments = table.column(SEGMENT_COLUMN).combine_chunks()
+    diff.superseded = list(zip(segments.take(pos[changed]).to_pylist(),
+                               [source.keys[i] for i in diff.changed], strict=True))
+    gone = pc.invert(pc.is_in(ids, value_set=keys))
+    if partition is not None:
+        gone = pc.and_(gone, pc.fill_null(pc.equal(table.column(PARTITION_COLUMN), partition), False))
+    gone_at = np.flatnonzero(gone.to_numpy(zero_copy_only=False))
+    diff.superseded += zip(segments.take(gone_at).to_pylist(), ids.take(gone_at).to_pylist(), strict=True)
+    diff.deleted = len(gone_at)
     return diff
 
 
