@@ -25,6 +25,11 @@ class EmbeddingError(JammiError):
     """Texts could not be encoded, even one at a time."""
 
 
+class ProviderError(EmbeddingError):
+    """An embedding service refused the credentials or the model, or the run could not make
+    progress against it; the message names the service (its key masked) and what to do."""
+
+
 class ArtifactError(JammiError):
     """The artifact directory or one of its tables is unusable."""
 

@@ -1,4 +1,5 @@
-"""The embedding model resource: any sentence-transformers model, loaded offline."""
+"""The embedding model resource: any sentence-transformers model, loaded offline, or the service
+a pipeline's `provider:` block names."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from jammi.embedding.model import Encoder, LazyEncoder, load_encoder
+from jammi.embedding.providers import pipeline_encoder
+from jammi.spec.project import PipelineSpec
 
 
 class EmbeddingModelResource(dg.ConfigurableResource):
@@ -27,3 +30,9 @@ class EmbeddingModelResource(dg.ConfigurableResource):
              artifact_dir: Path | str | None = None) -> LazyEncoder:
         """The model, loaded only when a text is first encoded."""
         return LazyEncoder(model_id, self.device, backend, artifact_dir)
+
+    def for_pipeline(self, pipe: PipelineSpec, artifact_dir: Path | str | None = None,
+                     secrets: tuple[str, ...] = ()) -> Encoder:
+        """The pipeline's encoder: its provider (a fresh one per step: its usage is the step's), or
+        its model, loaded only when a text is first encoded; `secrets` are masked in its errors."""
+        return pipeline_encoder(pipe, self.device, artifact_dir, secrets)

@@ -26,6 +26,7 @@ from jammi.tables.bluegreen import prune_tables
 from jammi.tables.build import EmbedStats, SourceRows, build_embedding_table, doc_column, partition_rows
 from jammi.tables.catalog import STATUS_READY, Catalog, TableRecord
 from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar
+from jammi.tables.cost import unchanged_usage, usage_tokens
 from jammi.tables.frames import stored_partitions
 from jammi.tables.generation import generation_of, source_schema_version
 from jammi.tables.index import IndexStats, VersionIndex, build_index, segment_base, sidecar_files
@@ -124,6 +125,7 @@ def _remember(project: Project, pipeline: str, catalog: Catalog, frame: Path, pa
     memo.remember(marker, key, [], {
         "rows": stats.rows_embedded, "table_rows": stats.table_rows or stats.rows_embedded,
         "skipped": stats.rows_skipped, "failed": stats.rows_failed,
+        "tokens": usage_tokens(stats.counts.usage),  # a provider's: what a run with no change avoids
         "outcomes": [outcome_json(o) for o in stats.outcomes
                      if o.name in (checks.ROW_COUNT, SOURCE_TABLE_PARITY)]})
 
@@ -145,7 +147,9 @@ def _unchanged(project: Project, pipeline: str, catalog: Catalog, frame: Path, p
                        rows_in=done["rows"] + done["skipped"] + done["failed"], rows_embedded=done["rows"],
                        rows_skipped=done["skipped"], rows_failed=done["failed"], generation=active.generation,
                        version=version.version, table_rows=done["table_rows"], serving_rows=done["rows"])
-    stats.counts = Counts(unchanged=done["rows"], outcome=OUTCOME_NO_CHANGE)
+    price = pipe.provider.price_per_million_tokens if pipe.provider else None
+    usage = unchanged_usage(done.get("tokens", 0), price) if pipe.provider else None
+    stats.counts = Counts(unchanged=done["rows"], outcome=OUTCOME_NO_CHANGE, usage=usage)
     kept = {o["name"]: CheckOutcome(**o) for o in done["outcomes"]}
     stats.outcomes = [*checks.vector_integrity_skipped(stats.dimensions), kept[checks.ROW_COUNT],
                       checks.row_drop(done["rows"], done["rows"], pipe.quality.min_row_ratio),
@@ -252,7 +256,7 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
         for gone in prune_tables(catalog, pipeline, pipe.keep_tables):
             if progress:
                 progress(f"removed old table {gone.table_name} (keep_tables: {pipe.keep_tables})")
-    if stats.rows_encoded:  # the model is loaded: make queries of this table torch-free from now on
+    if stats.rows_encoded and pipe.provider is None:  # the model is loaded: torch-free queries from now on
         prepare_query_export(pipe.model, pipe.backend, project.artifact_dir)
     catalog.record_checks(run_id, keys.embeddings(pipeline), partition, stats.outcomes)
     active = catalog.active(pipeline=pipeline)

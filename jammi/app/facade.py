@@ -126,6 +126,12 @@ class Jammi:
         active = self.catalog.active_names()
         rows = [{c: (t.table_name in active) if c == "active" else getattr(t, c) for c in cols}
                 for t in self.catalog.tables()]
+        usage = self.catalog.usage_by_table()  # a provider's tables: what their runs sent and avoided
+        if usage:
+            cost = ["requests", "tokens_sent", "estimated_cost", "tokens_avoided", "cost_avoided"]
+            cols += cost
+            for row in rows:
+                row.update({c: usage.get(row["table_name"], {}).get(c) for c in cost})
         return pd.DataFrame(rows, columns=cols)
 
     def tables(self, pipeline: str | None = None) -> pd.DataFrame:
@@ -268,11 +274,15 @@ class Jammi:
                            source=source, batch_size=batch_size)
 
     def _infer_encoder(self, pipe, model: str | None):
-        """The pipeline's model on the pipeline's backend (its vectors are the table's), unless
+        """The pipeline's provider, or its model on its backend (its vectors are the table's), unless
         another model is asked for (that one runs on torch); the default model without a pipeline."""
         from jammi.embedding.model import load_encoder  # here, not at import: `jammi search` needs it not
         from jammi.spec.project import DEFAULT_MODEL
 
+        if pipe is not None and pipe.provider is not None and model in (None, pipe.model_id):
+            from jammi.embedding.providers import load_provider
+
+            return load_provider(pipe.provider, self.project.secrets)
         if pipe is not None and model in (None, pipe.model):
             return load_encoder(pipe.model, backend=pipe.backend, artifact_dir=self.project.artifact_dir)
         return load_encoder(model or DEFAULT_MODEL)

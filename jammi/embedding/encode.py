@@ -52,6 +52,9 @@ def encode_window(encoder: Encoder, texts: list[str], sizer: BatchSizer,
                   presorted: bool = False) -> EncodedWindow:
     """Encode non-empty `texts`; the output keeps their order. Batches take texts of like length
     (less padding): sorted here by length, or as given when the caller sorted them (`presorted`)."""
+    many = getattr(encoder, "encode_many", None)
+    if many is not None:  # a provider packs, paces and retries its own requests (jammi.embedding.providers)
+        return EncodedWindow(*many(texts))
     n = len(texts)
     vectors = np.zeros((n, encoder.dimensions), dtype=np.float32)
     errors: list[str | None] = [None] * n

@@ -47,6 +47,7 @@ def encode_sorted(encoder: Encoder, texts: list[str], sizer: BatchSizer, plan: P
     GPU starts from the size its free memory allows, and with enough texts a short calibration
     on texts of median length picks the batch size (its vectors are yielded first, not thrown
     away)."""
+    auto_size = auto_size and not hasattr(encoder, "encode_many")  # a provider's requests are its own
     order, counts = length_order(encoder, texts)
     plan.truncated = int((counts > encoder.max_seq_length).sum())
     done = np.zeros(len(texts), dtype=bool)

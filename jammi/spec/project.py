@@ -20,6 +20,7 @@ from jammi.redact import redact
 from jammi.spec.automation import PATH_SEGMENT, FreshnessSpec, PartitionSpec, RefreshSpec
 from jammi.spec.chunking import CHUNK_COLUMNS, CHUNK_KEY, CHUNK_TEXT, ChunkingSpec
 from jammi.spec.entities import EntitySpec
+from jammi.spec.provider import ProviderSpec
 from jammi.spec.safe_yaml import load_yaml
 from jammi.spec.schema import SchemaSpec
 from jammi.spec.schema_checks import check_source_schema
@@ -279,6 +280,21 @@ class PipelineSpec(_Strict):
     freshness: FreshnessSpec | None = None
     # long texts: the text columns make one document, split into chunks that are embedded
     chunking: ChunkingSpec | None = None
+    # a service that embeds the texts (jammi.spec.provider) instead of `model` in this process
+    provider: ProviderSpec | None = None
+
+    @model_validator(mode="after")
+    def _provider_or_model(self) -> PipelineSpec:
+        both = sorted({"model", "backend"} & self.model_fields_set)
+        if self.provider is not None and both:
+            raise ValueError(f"{' and '.join(both)} name an in-process model; a pipeline with a "
+                             "provider names its model as provider.model (remove one of them)")
+        return self
+
+    @property
+    def model_id(self) -> str:
+        """What the pipeline's vectors are named by: `model`, or the provider's model id."""
+        return self.provider.model_id if self.provider is not None else self.model
 
     @property
     def embedded_columns(self) -> list[str]:

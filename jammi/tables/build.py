@@ -41,11 +41,13 @@ from jammi.tables.contract import (
     sidecar,
     table_schema,
 )
+from jammi.tables.cost import run_usage
 from jammi.tables.generation import generation_of, source_schema_version
 from jammi.tables.segments import SEGMENT_ROWS, SegmentWriter
 from jammi.tables.versions import OUTCOME_REBUILT, Counts, FileRef, Version, version_stem
 
 WINDOW_ROWS = 65536  # rows read from the frame per record batch
+ERROR_SAMPLES = 20  # rows whose text could not be embedded kept, with their error, per run
 Progress = Callable[[str], None]
 Verify = Callable[["EmbedStats"], list]
 
@@ -75,6 +77,12 @@ class EmbedStats:
     version: int = 0
     outcomes: list = field(default_factory=list)
     blocked_by: list[str] = field(default_factory=list)
+    # (row key, error) of the first rows whose text could not be embedded (a provider refused it)
+    row_errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def row_error(self, key: str, error: str) -> None:
+        if len(self.row_errors) < ERROR_SAMPLES:
+            self.row_errors.append((key, error))
 
     @property
     def rows_per_second(self) -> float:
@@ -109,6 +117,7 @@ def _manifest(stats: EmbedStats, pipeline: str, pipe: PipelineSpec, src_name: st
         "metric": pipe.index.metric,
         "backend": "usearch",
         "model_backend": pipe.backend,  # what ran the model (torch, onnx, onnx-int8, openvino)
+        "provider": pipe.provider.identity if pipe.provider else None,  # or the service that embedded
         "index": pipe.index.model_dump(),
         "key_column": src.key,
         "text_spec": {"columns": pipe.embedded_columns, "separator": TEXT_SEPARATOR},
@@ -191,7 +200,8 @@ def build_embedding_table(
         ready["segments"] = [ref.to_json() for ref in stats.segments]  # version 0, for recovery
         write_json_atomic(sidecar(base, ".manifest.json"), ready)
         stats.counts = Counts(added=stats.rows_embedded, rows_encoded=stats.rows_encoded,
-                              outcome=OUTCOME_REBUILT, seconds=round(stats.seconds, 3))
+                              outcome=OUTCOME_REBUILT, seconds=round(stats.seconds, 3),
+                              usage=run_usage(encoder))
         first = Version(name, 0, stats.segments, rows=stats.rows_embedded,
                         counts=stats.counts)
         catalog.activate(name, first=first, **_counts(stats))
@@ -353,6 +363,9 @@ def encode_rows(encoder: Encoder, source: str, keys: list[str], texts: list[str]
         vectors[todo] = window.vectors
         ok[todo] = [e is None for e in window.errors]
         encoded = int(ok[todo].sum())
+        for j, error in zip(todo, window.errors, strict=True):
+            if error:
+                stats.row_error(keys[firsts[j]], error)
     stats.rows_encoded += encoded
     good = ok[of_row]
     stats.rows_failed += int((~good).sum())
@@ -409,6 +422,9 @@ def _write(stats: EmbedStats, rows: SourceRows, pipe: PipelineSpec, source: str,
         for chunk in encode_sorted(encoder, texts, sizer, plan, auto_size=auto,
                                    device=getattr(encoder, "device", "cpu")):
             ok = np.array([e is None for e in chunk.errors], dtype=bool)
+            for j, error in zip(chunk.ids, chunk.errors, strict=True):
+                if error:
+                    stats.row_error(rows.keys[firsts[j]], error)
             members = [by_text[bounds[j]:bounds[j + 1]] for j in chunk.ids]
             sizes = np.array([len(m) for m in members], dtype=np.int64)
             picked = np.concatenate(members)

@@ -120,7 +120,9 @@ CREATE TABLE IF NOT EXISTS refresh_log (
     added BIGINT, changed BIGINT, deleted BIGINT, unchanged BIGINT, rows_encoded BIGINT,
     outcome VARCHAR NOT NULL,
     seconds DOUBLE,
-    committed_at TIMESTAMP NOT NULL
+    committed_at TIMESTAMP NOT NULL,
+    requests BIGINT, tokens_sent BIGINT, retries BIGINT, rate_limited BIGINT, rate_limit_waits BIGINT,
+    rate_limit_wait_s DOUBLE, estimated_cost DOUBLE, tokens_avoided BIGINT, cost_avoided DOUBLE
 );
 CREATE TABLE IF NOT EXISTS asset_outputs (
     name VARCHAR PRIMARY KEY,
@@ -128,13 +130,31 @@ CREATE TABLE IF NOT EXISTS asset_outputs (
     rows BIGINT,
     updated_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS fusion_labels (
+    entity VARCHAR NOT NULL,
+    left_source VARCHAR NOT NULL,
+    left_id VARCHAR NOT NULL,
+    right_source VARCHAR NOT NULL,
+    right_id VARCHAR NOT NULL,
+    is_match BOOLEAN NOT NULL,
+    labelled_by VARCHAR NOT NULL,
+    labelled_at TIMESTAMP NOT NULL,
+    origin VARCHAR,
+    PRIMARY KEY (entity, left_source, left_id, right_source, right_id)
+);
 """
 # columns added after the first release: catalogs written before them gain them on open
 _ADDED_COLUMNS = {"source_schema_version": "VARCHAR", "text_separator": "VARCHAR", "generation": "VARCHAR",
                   "current_version": "INTEGER"}
 STATE_TABLES = ("embedding_tables", "active_tables", "quality_report", "table_versions", "refresh_log",
-                "asset_outputs")
+                "asset_outputs", "fusion_labels")
+LABEL_COLUMNS = ("entity", "left_source", "left_id", "right_source", "right_id", "is_match", "labelled_by",
+                 "labelled_at", "origin")
 _LOG_COLUMNS = ("added", "changed", "deleted", "unchanged", "rows_encoded", "outcome", "seconds")
+# a provider pipeline's run in refresh_log (jammi.embedding.providers.usage.USAGE_COLUMNS); NULL in process
+_USAGE_COLUMNS = {"requests": "BIGINT", "tokens_sent": "BIGINT", "retries": "BIGINT",
+                  "rate_limited": "BIGINT", "rate_limit_waits": "BIGINT", "rate_limit_wait_s": "DOUBLE",
+                  "estimated_cost": "DOUBLE", "tokens_avoided": "BIGINT", "cost_avoided": "DOUBLE"}
 
 
 def quote_ident(name: str) -> str:
@@ -492,6 +512,13 @@ class Catalog:
         for column, sql_type in _ADDED_COLUMNS.items():
             if column not in have:
                 con.execute(f"ALTER TABLE embedding_tables ADD COLUMN {column} {sql_type}")
+        logged = {r[0] for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'refresh_log'"
+            " AND schema_name = 'main' AND database_name = current_database()"
+        ).fetchall()}
+        for column, sql_type in _USAGE_COLUMNS.items():
+            if column not in logged:
+                con.execute(f"ALTER TABLE refresh_log ADD COLUMN {column} {sql_type}")
 
     # --- embedding tables -------------------------------------------------------------
 
@@ -700,13 +727,33 @@ class Catalog:
     @staticmethod
     def _log(con: duckdb.DuckDBPyConnection, pipeline: str, table_name: str, version: int | None,
              counts: Counts) -> None:
-        con.execute("INSERT INTO refresh_log VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    [pipeline, table_name, version, *(getattr(counts, k) for k in _LOG_COLUMNS), now()])
+        usage = counts.usage or {}
+        names = ("pipeline", "table_name", "version", *_LOG_COLUMNS, "committed_at", *_USAGE_COLUMNS)
+        con.execute(f"INSERT INTO refresh_log ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                    [pipeline, table_name, version, *(getattr(counts, k) for k in _LOG_COLUMNS), now(),
+                     *(usage.get(k) for k in _USAGE_COLUMNS)])
 
     def log_refresh(self, pipeline: str, table_name: str, version: int | None, counts: Counts) -> None:
         """A refresh that committed no version (nothing changed) still leaves its row in the log."""
         with self.connect() as con:
             self._log(con, pipeline, table_name, version, counts)
+
+    def usage_by_table(self) -> dict[str, dict]:
+        """Per table, its provider runs' figures summed over refresh_log (tables embedded in
+        process have none)."""
+        if not self.exists():
+            return {}
+        summed = ("requests", "tokens_sent", "retries", "rate_limited", "estimated_cost", "tokens_avoided",
+                  "cost_avoided")
+        with self.connect(read_only=True) as con:
+            have = {r[0] for r in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = 'refresh_log'"
+                " AND schema_name = 'main' AND database_name = current_database()").fetchall()}
+            if not set(summed) <= have:  # a catalog published before providers existed
+                return {}
+            rows = con.execute(f"SELECT table_name, {', '.join(f'sum({c})' for c in summed)} FROM refresh_log"
+                               " WHERE requests IS NOT NULL GROUP BY table_name").fetchall()
+        return {r[0]: dict(zip(summed, r[1:], strict=True)) for r in rows}
 
     def next_version_number(self, table_name: str) -> int:
         """One past the newest committed version of the table (1 for a table with only version 0)."""
@@ -827,6 +874,29 @@ class Catalog:
             return
         with self.connect() as con:
             con.executemany("INSERT INTO quality_report VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    # --- fusion labels ----------------------------------------------------------------
+
+    def add_fusion_labels(self, rows: list[dict]) -> int:
+        """Store answers about entity record pairs (`LABEL_COLUMNS`, the pair's sources in sorted
+        order); a later answer about the same pair replaces the earlier one. Returns how many."""
+        if not rows:
+            return 0
+        with self.connect() as con:
+            con.executemany(f"INSERT OR REPLACE INTO fusion_labels ({', '.join(LABEL_COLUMNS)}) VALUES "
+                            f"({', '.join('?' * len(LABEL_COLUMNS))})",
+                            [[r.get(c) for c in LABEL_COLUMNS] for r in rows])
+        return len(rows)
+
+    def fusion_labels(self, entity: str) -> list[dict]:
+        """Every stored answer about `entity`'s record pairs (`SELECT * FROM jammi.fusion_labels`)."""
+        if not self.exists():
+            return []
+        with self.connect(read_only=True) as con:
+            if not _has_table(con, "fusion_labels"):  # a catalog published before labels existed
+                return []
+            return _rows(con.execute("SELECT * FROM fusion_labels WHERE entity = ? ORDER BY labelled_at,"
+                                     " left_source, left_id, right_source, right_id", [entity]))
 
     # --- views ------------------------------------------------------------------------
 

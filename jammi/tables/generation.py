@@ -1,5 +1,5 @@
 """A table's generation: what its vectors mean (source schema version x text spec x model x
-inference backend).
+inference backend, or the provider that embeds them).
 
 Refresh keeps a generation and commits new versions of its table; a change of generation
 builds a new table blue/green. The fingerprint is made here and nowhere else.
@@ -19,6 +19,7 @@ DEFAULT_SCHEMA_VERSION = "v1"
 def generation_fingerprint(
     schema_version: str, text_columns: list[str], separator: str, model_id: str,
     chunking: dict | None = None, backend: str = "torch", partitioned: bool = False,
+    provider: dict | None = None,
 ) -> str:
     """Identifies what a table's vectors mean: a change of source schema version, text spec,
     model, (for a chunked pipeline) chunking, or inference backend gives a new generation (and a
@@ -32,6 +33,8 @@ def generation_fingerprint(
         fields["backend"] = backend
     if partitioned:  # its rows carry their partition: a table built before they did is rebuilt
         fields["partitioned"] = True
+    if provider is not None:  # a service's endpoint, model and dimensions (never its key)
+        fields["provider"] = provider
     spec = json.dumps(fields, sort_keys=True)
     return hashlib.sha1(spec.encode("utf-8")).hexdigest()[:16]
 
@@ -53,7 +56,8 @@ def generation_of(pipe: PipelineSpec, src: SourceSpec) -> str:
     if pipe.chunking is not None:
         chunking = {**pipe.chunking.model_dump(), "document_columns": list(pipe.text_columns)}
     return generation_fingerprint(source_schema_version(src), pipe.embedded_columns, TEXT_SEPARATOR,
-                                  pipe.model, chunking, pipe.backend, carries_partition(src))
+                                  pipe.model_id, chunking, pipe.backend, carries_partition(src),
+                                  pipe.provider.identity if pipe.provider else None)
 
 
 def carries_partition(src: SourceSpec) -> bool:

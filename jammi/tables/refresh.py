@@ -33,6 +33,7 @@ from jammi.tables.contract import (
     manifest_index_spec,
     table_schema,
 )
+from jammi.tables.cost import run_usage
 from jammi.tables.index import build_index, segment_base
 from jammi.tables.segments import SEGMENT_ROWS, SegmentWriter
 from jammi.tables.versions import (
@@ -205,7 +206,7 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
         stats.table_rows = base.rows
         stats.seconds = time.perf_counter() - t0
         stats.counts = Counts(unchanged=diff.unchanged, outcome=OUTCOME_NO_CHANGE,
-                              seconds=round(stats.seconds, 3))
+                              seconds=round(stats.seconds, 3), usage=run_usage(encoder, rows))
         catalog.log_refresh(pipeline, rec.table_name, base.version, stats.counts)
         if needs_compaction(base):  # a compaction that was killed is done by the next run
             stats.version = compact_table(catalog, rec, pipeline).version
@@ -237,8 +238,10 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
         stats.rows_embedded = total if partition is None else diff.unchanged + new_rows.num_rows
         stats.batch_size_end, stats.oom_events = sizer.size, sizer.oom_events
         stats.seconds = time.perf_counter() - t0
+        sent = {rows.hashes[i] for i in todo} - known.keys()
         stats.counts = Counts(len(diff.added), len(diff.changed), diff.deleted, diff.unchanged,
-                              stats.rows_encoded, OUTCOME_REFRESHED, round(stats.seconds, 3))
+                              stats.rows_encoded, OUTCOME_REFRESHED, round(stats.seconds, 3),
+                              run_usage(encoder, rows, sent))
         version = Version(rec.table_name, number, segments, deletes, total, stats.counts)
         stats.outcomes = verify(stats, version) if verify else []
         stats.blocked_by = [o.name for o in blocking_failures(stats.outcomes)]

@@ -60,6 +60,8 @@ class Counts:
     rows_encoded: int = 0
     outcome: str = OUTCOME_REBUILT
     seconds: float = 0.0
+    # a provider pipeline's requests, tokens and cost (jammi.embedding.providers.usage); None in process
+    usage: dict | None = None
 
     def as_dict(self) -> dict:
         return {"added": self.added, "changed": self.changed, "deleted": self.deleted,

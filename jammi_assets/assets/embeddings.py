@@ -5,7 +5,9 @@ import dagster as dg
 
 from jammi import keys
 from jammi.app.embeddings import embed_pipeline
-from jammi.spec.project import Project
+from jammi.redact import redact
+from jammi.spec.project import PipelineSpec, Project
+from jammi.tables.build import EmbedStats
 from jammi.tables.checks import TABLE_CHECKS
 from jammi.tables.contract import CONTRACT_COLUMNS
 from jammi.tables.generation import generation_of
@@ -35,7 +37,7 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
         name=name,
         deps=[project.frame_asset(rows_of)],
         group_name="embeddings",
-        kinds={"pytorch", "parquet"},
+        kinds={pipe.provider.kind if pipe.provider else "pytorch", "parquet"},
         # the generation (model x text spec x schema version): Dagster flags the table stale
         # when it changes
         code_version=generation_of(pipe, project.frame_spec(rows_of)),
@@ -44,10 +46,11 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
         automation_condition=dg.AutomationCondition.eager()
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         description=(
-            f"Embeddings of `{source}` ({' + '.join(pipe.text_columns)}) by `{pipe.model}`, "
+            f"Embeddings of `{source}` ({' + '.join(pipe.text_columns)}) by `{pipe.model_id}`, "
             "as a Parquet table under jammi_db/ refreshed in place: each refresh commits a version."
         ),
-        metadata={"model": pipe.model, "backend": pipe.backend, "text_columns": ", ".join(pipe.text_columns)},
+        metadata={"model": pipe.model_id, "backend": pipe.provider.kind if pipe.provider else pipe.backend,
+                  "text_columns": ", ".join(pipe.text_columns)},
         check_specs=check_specs(name, list(TABLE_CHECKS)),
         # a partitioned source's pipeline runs per partition: each commits what its partition
         # changed into the one table of the pipeline
@@ -55,8 +58,8 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
     )
     def _embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig,
                     embedding_model: EmbeddingModelResource):
-        # loads only when a row needs encoding
-        encoder = embedding_model.lazy(pipe.model, pipe.backend, project.artifact_dir)
+        # loads only when a row needs encoding (a provider sends nothing until then)
+        encoder = embedding_model.for_pipeline(pipe, project.artifact_dir, project.secrets)
         partition = context.partition_key if context.has_partition_key else None
         # a backfill's partitions (one --full request) rebuild the table once, then refresh it
         token = context.run.tags.get("dagster/backfill") or context.run_id
@@ -70,6 +73,10 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
                 f"{source}: {stats.rows_truncated} text(s) longer than the model window "
                 f"({encoder.max_seq_length} tokens) were truncated"
             )
+        if stats.row_errors:
+            context.log.warning(f"{source}: {stats.rows_failed} row(s) could not be embedded and were left "
+                                f"out (they are retried by the next run); first: {stats.row_errors[0][0]}: "
+                                f"{stats.row_errors[0][1]}")
         if stats.blocked_by:
             context.log.error(
                 f"{stats.table_name} failed its quality gate ({', '.join(stats.blocked_by)}); "
@@ -101,7 +108,27 @@ def embeddings_asset(project: Project, pipeline: str) -> dg.AssetsDefinition:
                 "seconds": round(stats.seconds, 2),
                 "batch_size": f"{stats.batch_size_start} -> {stats.batch_size_end}",
                 "oom_events": stats.oom_events,
+                **provider_metadata(pipe, stats),
             }
         )
 
     return _embeddings
+
+
+def provider_metadata(pipe: PipelineSpec, stats: EmbedStats) -> dict:
+    """A provider run's cost (requests, tokens sent, retries, waits, estimated cost, and what the
+    unchanged rows saved) and the rows it could not embed, as `_row_id | _status | _error`."""
+    out: dict = {}
+    if stats.row_errors:
+        lines = ["| _row_id | _status | _error |", "|---|---|---|"]
+        lines += [f"| {key} | error | {error.replace('|', '/')} |" for key, error in stats.row_errors]
+        out["failed_rows"] = dg.MetadataValue.md("\n".join(lines))
+    usage = stats.counts.usage
+    if pipe.provider is None or usage is None:
+        return out
+    spec = pipe.provider
+    out.update({k: v for k, v in usage.items() if v is not None})
+    out["provider"] = f"{spec.kind} {spec.model} at {redact(spec.base_url)}"
+    if spec.price_per_million_tokens is not None:
+        out["price_per_million_tokens"] = spec.price_per_million_tokens
+    return out

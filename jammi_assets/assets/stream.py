@@ -44,7 +44,7 @@ def stream_assets(project: Project, source: str) -> dg.AssetsDefinition:
 
     @dg.multi_asset(name=micro_batch_step(source), specs=specs, can_subset=False, pool="embedding_model")
     def _micro_batch(context: dg.AssetExecutionContext, embedding_model: EmbeddingModelResource):
-        encoder = embedding_model.lazy(pipe.model, pipe.backend, project.artifact_dir)
+        encoder = embedding_model.for_pipeline(pipe, project.artifact_dir, project.secrets)
         result = run_micro_batch(project, pipeline, encoder, echo=context.log.info)
         if result is None:
             context.log.info(f"stream {source}: no event waiting on {nats.subject!r}")
