@@ -16,10 +16,16 @@ duration in an unkilled reference run. Then:
   table = index (a missing key counts as a lost row, any other difference as a violation),
   and search must answer.
 
-Prints a table and writes bench/results/kill_trials.json with
-{"trials", "hangs", "violations", "lost_rows"} and the details.
+With `--partitions N`, the source is N daily JSON Lines files (`{date}` in the path, one
+partition each): every run is `jammi materialize --partition DAY` of a day drawn at random,
+each trial changes that day's rows only, and the next run is the same day's (the run that must
+finish the killed one's work); a first backfill runs every day once. Verify then compares
+every partition's rows with the table.
 
-    python bench/kill_trials.py [--kills 50] [--rows 800] [--timeout 240] [--seed 7]
+Prints a table and writes bench/results/kill_trials.json (`--partitions`:
+kill_trials_partitions.json) with {"trials", "hangs", "violations", "lost_rows"} and the details.
+
+    python bench/kill_trials.py [--kills 50] [--rows 800] [--timeout 240] [--seed 7] [--partitions 0]
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from datetime import date, timedelta
 from pathlib import Path
 
 import yaml
@@ -55,6 +62,8 @@ from jammi.tables.catalog import STATUS_BUILDING, Catalog  # noqa: E402
 from jammi.tables.published import open_published  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "kill_trials.json"
+PARTITIONED_RESULTS = ROOT / "bench" / "results" / "kill_trials_partitions.json"
+START = date(2025, 1, 1)  # partitions exist once closed: a past window
 FIELDS = ["product_id", "title", "description", "category", "brand", "price", "updated_at"]
 PIPELINE = "products_pipe"
 STEPS = ["raw_products", "validate_products", "products_pipe_embeddings", "products_pipe_ann_index",
@@ -86,19 +95,42 @@ def mutate(rows: list[dict], rng: random.Random, next_id: list[int]) -> list[dic
     return rows
 
 
-def make_project(root: Path, rows: int, rng: random.Random) -> tuple[Path, Path, list[dict]]:
+def day_path(root: Path, day: str) -> Path:
+    return root / "data" / "products" / f"{day}.jsonl"
+
+
+def write_day(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def make_project(root: Path, rows: int, rng: random.Random, partitions: int = 0
+                 ) -> tuple[Path, Path, list[dict] | dict[str, list[dict]]]:
+    """The project; with `partitions`, its rows split over that many daily files (then the
+    records are {day: rows})."""
     data = root / "data" / "products.csv"
     data.parent.mkdir(parents=True)
     made = make_products(rows, seed=rng.randint(0, 10**6), dirty=False)
     records = [{k: r[k] for k in FIELDS} for r in made]
-    write_source(data, records)
+    columns = {"product_id": "int", "title": "str", "description": "str", "category": "str",
+               "brand": "str", "price": {"type": "float", "ge": 0}, "updated_at": "str"}
+    source = {"kind": "csv", "path": "data/products.csv", "key": "product_id", "columns": columns}
+    if partitions:
+        days = [(START + timedelta(days=d)).isoformat() for d in range(partitions)]
+        by_day = {day: records[i::partitions] for i, day in enumerate(days)}
+        for day, day_rows in by_day.items():
+            write_day(day_path(root, day), day_rows)
+        source = {"kind": "jsonl", "path": "data/products/{date}.jsonl", "key": "product_id",
+                  "columns": columns,
+                  "partitions": {"by": "{date}", "granularity": "day", "start": days[0],
+                                 "end": (START + timedelta(days=partitions)).isoformat()}}
+        records = by_day
+    else:
+        write_source(data, records)
     doc = {
         "artifact_dir": "artifacts",
-        "sources": {"products": {"kind": "csv", "path": "data/products.csv", "key": "product_id",
-                                 "columns": {"product_id": "int", "title": "str", "description": "str",
-                                             "category": "str", "brand": "str",
-                                             "price": {"type": "float", "ge": 0},
-                                             "updated_at": "str"}}},
+        "sources": {"products": source},
         "pipelines": {PIPELINE: {"source": "products", "text_columns": ["title", "description"],
                                  "keep_tables": 1}},
     }
@@ -112,9 +144,11 @@ def make_project(root: Path, rows: int, rng: random.Random) -> tuple[Path, Path,
 class Run:
     """One `jammi materialize` child with its progress lines timed as they arrive."""
 
-    def __init__(self, project: Path, home: Path, full: bool):
+    def __init__(self, project: Path, home: Path, full: bool, partition: str | None = None):
         env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
         cmd = [sys.executable, "-m", "jammi_assets.cli", "--project", str(project), "materialize"]
+        if partition:
+            cmd += ["--partition", partition]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd + (["--full"] if full else []), cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -183,19 +217,28 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=800)
     ap.add_argument("--timeout", type=float, default=240.0)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--partitions", type=int, default=0,
+                    help="daily partitions (JSON Lines, one file a day); 0: one CSV, unpartitioned")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    args.out = args.out or (PARTITIONED_RESULTS if args.partitions else RESULTS)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="jammi-kills-"))
-    project_file, data, rows = make_project(work, args.rows, rng)
+    project_file, data, rows = make_project(work, args.rows, rng, args.partitions)
     home = work / "dagster_home"
     project = load_project(project_file)
     next_id = [10**6]
+    days = sorted(rows) if args.partitions else [None]
+    if args.partitions:  # a first backfill: every day once
+        for day in days[:-1]:
+            run = Run(project_file, home, False, day)
+            if run.finish(args.timeout) != 0:
+                sys.exit(f"backfill run {day} failed:\n" + "\n".join(run.lines[-30:]))
 
     reference: dict[bool, dict[str, float]] = {}
     startup: list[float] = []
     for full in (True, False):
-        run = Run(project_file, home, full)
+        run = Run(project_file, home, full, days[-1])
         code = run.finish(args.timeout)
         if code != 0:
             sys.exit("reference run failed:\n" + "\n".join(run.lines[-30:]))
@@ -208,11 +251,16 @@ def main() -> None:
     began = time.monotonic()
     while len(trials) < args.kills and attempts < args.kills * 3:
         attempts += 1
-        rows = mutate(rows, rng, next_id)
-        write_source(data, rows)
-        full = rng.random() < 0.35
+        day = rng.choice(days)
+        if day is None:
+            rows = mutate(rows, rng, next_id)
+            write_source(data, rows)
+        else:
+            rows[day] = mutate(rows[day], rng, next_id)
+            write_day(day_path(work, day), rows[day])
+        full = rng.random() < (0.2 if day else 0.35)
         step = rng.choices(["start-up", *STEPS], weights=[1, *STEP_WEIGHTS])[0]
-        run = Run(project_file, home, full)
+        run = Run(project_file, home, full, day)
         if step == "start-up":
             delay = rng.uniform(0.2, min(startup))
             time.sleep(delay)
@@ -228,7 +276,7 @@ def main() -> None:
             continue
         run.kill()
         trial = {"trial": len(trials) + 1, "full": full, "killed_in": step, "delay_s": round(delay, 2),
-                 "problems": []}
+                 "problems": [], **({"partition": day} if day else {})}
         try:
             keys = served_keys(project.artifact_dir)
             twice = [k for k, n in Counter(keys).items() if n > 1]
@@ -237,7 +285,7 @@ def main() -> None:
         except Exception as err:  # noqa: BLE001 - any reader error is a finding
             trial["problems"].append(f"after the kill the catalog could not be read: {err}")
 
-        nxt = Run(project_file, home, False)
+        nxt = Run(project_file, home, False, day)
         code = nxt.finish(args.timeout)
         trial["next_run_s"] = round(time.monotonic() - nxt.started, 1)
         if code is None:
@@ -265,12 +313,12 @@ def main() -> None:
             trial["problems"].append(f"search failed: {err}")
         violations += bool([p for p in trial["problems"] if not p.startswith("the next run hung")])
         trials.append(trial)
-        print(f"{trial['trial']:>3} {'full' if full else 'refresh':<8} killed in {step:<26} "
+        print(f"{trial['trial']:>3} {day or '':<11}{'full' if full else 'refresh':<8} killed in {step:<26} "
               f"+{delay:5.2f}s  next run {trial['next_run_s']:6.1f}s  "
               f"{'; '.join(trial['problems']) or 'ok'}", flush=True)
 
     result = {"trials": len(trials), "hangs": hangs, "violations": violations, "lost_rows": lost_rows,
-              "attempts": attempts, "rows": args.rows, "seed": args.seed,
+              "attempts": attempts, "rows": args.rows, "seed": args.seed, "partitions": args.partitions,
               "killed_in": dict(Counter(t["killed_in"] for t in trials)),
               "seconds": round(time.monotonic() - began, 1), "details": trials}
     print()
