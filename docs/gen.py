@@ -838,7 +838,7 @@ LAYOUT = {
     "jammi/app/": (
         "use cases: one function per asset step (sources, fusion, chunks, embeddings, report), the memos "
         "that let a step with unchanged inputs skip (memo.py), quarantine listing and re-admission, "
-        "verify, the Python facade (facade.py), the stream worker (stream/)"
+        "verify, sinks (sinks.py), the Python facade (facade.py), the stream worker (stream/)"
     ),
     "jammi/demo/": "the demo corpus generator (`make demo`)",
     "jammi_assets/": (
@@ -847,8 +847,8 @@ LAYOUT = {
     ),
     "jammi_assets/__init__.py": "the package",
     "jammi_assets/assets/": (
-        "asset factories by layer: bronze, silver, chunks, fused, embeddings, indexes, quality, stream (a"
-        " stream source's micro-batch step)"
+        "asset factories by layer: bronze, silver, chunks, fused, embeddings, indexes, sinks, quality, "
+        "stream (a stream source's micro-batch step)"
     ),
     "jammi_assets/defs/": "the defs folder: defs/jammi/defs.yaml is the one JammiProject instance",
     "jammi_assets/cli.py": "the `jammi` console script: jammi.cli with the Dagster runner plugged in",

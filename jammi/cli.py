@@ -129,7 +129,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--select", "select", multiple=True,
               help="Asset, source or pipeline name (repeatable); default: everything.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--full", is_flag=True, help="Rebuild embedding tables instead of refreshing them.")
+@click.option("--full", is_flag=True, help="Rebuild embedding tables instead of refreshing them (a "
+              "sink compares every store row with the table).")
 @click.option("--partition", default=None, metavar="KEY|FIRST...LAST",
               help="One partition of the selected partitioned sources, or an inclusive range (a "
                    "backfill); default: all of them.")
@@ -432,11 +433,12 @@ def tables_remove(ctx, table) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
 def verify(ctx, pipelines, repair, device, fmt) -> None:
-    """Check that source = table = index for PIPELINES (default: all); exit 1 on any difference.
+    """Check that source = table = index for PIPELINES (default: all), and that each of their
+    sinks serves exactly the table's rows; exit 1 on any difference.
 
     missing: validated rows with text the table lacks; stale: rows embedded from other text;
-    orphan: table rows no longer in the source; unindexed: rows no HNSW sidecar covers."""
-    from jammi import keys
+    orphan: table rows no longer in the source; unindexed: rows no HNSW sidecar covers. A sink's
+    row (its store table under table_name) counts store rows the same way against the table."""
     from jammi.app.verify import as_frame, verify
 
     project = _project(ctx)
@@ -444,11 +446,12 @@ def verify(ctx, pipelines, repair, device, fmt) -> None:
     if repair and not all(v.clean for v in found):
         materialize = _materializer(ctx)
         for v in (v for v in found if not v.clean):
-            click.echo(f"repairing {v.pipeline}" + (" (full rebuild)" if v.needs_rebuild else ""))
-            outcome = materialize(project, keys.pipeline_assets(v.pipeline), device=device,
-                                  echo=click.echo, full=v.needs_rebuild)
+            what = f"{v.pipeline} sink {v.sink}" if v.sink else v.pipeline
+            click.echo(f"repairing {what}" + (" (full rebuild)" if v.needs_rebuild else ""))
+            outcome = materialize(project, v.repair_assets, device=device, echo=click.echo,
+                                  full=v.repair_full)
             if not outcome.success:
-                _fail(outcome.error or f"repairing {v.pipeline} failed")
+                _fail(outcome.error or f"repairing {what} failed")
         found = verify(project, list(pipelines) or None)
     _emit(as_frame(found), fmt)
     if not all(v.clean for v in found):

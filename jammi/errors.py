@@ -44,3 +44,13 @@ class FusionError(JammiError):
 
 class SchemaMigrationError(SourceError):
     """Rows could not be migrated between a source's schema versions."""
+
+
+class SinkError(JammiError):
+    """A serving store (pgvector, LanceDB) could not be read or written; the message names the
+    pipeline and sink (the DSN's secrets masked) and what failed."""
+
+
+class SinkMoved(SinkError):
+    """Another writer changed the store table since this run read its state: nothing was
+    applied; run again."""

@@ -65,6 +65,15 @@ def ann_index(pipeline: str) -> str:
     return f"{pipeline}_ann_index"
 
 
+def sink(pipeline: str, name: str) -> str:
+    """A pipeline's serving sink (`sinks:` in jammi.yaml): `<pipeline>_<sink>`."""
+    return f"{pipeline}_{name}"
+
+
+def sink_assets(project: Project, pipeline: str) -> list[str]:
+    return [sink(pipeline, name) for name in project.pipelines[pipeline].sinks]
+
+
 def latest_embeddings_view(source: str) -> str:
     """The catalog view over the newest active table embedding `source`."""
     return f"{source}_latest_embeddings"
@@ -99,15 +108,16 @@ def chunk_assets(project: Project, pipeline: str) -> list[str]:
 
 def assets_of(project: Project, name: str) -> list[str]:
     """A source or entity: its frame assets and every pipeline over it. A pipeline: its
-    source's frame assets, its table and its index. Anything else: nothing."""
+    source's frame assets, its table, its index and its sinks. Anything else: nothing."""
     chosen: list[str] = []
     if name in project.sources or name in project.entities:
         chosen += frame_assets(project, name)
         for pipeline in project.pipelines_of(name):
             chosen += chunk_assets(project, pipeline) + pipeline_assets(pipeline)
+            chosen += sink_assets(project, pipeline)
     if name in project.pipelines:
         chosen += frame_assets(project, project.pipelines[name].source)
-        chosen += chunk_assets(project, name) + pipeline_assets(name)
+        chosen += chunk_assets(project, name) + pipeline_assets(name) + sink_assets(project, name)
     return list(dict.fromkeys(chosen))
 
 
@@ -135,6 +145,8 @@ def declared_names(sources, entities, pipelines) -> dict[str, list[str]]:
     for pipeline, pipe in pipelines.items():
         for name in pipeline_assets(pipeline):
             add(name, f"pipelines.{pipeline}")
+        for name in pipe.sinks:
+            add(sink(pipeline, name), f"pipelines.{pipeline}.sinks")
         if pipe.chunking and len(made.get(chunks(pipe.source), [])) == 0:
             for name in (chunks(pipe.source), latest_embeddings_view(chunks(pipe.source))):
                 add(name, f"pipelines.{pipeline}")

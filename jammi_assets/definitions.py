@@ -32,6 +32,8 @@ def build_assets(project: Project) -> list[dg.AssetsDefinition]:
         from jammi_assets.assets.fused import fused_asset
     if any(pipe.chunking for pipe in project.pipelines.values()):
         from jammi_assets.assets.chunks import chunks_asset
+    if any(pipe.sinks for pipe in project.pipelines.values()):
+        from jammi_assets.assets.sinks import sink_asset
     for name in project.sources:
         # a stream source's raw, silver and table assets are one micro-batch step
         assets += [stream_assets(project, name)] if name in streams else [
@@ -44,6 +46,7 @@ def build_assets(project: Project) -> list[dg.AssetsDefinition]:
         if pipe.source not in streams:
             assets.append(embeddings_asset(project, pipeline))
         assets.append(ann_index_asset(project, pipeline))
+        assets += [sink_asset(project, pipeline, sink) for sink in pipe.sinks]
     assets.append(quality_report_asset(project))
     return assets
 

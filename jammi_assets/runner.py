@@ -129,6 +129,8 @@ def _run_config(project: Project, job: dg.JobDefinition, assets: list[str], devi
     if full:
         ops = {keys.embeddings(p): {"config": {"full": True}} for p in project.pipelines
                if keys.embeddings(p) in assets}
+        ops.update({a: {"config": {"full": True}} for p in project.pipelines
+                    for a in keys.sink_assets(project, p) if a in assets})
         if ops:
             config["ops"] = ops
     if device != "auto" and "embedding_model" in job.resource_defs:

@@ -23,7 +23,7 @@ RANK = {
     "errors": 0, "redact": 0, "types": 0, "storage": 0, "keys": 0, "spec": 0,
     "ingest": 1, "silver": 1, "quality": 1, "embedding": 1,
     "fusion": 2, "tables": 2, "chunking": 2,
-    "query": 3,
+    "query": 3, "sinks": 3,
     "app": 4, "demo": 4,
     "cli": 5, "terminal": 5,
     "__init__": 5,  # jammi/__init__.py: the public API, jammi.Jammi (the app facade), loaded lazily

@@ -110,7 +110,9 @@ def _embed_inputs(project: Project, pipeline: str, catalog: Catalog, frame: Path
     files = [active.tables_dir / r.file for r in (*version.segments, *version.deletes)]
     key = memo.fingerprint({"frame": memo.file_state(frame), "table": active.table_name,
                             "version": version.version, "files": [memo.file_state(f) for f in files],
-                            "pipeline": project.pipelines[pipeline].model_dump(mode="json"),
+                            # a sink's settings change nothing the table holds
+                            "pipeline": project.pipelines[pipeline].model_dump(mode="json",
+                                                                               exclude={"sinks"}),
                             "partition": partition})
     marker = active.tables_dir / f"{active.table_name}.{pipeline}.{quote(partition or '-', safe='')}.embedded"
     return marker, key

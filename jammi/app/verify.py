@@ -1,6 +1,7 @@
 """The reconciler behind `jammi verify`: for each pipeline's active table, is source = table =
 index? Counts of missing, stale, orphan and unindexed rows (see jammi.tables.parity), or the
-problem that keeps the table from being read at all."""
+problem that keeps the table from being read at all; then, for each of its sinks, is store =
+table (jammi.sinks.parity)?"""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from jammi import keys
 from jammi.errors import ArtifactError, JammiError
 from jammi.spec.project import Project
 from jammi.storage import frame_path, stored_frame
@@ -19,7 +21,7 @@ from jammi.tables.parity import Parity, compare
 from jammi.tables.refresh import source_rows
 from jammi.tables.versions import check_files
 
-COLUMNS = ["pipeline", "table_name", "version", "missing", "stale", "orphan", "unindexed", "problem"]
+COLUMNS = ["pipeline", "sink", "table_name", "version", "missing", "stale", "orphan", "unindexed", "problem"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Verification:
     version: int | None = None
     parity: Parity | None = None
     problem: str = ""
+    sink: str = ""  # a sink's row: table_name is then the store table its stable name serves
 
     @property
     def clean(self) -> bool:
@@ -37,12 +40,23 @@ class Verification:
     @property
     def needs_rebuild(self) -> bool:
         """The table cannot be read as recorded: only a full rebuild repairs it."""
-        return bool(self.problem) and bool(self.table_name)
+        return bool(self.problem) and bool(self.table_name) and not self.sink
+
+    @property
+    def repair_assets(self) -> list[str]:
+        """What `--repair` materializes: the pipeline's table and index, or the sink (comparing
+        every store row with the table)."""
+        return [keys.sink(self.pipeline, self.sink)] if self.sink else keys.pipeline_assets(self.pipeline)
+
+    @property
+    def repair_full(self) -> bool:
+        return self.needs_rebuild or bool(self.sink)
 
     def row(self) -> dict:
         counts = self.parity.counts() if self.parity else dict.fromkeys(("missing", "stale", "orphan",
                                                                           "unindexed"))
-        return {"pipeline": self.pipeline, "table_name": self.table_name, "version": self.version,
+        return {"pipeline": self.pipeline, "sink": self.sink, "table_name": self.table_name,
+                "version": self.version,
                 **counts, "problem": self.problem}
 
 
@@ -76,7 +90,14 @@ def verify(project: Project, pipelines: list[str] | None = None) -> list[Verific
     if unknown:
         raise JammiError(f"unknown pipeline(s) {', '.join(map(repr, unknown))} "
                          f"(declared: {', '.join(project.pipelines)})")
-    return [verify_pipeline(project, p) for p in chosen]
+    found = [verify_pipeline(project, p) for p in chosen]
+    if any(project.pipelines[p].sinks for p in chosen):
+        from jammi.app.sinks import verify_sinks  # a store's client loads only when a sink is declared
+
+        found += [Verification(v.pipeline, v.store_table, v.version, v.parity and Parity(
+            **v.parity.counts(), unindexed=0, examples=v.parity.examples), v.problem, v.sink)
+            for v in verify_sinks(project, chosen)]
+    return found
 
 
 def as_frame(found: list[Verification]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from jammi.spec.provider import ProviderSpec
 from jammi.spec.safe_yaml import load_yaml
 from jammi.spec.schema import SchemaSpec
 from jammi.spec.schema_checks import check_source_schema
+from jammi.spec.sinks import SinkSpec, check_sink_columns
 from jammi.spec.stream import NatsSpec
 from jammi.types import ColumnType
 
@@ -282,6 +283,8 @@ class PipelineSpec(_Strict):
     chunking: ChunkingSpec | None = None
     # a service that embeds the texts (jammi.spec.provider) instead of `model` in this process
     provider: ProviderSpec | None = None
+    # serving stores kept exact (jammi.spec.sinks): each its own asset `<pipeline>_<sink>`
+    sinks: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SinkSpec] = {}
 
     @model_validator(mode="after")
     def _provider_or_model(self) -> PipelineSpec:
@@ -339,8 +342,20 @@ class ProjectSpec(_Strict):
                 if col not in declared:
                     raise ValueError(f"pipelines.{name}.text_columns: {col!r} is not {what} "
                                      f"{pipe.source!r} ({listed}: {', '.join(declared)})")
+            if pipe.sinks:
+                self._check_sinks(name, pipe, list(declared))
         self._check_chunking()
         return self
+
+    def _check_sinks(self, name: str, pipe: PipelineSpec, declared: list[str]) -> None:
+        entity = self.entities.get(pipe.source)
+        if pipe.chunking:
+            declared, what = list(CHUNK_COLUMNS), f"chunks_{pipe.source}"
+        elif entity is not None:
+            declared, what = [entity.id_column(pipe.source), *declared], f"fused_{pipe.source}"
+        else:
+            what = f"source {pipe.source!r}"
+        check_sink_columns(name, pipe.sinks, declared, what)
 
     def _check_chunking(self) -> None:
         chunked: dict[str, str] = {}
