@@ -28,8 +28,8 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export JAMMI_PROJECT := $(CURDIR)/jammi.yaml
 
-.PHONY: install demo demo-data test ui validate validate-production instance celery-worker lint bench \
-	bench-refresh clean
+.PHONY: install demo demo-data test test-fast ui validate validate-production instance celery-worker lint \
+	bench bench-refresh clean
 
 # CPU torch first, from its exact pin, so no CUDA build is ever downloaded.
 $(BIN)/.installed: pyproject.toml
@@ -69,6 +69,11 @@ demo: demo-data
 test: install
 	env -u JAMMI_EXECUTOR -u DAGSTER_DEPLOYMENT DAGSTER_HOME=$(CURDIR) $(BIN)/pytest -q
 
+# The fast loop while changing the engine: every test but those marked slow (model-heavy,
+# end-to-end, subprocess or benchmark-like ones); under 3 minutes on 2 CPUs. `make test` runs all.
+test-fast: install
+	env -u JAMMI_EXECUTOR -u DAGSTER_DEPLOYMENT DAGSTER_HOME=$(CURDIR) $(BIN)/pytest -q -m "not slow"
+
 ui: install
 	@test -f data/demo/products.csv || $(BIN)/python -m jammi.demo.generate --out data/demo
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
@@ -93,8 +98,10 @@ instance: install
 celery-worker: install
 	$(BIN)/python -m jammi_assets.executors celery-worker --concurrency $(CELERY_CONCURRENCY)
 
+# ruff, then mypy over jammi, jammi_assets, resources and sensors ([tool.mypy] in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/embed_overhead.py

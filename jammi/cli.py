@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 import click
 
@@ -29,7 +29,20 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 FORMATS = click.Choice(["table", "json", "csv"])
-Materialize = Callable[..., object]  # (project, select, device=, echo=, full=, partition=, workers=)
+
+
+class Outcome(Protocol):
+    """What the `materialize` plug-in returns (jammi_assets.runner.Outcome)."""
+
+    success: bool
+    run_id: str
+    summary: list[dict]
+    error: str | None
+    run_ids: list[str]
+    backfill_ids: list[str]
+
+
+Materialize = Callable[..., Outcome]  # (project, select, device=, echo=, full=, partition=, workers=)
 # the stream worker's plug-ins (jammi_assets.cli): "stream_reporter" (project, pipeline) -> a callback
 # reporting each committed batch; "own_signals" () -> None, before the worker takes SIGTERM itself;
 # "exit_fast": True where the process ends with the command (the console script), see _exit_fast
@@ -327,10 +340,11 @@ def quarantine_readmit(ctx, source, keys, device) -> None:
     if result.outcome is None:
         click.echo("\nno quarantined row passes validation yet; nothing was re-materialized")
         return
-    if not result.outcome.success:
-        _fail(result.outcome.error or "materialization failed")
+    outcome = cast(Outcome, result.outcome)  # what `materialize` returned
+    if not outcome.success:
+        _fail(outcome.error or "materialization failed")
     click.echo(f"\nre-admitted {len(result.readmitted)} row(s); materialized "
-               f"{len(result.outcome.summary)} asset(s) (run {result.outcome.run_id})")
+               f"{len(outcome.summary)} asset(s) (run {outcome.run_id})")
 
 
 @cli.group(cls=_Group)

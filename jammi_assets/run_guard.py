@@ -220,8 +220,8 @@ def waiting_context(echo: Callable[[str], None]) -> type[InstanceConcurrencyCont
 def sleeping_slot_waits(echo: Callable[[str], None]) -> Iterator[None]:
     """Within the block, in-process executions wait for pool slots as `waiting_context` does."""
     original = in_process.InstanceConcurrencyContext
-    in_process.InstanceConcurrencyContext = waiting_context(echo)
+    in_process.InstanceConcurrencyContext = waiting_context(echo)  # type: ignore[misc]  # the patch
     try:
         yield
     finally:
-        in_process.InstanceConcurrencyContext = original
+        in_process.InstanceConcurrencyContext = original  # type: ignore[misc]
