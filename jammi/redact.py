@@ -1,6 +1,7 @@
 """Credentials kept out of error messages and event logs: the password of a URL
 (`scheme://user:***@host`, also without the scheme), the value of a libpq `password=` pair,
-and any literal value the project expanded from a `${VAR}` reference."""
+an API key in the `sk-...` form or after `Bearer`, and any literal value the project expanded
+from a `${VAR}` reference."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ MIN_SECRET_LENGTH = 4
 _USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@\"']*|(?<![\w.-])[A-Za-z_][\w.-]*)"
                        r":([^\s@/\"']+)@")
 _PASSWORD_PAIR = re.compile(r"(?i)\b(\w*password|passwd|pwd)(\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&'\"]+)")
+# OpenAI-style secret keys (sk-..., sk-proj-...) and bearer tokens, wherever a service echoes them
+_API_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{8,}")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -23,6 +27,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
         text = text.replace(secret, MASK)
     text = _USERINFO.sub(rf"\1:{MASK}@", text)
+    text = _API_KEY.sub(f"sk-{MASK}", text)
+    text = _BEARER.sub(rf"\1{MASK}", text)
     return _PASSWORD_PAIR.sub(rf"\1\2{MASK}", text)
 
 

@@ -108,7 +108,7 @@ def start_infinity(log_dir: Path, batch_size: int = 32) -> Server:
             "--served-model-name", SERVED_MODEL, "--engine", "torch", "--device", "cpu", "--dtype", "float32",
             "--batch-size", str(batch_size), "--host", "127.0.0.1", "--port", str(port),
             "--api-key", API_KEY,
-            "--no-model-warmup", "--lengths-via-tokenize", "--log-level", "warning"]
+            "--no-model-warmup", "--log-level", "warning"]
     with log.open("wb") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)

@@ -126,6 +126,17 @@ def test_unknown_tokenizer_estimates_high_and_cuts_safely():
     assert fitted.cut == [True] and fitted.counts[0] <= 8191 and fitted.texts[0] == "é" * len(fitted.texts[0])
 
 
+@pytest.mark.parametrize(("text", "shown"), [
+    ("Incorrect API key provided: sk-proj-abcdef0123456789.", "Incorrect API key provided: sk-***."),
+    ("Authorization: Bearer abcdefghijkl123", "Authorization: Bearer ***"),
+    ("task-force sk-8 skipped", "task-force sk-8 skipped"),  # too short to be a key
+])
+def test_api_keys_are_masked_wherever_a_message_shows_them(text, shown):
+    from jammi.redact import redact
+
+    assert redact(text) == shown
+
+
 def test_missing_key_for_openai_itself_is_a_config_error(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
