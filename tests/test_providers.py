@@ -368,3 +368,53 @@ def test_query_vectors_are_cached_per_text(proxy):
     for t in threads:
         t.join()
     assert len(proxy.seen) <= 5
+
+
+def test_vectors_are_normalised_and_their_dimensions_checked(monkeypatch):
+    """A hand-written fake of the wire call (the orchestration around it is what is tested)."""
+    from types import SimpleNamespace
+
+    from jammi.embedding.providers.sender import Fatal
+
+    provider = load_provider(ProviderSpec(model="text-embedding-3-small", base_url="http://127.0.0.1:1",
+                                          api_key="sk-unused-0123456789", dimensions=3))
+    answers = {"ok": np.array([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)}
+    monkeypatch.setattr(provider._sender, "call", lambda texts: (answers["ok"][: len(texts)], None))
+    vectors, errors, _ = provider.encode_many(["a", "b"])
+    assert np.allclose(vectors[0], [0.6, 0.8, 0.0]) and errors == [None, "the service returned a zero or "
+                                                                   "non-finite vector"]
+    wrong = SimpleNamespace(data=[SimpleNamespace(index=0, embedding=[0.1] * 4)], usage=None)
+    with pytest.raises(Fatal, match=r"\[4\]-dimensional vectors, 3 expected"):
+        provider._vectors(wrong, 1)
+    with pytest.raises(Fatal, match="2 vectors for 1 texts"):
+        provider._vectors(SimpleNamespace(data=wrong.data * 2, usage=None), 1)
+
+
+def test_a_partitioned_provider_pipeline_sends_only_its_partitions_changes(tmp_path, server, encoder,
+                                                                           monkeypatch):
+    from tests.test_partitions import DAYS, embed_metadata, reviews_rows, run_partition, table_vectors
+    from tests.test_partitions import write_csv as write_reviews
+
+    monkeypatch.setenv("JAMMI_TEST_KEY", API_KEY)
+    rows = [r for r in reviews_rows() if r.split(",")[2].startswith(tuple(DAYS[:2]))]
+    write_reviews(tmp_path / "data" / "reviews.csv", rows)
+    project = write_project(tmp_path, {"reviews": {
+        "kind": "csv", "path": "data/reviews.csv", "key": "id",
+        "columns": {"id": "int", "title": "str", "created_at": "str"},
+        "partitions": {"by": "created_at", "granularity": "day", "start": DAYS[0]}}},
+        {"reviews_pipe": {"source": "reviews", "text_columns": ["title"], "provider": {
+            "base_url": server.base_url, "api_key": "${JAMMI_TEST_KEY}", "model": SERVED_MODEL,
+            "dimensions": 384}}})
+    for day in DAYS[:2]:
+        meta = embed_metadata(run_partition(project, day))
+        assert meta["rows_embedded"] == 6 and meta["requests"] == 1
+    vectors = table_vectors(project)
+    texts = {r.split(",")[0]: r.split(",")[1] for r in rows}
+    keys = sorted(vectors)
+    stored = np.stack([vectors[k] for k in keys])
+    assert cosines(stored, encoder.encode([texts[k] for k in keys])).min() >= 0.999
+    edited = [r.replace("warm boots", "felt slippers") if r.startswith("200,") else r for r in rows]
+    write_reviews(tmp_path / "data" / "reviews.csv", edited)
+    meta = embed_metadata(run_partition(project, DAYS[1]))
+    assert (meta["rows_encoded"], meta["requests"]) == (1, 1)
+    assert meta["tokens_avoided"] >= 3 * meta["tokens_sent"]  # the day's five unchanged rows

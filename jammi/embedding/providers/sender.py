@@ -176,7 +176,7 @@ class Sender:
                 limited += 1
                 self.usage.retried(rate_limited=True)
                 self._note(f"HTTP 429: {err}")
-                pause = err.retry_after if err.retry_after is not None else self._backoff(limited)
+                pause = err.retry_after if err.retry_after else self._backoff(limited)  # none, or 0
                 left = self.settings.stall_timeout_s - (self.clock() - self._last_success)
                 if pause > left:
                     raise ProviderError(
