@@ -57,7 +57,10 @@ def _frame(project: Project, pipeline: str, sink: str):
     if path is None:
         raise ArtifactError(f"{_where(pipeline, sink)}: {asset} is not materialized; its columns "
                             f"({', '.join(columns)}) travel with the vectors")
-    return frame_columns(path, project.frame_spec(rows_of).key, columns)
+    spec = project.frame_spec(rows_of)
+    if spec is None:
+        raise ArtifactError(f"{_where(pipeline, sink)}: {rows_of!r} is not a source, entity or chunks frame")
+    return frame_columns(path, spec.key, columns)
 
 
 def sync_sink(project: Project, pipeline: str, sink: str, full: bool = False, run_id: str | None = None,

@@ -94,9 +94,9 @@ def verify(project: Project, pipelines: list[str] | None = None) -> list[Verific
     if any(project.pipelines[p].sinks for p in chosen):
         from jammi.app.sinks import verify_sinks  # a store's client loads only when a sink is declared
 
-        found += [Verification(v.pipeline, v.store_table, v.version, v.parity and Parity(
-            **v.parity.counts(), unindexed=0, examples=v.parity.examples), v.problem, v.sink)
-            for v in verify_sinks(project, chosen)]
+        found += [Verification(v.pipeline, v.store_table, v.version, Parity(
+            **v.parity.counts(), unindexed=0, examples=v.parity.examples) if v.parity else None, v.problem,
+            v.sink) for v in verify_sinks(project, chosen)]
     return found
 
 

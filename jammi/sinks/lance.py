@@ -112,13 +112,15 @@ class LanceStore:
                 table = self.db.create_table(slot, data=reader, schema=schema, mode="overwrite")
                 self._record(state)
                 return Applied(table.count_rows(), 0)
-            self._record(SlotState(slot, found.jammi_table, found.layout, found.version, found.rows,
-                                   found.serving, pending=True))
+            held = found or state
+            self._record(SlotState(slot, held.jammi_table, held.layout, held.version, held.rows, held.serving,
+                                   pending=True))
             table = self.db.open_table(slot)
             merged = (table.merge_insert("_row_id").when_matched_update_all().when_not_matched_insert_all()
                       .execute(reader))
-            deleted = sum(table.delete(f"_row_id IN ({_quoted(deletes[start:start + DELETE_CHUNK])})")
-                          .num_deleted_rows for start in range(0, len(deletes), DELETE_CHUNK))
+            chunks = (deletes[start:start + DELETE_CHUNK] for start in range(0, len(deletes), DELETE_CHUNK))
+            deleted = sum(getattr(table.delete(f"_row_id IN ({_quoted(ids)})"), "num_deleted_rows", 0)
+                          for ids in chunks)
             self._record(state)
         except SinkError:
             raise

@@ -53,6 +53,10 @@ def _copy_type(field: pa.Field) -> str:
                                                                              pg_type(field.type))
 
 
+def _column_type(field: pa.Field) -> str:
+    return f"vector({field.type.list_size}) NOT NULL" if field.name == "vector" else pg_type(field.type)
+
+
 def _pg_name(field: pa.Field) -> str:
     return VECTOR_COLUMN if field.name == "vector" else field.name
 
@@ -158,8 +162,8 @@ class PgvectorStore:
                                     f"(now {found}); nothing was applied; run again")
                 if fresh:
                     self.con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-                    columns = [sql.SQL("{} {}").format(sql.Identifier(_pg_name(f)), sql.SQL(
-                        f"vector({f.type.list_size}) NOT NULL" if f.name == "vector" else pg_type(f.type)))
+                    columns: list[sql.Composable] = [
+                        sql.SQL("{} {}").format(sql.Identifier(_pg_name(f)), sql.SQL(_column_type(f)))
                         for f in schema]
                     columns[0] = sql.SQL("_row_id text PRIMARY KEY")
                     self.con.execute(sql.SQL("CREATE TABLE {} ({})").format(table,

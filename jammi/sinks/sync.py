@@ -42,7 +42,7 @@ class SyncResult:
     deleted: int = 0
     column_updates: int = 0
     switched: bool = False
-    parity: SinkParity | None = None
+    parity: SinkParity = field(default_factory=lambda: SinkParity(0, 0, 0, 0))
     rows: int = 0
     seconds: float = 0.0
     steps: dict[str, float] = field(default_factory=dict)
@@ -69,6 +69,7 @@ def sync(store: Store, *, tables_dir: Path, table_name: str, target: Version, ve
     layout = layout_of(schema)
     target_keys = version_keys(tables_dir, target)
     serving = store.serving()
+    state: SlotState | None
     if serving is not None and serving.holds(table_name, layout):
         slot, state = serving.slot, serving
     else:
@@ -76,10 +77,11 @@ def sync(store: Store, *, tables_dir: Path, table_name: str, target: Version, ve
         state = store.states().get(slot)
     fresh = state is None or not state.holds(table_name, layout)
     held, store_held = None, None
-    base = None if fresh else versions.get(state.version)
-    if fresh:
+    base = None if state is None or fresh else versions.get(state.version)
+    if state is None or fresh:
         how = HOW_FILLED
-    elif full or state.pending or state is not serving or not _readable(tables_dir, base, label):
+    elif (base is None or full or state.pending or state is not serving
+          or not _readable(tables_dir, base, label)):
         # a store table not serving yet may have failed its check: compared, never trusted
         how, held = HOW_COMPARED, store.rows(slot)
         store_held = held
@@ -91,12 +93,13 @@ def sync(store: Store, *, tables_dir: Path, table_name: str, target: Version, ve
         store_held = store_held if store_held is not None else store.rows(slot)
         change = with_column_updates(change, target_keys, frame, store_held)
     steps["plan_s"] = time.perf_counter() - t0
-    result = SyncResult(slot, slot, table_name, None if fresh else state.version, target.version, how,
+    result = SyncResult(slot, slot, table_name, None if state is None or fresh else state.version,
+                        target.version, how,
                         column_updates=change.column_updates, rows=target_keys.num_rows)
     new_state = SlotState(slot, table_name, layout, target.version, target_keys.num_rows,
                           serving=bool(state and state.serving and not fresh))
     t1 = time.perf_counter()
-    if fresh or state.pending or state.version != target.version or not change.empty:
+    if state is None or fresh or state.pending or state.version != target.version or not change.empty:
         applied = store.apply(slot, schema, store_batches(tables_dir, change.upserts, frame, schema),
                               change.deletes, state, new_state, fresh, index=True)
     else:
@@ -112,7 +115,7 @@ def sync(store: Store, *, tables_dir: Path, table_name: str, target: Version, ve
     if filled_beside and result.parity.clean:
         t3 = time.perf_counter()
         store.switch(slot, new_state)
-        now = store.serving()
+        now = store.serving() or new_state
         result.switched, result.serving_table = True, now.slot
         if now.slot != slot:  # the rows were copied under the stable name: check what serves
             result.parity = compare(store.rows(now.slot), target_keys, frame)
