@@ -20,10 +20,15 @@ CHUNK = 1 << 20
 
 
 def content_digest(paths: list[Path]) -> str:
-    """A hash of the files' names and bytes (a source file: anyone may rewrite it in place)."""
+    """A hash of the files' names and bytes (a source file: anyone may rewrite it in place); of
+    an object in a store, its URL, size and modification time (an object is replaced whole,
+    never rewritten in place, so these change with every write, and nothing is downloaded)."""
     digest = hashlib.blake2b(digest_size=16)
     for path in paths:
         digest.update(str(path).encode() + b"\0")
+        if hasattr(path, "state"):  # jammi.ingest.remote.RemoteFile
+            digest.update(path.state().encode())
+            continue
         with open(path, "rb") as handle:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)

@@ -121,10 +121,12 @@ def _raw_inputs(project: Project, source: str, partition: str | None) -> str | N
         return None
     part = spec.partitions
     try:
-        files = source_files(project, source, spec)
-        if part is not None and part.by_path:
-            files = [project.resolve(spec.path.replace(PATH_SEGMENT, partition))]
-        elif part is not None and part.dynamic == "files":
+        if part is not None and part.by_path:  # the partition's own file
+            files = source_files(project, source, spec.model_copy(
+                update={"path": spec.path.replace(PATH_SEGMENT, partition)}))
+        else:
+            files = source_files(project, source, spec)
+        if part is not None and part.dynamic == "files":
             files = [f for f in files if f.name == partition]
         if not files or not all(f.is_file() for f in files):
             return None

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from jammi.errors import KeyIntegrityError, SourceError
+from jammi.ingest.remote import RemoteFile, is_url, list_files
 from jammi.redact import dsn_secrets, redact
 from jammi.spec.project import Project, SourceSpec
 from jammi.storage import BATCH_ROWS
@@ -35,9 +36,17 @@ def own_dirs(project: Project) -> list[Path]:
     return [d for d in (artifacts, root / ".dagster") if not root.is_relative_to(d)]
 
 
-def source_files(project: Project, name: str, spec: SourceSpec) -> list[Path]:
+def source_files(project: Project, name: str, spec: SourceSpec) -> list[Path] | list[RemoteFile]:
     """The files a file source reads: its path, or every file its glob matches (but Jammi's own
-    files), sorted."""
+    files), sorted; the listed objects when the path is an object-store URL."""
+    if is_url(spec.path):
+        try:
+            found = list_files(spec.path)
+        except SourceError as err:
+            raise SourceError(f"source {name!r}: {err}") from None
+        if not found:
+            raise SourceError(f"source {name!r}: no object matches path {spec.path!r}")
+        return found
     pattern = str(project.resolve(spec.path or ""))
     files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
     if not files:
@@ -86,34 +95,44 @@ def bad_json_line(text: str) -> tuple[int, str, str] | None:
     return None
 
 
-def _read_file(name: str, spec: SourceSpec, file: Path) -> Iterator[pd.DataFrame]:
-    """The file's rows, BATCH_ROWS at a time."""
+def _read_file(name: str, spec: SourceSpec, file: Path | RemoteFile) -> Iterator[pd.DataFrame]:
+    """The file's rows, BATCH_ROWS at a time (an object is streamed from its store)."""
     try:
-        if spec.kind == "csv":
-            yield from pd.read_csv(
-                file, dtype=str, keep_default_na=False, na_values=[""],
-                encoding=spec.encoding, sep=spec.delimiter,
-                quotechar=spec.quotechar, escapechar=spec.escapechar, chunksize=BATCH_ROWS,
-            )
-        elif spec.kind == "jsonl":
-            yield from _read_jsonl(name, spec, file)
+        if isinstance(file, RemoteFile):
+            with file.open() as handle:
+                yield from _read_handle(name, spec, file, handle)
         else:
-            pf = pq.ParquetFile(file)
-            for batch in pf.iter_batches(batch_size=BATCH_ROWS):
-                yield batch.to_pandas()
-            if pf.metadata.num_rows == 0:
-                yield pf.schema_arrow.empty_table().to_pandas()
+            yield from _read_handle(name, spec, file, file)
     except UnicodeDecodeError as err:
         raise _decode_error(name, file, spec, err) from None
     except (ValueError, OSError, pd.errors.ParserError) as err:
         raise SourceError(f"source {name!r}: cannot read {file}: {err}") from None
 
 
-def _read_jsonl(name: str, spec: SourceSpec, file: Path) -> Iterator[pd.DataFrame]:
+def _read_handle(name: str, spec: SourceSpec, file: Path | RemoteFile, handle) -> Iterator[pd.DataFrame]:
+    if spec.kind == "csv":
+        yield from pd.read_csv(
+            handle, dtype=str, keep_default_na=False, na_values=[""],
+            encoding=spec.encoding, sep=spec.delimiter,
+            quotechar=spec.quotechar, escapechar=spec.escapechar, chunksize=BATCH_ROWS,
+        )
+    elif spec.kind == "jsonl":
+        yield from _read_jsonl(name, spec, file, handle)
+    else:
+        pf = pq.ParquetFile(handle)
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+            yield batch.to_pandas()
+        if pf.metadata.num_rows == 0:
+            yield pf.schema_arrow.empty_table().to_pandas()
+
+
+def _read_jsonl(name: str, spec: SourceSpec, file: Path | RemoteFile, source) -> Iterator[pd.DataFrame]:
     """JSON Lines, BATCH_ROWS lines at a time; a line that is not a JSON object is named by its
-    number in the file."""
+    number in the file. `source`: the local path, or the object's binary file."""
     first = 1
-    with open(file, encoding=spec.encoding) as handle:
+    opened = (open(source, encoding=spec.encoding) if isinstance(source, Path)
+              else io.TextIOWrapper(source, encoding=spec.encoding))
+    with opened as handle:
         while True:
             lines = list(itertools.islice(handle, BATCH_ROWS))
             if not lines:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from jammi.errors import SourceError
 from jammi.ingest.extract import source_files
+from jammi.ingest.remote import is_url
 from jammi.spec.automation import PATH_SEGMENT, partition_window
 from jammi.spec.project import Project
 
@@ -25,7 +26,7 @@ def landed_files(project: Project, name: str) -> dict[str, list[Path]]:
     if part is not None and part.by_path:
         globbed = spec.model_copy(update={"path": spec.path.replace(PATH_SEGMENT, "*")})
         matched = _files(project, name, globbed)
-        segment = _segment_pattern(str(project.resolve(spec.path)))
+        segment = _segment_pattern(spec.path if is_url(spec.path) else str(project.resolve(spec.path)))
         groups: dict[str, list[Path]] = {}
         for f in matched:
             found = segment.fullmatch(str(f))

