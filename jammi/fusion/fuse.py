@@ -24,9 +24,11 @@ from jammi.embedding.texts import content_hash
 from jammi.errors import FusionError
 from jammi.fusion.blocking import VectorIndex
 from jammi.fusion.clusters import cluster, key_links
+from jammi.fusion.labels import positions
 from jammi.fusion.mapping import standardize
-from jammi.fusion.matching import match
+from jammi.fusion.matching import Matches, match
 from jammi.fusion.resolve import resolve
+from jammi.fusion.scoring import free_text
 from jammi.spec.entities import EntitySpec
 from jammi.spec.project import Project
 
@@ -34,6 +36,7 @@ ENTITY_COLUMN = "_entity_id"
 LINK_OUTPUT = ["left_source", "left_id", "right_source", "right_id", "score", "rule", "accepted",
                "refused_because"]
 PAIR_OUTPUT = ["left_source", "left_id", "right_source", "right_id"]
+REVIEW_COLUMNS = [*PAIR_OUTPUT, "score", "threshold", "contender", "linked", "answer", "held_out"]
 
 
 @dataclass
@@ -55,6 +58,11 @@ class FusionResult:
     records: pd.DataFrame
     vectors: dict[str, np.ndarray]
     stats: dict
+    # per pair of sources: the contender pairs (some record's best candidate) and every labelled
+    # pair, with score, threshold, per-field similarities and, when labelled, answer and the
+    # held-out score (labels.py); what `jammi fusion review` shows and the label check reads
+    pairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REVIEW_COLUMNS))
+    models: dict = field(default_factory=dict)  # "a~b" -> the fitted match model, described
 
     def state(self) -> FusionState:
         return FusionState(self.records, self.entities, self.provenance, self.vectors)
@@ -100,10 +108,35 @@ def embed_records(texts: list[str], encoder: Encoder, cache: dict[str, np.ndarra
     return out, len(todo)
 
 
+def _review_pairs(found: Matches, left: pd.DataFrame, right: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """The pairs worth a person's answer (some record's best candidate) and the labelled ones."""
+    scored = found.scored
+    if scored.empty:
+        return pd.DataFrame(columns=REVIEW_COLUMNS)
+    score = scored["score"]
+    contender = (score >= score.groupby(scored["left"]).transform("max")) | (
+        score >= score.groupby(scored["right"]).transform("max"))
+    keep = scored[contender | scored["answer"].notna()]
+    linked = pd.MultiIndex.from_frame(found.links[["left", "right"]])
+    sims = [c for c in scored.columns if c not in ("left", "right", "score", "answer", "held_out")]
+    out = pd.DataFrame({
+        "left_source": a, "left_id": left["_record_id"].astype(str).to_numpy()[keep["left"].to_numpy()],
+        "right_source": b, "right_id": right["_record_id"].astype(str).to_numpy()[keep["right"].to_numpy()],
+        "score": keep["score"].to_numpy(dtype=np.float64), "threshold": float(found.threshold),
+        "contender": contender[keep.index].to_numpy(),
+        "linked": pd.MultiIndex.from_frame(keep[["left", "right"]]).isin(linked),
+        "answer": keep["answer"].to_numpy(), "held_out": keep["held_out"].to_numpy(),
+    })
+    for name in sims:
+        out[f"sim_{name}"] = keep[name].to_numpy(dtype=np.float64)
+    return out
+
+
 def _match_pairs(
-    records: pd.DataFrame, vectors: np.ndarray, ent: EntitySpec
-) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    links, candidates, thresholds = [], [], {}
+    records: pd.DataFrame, vectors: np.ndarray, ent: EntitySpec, labels: pd.DataFrame | None = None,
+    free: dict[str, np.ndarray | None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict, pd.DataFrame, dict]:
+    links, candidates, thresholds, review, models = [], [], {}, [], {}
     by_source = {s: np.flatnonzero(records["_source"].to_numpy() == s) for s in ent.sources}
     indexes: dict[str, VectorIndex] = {}  # one HNSW index per source, shared by its pairs
 
@@ -118,8 +151,14 @@ def _match_pairs(
             continue
         left = records.iloc[pa_].reset_index(drop=True)
         right = records.iloc[pb].reset_index(drop=True)
-        found = match(left, right, vectors[pa_], vectors[pb], ent, (index_of(a), index_of(b)))
+        said = positions(labels, a, b, left["_record_id"], right["_record_id"]) \
+            if labels is not None and len(labels) else None
+        own = {f: None if v is None else (v[pa_], v[pb]) for f, v in (free or {}).items()}
+        found = match(left, right, vectors[pa_], vectors[pb], ent, (index_of(a), index_of(b)), said, own)
         thresholds[f"{a}~{b}"] = float(found.threshold)
+        if found.model is not None:
+            models[f"{a}~{b}"] = found.model.describe()
+        review.append(_review_pairs(found, left, right, a, b))
         if len(found.links):
             links.append(pd.DataFrame({
                 "left": pa_[found.links["left"].to_numpy(dtype=np.int64)],
@@ -135,8 +174,11 @@ def _match_pairs(
     empty_links = pd.DataFrame({"left": pd.Series(dtype="int64"), "right": pd.Series(dtype="int64"),
                                 "score": pd.Series(dtype="float64"), "rule": pd.Series(dtype=object)})
     empty_pairs = empty_links[["left", "right"]]
+    review = [r for r in review if len(r)]
     return (pd.concat(links, ignore_index=True) if links else empty_links,
-            pd.concat(candidates, ignore_index=True) if candidates else empty_pairs, thresholds)
+            pd.concat(candidates, ignore_index=True) if candidates else empty_pairs, thresholds,
+            pd.concat(review, ignore_index=True) if review else pd.DataFrame(columns=REVIEW_COLUMNS),
+            models)
 
 
 def _named(records: pd.DataFrame, pairs: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
@@ -170,8 +212,10 @@ def fuse_entity(
     frames: dict[str, pd.DataFrame],
     encoder: Encoder,
     previous: FusionState | None = None,
+    labels: pd.DataFrame | None = None,
 ) -> FusionResult:
-    """Fuse `entity` from its sources' validated frames; pass `previous` for an incremental run."""
+    """Fuse `entity` from its sources' validated frames; pass `previous` for an incremental run
+    and `labels` (labels.labels_frame: answers about record pairs) to use what people said."""
     ent = project.entities[entity]
     id_col = ent.id_column(entity)
     timings: dict[str, float] = {}
@@ -182,18 +226,26 @@ def fuse_entity(
     t0 = time.perf_counter()
     cache = dict(previous.vectors) if previous is not None else {}
     n_embedded = 0
+    free = free_text(records, [f for f in dict.fromkeys([*ent.compared_fields(), *ent.embed_fields()])
+                               if ent.fields.get(f) == "str"])
+    free_vectors: dict[str, np.ndarray | None] = {f: None for f in free}
     if ent.matching.enabled and len(ent.sources) > 1:
-        vectors, n_embedded = embed_records(record_texts(records, ent.embed_fields()), encoder, cache)
+        joined = [f for f in ent.embed_fields() if f not in free]
+        vectors, n_embedded = embed_records(record_texts(records, joined), encoder, cache)
+        for f in free:
+            if f in ent.embed_fields():
+                free_vectors[f], more = embed_records(record_texts(records, [f]), encoder, cache)
+                n_embedded += more
     else:
         vectors = np.zeros((len(records), 1), dtype=np.float32)
     timings["embed_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    thresholds: dict = {}
     if ent.matching.enabled and len(ent.sources) > 1:
-        matched, candidates, thresholds = _match_pairs(records, vectors, ent)
+        matched, candidates, thresholds, review, models = _match_pairs(records, vectors, ent, labels,
+                                                                       free_vectors)
     else:
-        matched, candidates, _ = _match_pairs(records.iloc[:0], vectors[:0], ent)
+        matched, candidates, thresholds, review, models = _match_pairs(records.iloc[:0], vectors[:0], ent)
     links = pd.concat([key_links(records, ent.link_keys), matched], ignore_index=True)
     timings["match_s"] = time.perf_counter() - t0
 
@@ -234,6 +286,7 @@ def fuse_entity(
         "links_accepted": int(links["accepted"].sum()) if len(links) else 0,
         "links_refused": int((~links["accepted"]).sum()) if len(links) else 0,
         "thresholds": thresholds,
+        "labels_used": int(review["answer"].notna().sum()) if len(review) else 0,
         **{k: round(v, 3) for k, v in timings.items()},
     }
     return FusionResult(
@@ -244,4 +297,6 @@ def fuse_entity(
         records=records,
         vectors=cache,
         stats=stats,
+        pairs=review,
+        models=models,
     )

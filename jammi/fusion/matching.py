@@ -58,11 +58,29 @@ import pandas as pd
 from jammi.fusion.blocking import VectorIndex
 from jammi.fusion.blocking import candidates as block
 from jammi.fusion.clusters import DUPLICATE_RULE_PREFIX as DUPLICATE_RULE
-from jammi.fusion.scoring import Prepared, number_clash, score_pairs
+from jammi.fusion.scoring import (
+    COSINE_WEIGHT,
+    WEIGHTS,
+    Prepared,
+    code_fields,
+    number_clash,
+    score_pairs,
+    weighted_mean,
+)
 from jammi.fusion.threshold import MIN_THRESHOLD, mixture_threshold, otsu_threshold
+from jammi.fusion.weights import (
+    HELD_OUT_FOLDS,
+    MatchModel,
+    calibrate,
+    fit_em,
+    fit_mean,
+    mean_weights,
+    pair_levels,
+)
 from jammi.spec.entities import EntitySpec
 
 TEXT_KINDS = ("text", "name", "code")
+LEARNED = ("learned", "fellegi_sunter")
 NEAR_MISS_SDS = 2.0
 
 
@@ -73,6 +91,7 @@ class Matches:
     links: pd.DataFrame  # left, right, score, rule, evidence
     threshold: float
     threshold_rule: str
+    model: MatchModel | None = None  # the fitted Fellegi-Sunter model under `scoring: learned`
 
 
 def best_scores(left: np.ndarray, right: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -210,6 +229,101 @@ def _evidence(sims: dict[str, np.ndarray], n: int) -> str:
     return ", ".join(shown)
 
 
+def _with_labelled(pairs: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """Candidate pairs plus the labelled pairs blocking missed (an answered pair is always scored)."""
+    if not len(labelled):
+        return pairs
+    both = np.concatenate([pairs, labelled.astype(np.int64)])
+    width = int(both[:, 1].max()) + 1
+    codes = np.unique(both[:, 0] * width + both[:, 1])
+    return np.stack([codes // width, codes % width], axis=1)
+
+
+def _label_positions(pairs: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """Index in `pairs` of each labelled [left, right] pair (all present: see _with_labelled)."""
+    width = int(max(pairs[:, 1].max(), labelled[:, 1].max())) + 1
+    codes = pairs[:, 0] * width + pairs[:, 1]
+    return np.searchsorted(codes, labelled[:, 0] * width + labelled[:, 1])
+
+
+@dataclass
+class Learned:
+    """A learned scorer's scores for every pair, and its threshold (None: the automatic cut)."""
+
+    score: np.ndarray
+    threshold: float | None
+    how: str
+    model: MatchModel
+
+
+def learn(scoring: str, comparators: dict[str, str], sims: dict[str, np.ndarray], li: np.ndarray,
+          ri: np.ndarray, records: int, at: np.ndarray, answers: np.ndarray) -> Learned:
+    """Fit a learned scorer over the candidate pairs (labelled pairs at positions `at`).
+
+    `learned`: EM (one partner per record, labels held at their answers) says how much each
+    field tells matches apart (weights.importance); the score is the weighted mean of the
+    similarities, each field's hand weight times its importance, cut by Otsu's threshold; with
+    labels, weights and threshold are then fitted to them (weights.fit_mean).
+    `fellegi_sunter`: the model's match probability, cut at 0.5 (calibrated to the labels)."""
+    levels = pair_levels(comparators, sims)
+    pinned = (at, answers) if len(at) else None
+    model = fit_em(comparators, levels, records, pinned, (li, ri))
+    if scoring == "fellegi_sunter":
+        if len(at):
+            model = calibrate(model, levels, at, answers)
+        how = "match probability 0.5" + (f" (calibrated on {model.labels} labels)" if model.labels else "")
+        return Learned(model.probability(levels), 0.5, how, model)
+    base = {**{f: WEIGHTS[k] for f, k in comparators.items()},
+            **{name: COSINE_WEIGHT for name in sims if name.startswith("cos")}}
+    weights = mean_weights(model, base)
+    score = weighted_mean(sims, weights)
+    if not len(at):
+        return Learned(score, None, "", model)
+    start, _ = otsu_threshold(best_scores(li, ri, score))
+    fit = fit_mean(sims, weights, start, at, answers)
+    model.labels = fit.labels
+    model.mean_weights = fit.weights
+    return Learned(weighted_mean(sims, fit.weights), fit.threshold,
+                   f"fitted to {fit.labels} labels at {fit.threshold:.2f} (from {start:.2f})", model)
+
+
+def _eligible(li: np.ndarray, ri: np.ndarray, score: np.ndarray, threshold: float,
+              mutual: bool) -> np.ndarray:
+    """Per pair: the automatic rule would link it (at or above the threshold, or, with `mutual`,
+    a mutual best pair above the near misses)."""
+    best = best_scores(li, ri, score)
+    bar = min(threshold, max(near_miss(best, threshold), MIN_THRESHOLD)) if mutual else threshold
+    return eligible(li, ri, score, threshold, bar)
+
+
+def held_out_links(scoring: str, comparators: dict[str, str], sims: dict[str, np.ndarray], li: np.ndarray,
+                   ri: np.ndarray, records: int, at: np.ndarray, answers: np.ndarray,
+                   mutual: bool = True) -> np.ndarray:
+    """Per labelled pair, whether the scorer would link it (its score, the threshold and the
+    mutual-best rule) when fitted without its fold of the labels (every HELD_OUT_FOLDS-th
+    label): what it says of the pair before anyone answered."""
+    decided = np.zeros(len(at), dtype=bool)
+    folds = min(HELD_OUT_FOLDS, len(at))
+    fold = np.arange(len(at)) % max(folds, 1)
+    for k in range(max(folds, 1)):
+        out = fold == k if folds > 1 else np.ones(len(at), dtype=bool)
+        keep = ~out if folds > 1 else np.zeros(len(at), dtype=bool)
+        fitted = learn(scoring, comparators, sims, li, ri, records, at[keep], answers[keep])
+        threshold = fitted.threshold
+        if threshold is None:
+            threshold, _ = otsu_threshold(best_scores(li, ri, fitted.score))
+        decided[out] = _eligible(li, ri, fitted.score, threshold, mutual)[at[out]]
+    return decided
+
+
+def automatic_threshold(spec, best: np.ndarray) -> tuple[float, str]:
+    """The cut of best-candidate scores that `auto_threshold` names (threshold.py)."""
+    if spec.auto_threshold == "mixture":
+        threshold, how, _ = mixture_threshold(best)
+        return threshold, how
+    return otsu_threshold(best)
+
+
 def match(
     left: pd.DataFrame,
     right: pd.DataFrame,
@@ -217,36 +331,71 @@ def match(
     right_vecs: np.ndarray,
     entity: EntitySpec,
     indexes: tuple[VectorIndex | None, VectorIndex | None] = (None, None),
+    labels: tuple[np.ndarray, np.ndarray] | None = None,
+    free: dict[str, tuple[np.ndarray, np.ndarray] | None] | None = None,
 ) -> Matches:
     """Link records of `left` to records of `right` one-to-one; see the module docstring.
-    `indexes` are prebuilt vector indexes of the two sides, when the caller reuses them."""
+    `indexes` are prebuilt vector indexes of the two sides, when the caller reuses them.
+    `labels`: ([left, right] positions of answered pairs, answers 1/0): a `1` pair is linked
+    whatever it scores (unless one-to-one assignment gives a record to another `1`), a `0`
+    pair never; under `scoring: learned` they also refit the weights and the threshold.
+    `free`: the free-text fields (scoring.free_text) with their own (left, right) vectors, or
+    None when a free-text field is not embedded: none of them feeds blocking or code reading."""
     spec = entity.matching
     comparators = entity.compared_fields()
-    blocking_fields = [f for f, kind in comparators.items() if kind in TEXT_KINDS]
+    free = free or {}
+    blocking_fields = [f for f, kind in comparators.items() if kind in TEXT_KINDS and f not in free]
     for f in entity.embed_fields():
-        if f not in blocking_fields and entity.fields.get(f) == "str":
+        if f not in blocking_fields and f not in free and entity.fields.get(f) == "str":
             blocking_fields.append(f)
     pairs = block(np.asarray(left_vecs, dtype=np.float32), np.asarray(right_vecs, dtype=np.float32),
                   _texts(left, blocking_fields), _texts(right, blocking_fields), spec.candidates, indexes)
+    labelled, answers = (np.zeros((0, 2), np.int64), np.zeros(0)) if labels is None else labels
+    labelled = np.asarray(labelled, dtype=np.int64).reshape(-1, 2)
+    answers = np.asarray(answers, dtype=np.float64)
+    blocked = len(pairs)
+    pairs = _with_labelled(pairs, labelled)
+    at = _label_positions(pairs, labelled) if len(labelled) else np.zeros(0, np.int64)
     li, ri = pairs[:, 0], pairs[:, 1]
-    prepared = (Prepared(left, comparators), Prepared(right, comparators))
+    coded = code_fields(comparators, list(free))
+    prepared = (Prepared(left, comparators, coded), Prepared(right, comparators, coded))
     vectors = (np.asarray(left_vecs), np.asarray(right_vecs))
-    score, sims = score_pairs(*prepared, comparators, *vectors, pairs)
+    extra: dict[str, tuple[np.ndarray, np.ndarray]] = {f: v for f, v in free.items() if v is not None}
+    score, sims = score_pairs(*prepared, comparators, *vectors, pairs, extra)
+    model, fitted_threshold, fitted_how = None, None, ""
     if spec.scoring == "cosine":
         score = np.nan_to_num(sims["cos"])
+    elif spec.scoring in LEARNED:
+        records = len(left) + len(right)
+        learned = learn(spec.scoring, comparators, sims, li, ri, records, at, answers)
+        score, model = learned.score, learned.model
+        fitted_threshold, fitted_how = learned.threshold, learned.how
     best = best_scores(li, ri, score)
     if spec.threshold is not None:
         threshold, how = float(spec.threshold), f"configured threshold {spec.threshold}"
-    elif spec.auto_threshold == "mixture":
-        threshold, how, _ = mixture_threshold(best)
+    elif fitted_threshold is not None:
+        threshold, how = fitted_threshold, fitted_how
     else:
-        threshold, how = otsu_threshold(best)
+        threshold, how = automatic_threshold(spec, best)
     mutual_bar = threshold
     if spec.mutual_best and spec.threshold is None:  # a configured threshold is a hard cut
         mutual_bar = min(threshold, max(near_miss(best, threshold), MIN_THRESHOLD))
         how += f"; mutual best pairs from {mutual_bar:.2f}"
-    chosen = assign(li, ri, np.where(eligible(li, ri, score, threshold, mutual_bar), score, -1.0), 0.0)
-    rules = [f"match:score>={threshold:.2f}" if score[n] >= threshold
+    if len(pairs) > blocked:
+        how += f"; {len(pairs) - blocked} labelled pair(s) blocking missed"
+    linkable = eligible(li, ri, score, threshold, mutual_bar)
+    if spec.scoring in LEARNED and len(at) and spec.threshold is None:
+        unseen = held_out_links(spec.scoring, comparators, sims, li, ri, len(left) + len(right), at, answers,
+                                spec.mutual_best)
+    else:  # nothing was fitted to the labels: the scores are what the matcher said before them
+        unseen = linkable[at]
+    ranked = np.where(linkable, score, -1.0)
+    ranked[at[answers == 1]] = 2.0  # an answered `yes` outranks every score
+    ranked[at[answers == 0]] = -1.0
+    chosen = assign(li, ri, ranked, 0.0)
+    said = np.zeros(len(pairs), dtype=bool)
+    said[at[answers == 1]] = True
+    rules = ["match:labelled yes" if said[n] else f"match:score>={threshold:.2f}" if score[n] >= threshold
              else f"match:mutual best>{mutual_bar:.2f}" for n in chosen]
     if spec.duplicates:
         twins, twin_rules = duplicate_links(left, right, prepared, vectors, comparators, li, ri, score,
@@ -262,10 +411,15 @@ def match(
         "evidence": evidence,
     })
     scored = pd.DataFrame({"left": li, "right": ri, "score": score, **sims})
+    scored["answer"] = np.nan
+    scored["held_out"] = np.nan
+    scored.loc[at, "answer"] = answers
+    scored.loc[at, "held_out"] = unseen.astype(np.float64)
     return Matches(
         candidates=pd.DataFrame({"left": li, "right": ri}),
         scored=scored,
         links=links.sort_values(["left", "right"], kind="stable").reset_index(drop=True),
         threshold=threshold,
         threshold_rule=how,
+        model=model,
     )

@@ -12,8 +12,9 @@ Comparators (the values of `matching.fields`):
 * `code`: the model-number-like tokens of each record (letters and digits mixed, length >= 3,
   separators dropped; a value that is one token with a digit, such as `121066`, counts whole),
   found in the code field and in the record's other compared text (a catalogue that leaves its
-  model number column empty often writes the code in the title): 1 when the two records share
-  one, 0 when both have codes and share none; no evidence when either has none.
+  model number column empty often writes the code in the title), except free text (`free_text`:
+  a field whose values run past FREE_TEXT_WORDS words): 1 when the two records share one, 0
+  when both have codes and share none; no evidence when either has none.
 * `number`: 1 - |a - b| / max(|a|, |b|), floored at 0; no evidence when either is null or 0
   (catalogues write 0 for "unknown").
 * `year`: 1 when equal, else 0.
@@ -48,6 +49,7 @@ from jammi.fusion.blocking import MIN_CODE_LENGTH, codes, normalize, words
 WEIGHTS = {"text": 1.0, "name": 1.0, "code": 1.0, "number": 0.25, "year": 0.5, "exact": 1.0}
 COSINE_WEIGHT = 1.0
 NUMBER_CLASH = 0.8
+FREE_TEXT_WORDS = 20  # a text field longer than this (median words) is free text: no codes read from it
 _PERSON_SPLIT = re.compile(r"\s*(?:,|;|&|\band\b)\s*")
 _DIGITS = re.compile(r"^[0-9]+$")
 _ANY_DIGIT = re.compile(r"[0-9]")
@@ -176,7 +178,8 @@ def field_codes(value: str | None) -> frozenset[str]:
 class Prepared:
     """One side's compared fields, normalised once per record rather than once per pair."""
 
-    def __init__(self, frame: pd.DataFrame, comparators: dict[str, str]):
+    def __init__(self, frame: pd.DataFrame, comparators: dict[str, str],
+                 code_fields: list[str] | None = None):
         self.values: dict[str, np.ndarray] = {}
         self.numbers: dict[str, np.ndarray] = {}
         textual = [f for f, kind in comparators.items() if kind in ("text", "name")]
@@ -184,7 +187,9 @@ class Prepared:
         self.all_words = _objects([frozenset(w for v in row if v for w in words(v))
                                    for row in zip(*columns, strict=True)] if columns
                                   else [frozenset()] * len(frame))
-        coded = [_strings(frame[f]) for f, kind in comparators.items() if kind in ("text", "name", "code")]
+        if code_fields is None:
+            code_fields = [f for f, kind in comparators.items() if kind in ("text", "name", "code")]
+        coded = [_strings(frame[f]) for f in code_fields]
         self.all_codes = _objects([frozenset().union(*(field_codes(v) for v in row if v))
                                    for row in zip(*coded, strict=True)] if coded
                                   else [frozenset()] * len(frame))
@@ -267,9 +272,11 @@ def score_pairs(
     left_vecs: np.ndarray,
     right_vecs: np.ndarray,
     pairs: np.ndarray,
+    extra: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Score of each [left, right] pair in [0, 1] and the per-field similarities behind it
-    (key `cos` holds the cosine)."""
+    (key `cos` holds the cosine; `cos_<field>` the cosine of a free-text field embedded on its
+    own, given in `extra` as (left vectors, right vectors))."""
     li, ri = pairs[:, 0], pairs[:, 1]
     sims: dict[str, np.ndarray] = {}
     total = np.zeros(len(pairs))
@@ -284,9 +291,51 @@ def score_pairs(
     zero = _is_zero(left_vecs)[li] | _is_zero(right_vecs)[ri]
     cos = np.where(zero, np.nan, np.clip(cos, 0.0, 1.0))
     sims["cos"] = cos
-    has = ~np.isnan(cos)
-    total[has] += COSINE_WEIGHT * cos[has]
-    weight[has] += COSINE_WEIGHT
+    for field, (a, b) in (extra or {}).items():  # free-text fields embedded on their own
+        sims[f"cos_{field}"] = np.where(_is_zero(a)[li] | _is_zero(b)[ri], np.nan,
+                                        np.clip(_row_dots(a, b, li, ri), 0.0, 1.0))
+    for name, sim in sims.items():
+        if name.startswith("cos"):
+            has = ~np.isnan(sim)
+            total[has] += COSINE_WEIGHT * sim[has]
+            weight[has] += COSINE_WEIGHT
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where(weight > 0, total / weight, 0.0)
     return score, sims
+
+
+def weighted_mean(sims: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """Per pair, the mean of the similarities that have evidence, each field weighted by
+    `weights` (fields missing from it count 0); 0 where no weighted field has evidence."""
+    n = len(next(iter(sims.values()))) if sims else 0
+    total, weight = np.zeros(n), np.zeros(n)
+    for name, w in weights.items():
+        if name not in sims or w <= 0:
+            continue
+        sim = sims[name]
+        has = ~np.isnan(sim)
+        total[has] += w * sim[has]
+        weight[has] += w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight > 0, total / weight, 0.0)
+
+
+def free_text(records: pd.DataFrame, fields: list[str]) -> list[str]:
+    """Of `fields`, those whose values run past FREE_TEXT_WORDS words (median over every record):
+    descriptions, notes, reviews. Each is embedded on its own (its own cosine, weighted by what
+    it says) rather than into the record's text, stays out of the rare-token blocker, and no
+    model codes are read from it: a title carries its product's code, a description names
+    accessories, versions and other products."""
+    out = []
+    for field in fields:
+        values = records[field].dropna().astype(str) if field in records else pd.Series(dtype=str)
+        if len(values) and float(values.str.split().str.len().median()) > FREE_TEXT_WORDS:
+            out.append(field)
+    return out
+
+
+def code_fields(comparators: dict[str, str], free: list[str]) -> list[str]:
+    """The fields a record's model codes are read from: its `code` fields, and its `text` and
+    `name` fields that are not free text."""
+    return [f for f, kind in comparators.items()
+            if kind == "code" or (kind in ("text", "name") and f not in free)]

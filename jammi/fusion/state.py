@@ -1,10 +1,15 @@
 """The fusion state kept between runs under `{artifact_dir}/fusion/<entity>/`: the standardized
 records with their entity ids, the fused entities and provenance, and the embedding cache
 (text hash -> vector). It is saved only when the fused asset's blocking checks pass, so an
-incremental run always builds on a run that was accepted."""
+incremental run always builds on a run that was accepted.
+
+Beside it, whatever the checks said, the latest run's review pairs (`pairs.parquet`: the pairs
+`jammi fusion review` asks about, with their scores) and its fitted match models
+(`models.json`: m, u and weights per field and level, per pair of sources)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jammi.fusion.fuse import FusionResult, FusionState
+from jammi.fusion.fuse import REVIEW_COLUMNS, FusionResult, FusionState
 from jammi.storage import write_parquet_atomic
 
 FUSION_DIR = "fusion"
@@ -57,3 +62,36 @@ def save_state(artifact_dir: Path, entity: str, result: FusionResult) -> None:
     tmp = base / "vectors.parquet.tmp"
     pq.write_table(table, tmp)
     tmp.replace(base / "vectors.parquet")
+
+
+def save_review(artifact_dir: Path, entity: str, result: FusionResult) -> None:
+    base = state_dir(artifact_dir, entity)
+    base.mkdir(parents=True, exist_ok=True)
+    pairs = result.pairs.reset_index(drop=True)
+    shown = pd.concat([pairs[["left_source", "left_id"]].set_axis(["_source", "_record_id"], axis=1),
+                       pairs[["right_source", "right_id"]].set_axis(["_source", "_record_id"], axis=1)])
+    records = result.records.astype({"_record_id": str}).merge(shown.drop_duplicates(),
+                                                               on=["_source", "_record_id"])
+    write_parquet_atomic(records, base / "pair_records.parquet")
+    write_parquet_atomic(pairs, base / "pairs.parquet")
+    tmp = base / "models.json.tmp"
+    tmp.write_text(json.dumps(result.models, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(base / "models.json")
+
+
+def load_review(artifact_dir: Path, entity: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The latest run's review pairs and the standardized records they name; None before any run."""
+    base = state_dir(artifact_dir, entity)
+    pairs, records = base / "pairs.parquet", base / "pair_records.parquet"
+    if not pairs.exists() or not records.exists():
+        return None
+    frame = pd.read_parquet(pairs)
+    for column in REVIEW_COLUMNS:
+        if column not in frame:
+            frame[column] = pd.Series(dtype=object)
+    return frame, pd.read_parquet(records)
+
+
+def load_models(artifact_dir: Path, entity: str) -> dict:
+    path = state_dir(artifact_dir, entity) / "models.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

@@ -1,6 +1,6 @@
 """Checks on a fused entity frame: unique ids, coverage per source (how much of it meets another
-source), conflict rate per field, cluster sizes. Each returns a CheckOutcome; none divides by
-zero on an empty frame."""
+source), conflict rate per field, cluster sizes, and how the matcher does on the pairs people
+labelled. Each returns a CheckOutcome; none divides by zero on an empty frame."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ UNIQUE_ID = "unique_entity_id"
 COVERAGE = "source_coverage"
 CONFLICTS = "conflict_rate"
 CLUSTER_SIZE = "cluster_size"
-FUSED_CHECKS = (UNIQUE_ID, COVERAGE, CONFLICTS, CLUSTER_SIZE)
+LABELS = "labelled_pairs"
+FUSED_CHECKS = (UNIQUE_ID, COVERAGE, CONFLICTS, CLUSTER_SIZE, LABELS)
 
 
 def unique_entity_id(fused: pd.DataFrame, id_col: str) -> CheckOutcome:
@@ -96,8 +97,36 @@ def cluster_size(fused: pd.DataFrame, id_col: str, ent: EntitySpec) -> CheckOutc
     )
 
 
+def labelled_pairs(decided: np.ndarray, answers: np.ndarray, ent: EntitySpec) -> CheckOutcome:
+    """Precision and recall of the matcher on the pairs people answered (`jammi fusion review`,
+    or a labels CSV): `decided` says whether the matcher's score alone links each pair, held
+    out from its fold of the labels under learned scoring (jammi/fusion/labels.py); the links
+    themselves always follow the answers. F1 is the statistic, `quality.min_label_f1` the bar."""
+    q = ent.quality
+    decided, answers = np.asarray(decided, dtype=bool), np.asarray(answers, dtype=bool)
+    if not len(answers):
+        return CheckOutcome(LABELS, True, q.severity, None, q.min_label_f1,
+                            "no labelled pairs yet: `jammi fusion review` asks about the least sure")
+    tp, fp = int((decided & answers).sum()), int((decided & ~answers).sum())
+    fn, tn = int((~decided & answers).sum()), int((~decided & ~answers).sum())
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return CheckOutcome(
+        LABELS, f1 >= q.min_label_f1, q.severity, f1, q.min_label_f1,
+        f"on {len(answers)} labelled pairs ({tp + fn} yes, {fp + tn} no), scored before their own "
+        f"answers were used: precision {precision:.1%}, recall {recall:.1%}, F1 {f1:.3f}",
+        details={"precision": precision, "recall": recall, "true_pos": tp, "false_pos": fp,
+                 "false_neg": fn, "true_neg": tn},
+    )
+
+
 def fused_checks(
-    fused: pd.DataFrame, provenance: pd.DataFrame, id_col: str, ent: EntitySpec
+    fused: pd.DataFrame, provenance: pd.DataFrame, id_col: str, ent: EntitySpec,
+    labelled: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[CheckOutcome]:
+    """Every check on a fused entity; `labelled`: (decided, answers) per labelled pair."""
+    decided, answers = labelled if labelled is not None else (np.zeros(0, bool), np.zeros(0, bool))
     return [unique_entity_id(fused, id_col), source_coverage(fused, ent),
-            conflict_rate(provenance, ent), cluster_size(fused, id_col, ent)]
+            conflict_rate(provenance, ent), cluster_size(fused, id_col, ent),
+            labelled_pairs(decided, answers, ent)]

@@ -116,7 +116,10 @@ class MatchingSpec(_Strict):
     threshold: float | None = Field(default=None, ge=0, le=1)  # None: the automatic rule
     auto_threshold: Literal["otsu", "mixture"] = "otsu"  # the automatic rule (threshold.py)
     mutual_best: bool = True  # a pair each side's best is linked unless the scores contradict it
-    scoring: Literal["fields", "cosine"] = "fields"  # `cosine`: the embedding cosine alone
+    # `learned`: the comparators' and cosine's mean, each weighted by what EM finds it says
+    # (weights.py, matching.learn); `fellegi_sunter`: the EM model's match probability; `fields`:
+    # the hand-weighted mean (scoring.py); `cosine`: the embedding cosine alone
+    scoring: Literal["learned", "fellegi_sunter", "fields", "cosine"] = "learned"
     max_cluster_size: int = Field(default=0, ge=0)  # 0: one record per source per entity
     duplicates: bool = False  # a record may join its linked twin's entity (matching.py)
 
@@ -128,12 +131,15 @@ class FusedQualitySpec(_Strict):
     field). A mapping gives a limit per field, `default` for the rest: `{default: 0.5, title: 1}`
     for a free-text field each source words its own way. `min_coverage`: per source, at least
     this share of the entities it contributes to must also come from another source (less means
-    the source is not being fused)."""
+    the source is not being fused). `min_label_f1`: F1 of the matcher on the pairs people labelled,
+each scored before its own answer was used (they are the pairs it was least sure of, so a low
+bar)."""
 
     DEFAULT_CONFLICT_RATE: ClassVar[float] = 0.5
     max_conflict_rate: float | dict[str, float] = DEFAULT_CONFLICT_RATE
     min_coverage: float = Field(default=0.05, ge=0, le=1)
     max_cluster_size: int = Field(default=50, ge=1)
+    min_label_f1: float = Field(default=0.5, ge=0, le=1)  # on labelled pairs, scored held out
     severity: Literal["warn", "error"] = "warn"
 
     @field_validator("max_conflict_rate")

@@ -130,12 +130,26 @@ CREATE TABLE IF NOT EXISTS asset_outputs (
     rows BIGINT,
     updated_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS fusion_labels (
+    entity VARCHAR NOT NULL,
+    left_source VARCHAR NOT NULL,
+    left_id VARCHAR NOT NULL,
+    right_source VARCHAR NOT NULL,
+    right_id VARCHAR NOT NULL,
+    is_match BOOLEAN NOT NULL,
+    labelled_by VARCHAR NOT NULL,
+    labelled_at TIMESTAMP NOT NULL,
+    origin VARCHAR,
+    PRIMARY KEY (entity, left_source, left_id, right_source, right_id)
+);
 """
 # columns added after the first release: catalogs written before them gain them on open
 _ADDED_COLUMNS = {"source_schema_version": "VARCHAR", "text_separator": "VARCHAR", "generation": "VARCHAR",
                   "current_version": "INTEGER"}
 STATE_TABLES = ("embedding_tables", "active_tables", "quality_report", "table_versions", "refresh_log",
-                "asset_outputs")
+                "asset_outputs", "fusion_labels")
+LABEL_COLUMNS = ("entity", "left_source", "left_id", "right_source", "right_id", "is_match", "labelled_by",
+                 "labelled_at", "origin")
 _LOG_COLUMNS = ("added", "changed", "deleted", "unchanged", "rows_encoded", "outcome", "seconds")
 # a provider pipeline's run in refresh_log (jammi.embedding.providers.usage.USAGE_COLUMNS); NULL in process
 _USAGE_COLUMNS = {"requests": "BIGINT", "tokens_sent": "BIGINT", "retries": "BIGINT",
@@ -860,6 +874,29 @@ class Catalog:
             return
         with self.connect() as con:
             con.executemany("INSERT INTO quality_report VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    # --- fusion labels ----------------------------------------------------------------
+
+    def add_fusion_labels(self, rows: list[dict]) -> int:
+        """Store answers about entity record pairs (`LABEL_COLUMNS`, the pair's sources in sorted
+        order); a later answer about the same pair replaces the earlier one. Returns how many."""
+        if not rows:
+            return 0
+        with self.connect() as con:
+            con.executemany(f"INSERT OR REPLACE INTO fusion_labels ({', '.join(LABEL_COLUMNS)}) VALUES "
+                            f"({', '.join('?' * len(LABEL_COLUMNS))})",
+                            [[r.get(c) for c in LABEL_COLUMNS] for r in rows])
+        return len(rows)
+
+    def fusion_labels(self, entity: str) -> list[dict]:
+        """Every stored answer about `entity`'s record pairs (`SELECT * FROM jammi.fusion_labels`)."""
+        if not self.exists():
+            return []
+        with self.connect(read_only=True) as con:
+            if not _has_table(con, "fusion_labels"):  # a catalog published before labels existed
+                return []
+            return _rows(con.execute("SELECT * FROM fusion_labels WHERE entity = ? ORDER BY labelled_at,"
+                                     " left_source, left_id, right_source, right_id", [entity]))
 
     # --- views ------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ def fused_asset(project: Project, entity: str) -> dg.AssetsDefinition:
             **frame_metadata(result.entities), **stats,
             "records_per_source": dg.MetadataValue.json(result.stats["records_per_source"]),
             "thresholds": dg.MetadataValue.json(result.stats["thresholds"]),
+            "match_models": dg.MetadataValue.json(result.models),
             "incremental": run.incremental,
         })
         yield dg.Output(result.provenance, output_name=provenance, metadata=frame_metadata(result.provenance))
