@@ -1,5 +1,5 @@
 """The `jammi` command line: materialize, search, sql, status, recover, infer, quarantine,
-tables, stream.
+fusion, tables, stream.
 
 The project file is --project PATH (before or after the command), else $JAMMI_PROJECT, else
 ./jammi.yaml. Errors print one readable line and exit non-zero. Commands that run the asset
@@ -299,6 +299,84 @@ def infer(ctx, texts, source, columns, model, limit, fmt) -> None:
     table = jammi.infer(source=source, texts=list(texts) if texts else None, columns=cols,
                         model=model, limit=limit)
     _emit(table.to_pandas(), fmt)
+
+
+@cli.group(cls=_Group)
+def fusion() -> None:
+    """Entity fusion: answer the pairs the matcher is least sure of, load or list labels."""
+
+
+def _pair_screen(pair, n: int, total: int) -> str:
+    from jammi.terminal import render_pair
+
+    ls, lid, rs, rid = pair.key
+    state = "linked" if pair.linked else "not linked"
+    title = (f"pair {n} of {total}: {ls}~{rs}  score {pair.score:.3f} (threshold {pair.threshold:.2f}, "
+             f"{state})")
+    fields = list(dict.fromkeys([*pair.left, *pair.right]))
+    rows = [(f, pair.left.get(f), pair.right.get(f),
+             f"{pair.similarities[f]:.2f}" if f in pair.similarities
+             and pair.similarities[f] == pair.similarities[f] else "") for f in fields]
+    cos = pair.similarities.get("cos")
+    if cos is not None and cos == cos:
+        rows.append(("(embedding)", "", "", f"cos {cos:.2f}"))
+    return render_pair(title, f"{ls} {lid}", f"{rs} {rid}", rows)
+
+
+@fusion.command("review")
+@project_option
+@click.argument("entity")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Ask about at most this many pairs.")
+@click.option("--by", "by", default=None, help="Who is answering (default: $JAMMI_USER, else the login).")
+@click.pass_context
+def fusion_review(ctx, entity, limit, by) -> None:
+    """Answer, for the pairs of ENTITY the matcher is least sure of, whether they are the same:
+    y(es), n(o), s(kip) or q(uit). Each answer is stored at once in jammi.fusion_labels; the
+    next materialization of fused_ENTITY links every yes, never a no, and refits its weights
+    and threshold to them."""
+    from jammi.app.fusion_review import record_answer, review_pairs
+
+    project = _project(ctx)
+    pairs = review_pairs(project, entity, limit)
+    if not pairs:
+        click.echo(f"nothing to review for {entity!r}: every contender pair is answered")
+        return
+    answered = {"y": 0, "n": 0, "s": 0}
+    for n, pair in enumerate(pairs, start=1):
+        click.echo(_pair_screen(pair, n, len(pairs)))
+        choice = click.prompt("same thing? [y]es [n]o [s]kip [q]uit", type=click.Choice(["y", "n", "s", "q"]),
+                              show_choices=False)
+        click.echo("")
+        if choice == "q":
+            break
+        answered[choice] += 1
+        if choice != "s":
+            record_answer(project, entity, pair.key, choice == "y", by)
+    stored = answered["y"] + answered["n"]
+    click.echo(f"{stored} answer(s) stored ({answered['y']} yes, {answered['n']} no, "
+               f"{answered['s']} skipped); materialize fused_{entity} to use them: "
+               f"jammi materialize --select fused_{entity}")
+
+
+@fusion.command("labels")
+@project_option
+@click.argument("entity")
+@click.option("--load", "load", type=click.Path(dir_okay=False), default=None,
+              help="Store the labelled pairs of this CSV file first (columns left_source, left_id, "
+              "right_source, right_id and label, or two columns named after sources).")
+@click.option("--by", "by", default=None, help="Who the loaded labels come from (default: you).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def fusion_labels(ctx, entity, load, by, fmt) -> None:
+    """The answers stored about ENTITY's record pairs: who said what, and when."""
+    from jammi.app.fusion_review import list_labels, load_labels
+
+    project = _project(ctx)
+    if load:
+        count = load_labels(project, entity, load, by)
+        click.echo(f"{count} labelled pair(s) stored from {load}", err=True)
+    _emit(list_labels(project, entity), fmt)
 
 
 @cli.group(cls=_Group)

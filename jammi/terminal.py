@@ -239,3 +239,36 @@ def render(frame: pd.DataFrame | pa.Table, fmt: str) -> str:
     if fmt == "csv":
         return render_csv(frame).rstrip("\n")
     return render_table(frame)
+
+
+def render_pair(title: str, left_label: str, right_label: str, rows: list[tuple[str, object, object, str]],
+                width: int | None = None, lines_per_value: int = 3) -> str:
+    """Two records side by side for a person to compare: a title line, then per field its name,
+    the left and right values (wrapped to at most `lines_per_value` lines, then "…") and a note
+    (the field's similarity)."""
+    import textwrap
+
+    width = width or terminal_width()
+    name_w = max([len(r[0]) for r in rows] + [5])
+    note_w = max([len(r[3]) for r in rows] + [0])
+    side = max(12, (width - name_w - note_w - 3 * len(GAP)) // 2)
+
+    def cell(value) -> list[str]:
+        text = "-" if _missing(value) or (isinstance(value, float) and math.isnan(value)) else _cell(value)
+        lines = textwrap.wrap(" ".join(text.split()), side) or [""]
+        if len(lines) > lines_per_value:
+            lines = lines[:lines_per_value]
+            lines[-1] = _shorten(lines[-1] + " …", side) if len(lines[-1]) + 2 <= side else \
+                lines[-1][: side - 1] + "…"
+        return lines
+
+    head = f"{'':<{name_w}}{GAP}{_shorten(left_label, side):<{side}}{GAP}{_shorten(right_label, side)}"
+    out = [title, head.rstrip()]
+    for name, left, right, note in rows:
+        a, b = cell(left), cell(right)
+        for n in range(max(len(a), len(b))):
+            first = n == 0
+            line = (f"{name if first else '':<{name_w}}{GAP}{a[n] if n < len(a) else '':<{side}}{GAP}"
+                    f"{b[n] if n < len(b) else '':<{side}}")
+            out.append((line + (GAP + note if first and note else "")).rstrip())
+    return "\n".join(out)

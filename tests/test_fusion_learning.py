@@ -1,0 +1,243 @@
+"""Fusion that learns: Fellegi-Sunter weights fitted by EM (an uninformative field gets little
+weight), labels stored in the catalog and used on the next run (a yes always links, a no
+never, the weights and threshold refit), the review queue, labels from CSV, the review
+command and the labelled-pairs check."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from jammi.app.fusion import fuse_and_check
+from jammi.app.fusion_review import list_labels, load_labels, record_answer, review_pairs
+from jammi.errors import FusionError
+from jammi.fusion.fuse import fuse_entity
+from jammi.fusion.labels import labels_frame, read_labels_csv, review_queue
+from jammi.fusion.weights import LEVELS, calibrate, fit_em, fit_mean, to_levels
+from jammi.quality.fused_checks import LABELS
+from jammi.spec.project import load_project
+from jammi.tables.catalog import Catalog
+from tests.conftest import invoke_cli
+
+
+def test_levels_cut_similarities_and_keep_nulls_apart():
+    sims = np.array([np.nan, 0.2, 0.5, 0.96, 1.0])
+    assert to_levels("text", sims).tolist() == [-1, 0, 1, 4, 4]
+    assert to_levels("code", np.array([0.0, 1.0, np.nan])).tolist() == [0, 1, -1]
+    assert len(LEVELS["cos"]) == 6
+
+
+def synthetic_levels(n: int = 20_000, share: float = 0.05, seed: int = 3):
+    """Pairs whose `name`, `maker` and `code` tell matches apart (each independently, given the
+    truth) and whose `noise` does not."""
+    rng = np.random.default_rng(seed)
+    truth = rng.random(n) < share
+
+    def informative(match_p, other_p):
+        return np.where(truth, rng.choice(len(match_p), n, p=match_p), rng.choice(len(other_p), n, p=other_p))
+
+    name = informative([0.02, 0.03, 0.1, 0.25, 0.6], [0.5, 0.3, 0.12, 0.06, 0.02])
+    maker = informative([0.05, 0.05, 0.1, 0.2, 0.6], [0.4, 0.3, 0.1, 0.1, 0.1])
+    code = informative([0.1, 0.9], [0.85, 0.15])
+    code = np.where(rng.random(n) < 0.3, -1, code)  # a third have no code: no evidence
+    noise = rng.choice(5, n, p=[0.3, 0.3, 0.2, 0.15, 0.05])
+    return truth, {"name": name, "maker": maker, "code": code, "noise": noise}
+
+
+KINDS = {"name": "text", "maker": "text", "code": "code", "noise": "text"}
+
+
+def test_em_gives_an_uninformative_field_little_weight_and_finds_the_matches():
+    truth, levels = synthetic_levels()
+    model = fit_em(KINDS, levels, records=1000)
+    assert model.converged
+    assert abs(model.prior - truth.mean()) < 0.01
+    noise = model.fields["noise"].weights()
+    assert np.abs(noise).max() < 0.6  # bits: next to nothing either way (informative: 2.5 to 5)
+    assert model.fields["name"].weights()[-1] > 3 and model.fields["name"].weights()[0] < -3
+    assert model.fields["code"].weights()[1] > 2
+    oracle = fit_em(KINDS, levels, 1000, (np.arange(len(truth)), truth.astype(float)))  # told the truth
+
+    def f1(m) -> float:
+        decided = m.probability(levels) >= 0.5
+        return 2 * (decided & truth).sum() / (decided.sum() + truth.sum())
+
+    assert f1(model) > f1(oracle) - 0.01
+
+
+def test_labels_hold_their_answer_and_calibrate_the_model():
+    truth, levels = synthetic_levels()
+    asked = np.arange(200)
+    pinned = fit_em(KINDS, levels, 1000, (asked, truth[asked].astype(float)))
+    model = calibrate(pinned, levels, asked, truth[asked].astype(float))
+    assert model.labels == 200 and model.intercept is not None
+    assert set(model.scale) == set(KINDS)
+    # answers that say the opposite of the data move the calibration the other way
+    flipped = calibrate(fit_em(KINDS, levels, 1000), levels, asked, 1.0 - truth[asked])
+    assert flipped.scale["name"] < model.scale["name"] and flipped.intercept > model.intercept
+
+
+def test_labels_refit_the_learned_means_weights_and_threshold():
+    rng = np.random.default_rng(5)
+    n = 400
+    truth = rng.random(n) < 0.5
+    good = np.where(truth, rng.uniform(0.7, 1.0, n), rng.uniform(0.3, 0.75, n))
+    noise = rng.uniform(0, 1, n)
+    sims = {"name": good, "noise": noise}
+    pairs = np.arange(n)
+    fit = fit_mean(sims, {"name": 1.0, "noise": 1.0}, 0.5, pairs, truth.astype(float))
+    assert fit.weights["noise"] < 0.5 * fit.weights["name"]  # the answers show it says nothing
+    assert 0.65 < fit.threshold < 0.75  # where the answers change: name ~0.72, noise weighs ~4%
+    few = fit_mean(sims, {"name": 1.0, "noise": 1.0}, 0.5, pairs[:10], truth[:10].astype(float))
+    assert abs(few.threshold - 0.5) < abs(fit.threshold - 0.5)  # ten answers move it less
+
+
+def test_review_queue_is_least_sure_contenders_first_and_skips_answered_pairs():
+    pairs = pd.DataFrame({
+        "left_source": "a", "left_id": ["1", "2", "3", "4"], "right_source": "b",
+        "right_id": ["x", "y", "z", "w"], "score": [0.9, 0.52, 0.45, 0.51], "threshold": 0.5,
+        "contender": [True, True, True, False], "linked": [True, True, False, False],
+    })
+    labels = labels_frame([{"left_source": "a", "left_id": "2", "right_source": "b", "right_id": "y",
+                            "is_match": True}])
+    assert review_queue(pairs, labels)["left_id"].tolist() == ["3", "1"]
+
+
+def two_sources(tmp_path: Path, scoring: str = "learned"):
+    cols = {"id": "str", "title": "str", "maker": "str"}
+    mapping = {"name": "title", "maker": "maker"}
+    data = {
+        "sources": {s: {"kind": "csv", "path": f"{s}.csv", "key": "id", "columns": cols}
+                    for s in ("shop", "feed")},
+        "entities": {"item": {
+            "fields": {"name": "str", "maker": "str"},
+            "sources": {"shop": {"priority": 1, "mapping": mapping}, "feed": {"mapping": mapping}},
+            "matching": {"fields": {"name": "text", "maker": "text"}, "scoring": scoring},
+        }},
+    }
+    (tmp_path / "jammi.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return load_project(tmp_path / "jammi.yaml")
+
+
+WORDS = ["alpha", "bravo", "cobalt", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper",
+         "kelp", "lumen", "mosaic", "nectar", "onyx", "prism", "quartz", "raven", "saffron", "tundra"]
+
+
+def item_frames(n: int = 40) -> dict[str, pd.DataFrame]:
+    """`n` items listed by both sources under different ids, the feed's titles reordered."""
+    names = [f"{WORDS[i % 20]} {WORDS[(i * 7 + 3) % 20]} {i}" for i in range(n)]
+    makers = [WORDS[(i * 3) % 20] + " corp" for i in range(n)]
+    shop = pd.DataFrame({"id": [f"s{i}" for i in range(n)], "title": names, "maker": makers})
+    feed = pd.DataFrame({"id": [f"f{i}" for i in range(n)],
+                         "title": [" ".join(reversed(t.split())) for t in names], "maker": makers})
+    return {"shop": shop, "feed": feed}
+
+
+class HashingEncoder:
+    """A fake encoder for orchestration tests (not the model): character trigrams hashed into
+    64 dimensions, L2-normalised."""
+
+    model_id, dimensions, max_seq_length = "test-hashing", 64, 512
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for row, text in enumerate(texts):
+            padded = f"  {text.casefold()} "
+            for i in range(len(padded) - 2):
+                out[row, zlib.crc32(padded[i:i + 3].encode()) % 64] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def test_a_yes_always_links_and_a_no_never_does(tmp_path):
+    project = two_sources(tmp_path)
+    frames = item_frames()
+    plain = fuse_entity(project, "item", frames, HashingEncoder())
+    linked = plain.links[plain.links["accepted"]]
+    assert {("feed", "f3", "shop", "s3")} <= set(linked[["left_source", "left_id", "right_source",
+                                                         "right_id"]].itertuples(index=False, name=None))
+    labels = labels_frame([
+        {"left_source": "feed", "left_id": "f3", "right_source": "shop", "right_id": "s3", "is_match": False},
+        {"left_source": "feed", "left_id": "f5", "right_source": "shop", "right_id": "s9", "is_match": True},
+    ])
+    taught = fuse_entity(project, "item", frames, HashingEncoder(), labels=labels)
+    accepted = taught.links[taught.links["accepted"]]
+    pairs = set(accepted[["left_id", "right_id"]].itertuples(index=False, name=None))
+    assert ("f3", "s3") not in pairs and ("f5", "s9") in pairs
+    assert accepted.loc[accepted["left_id"].eq("f5"), "rule"].str.startswith("match:labelled yes").all()
+    said = taught.pairs[taught.pairs["answer"].notna()]
+    assert len(said) == 2 and said["held_out"].notna().all()
+    assert taught.stats["labels_used"] == 2
+    assert taught.models["feed~shop"]["labels"] == 2
+
+
+def test_labels_csv_in_both_shapes_and_refused_with_the_row_named(tmp_path):
+    spec = two_sources(tmp_path).entities["item"]
+    full = tmp_path / "full.csv"
+    full.write_text("left_source,left_id,right_source,right_id,label\nshop,s1,feed,f1,yes\n"
+                    "feed,f2,shop,s3,n\n", encoding="utf-8")
+    assert read_labels_csv(full, "item", spec) == [("feed", "f1", "shop", "s1", True),
+                                                   ("feed", "f2", "shop", "s3", False)]
+    gold = tmp_path / "gold.csv"
+    gold.write_text("shop,feed\ns1,f1\ns2,f2\n", encoding="utf-8")
+    assert [r[-1] for r in read_labels_csv(gold, "item", spec)] == [True, True]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("left_source,left_id,right_source,right_id,label\nshop,s1,feed,f1,maybe\n"
+                   "shop,s1,store,f1,y\n", encoding="utf-8")
+    with pytest.raises(FusionError, match=r"row 2: label 'maybe'.*row 3: sources 'shop' and 'store'"):
+        read_labels_csv(bad, "item", spec)
+
+
+def test_labels_live_in_the_catalog_survive_reruns_and_feed_the_check(tmp_path):
+    project = two_sources(tmp_path)
+    frames, encoder = item_frames(), HashingEncoder()
+    first = fuse_and_check(project, "item", frames, encoder)
+    assert next(o for o in first.outcomes if o.name == LABELS).statistic is None
+    queue = review_pairs(project, "item", limit=5)
+    assert queue and queue[0].left and queue[0].right  # both records' fields to show
+    for pair in queue[:3]:
+        record_answer(project, "item", pair.key, pair.key[1][1:] == pair.key[3][1:], by="ana")
+    answers = tmp_path / "answers.csv"
+    answers.write_text("shop,feed,label\ns7,f7,y\ns8,f9,n\n", encoding="utf-8")
+    assert load_labels(project, "item", answers, by="bo") == 2
+    stored = list_labels(project, "item")
+    assert len(stored) == 5 and set(stored["labelled_by"]) == {"ana", "bo"}
+    with duckdb.connect(str(project.artifact_dir / "jammi.duckdb"), read_only=True) as con:
+        stored_rows = con.execute("SELECT count(*) FROM jammi.fusion_labels WHERE entity = 'item'").fetchone()
+    assert stored_rows[0] == 5
+    again = fuse_and_check(project, "item", frames, encoder)  # a rerun reads them back
+    check = next(o for o in again.outcomes if o.name == LABELS)
+    assert check.details["true_pos"] + check.details["false_pos"] + check.details["false_neg"] \
+        + check.details["true_neg"] == 5
+    assert "precision" in check.description and "recall" in check.description
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("shop,feed\ns1,nope\n", encoding="utf-8")
+    with pytest.raises(FusionError, match="feed:nope"):
+        load_labels(project, "item", unknown)
+    assert len(Catalog(project.artifact_dir).fusion_labels("item")) == 5
+
+
+def test_review_command_stores_answers_until_quit(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from jammi.cli import cli
+
+    project = two_sources(tmp_path)
+    fuse_and_check(project, "item", item_frames(), HashingEncoder())
+    monkeypatch.setenv("JAMMI_PROJECT", str(project.path))
+    monkeypatch.setenv("COLUMNS", "100")
+    out = CliRunner().invoke(cli, ["fusion", "review", "item", "--by", "cy"], input="y\nn\ns\nq\n")
+    assert out.exit_code == 0, out.output
+    assert "pair 1 of" in out.output and "score" in out.output and "name" in out.output
+    assert "2 answer(s) stored (1 yes, 1 no, 1 skipped)" in out.output
+    stored = list_labels(project, "item")
+    assert stored["is_match"].tolist() == [True, False] and set(stored["labelled_by"]) == {"cy"}
+    listed = invoke_cli(["fusion", "labels", "item", "--format", "csv"])
+    assert listed.exit_code == 0 and listed.output.count("cy") == 2
+    missing = invoke_cli(["fusion", "review", "nothing"])
+    assert missing.exit_code == 1 and "entity 'nothing' is not declared" in missing.output
