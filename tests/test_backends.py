@@ -47,6 +47,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
+@pytest.mark.slow
 def test_exports_are_cached_by_model_and_backend(exports):
     onnx = cached_export(exports, DEFAULT_MODEL, "onnx")
     assert onnx == export_dir(exports, DEFAULT_MODEL, "onnx")
@@ -60,6 +61,7 @@ def test_exports_are_cached_by_model_and_backend(exports):
     assert cached_export(exports, DEFAULT_MODEL, "torch") is None
 
 
+@pytest.mark.slow
 def test_exported_backends_give_the_torch_vectors(exports, encoder):
     reference = encoder.encode(TEXTS)
     onnx = load_encoder(DEFAULT_MODEL, "cpu", "onnx", exports)
@@ -76,6 +78,7 @@ def test_exported_backends_give_the_torch_vectors(exports, encoder):
     assert load_encoder(DEFAULT_MODEL, "cpu", "onnx-int8", exports) is int8 is not onnx
 
 
+@pytest.mark.slow
 def test_openvino_backend_or_a_clear_refusal(exports, encoder):
     try:
         import openvino  # noqa: F401
@@ -87,6 +90,7 @@ def test_openvino_backend_or_a_clear_refusal(exports, encoder):
     assert cosines(vino.encode(TEXTS), encoder.encode(TEXTS)).min() >= 0.999
 
 
+@pytest.mark.slow
 def test_unknown_backend_is_refused_naming_the_field(tmp_path):
     with pytest.raises(ConfigError, match="backend"):
         write_project(tmp_path, {"items": {"kind": "csv", "path": "items.csv", "key": "id",
@@ -115,6 +119,7 @@ def small_project(root, exports, backend: str, texts: list[str]):
     return project
 
 
+@pytest.mark.slow
 def test_switching_backend_builds_a_new_table_blue_green(tmp_path, exports, encoder):
     texts = ["red kettle", "blue lamp", "green chair", "red kettle", "yellow tent", "blue lamp"]
     first = small_project(tmp_path, exports, "torch", texts)
@@ -144,6 +149,7 @@ def test_switching_backend_builds_a_new_table_blue_green(tmp_path, exports, enco
     assert run.stats.counts.outcome == "no_change" and not again.loaded
 
 
+@pytest.mark.slow
 def test_refresh_reuses_vectors_the_table_holds(tmp_path, exports):
     texts = ["red kettle", "blue lamp", "green chair"]
     project = small_project(tmp_path, exports, "onnx", texts)
@@ -159,6 +165,7 @@ def test_refresh_reuses_vectors_the_table_holds(tmp_path, exports):
     assert run.stats.rows_reused == 2 and not lazy.loaded
 
 
+@pytest.mark.slow
 def test_infer_runs_on_the_pipelines_backend(tmp_path, exports, encoder):
     """`Jammi().infer` on a source gives the vectors its table holds: the pipeline's backend, not
     torch; asking for another model runs that one on torch."""
@@ -179,6 +186,7 @@ def test_infer_runs_on_the_pipelines_backend(tmp_path, exports, encoder):
     np.testing.assert_allclose(inline, stored, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_jammi_search_encodes_the_query_without_torch(tmp_path, exports, encoder):
     """A torch table whose model has a cached ONNX export: `jammi search` in a fresh process
     never imports torch (nor sentence-transformers, dagster or pandas), and finds what torch finds."""
@@ -203,6 +211,7 @@ def test_jammi_search_encodes_the_query_without_torch(tmp_path, exports, encoder
     assert cosines(fast.encode([query]), encoder.encode([query]))[0] >= 0.999
 
 
+@pytest.mark.slow
 def test_query_sessions_load_a_saved_graph_with_the_same_vectors(exports):
     """The query encoder's session comes from the export's graph optimized once and saved beside
     it (jammi.embedding.ort_session): its vectors equal those of a session of the export itself."""

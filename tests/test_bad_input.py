@@ -16,6 +16,8 @@ from jammi.storage import frame_path
 from jammi.tables.catalog import STATUS_BUILDING, STATUS_READY, Catalog
 from tests.conftest import PRODUCT_COLUMNS, failure_message, materialize, ready_tables, write_project
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 PG_DSN = "postgresql://127.0.0.1:5432/test"
 PIPELINE = {"products": {"source": "products", "text_columns": ["title", "body"]}}
 HEADER = "id,title,body,price\n"

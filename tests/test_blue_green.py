@@ -100,6 +100,7 @@ def test_source_schema_version_is_read_defensively(tmp_path, products_csv):
     assert source_schema_version(SimpleNamespace(schema=SimpleNamespace(current=""))) == "v1"
 
 
+@pytest.mark.slow
 def test_manifest_and_catalog_record_schema_version_text_spec_model_and_generation(
     tmp_path, products_csv
 ):
@@ -123,6 +124,7 @@ def test_manifest_and_catalog_record_schema_version_text_spec_model_and_generati
 # --- a change of model, text columns or schema version: new table, switched to --------------------
 
 
+@pytest.mark.slow
 def test_model_change_builds_a_new_table_switches_and_rolls_back(tmp_path, products_csv, second_model):
     project = project_with(tmp_path, products_csv)
     first = built(project)
@@ -164,6 +166,7 @@ def test_model_change_builds_a_new_table_switches_and_rolls_back(tmp_path, produ
     assert Jammi(project).tables("products")["active"].tolist() == [False, True]
 
 
+@pytest.mark.slow
 def test_text_column_change_builds_a_new_generation(tmp_path, products_csv):
     project = project_with(tmp_path, products_csv)
     first = built(project)
@@ -176,6 +179,7 @@ def test_text_column_change_builds_a_new_generation(tmp_path, products_csv):
     assert catalog.table(first.table_name).status == STATUS_READY
 
 
+@pytest.mark.slow
 def test_schema_version_change_builds_and_switches(tmp_path, products_csv, encoder):
     project = project_with(tmp_path, products_csv)
     first = built(project)
@@ -198,6 +202,7 @@ def test_schema_version_change_builds_and_switches(tmp_path, products_csv, encod
 # --- the active table serves while the next one builds ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_search_serves_the_active_table_while_a_new_one_builds(tmp_path, products_csv, second_model):
     project = project_with(tmp_path, products_csv)
     first = built(project)
@@ -235,6 +240,7 @@ def test_search_serves_the_active_table_while_a_new_one_builds(tmp_path, product
     assert view_models(project, "products_embeddings") == {second_model}
 
 
+@pytest.mark.slow
 def test_a_table_failing_its_checks_never_becomes_active(tmp_path, products_csv, encoder):
     from jammi.quality.outcome import CheckOutcome
 
@@ -258,6 +264,7 @@ def test_a_table_failing_its_checks_never_becomes_active(tmp_path, products_csv,
 # --- rollback, remove, persistence --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_remove_refuses_the_active_table_and_deletes_an_inactive_ones_files(tmp_path, products_csv):
     project = project_with(tmp_path, products_csv)
     first = built(project)
@@ -295,6 +302,7 @@ def test_remove_refuses_the_active_table_and_deletes_an_inactive_ones_files(tmp_
     assert search(project, "products", QUERY, k=1)["_row_id"].tolist() == ["2"]
 
 
+@pytest.mark.slow
 def test_pointer_survives_reopening_and_is_visible_to_any_duckdb_client(tmp_path, products_csv):
     project = project_with(tmp_path, products_csv)
     first = built(project)
@@ -337,6 +345,7 @@ def test_pointer_survives_reopening_and_is_visible_to_any_duckdb_client(tmp_path
 DEAD_BUILDER = f"{socket.gethostname()}:999999:1.0"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("catalog_kind", ["with_pointer", "without_pointer"])
 def test_recovery_promotes_without_displacing_the_active_table(tmp_path, products_csv, catalog_kind):
     project = project_with(tmp_path, products_csv)
@@ -366,6 +375,7 @@ def test_recovery_promotes_without_displacing_the_active_table(tmp_path, product
     assert Jammi(project).rollback("products", to=second.table_name).table_name == second.table_name
 
 
+@pytest.mark.slow
 def test_recovery_activates_a_promoted_table_when_nothing_is_active(tmp_path, products_csv):
     project = project_with(tmp_path, products_csv)
     only = built(project)
@@ -379,6 +389,7 @@ def test_recovery_activates_a_promoted_table_when_nothing_is_active(tmp_path, pr
     assert catalog.pointer("products").table_name == only.table_name
 
 
+@pytest.mark.slow
 def test_old_tables_beyond_keep_tables_are_removed(tmp_path, products_csv):
     """43 runs used to leave 43 tables: a pipeline keeps its active table, its rollback target
     and `keep_tables` more (issue 11.10)."""

@@ -28,6 +28,7 @@ HOLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ro", "rw"])
 def test_open_client_never_blocks_a_writer(tmp_path, products_csv, mode):
     project = products_project(tmp_path / "proj", products_csv)
@@ -53,6 +54,7 @@ def test_open_client_never_blocks_a_writer(tmp_path, products_csv, mode):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_moved_project_folder_keeps_working(tmp_path, products_csv):
     data = tmp_path / "proj" / "data"
     data.mkdir(parents=True)
@@ -80,6 +82,7 @@ def test_moved_project_folder_keeps_working(tmp_path, products_csv):
     assert "5" in result.output
 
 
+@pytest.mark.slow
 def test_lost_published_file_or_state_is_rebuilt(tmp_path, products_csv):
     project = products_project(tmp_path / "proj", products_csv)
     assert materialize(project).success
@@ -133,6 +136,7 @@ READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lose_nothing_while_readers_read(tmp_path):
     artifacts = tmp_path / "artifacts"
     catalog = Catalog(artifacts)
@@ -154,6 +158,7 @@ def test_concurrent_writers_lose_nothing_while_readers_read(tmp_path):
     assert runs == {f"w{n}-{i}" for n in range(4) for i in range(15)}
 
 
+@pytest.mark.slow
 def test_recover_publishes_what_the_state_holds(tmp_path, products_csv):
     """A writer killed between its commit and its publish: `jammi recover` catches the file up."""
     project = products_project(tmp_path / "proj", products_csv)

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from jammi import __version__
 from jammi.terminal import render_json, render_table
@@ -22,6 +23,7 @@ def small_project(tmp_path, products_csv):
                          {"products": {"source": "products", "text_columns": ["title", "body"]}})
 
 
+@pytest.mark.slow
 def test_project_option_before_or_after_the_command(tmp_path, products_csv):
     project = small_project(tmp_path, products_csv)
     before = invoke_cli(["--project", str(project.path), "tables", "list"])
@@ -32,6 +34,7 @@ def test_project_option_before_or_after_the_command(tmp_path, products_csv):
     assert missing.exit_code == 1 and "nope.yaml: project file not found" in missing.output
 
 
+@pytest.mark.slow
 def test_version():
     result = invoke_cli(["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"jammi, version {__version__}"
@@ -64,6 +67,7 @@ def test_json_keeps_slashes_and_whole_vectors():
     assert record["missing"] is None
 
 
+@pytest.mark.slow
 def test_loading_a_model_prints_nothing_on_stderr():
     code = ("from jammi.embedding.model import load_encoder; "
             "print(load_encoder('sentence-transformers/all-MiniLM-L6-v2', 'cpu').dimensions)")
@@ -74,6 +78,7 @@ def test_loading_a_model_prints_nothing_on_stderr():
     assert "Loading weights" not in run.stderr and "%|" not in run.stderr, run.stderr
 
 
+@pytest.mark.slow
 def test_materialize_without_dagster_home_shows_no_telemetry_banner(tmp_path, products_csv):
     project = small_project(tmp_path, products_csv)
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from jammi.tables.catalog import Catalog
 from tests.conftest import PRODUCT_COLUMNS, invoke_cli, materialize, write_project
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 HOSTILE = [
     "1=1; COPY (SELECT 42) TO '{out}/x.csv'",
     "price > 0) OR (SELECT count(*) FROM read_csv('/etc/passwd')) > 0 OR (1=1",

@@ -77,6 +77,7 @@ def test_every_fenced_name_still_exists(name):
     assert getattr(dp, name) is not None
 
 
+@pytest.mark.slow
 def test_the_backfill_names_load_only_when_asked_for():
     code = ("import sys, jammi_assets.dagster_private as dp\n"
             "before = 'dagster._core.execution.backfill' in sys.modules\n"
@@ -180,6 +181,7 @@ def test_the_swap_takes_effect_and_is_undone():
     assert dp.in_process.InstanceConcurrencyContext is original
 
 
+@pytest.mark.slow
 def test_dagsters_run_worker_command_is_still_there():
     """jammi_assets.run_worker runs `dagster api execute_run` in its own process."""
     out = subprocess.run([sys.executable, "-m", "jammi_assets.run_worker", "--help"], cwd=REPO,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from jammi.spec.project import load_project
 from jammi_assets.definitions import build_definitions
@@ -66,6 +67,7 @@ def test_code_location_loads_through_the_component(monkeypatch):
         k.to_user_string() for k in expected.resolve_all_asset_keys()}
 
 
+@pytest.mark.slow
 def test_dg_check_defs_passes():
     """`dg check defs`, the dg way of validating the component's YAML and the definitions."""
     dg_cli = Path(sys.executable).parent / "dg"

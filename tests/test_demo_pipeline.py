@@ -24,6 +24,8 @@ from jammi.tables.contract import sidecar
 from jammi_assets.runner import run_materialization
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 PRODUCTS = 120
 
 

@@ -42,6 +42,7 @@ def test_deployment_selects_the_instance_folder():
     assert deployment.select_instance(explicit) is None and explicit["DAGSTER_HOME"] == "/srv/dagster"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("deploy, home", [("local", ""), ("production", "/deploy/production")])
 def test_makefile_sets_dagster_home_from_the_deployment(deploy, home):
     if shutil.which("make") is None:

@@ -94,6 +94,7 @@ def built(tmp_path_factory):
     return project, run(project)
 
 
+@pytest.mark.slow
 def test_chunks_asset_holds_exact_offsets_and_deterministic_ids(built):
     project, meta = built
     chunks = chunks_frame(project)
@@ -118,6 +119,7 @@ def test_chunks_asset_holds_exact_offsets_and_deterministic_ids(built):
     assert meta["docs_embeddings"]["rows_encoded"] == chunks["text"].nunique()  # each distinct text once
 
 
+@pytest.mark.slow
 def test_document_search_ranks_parents_by_best_chunk(built):
     project, _ = built
     jammi = Jammi(project, recover_on_open=False)
@@ -134,6 +136,7 @@ def test_document_search_ranks_parents_by_best_chunk(built):
     assert sorted(every["doc_id"]) == sorted(DOCS)
 
 
+@pytest.mark.slow
 def test_cli_documents_flag(built):
     project, _ = built
     out = invoke_cli(["search", "docs", QUERY, "--documents", "-k", "2", "--format", "json",
@@ -144,6 +147,7 @@ def test_cli_documents_flag(built):
     assert {"chunk_id", "start", "end", "text", "similarity"} <= set(rows[0])
 
 
+@pytest.mark.slow
 def test_documents_on_an_unchunked_pipeline_is_refused(tmp_path):
     data = tmp_path / "items.csv"
     data.write_text("id,title\n1,A kettle\n2,A lamp\n", encoding="utf-8")
@@ -176,6 +180,7 @@ def test_over_fetch_until_k_distinct_documents():
         rank_documents(lambda n: pd.DataFrame({"id": [], "similarity": []}), 3, "p")
 
 
+@pytest.mark.slow
 def test_edit_shorten_delete_reembed_only_changed_chunks_and_leave_no_orphans(tmp_path):
     project = docs_project(tmp_path, {"strategy": "sentence", "max_tokens": 48, "overlap": 0})
     run(project)

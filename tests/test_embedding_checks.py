@@ -110,6 +110,7 @@ class _NanForPoison:
         return self.inner.token_counts(texts)
 
 
+@pytest.mark.slow
 def test_failed_error_check_blocks_the_index_and_keeps_the_previous_table(
     tmp_path, products_csv, encoder, monkeypatch
 ):

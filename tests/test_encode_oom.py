@@ -110,6 +110,7 @@ def test_real_cuda_oom_is_recognised():
     assert not is_oom(ValueError("out of memory"))  # only RuntimeError-shaped messages count
 
 
+@pytest.mark.slow
 def test_batch_size_halves_32_16_8_and_sticks(encoder):
     texts = sample_texts(40)
     wrapped = OOMAbove(encoder, threshold=8)
@@ -134,6 +135,7 @@ def test_batch_size_halves_32_16_8_and_sticks(encoder):
     assert (window.latency_ms > 0).all()
 
 
+@pytest.mark.slow
 def test_reduced_size_sticks_across_windows(encoder):
     """The sizer is shared by the windows of one run: the second window starts at 8."""
     sizer = BatchSizer(size=32)
@@ -148,6 +150,7 @@ def test_reduced_size_sticks_across_windows(encoder):
     assert window.errors == [None] * 20
 
 
+@pytest.mark.slow
 def test_halving_follows_the_failed_batch_down_to_one(encoder):
     """Only single texts fit: a 10-row batch goes 10 -> 5 -> 2 -> 1 (three halvings)."""
     texts = sample_texts(10)
@@ -164,6 +167,7 @@ def test_halving_follows_the_failed_batch_down_to_one(encoder):
     assert sizer.size == 1
 
 
+@pytest.mark.slow
 def test_at_most_three_halvings_per_batch(encoder):
     texts = sample_texts(40)
     wrapped = OOMAbove(encoder, threshold=3)
@@ -182,6 +186,7 @@ def test_at_most_three_halvings_per_batch(encoder):
     np.testing.assert_allclose(window.vectors, reference(encoder, texts), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_poison_row_gets_error_and_zero_vector(encoder):
     texts = sample_texts(20)
     poison_at = 7
@@ -218,6 +223,7 @@ def test_poison_alone():
     assert window.vectors.tolist() == [[0.0, 0.0, 0.0]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "err",
     [ValueError("bad input"), RuntimeError("expected scalar type Float but found Half"),
@@ -234,6 +240,7 @@ def test_non_oom_errors_propagate(encoder, err):
     assert wrapped.calls == [5]  # no retry, no halving
 
 
+@pytest.mark.slow
 def test_non_oom_error_during_one_by_one_propagates(encoder):
     class OomThenBroken(RecordingEncoder):
         def fail(self, texts):
@@ -247,6 +254,7 @@ def test_non_oom_error_during_one_by_one_propagates(encoder):
     assert wrapped.calls == [32, 16, 8, 4, 1]  # raised from the one-by-one pass
 
 
+@pytest.mark.slow
 def test_build_embedding_table_with_poison_row(encoder, tmp_path: Path):
     frame = pd.DataFrame(
         {

@@ -37,6 +37,7 @@ def _evals(result, asset="validated_products"):
             if e.asset_key.to_user_string() == asset}
 
 
+@pytest.mark.slow
 def test_every_frame_check_is_reported_with_its_statistic(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "products.csv").write_text(CLEAN, encoding="utf-8")
@@ -50,6 +51,7 @@ def test_every_frame_check_is_reported_with_its_statistic(tmp_path):
     assert "no previous" in evals["distribution_drift"].metadata["description"].value
 
 
+@pytest.mark.slow
 def test_blocking_check_keeps_the_previous_table_serving(tmp_path):
     (tmp_path / "data").mkdir()
     csv = tmp_path / "data" / "products.csv"
@@ -74,6 +76,7 @@ def test_blocking_check_keeps_the_previous_table_serving(tmp_path):
     assert Jammi(project).search("products", "coffee", k=3)["_row_id"].tolist() == before["_row_id"].tolist()
 
 
+@pytest.mark.slow
 def test_referential_integrity_between_sources(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "products.csv").write_text(CLEAN, encoding="utf-8")

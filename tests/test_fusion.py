@@ -71,6 +71,7 @@ def chapter_frames() -> dict[str, pd.DataFrame]:
     return {"primary_db": primary, "user_input": user}
 
 
+@pytest.mark.slow
 def test_chapter_example_rules_do_what_they_say(tmp_path, embed):
     proj = project(tmp_path, {"customer": CUSTOMER})
     result = fuse_entity(proj, "customer", chapter_frames(), embed)
@@ -89,6 +90,7 @@ def test_chapter_example_rules_do_what_they_say(tmp_path, embed):
     assert link["rule"] == "key:customer_ref" and link["score"] == 1.0 and link["accepted"]
 
 
+@pytest.mark.slow
 def test_priority_for_email_flips_the_winner(tmp_path, embed):
     spec = {**CUSTOMER, "resolution": {"email": ["priority"]}}
     result = fuse_entity(project(tmp_path, {"customer": spec}), "customer", chapter_frames(), embed)
@@ -162,6 +164,7 @@ def product_frames(changed: bool = False) -> dict[str, pd.DataFrame]:
     return {"shop": shop, "feed": feed}
 
 
+@pytest.mark.slow
 def test_matching_links_records_without_keys(tmp_path, embed):
     proj = project(tmp_path, {"product": PRODUCTS}, PRODUCT_SOURCES)
     result = fuse_entity(proj, "product", product_frames(), embed)
@@ -177,6 +180,7 @@ def test_matching_links_records_without_keys(tmp_path, embed):
     assert merged.loc["shop:s0", "price"] == 20.0  # most_recent: the feed's later price
 
 
+@pytest.mark.slow
 def test_incremental_equals_full_and_only_touches_changed_entities(tmp_path, embed):
     proj = project(tmp_path, {"product": PRODUCTS}, PRODUCT_SOURCES)
     first = fuse_entity(proj, "product", product_frames(), embed)
@@ -192,6 +196,7 @@ def test_incremental_equals_full_and_only_touches_changed_entities(tmp_path, emb
     assert full.entities.set_index("product_id").loc["shop:s2", "price"] == 99.0
 
 
+@pytest.mark.slow
 def test_unparseable_timestamp_names_source_column_and_record(tmp_path, embed):
     proj = project(tmp_path, {"customer": CUSTOMER})
     frames = chapter_frames()

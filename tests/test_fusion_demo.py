@@ -22,6 +22,8 @@ from jammi_assets.definitions import build_assets
 from jammi_assets.runner import resolve_selection
 from tests.conftest import REPO, materialize
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 PG_DSN = "postgresql://127.0.0.1:5432/test"
 SELECTION = ["product", "product_entities"]
 

@@ -16,6 +16,8 @@ from jammi.fusion.fuse import embed_records, record_texts
 from jammi.fusion.state import load_state
 from jammi.spec.project import DEFAULT_MODEL, parse_project
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 NAMES = ["Trail Running Shoe", "Insulated Water Bottle", "Two Person Dome Tent", "Camp Stove"]
 
 

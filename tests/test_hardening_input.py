@@ -89,6 +89,7 @@ def cli_home(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dsn", [
     f"postgres:{SECRET}@no-such-host/db",  # malformed: psycopg echoes the whole string
     f"postgresql://postgres:{SECRET}@127.0.0.1:1/test",  # nothing listens on port 1
@@ -270,6 +271,7 @@ def test_broken_jsonl_line_is_named(tmp_path, bad, problem):
 # --- search -k --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", ["0", "10001", "-3"])
 def test_search_k_out_of_range_is_a_usage_error(k):
     out = invoke_cli(["search", "products", "shoes", "-k", k])
@@ -278,6 +280,7 @@ def test_search_k_out_of_range_is_a_usage_error(k):
     assert "1<=x<=10000" in out.output
 
 
+@pytest.mark.slow
 def test_search_k_bound_in_the_engine_and_k_past_the_table_returns_every_row(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "products.csv").write_text(ROWS, encoding="utf-8")

@@ -11,7 +11,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import PRODUCT_COLUMNS, REPO, write_project
+
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
 
 HEAVY = ("scipy", "datasketch", "nats", "aiohttp", "matplotlib", "torch", "sentence_transformers",
          "transformers")

@@ -16,6 +16,8 @@ from jammi.errors import JammiError
 from jammi.spec.project import DEFAULT_MODEL
 from tests.conftest import invoke_cli, products_project
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 DIMS = 384
 EXPECTED_SCHEMA = pa.schema(
     [

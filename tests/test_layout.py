@@ -67,6 +67,7 @@ def test_engine_dependencies_run_one_way():
     assert against == []
 
 
+@pytest.mark.slow
 def test_cli_and_facade_start_without_dagster():
     code = ("import sys, jammi.cli, jammi.app.facade, jammi.query.search; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "

@@ -148,6 +148,7 @@ def test_token_blocking_pairs_records_sharing_a_rare_code():
     assert (0, 1) not in pairs  # only "acme", which 4 records hold: not rare
 
 
+@pytest.mark.slow
 def test_embedding_blocking_finds_the_true_pairs(encode):
     lv, rv = encode(_texts(LEFT)), encode(_texts(RIGHT))
     pairs = {(LEFT["_record_id"][a], RIGHT["_record_id"][b]) for a, b in embedding_candidates(lv, rv, 1)}
@@ -200,6 +201,7 @@ def test_mutual_best_pairs_under_the_threshold_are_eligible_above_the_bar():
     assert eligible(left, right, score, 0.8, 0.8).tolist() == [True, False, False, False, False]
 
 
+@pytest.mark.slow
 def test_a_mutual_best_pair_below_the_threshold_links_unless_the_scores_contradict_it(encode):
     lv, rv = encode(_texts(LEFT)), encode(_texts(RIGHT))
     found = match(LEFT, RIGHT, lv, rv, PRODUCT)
@@ -221,6 +223,7 @@ def test_assignment_is_one_to_one_and_greedy_by_score():
     assert assign(left, right, score, threshold=0.99).size == 0
 
 
+@pytest.mark.slow
 def test_match_links_the_true_pairs_one_to_one(encode):
     lv, rv = encode(_texts(LEFT)), encode(_texts(RIGHT))
     found = match(LEFT, RIGHT, lv, rv, PRODUCT)
@@ -236,6 +239,7 @@ def test_match_links_the_true_pairs_one_to_one(encode):
     assert len(found.candidates) <= PRODUCT.matching.candidates * (len(LEFT) + len(RIGHT))
 
 
+@pytest.mark.slow
 def test_match_reads_no_labels_and_honours_a_configured_threshold(encode):
     lv, rv = encode(_texts(LEFT)), encode(_texts(RIGHT))
     plain = match(LEFT, RIGHT, lv, rv, PRODUCT)
@@ -280,6 +284,7 @@ def test_twin_candidates_are_unlinked_records_whose_best_partner_holds_their_twi
     assert duplicate_threshold(0.6) == 0.8
 
 
+@pytest.mark.slow
 def test_a_record_links_to_its_partner_and_the_partners_twin(encode):
     left = pd.DataFrame({"_source": "shop", "_record_id": ["s1", "s2"],
                          "name": ["adobe soundbooth cs3", "garden planner deluxe 3"],

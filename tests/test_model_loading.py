@@ -17,6 +17,8 @@ from jammi.embedding.model_files import model_short_name, resolve_model_path
 from jammi.errors import ModelLoadError
 from tests.conftest import PRODUCT_COLUMNS, materialize, ready_tables, write_project
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 HIDDEN = 32
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 

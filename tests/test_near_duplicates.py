@@ -202,6 +202,7 @@ def _brute_force_clusters(keys: list[str], texts: list[str], threshold: float = 
     return sorted((c for c in comps.values() if len(c) > 1), key=lambda c: (-len(c), sorted(c)))
 
 
+@pytest.mark.slow
 def test_clusters_of_templated_texts_match_all_pairs_compared():
     texts = _templated(500, seed=3)
     texts += [t.upper() for t in texts[:20]]
@@ -218,6 +219,7 @@ def test_clusters_of_templated_texts_match_all_pairs_compared():
     assert result.extra["rows_capped"] == 0
 
 
+@pytest.mark.slow
 def test_identical_and_templated_texts_stay_bounded():
     n = 20_000
     same = " ".join(_words(random.Random(1), 30))  # unlike every template

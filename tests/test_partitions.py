@@ -89,6 +89,7 @@ def test_bad_partitions_are_refused_naming_the_field(tmp_path, bad, message):
     assert message in str(err.value) and "partitions" in str(err.value)
 
 
+@pytest.mark.slow
 def test_partitioned_source_equals_unpartitioned_and_refreshes_one_partition(tmp_path):
     rows = reviews_rows()
     write_csv(tmp_path / "flat" / "data" / "reviews.csv", rows)
@@ -132,6 +133,7 @@ def test_partitioned_source_equals_unpartitioned_and_refreshes_one_partition(tmp
     assert "301" not in table_vectors(parts) and len(table_vectors(parts)) == 23
 
 
+@pytest.mark.slow
 def test_date_path_partitions_read_one_file_each(tmp_path):
     rows = reviews_rows(3)
     for day in DAYS[:2]:
@@ -163,6 +165,7 @@ PARTITION_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_partitions_materialized_at_once_lose_no_commit(tmp_path):
     write_csv(tmp_path / "data" / "reviews.csv", reviews_rows(8))
     project = reviews_project(tmp_path, {"by": "created_at", "granularity": "day", "start": "2026-11-01"})
@@ -179,6 +182,7 @@ def test_partitions_materialized_at_once_lose_no_commit(tmp_path):
     assert Jammi(project).verify()[0].clean
 
 
+@pytest.mark.slow
 def test_dynamic_file_partitions_one_per_landed_file(tmp_path):
     rows = reviews_rows(2)
     write_csv(tmp_path / "data" / "reviews" / "batch-a.csv", rows[:4])
@@ -193,6 +197,7 @@ def test_dynamic_file_partitions_one_per_landed_file(tmp_path):
     assert Jammi(project).sql("SELECT count(*) AS n FROM jammi.raw_reviews")["n"][0] == 8
 
 
+@pytest.mark.slow
 def test_a_full_backfill_rebuilds_the_table_once(tmp_path):
     write_csv(tmp_path / "data" / "reviews.csv", reviews_rows(2))
     project = reviews_project(tmp_path, {"by": "created_at", "granularity": "day", "start": "2026-11-01"})
@@ -217,6 +222,7 @@ def partition_of(project) -> dict[str, str]:
     return dict(zip(rows.column("_row_id").to_pylist(), rows.column("_partition").to_pylist(), strict=True))
 
 
+@pytest.mark.slow
 def test_a_partition_run_counts_its_partition_and_a_moved_key_follows_the_last_run(tmp_path):
     rows = reviews_rows()  # 6 rows a day
     write_csv(tmp_path / "data" / "reviews.csv", rows)

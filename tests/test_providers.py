@@ -106,6 +106,7 @@ def test_retry_after_headers(headers, expected):
     assert retry_after(headers) == expected
 
 
+@pytest.mark.slow
 def test_known_tokenizer_counts_exactly_and_cuts_to_the_window(encoder):
     counter = TokenCounter(ProviderSpec(model=SERVED_MODEL, base_url="http://127.0.0.1:1"))
     assert counter.exact and counter.window == encoder.max_seq_length == 256
@@ -159,6 +160,7 @@ def proxy(server):
     p.stop()
 
 
+@pytest.mark.slow
 def test_vectors_equal_the_in_process_model(server, encoder):
     texts = [f"{t}. {b}" for t, b in ROWS.values()] + ["word " * 600, "Ünïcödé ✓, 日本語も"]
     provider = load_provider(provider_spec(server.base_url, max_batch_texts=16, max_concurrency=3))
@@ -195,6 +197,7 @@ def run(project):
     return {k: v.value for k, v in mat.metadata.items()}, checks, result
 
 
+@pytest.mark.slow
 def test_a_provider_pipeline_builds_refreshes_and_searches_with_its_cost(tmp_path, proxy, encoder,
                                                                          monkeypatch):
     monkeypatch.setenv("JAMMI_TEST_KEY", API_KEY)
@@ -258,6 +261,7 @@ def test_a_provider_pipeline_builds_refreshes_and_searches_with_its_cost(tmp_pat
     assert cli.exit_code == 0 and "walnut" in cli.output
 
 
+@pytest.mark.slow
 def test_switching_the_provider_builds_a_new_table_blue_green(tmp_path, server, monkeypatch):
     monkeypatch.setenv("JAMMI_TEST_KEY", API_KEY)
     project = items_project(tmp_path, server.base_url)
@@ -273,6 +277,7 @@ def test_switching_the_provider_builds_a_new_table_blue_green(tmp_path, server, 
     assert Jammi(project).search("items", "a piano", k=1)["similarity"].iloc[0] > 0.3
 
 
+@pytest.mark.slow
 def test_faults_cost_retries_never_rows(proxy, encoder):
     faults = {0: ("status", 429, 1), 1: ("status", 503, None), 2: ("drop",), 3: ("drop_body",),
               4: ("slow", 4.0), 5: ("status", 500, None)}
@@ -291,6 +296,7 @@ def test_faults_cost_retries_never_rows(proxy, encoder):
     assert usage.rate_limit_waits >= 1 and usage.rate_limit_wait_s >= 1.0
 
 
+@pytest.mark.slow
 def test_a_service_that_never_answers_fails_the_run_clearly(proxy):
     proxy.plan = lambda n, _body: ("status", 503, None)
     provider = load_provider(provider_spec(proxy.base_url, max_retries=2))
@@ -306,6 +312,7 @@ def test_a_service_that_never_answers_fails_the_run_clearly(proxy):
         provider.encode_many(["one"])
 
 
+@pytest.mark.slow
 def test_a_refused_text_is_a_row_error_not_a_failed_table(tmp_path, proxy, monkeypatch):
     monkeypatch.setenv("JAMMI_TEST_KEY", API_KEY)
     rows = dict(ROWS)
@@ -327,6 +334,7 @@ def test_a_refused_text_is_a_row_error_not_a_failed_table(tmp_path, proxy, monke
     assert table.column("_error").to_pylist()[1].startswith("refused by the service")
 
 
+@pytest.mark.slow
 def test_declared_rates_pace_the_requests(proxy):
     provider = load_provider(provider_spec(proxy.base_url, max_batch_texts=2, max_concurrency=4,
                                            requests_per_minute=240))
@@ -339,6 +347,7 @@ def test_declared_rates_pace_the_requests(proxy):
     assert usage.rate_limit_waits >= 6 and usage.rate_limited == 0
 
 
+@pytest.mark.slow
 def test_the_api_key_is_masked_in_errors_the_event_log_and_the_cli(tmp_path, server, monkeypatch):
     wrong = "sk-wrong-key-9876543210fedcba"
     monkeypatch.setenv("JAMMI_TEST_KEY", wrong)
@@ -356,6 +365,7 @@ def test_the_api_key_is_masked_in_errors_the_event_log_and_the_cli(tmp_path, ser
     assert wrong not in str(err.value) and "HTTP 401" in str(err.value)
 
 
+@pytest.mark.slow
 def test_query_vectors_are_cached_per_text(proxy):
     queries = CachedQueries(load_provider(provider_spec(proxy.base_url)))
     first = queries.encode(["a lamp", "a chair"])
@@ -390,6 +400,7 @@ def test_vectors_are_normalised_and_their_dimensions_checked(monkeypatch):
         provider._vectors(SimpleNamespace(data=wrong.data * 2, usage=None), 1)
 
 
+@pytest.mark.slow
 def test_a_partitioned_provider_pipeline_sends_only_its_partitions_changes(tmp_path, server, encoder,
                                                                            monkeypatch):
     from tests.test_partitions import DAYS, embed_metadata, reviews_rows, run_partition, table_vectors

@@ -25,6 +25,7 @@ def _loaded_after(code: str) -> set[str]:
     return set(eval(out.strip().splitlines()[-1]))
 
 
+@pytest.mark.slow
 def test_jammi_Jammi_is_the_facade_and_imports_no_heavy_library():
     assert jammi.Jammi is Jammi
     assert set(jammi.__all__) == {"Jammi", "__version__"}
@@ -32,6 +33,7 @@ def test_jammi_Jammi_is_the_facade_and_imports_no_heavy_library():
     assert _loaded_after("from jammi import Jammi") == set()
 
 
+@pytest.mark.slow
 def test_import_jammi_loads_neither_the_facade_nor_duckdb():
     out = subprocess.run([sys.executable, "-c", "import sys, jammi; print('jammi.app.facade' in sys.modules, "
                           "'duckdb' in sys.modules)"], cwd=REPO, capture_output=True, text=True,

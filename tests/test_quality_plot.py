@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from PIL import Image
 
 from jammi.quality.report import DPI, LAST_RUNS, PANEL_INCHES, TITLE_INCHES, plot_history
@@ -29,6 +30,7 @@ def test_plot_has_a_panel_per_check_and_the_last_runs(tmp_path):
         assert len(set(img.convert("RGB").getdata())) > 50  # lines, markers, text: not blank
 
 
+@pytest.mark.slow
 def test_plot_of_many_checks_lays_them_out_four_a_row(tmp_path):
     checks = [f"check_{i:02d}" for i in range(15)]
     out = plot_history(_results(3, checks, ["validated_a"]), tmp_path / "report.png")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from jammi.app.facade import Jammi
 from jammi.quality.frame_gate import BASE_CHECKS
 from jammi.quality.report import summary_markdown
@@ -9,6 +11,7 @@ from jammi.tables.checks import ANN_RECALL, TABLE_CHECKS
 from tests.conftest import PRODUCT_COLUMNS, materialize, write_project
 
 
+@pytest.mark.slow
 def test_quality_report_accumulates_runs(tmp_path, products_csv):
     project = write_project(
         tmp_path,

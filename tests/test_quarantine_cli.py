@@ -13,6 +13,8 @@ from jammi.silver.pandera_model import REASON_COLUMN
 from jammi.storage import frame_path
 from tests.conftest import PRODUCT_COLUMNS, invoke_cli, write_project
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 ROWS = (
     "id,title,body,price\n"
     "1,Red running shoes,Light trail runners,59.5\n"

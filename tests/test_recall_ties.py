@@ -117,6 +117,7 @@ def _segments_with_deletions(tables_dir: Path) -> tuple[Version, dict[str, np.nd
     return version, vectors, gone
 
 
+@pytest.mark.slow
 def test_recall_streams_current_rows_only(tmp_path, monkeypatch):
     version, vectors, gone = _segments_with_deletions(tmp_path)
 
@@ -171,6 +172,7 @@ def test_sample_reads_real_rows_deterministically(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ec._sample(path, 16, 5000, seed=1), vectors)  # all rows, in order
 
 
+@pytest.mark.slow
 def test_repeated_texts_are_indexed_once_and_found_with_every_row(tmp_path):
     """20,000 rows of 1,000 texts (20 rows each): the sidecar holds one vector a text, a search
     returns every row of the nearest text, and recall holds (an index of every row, whose 20

@@ -162,6 +162,7 @@ def test_sigkill_mid_build_then_recover_and_rebuild(tmp_path: Path):
 # --- b) valid Parquet stuck in building -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_checked_table_stuck_in_building_is_promoted_with_its_counts_and_checks(tmp_path, products_csv):
     """Killed between its checks (manifest ready, counts and outcomes in it) and its switch."""
     project, rec = materialized(tmp_path / "proj", products_csv)
@@ -204,6 +205,7 @@ def test_checked_table_stuck_in_building_is_promoted_with_its_counts_and_checks(
     assert exact["_row_id"].tolist() == hits["_row_id"].tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("manifest_says", ["building", "checks_failed"])
 def test_unchecked_table_is_never_promoted(tmp_path, products_csv, manifest_says):
     """Killed right after the final Parquet appeared, before its checks finished (issue 11.7):
@@ -233,6 +235,7 @@ def test_unchecked_table_is_never_promoted(tmp_path, products_csv, manifest_says
 # --- c) corrupt Parquet stuck in building ---------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_corrupt_parquet_is_deleted_and_failed(tmp_path, products_csv, damage):
     project, rec = materialized(tmp_path / "proj", products_csv)
@@ -260,6 +263,7 @@ def test_corrupt_parquet_is_deleted_and_failed(tmp_path, products_csv, damage):
     assert rec.table_name not in views
 
 
+@pytest.mark.slow
 def test_wrong_dimensions_count_as_corrupt(tmp_path, products_csv):
     project, rec = materialized(tmp_path / "proj", products_csv)
     set_stuck(project, rec.table_name)
@@ -274,6 +278,7 @@ def test_wrong_dimensions_count_as_corrupt(tmp_path, products_csv):
 # --- d) a live builder is left alone ----------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("builder", ["this-process", "other-host"])
 def test_live_builder_is_left_alone(tmp_path, products_csv, builder):
     project, rec = materialized(tmp_path / "proj", products_csv)
@@ -324,6 +329,7 @@ def test_recover_without_catalog_does_nothing(tmp_path):
 # --- e) the CLI -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_recover_prints_actions(tmp_path, products_csv):
     project, rec = materialized(tmp_path / "proj", products_csv)
     set_stuck(project, rec.table_name)
@@ -357,6 +363,7 @@ def test_cli_recover_prints_actions(tmp_path, products_csv):
     assert again.stdout.strip() == "(no rows)"
 
 
+@pytest.mark.slow
 def test_cli_search_recovers_only_when_nothing_ready_serves(tmp_path, products_csv):
     """`jammi search` skips recovery while a ready table serves (recovery could not change what it
     finds), and runs it when the search finds nothing ready: the stuck table is promoted and found."""
@@ -386,6 +393,7 @@ def test_cli_search_recovers_only_when_nothing_ready_serves(tmp_path, products_c
     assert catalog.table(ghost).status == STATUS_FAILED
 
 
+@pytest.mark.slow
 def test_cli_recover_table_format(tmp_path, products_csv):
     project, rec = materialized(tmp_path / "proj", products_csv)
     rec.parquet_path.unlink()

@@ -14,6 +14,8 @@ from jammi.tables.catalog import Catalog
 from jammi.tables.versions import read_current
 from tests.conftest import materialize, write_project
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 HEADER = "id,title,body\n"
 ROWS = {i: (f"Product {i} {w}", f"A {w} thing for everyday use, model {i}")
         for i, w in enumerate(["kettle", "lamp", "chair", "tent", "drill", "scarf", "piano", "mug",

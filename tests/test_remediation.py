@@ -126,6 +126,7 @@ def test_bad_remediation_config_fails_at_load(tmp_path, remediation, message):
         parse_project(doc, tmp_path / "jammi.yaml")
 
 
+@pytest.mark.slow
 def test_materialize_admits_clipped_rows_and_quarantines_the_rest(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "products.csv").write_text(

@@ -9,6 +9,8 @@ import pytest
 from jammi.app.facade import Jammi
 from tests.conftest import failure_message, materialize, write_project
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 WORDS = ["kettle", "lamp", "chair", "tent", "drill", "scarf", "piano", "mug", "boots", "atlas",
          "sofa", "radio", "vase", "rope", "desk", "fan", "bowl", "clock", "bike", "kite"]
 

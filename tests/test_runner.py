@@ -67,6 +67,7 @@ def test_unknown_name_lists_the_assets(demo):
         resolve_selection(project, ["nope"], assets)
 
 
+@pytest.mark.slow
 def test_cli_materializes_an_asset_that_shares_its_step(tmp_path, products_csv, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
@@ -131,6 +132,7 @@ RUN_QUERY = """query($runId: ID!) { runOrError(runId: $runId) { ... on Run {
   jobName repositoryOrigin { repositoryLocationName repositoryName } hasReExecutePermission } } }"""
 
 
+@pytest.mark.slow
 def test_cli_run_is_recorded_under_its_job_and_the_ui_reexecutes_it(tmp_path, products_csv,
                                                                      monkeypatch):
     home = tmp_path / "dagster_home"
@@ -187,6 +189,7 @@ def test_cli_run_is_recorded_under_its_job_and_the_ui_reexecutes_it(tmp_path, pr
     instance.dispose()
 
 
+@pytest.mark.slow
 def test_one_partition_runs_here_with_its_tags(tmp_path, cli_home):
     project = dated_project(tmp_path)
     result = invoke_cli(["materialize", "--project", str(project.path), "--partition", DAYS[1]])
@@ -201,6 +204,7 @@ def test_one_partition_runs_here_with_its_tags(tmp_path, cli_home):
     assert not cli_home.get_backfills()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_partition_range_is_a_backfill(tmp_path, cli_home, workers):
     project = dated_project(tmp_path)
@@ -219,6 +223,7 @@ def test_a_partition_range_is_a_backfill(tmp_path, cli_home, workers):
     assert f"validated_reviews [{DAYS[1]}]" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("partition, message", [
     ("2026-12-25", "--partition '2026-12-25' is not a partition of source 'reviews' (2026-11-01 ..."),
     ("2026-11-03...2026-11-01", "'2026-11-01' comes before '2026-11-03'"),
@@ -230,6 +235,7 @@ def test_bad_partitions_are_refused_in_one_line(tmp_path, cli_home, partition, m
     assert not cli_home.get_runs()
 
 
+@pytest.mark.slow
 def test_partition_of_an_unpartitioned_selection_is_refused(tmp_path, products_csv, cli_home):
     project = write_project(tmp_path, {"products": {"kind": "csv", "path": str(products_csv),
                                                     "key": "id", "columns": PRODUCT_COLUMNS}})

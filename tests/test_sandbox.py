@@ -9,6 +9,8 @@ from jammi.app.facade import Jammi
 from jammi.errors import JammiError, SearchError
 from tests.conftest import PRODUCT_COLUMNS, materialize, write_project
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 
 @pytest.fixture(scope="module")
 def jammi(tmp_path_factory):

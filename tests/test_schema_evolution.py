@@ -405,6 +405,7 @@ def test_an_older_row_invalid_in_its_own_version_is_quarantined_naming_that_vers
     assert reason.startswith("schema v1: name:") and "not_nullable" in reason
 
 
+@pytest.mark.slow
 def test_validate_asset_migrates_lazily_and_quarantines_unresolved_rows(tmp_path):
     write_partner_files(tmp_path)
     project = write_project(tmp_path, {"partners": PARTNERS_SOURCE})

@@ -82,6 +82,7 @@ def query(encoder, text: str) -> np.ndarray:
     return encoder.encode([text])[0]
 
 
+@pytest.mark.slow
 def test_second_search_opens_nothing(project, encoder, opens):
     jammi = Jammi(project, recover_on_open=False)
     q = query(encoder, "shoes for running")
@@ -96,6 +97,7 @@ def test_second_search_opens_nothing(project, encoder, opens):
     assert text["_row_id"].tolist() == first["_row_id"].tolist()
 
 
+@pytest.mark.slow
 def test_loader_is_called_once_per_model(project, encoder):
     calls = []
 
@@ -109,6 +111,7 @@ def test_loader_is_called_once_per_model(project, encoder):
     assert calls == [DEFAULT_MODEL]
 
 
+@pytest.mark.slow
 def test_new_version_and_rollback_are_noticed(project, encoder, opens):
     jammi = Jammi(project, recover_on_open=False)
     q = query(encoder, "a tent for camping")
@@ -129,6 +132,7 @@ def test_new_version_and_rollback_are_noticed(project, encoder, opens):
     pd.testing.assert_frame_equal(back, uncached_search(project, "items", vector=q, k=1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("select", [None, ["category", "title"]])
 def test_cached_search_equals_uncached(project, encoder, select):
     jammi = Jammi(project, recover_on_open=False)
@@ -140,6 +144,7 @@ def test_cached_search_equals_uncached(project, encoder, select):
                                                                   select=select, **kwargs))
 
 
+@pytest.mark.slow
 def test_search_many_equals_a_loop_of_search(project, encoder):
     jammi = Jammi(project, recover_on_open=False)
     texts = ["coffee", "headphones for travel", "a mat for yoga", "kitchen"]
@@ -155,6 +160,7 @@ def test_search_many_equals_a_loop_of_search(project, encoder):
         pd.testing.assert_frame_equal(got, jammi.search("items", vector=q, k=4))
 
 
+@pytest.mark.slow
 def test_filtered_search_keeps_to_the_filter(project, encoder, opens):
     jammi = Jammi(project, recover_on_open=False)
     q = query(encoder, "something to cook with")

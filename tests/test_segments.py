@@ -5,6 +5,7 @@ segmented table searches, verifies and refreshes like a one-file table."""
 from __future__ import annotations
 
 import pyarrow.parquet as pq
+import pytest
 
 from jammi.app.facade import Jammi
 from jammi.tables import build
@@ -15,6 +16,8 @@ from jammi.tables.versions import read_current
 from tests.conftest import materialize
 from tests.test_refresh import ROWS, run, write_rows
 from tests.test_refresh import project as items_project
+
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
 
 project = items_project  # the items project fixture, under its name
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from jammi.app.facade import Jammi
 from jammi.demo.versioned import PARTNERS_SOURCE, write_partner_files
@@ -43,6 +44,7 @@ def test_columns_with_a_leading_underscore_are_validated(tmp_path):
     assert "_rank: greater_than_or_equal_to(0.0) failed for value -3" in silver.quarantine[REASON_COLUMN][0]
 
 
+@pytest.mark.slow
 def test_undeclared_nested_columns_are_kept_as_json_text(tmp_path):
     project = beir_corpus(tmp_path)
     result = materialize(project, selection=["raw_corpus"])
@@ -51,6 +53,7 @@ def test_undeclared_nested_columns_are_kept_as_json_text(tmp_path):
     assert raw["metadata"].tolist() == ["{}", '{"year": 2020}', "{}"]
 
 
+@pytest.mark.slow
 def test_infer_on_a_versioned_source_embeds_the_migrated_rows(tmp_path, encoder):
     write_partner_files(tmp_path)
     project = write_project(tmp_path, {"partners": PARTNERS_SOURCE},

@@ -106,6 +106,7 @@ def checks(result) -> dict:
     return {(e.asset_key.path[0], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
 
 
+@pytest.mark.slow
 def test_each_version_reaches_both_stores_once_with_its_columns(tmp_path, pg, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
@@ -154,6 +155,7 @@ def test_each_version_reaches_both_stores_once_with_its_columns(tmp_path, pg, mo
     assert found[("items", "pg")]["table_name"].startswith("item_vectors__")
 
 
+@pytest.mark.slow
 def test_new_generation_switches_after_its_check_and_rollback_switches_back(tmp_path, pg, monkeypatch):
     rows = items(40, seed=1)
     sinks = {"pg": {**SINKS["pg"], "columns": ["price"]}, "lance": SINKS["lance"]}
@@ -210,6 +212,7 @@ def test_new_generation_switches_after_its_check_and_rollback_switches_back(tmp_
         assert_exact(project, sink, rows)
 
 
+@pytest.mark.slow
 def test_parity_counts_differences_blocks_and_repair_mends(tmp_path, pg, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
@@ -246,6 +249,7 @@ def test_parity_counts_differences_blocks_and_repair_mends(tmp_path, pg, monkeyp
         assert_exact(project, sink)
 
 
+@pytest.mark.slow
 def test_a_restart_of_postgresql_mid_run_applies_nothing_then_the_rerun_everything(tmp_path, pg, monkeypatch):
     rows = items(300, seed=3)
     project = project_of(tmp_path, rows, {"pg": SINKS["pg"]}, model="fake/hash", schema="restart")
@@ -344,6 +348,7 @@ def test_sink_declarations_are_checked_at_load(tmp_path, monkeypatch):
         project_of(tmp_path, rows, {"embeddings": SINKS["lance"]})
 
 
+@pytest.mark.slow
 def test_the_sink_asset_follows_the_embeddings_asset(tmp_path, pg):
     from jammi_assets.definitions import build_assets
 

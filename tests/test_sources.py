@@ -297,6 +297,7 @@ def test_postgres_query_error_names_the_source(tmp_path, pg_table):
     assert "nosuchcol" in str(info.value)
 
 
+@pytest.mark.slow
 def test_postgres_source_materializes_through_embeddings(tmp_path, pg_table):
     project = write_project(
         tmp_path,

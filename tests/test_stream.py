@@ -75,6 +75,7 @@ def _run_worker(project, encoder, **limits):
     return worker, asyncio.run(worker.run(**limits))
 
 
+@pytest.mark.slow
 def test_worker_commits_good_events_and_dead_letters_bad_ones(tmp_path, stream, encoder):
     project = stream_project(tmp_path, stream, max_wait_ms=200)
     payloads = [event(i) for i in range(12)]
@@ -108,6 +109,7 @@ def test_worker_commits_good_events_and_dead_letters_bad_ones(tmp_path, stream, 
     assert all("table_name" in t for t in json.loads(tables.output))
 
 
+@pytest.mark.slow
 def test_redelivered_events_add_no_second_row(tmp_path, stream, encoder):
     project = stream_project(tmp_path, stream)
     stream.publish([event(i) for i in range(5)])
@@ -139,6 +141,7 @@ def test_redelivered_events_add_no_second_row(tmp_path, stream, encoder):
     assert version.segments[-1].rows == 1
 
 
+@pytest.mark.slow
 def test_each_batch_is_a_runless_materialization(tmp_path, stream, encoder, monkeypatch):
     from jammi_assets.stream_events import batch_reporter
 
@@ -160,6 +163,7 @@ def test_each_batch_is_a_runless_materialization(tmp_path, stream, encoder, monk
     assert instance.get_latest_materialization_event(dg.AssetKey("raw_news")) is not None
 
 
+@pytest.mark.slow
 def test_stream_sensor_requests_the_micro_batch_run_past_the_lag_threshold(tmp_path, stream):
     from sensors.stream import build_stream_sensors
 
@@ -184,6 +188,7 @@ def test_stream_sensor_requests_the_micro_batch_run_past_the_lag_threshold(tmp_p
 
 
 
+@pytest.mark.slow
 def test_batch_segments_are_merged_and_upserts_stay_single_rows(tmp_path, encoder, monkeypatch):
     import json
     import time
@@ -221,6 +226,7 @@ def test_batch_segments_are_merged_and_upserts_stay_single_rows(tmp_path, encode
     assert hits["_row_id"].tolist() == ["2"]
 
 
+@pytest.mark.slow
 def test_an_event_past_max_deliver_is_dead_lettered_with_the_reason(tmp_path, stream, encoder):
     project = stream_project(tmp_path, stream, max_deliver=1)
     stream.publish([event(1)])
@@ -241,6 +247,7 @@ def test_an_event_past_max_deliver_is_dead_lettered_with_the_reason(tmp_path, st
     assert seq == again[0].seq and "delivered 2 times without a commit (max_deliver 1)" in reason
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_retried_with_backoff_not_fatal(tmp_path, encoder):
     project = _parse(tmp_path, {"kind": "nats", "key": "id", "columns": COLUMNS,
                                 "nats": {**NATS, "servers": "nats://127.0.0.1:1"}})

@@ -11,10 +11,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from jammi.app.facade import Jammi
 from jammi.tables.catalog import Catalog
 from tests.conftest import REPO
 from tests.stream_support import event, stream_project
+
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
 
 MALFORMED = {7, 23}
 

@@ -19,6 +19,8 @@ from jammi.storage import frame_path
 from jammi.tables.frames import load_frame
 from tests.conftest import failure_message, materialize, write_project
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 COLUMNS = {"id": "int", "title": "str", "note": "str", "price": {"type": "float", "ge": 0}}
 SELECT = ["raw_items", "validated_items", "quarantine_items"]
 

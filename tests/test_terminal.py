@@ -66,6 +66,7 @@ def test_other_arrow_columns_print_through_the_frame(fmt):
     assert "2024-09-11" in text and "a" in text
 
 
+@pytest.mark.slow
 def test_plain_arrow_prints_without_pandas(tmp_path):
     pq.write_table(plain_table(), tmp_path / "rows.parquet")
     code = ("import sys, pyarrow.parquet as pq; from jammi.terminal import render; "

@@ -14,6 +14,8 @@ from jammi.errors import ArtifactError
 from jammi.tables.catalog import Catalog
 from tests.conftest import invoke_cli, materialize, write_project
 
+pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes
+
 ROWS = {i: f"Item {i} {w}" for i, w in enumerate(["kettle", "lamp", "chair", "tent", "drill", "scarf"], 1)}
 
 

@@ -251,6 +251,7 @@ def test_sensors_are_built_per_watermark_source(tmp_path, table):
                                                  resources=build_resources(project)))
 
 
+@pytest.mark.slow
 def test_sensor_requests_new_work_and_retries_failed_runs_with_backoff(tmp_path, table, monkeypatch):
     project = project_for(tmp_path, {"table": table.name})
     clock = [1_000_000.0]
@@ -319,6 +320,7 @@ def test_backoff_doubles_up_to_an_hour():
     assert [postgres_watermark.backoff_s(n) for n in (1, 2, 3, 7, 20)] == [60, 120, 240, 3600, 3600]
 
 
+@pytest.mark.slow
 def test_commit_sensor_commits_the_run_that_extracted(tmp_path, table):
     project = project_for(tmp_path, {"table": table.name})
     instance = dg.DagsterInstance.ephemeral()
@@ -352,6 +354,7 @@ def _rows_encoded(result, pipeline: str) -> int:
     raise AssertionError(f"no materialization of {keys.embeddings(pipeline)}")
 
 
+@pytest.mark.slow
 def test_second_materialization_reads_and_encodes_only_the_changes(tmp_path, table):
     project = project_for(tmp_path, {"table": table.name},
                           {"items": {"source": "items", "text_columns": ["title", "body"]}})

@@ -74,6 +74,7 @@ def test_tokenizers_that_do_not_split_on_whitespace_see_whole_texts():
     assert not splits_on_whitespace(tok)
 
 
+@pytest.mark.slow
 def test_encoder_vectors_of_long_texts_equal_the_models_own(encoder):
     rng = random.Random(3)
     vocab = "the quick brown fox jumps over a lazy dog while 42 wireless headphones charge".split()
@@ -85,6 +86,7 @@ def test_encoder_vectors_of_long_texts_equal_the_models_own(encoder):
     assert encoder.token_counts(["hello world"]) == [4]
 
 
+@pytest.mark.slow
 def test_counted_ids_are_encoded_once_and_give_the_models_vectors(encoder):
     """Counting keeps the ids; encoding uses each once (the cache drains) and gives what
     `SentenceTransformer.encode` gives, whether the ids were kept or not."""
@@ -103,6 +105,7 @@ def test_counted_ids_are_encoded_once_and_give_the_models_vectors(encoder):
     np.testing.assert_allclose(fresh, theirs, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_kept_ids_stay_within_their_budget(encoder, monkeypatch):
     from jammi.embedding import pretokenized
 
@@ -115,6 +118,7 @@ def test_kept_ids_stay_within_their_budget(encoder, monkeypatch):
     assert encoder._pre._cached_tokens == 0
 
 
+@pytest.mark.slow
 def test_a_table_tokenized_on_threads_gives_the_single_calls_ids(encoder, monkeypatch):
     """The length sort's count of a whole table is tokenized in contiguous parts on several
     threads: the ids, type ids and cuts equal one call's, text by text, in order."""
