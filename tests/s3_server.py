@@ -73,7 +73,8 @@ def start(folder: Path) -> S3Server:
     # only the S3 API, on ports of its own: the Iceberg and Lance listeners off
     proc = subprocess.Popen(
         [binary, "server", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
-         f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=64", "-master.volumeSizeLimitMB=64", *flags],
+         f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=64",
+         "-master.volumeSizeLimitMB=64", *flags],
         stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
     s3 = ports["s3"]
     server = S3Server(f"http://127.0.0.1:{s3}", proc)

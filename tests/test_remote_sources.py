@@ -108,9 +108,11 @@ def test_what_cannot_be_read_is_named(s3_env, tmp_path):
     s3_env.put("s3://jammi-src/bad/latin1.csv", "id,title\n1,caf\xe9\n".encode("latin-1"))
     s3_env.put("s3://jammi-src/bad/broken.jsonl", b'{"id": 1, "title": "a"}\n{"id": 2,\n')
     sources = {
-        "missing": {"kind": "csv", "path": "s3://jammi-src/bad/nothing-here.csv", "key": "id", "columns": COLUMNS},
+        "missing": {"kind": "csv", "path": "s3://jammi-src/bad/nothing-here.csv", "key": "id",
+                    "columns": COLUMNS},
         "latin": {"kind": "csv", "path": "s3://jammi-src/bad/latin1.csv", "key": "id", "columns": COLUMNS},
-        "broken": {"kind": "jsonl", "path": "s3://jammi-src/bad/broken.jsonl", "key": "id", "columns": COLUMNS},
+        "broken": {"kind": "jsonl", "path": "s3://jammi-src/bad/broken.jsonl", "key": "id",
+                   "columns": COLUMNS},
     }
     project = write_project(tmp_path, sources)
     with pytest.raises(SourceError, match=r"source 'missing': no object matches path 's3://jammi-src/bad/nothing"):
@@ -127,7 +129,8 @@ def test_wrong_credentials_are_a_clear_error(s3, tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     project = write_project(tmp_path, {"items": {"kind": "csv", "path": "s3://jammi-src/creds/items.csv",
                                                  "key": "id", "columns": COLUMNS}})
-    with pytest.raises(SourceError, match=r"source 'items': cannot list s3://jammi-src/creds/items.csv") as err:
+    refused = r"source 'items': cannot list s3://jammi-src/creds/items.csv"
+    with pytest.raises(SourceError, match=refused) as err:
         list(extract_batches(project, "items"))
     assert "wrong" not in str(err.value)
 
