@@ -28,12 +28,25 @@ them non-matches), m leans towards the higher levels (`M_START`), λ one candida
 `START_CANDIDATES` per record. Iterations stop when λ and every m and u move less than
 `TOLERANCE`, or after `MAX_ITERATIONS`.
 
-Labels (`fit_labelled`): pairs people answered keep their answer as their probability through
-EM (a `y` is 1, an `n` 0: they steer m and u, `LABEL_WEIGHT` times a pair's say), then a
-logistic calibration is fitted on the labelled pairs: one scale per field on its EM weight
-plus an intercept, with a Gaussian prior that pulls it towards the EM model (`PRIOR_SD` on the
-scales, the looser `INTERCEPT_SD` on the intercept), so 25 answers move it a little and 400
-answers a lot, and the threshold becomes the calibrated probability 0.5.
+The default scorer (`scoring: learned`, matching.learn) does not link on the match
+probability: the fields are not independent given the truth (a title, the codes read from it
+and its embedding say the same thing thrice), so the probabilities come out overconfident and
+rank pairs across records badly. It uses the model to say how much each field tells matches
+apart (`MatchModel.separation`, `importance`) and scores the weighted mean of the similarities,
+each field's hand weight times its importance (`mean_weights`).
+
+A record can have at most one partner in the other source, so the E-step caps each record's
+expected partners at one (`one_to_one`); without it EM learns "similar products" rather than
+"the same product" (a prior of 13% of Amazon-Google's candidates instead of 1.6%).
+
+Labels: pairs people answered keep their answer as their probability through EM (a `y` is 1,
+an `n` 0: they steer m and u, `LABEL_WEIGHT` times a pair's say). For the learned mean,
+`fit_mean` then fits the weights and the threshold to the answers (penalised likelihood, priors
+centred on the label-free fit: `PRIOR_SD` on log weights, `THRESHOLD_SD` on the threshold). For
+the plain probability (`scoring: fellegi_sunter`), `calibrate` fits one scale per field on its
+EM weight plus an intercept, with priors `PRIOR_SD` and the looser `INTERCEPT_SD`, and the
+threshold becomes the calibrated probability 0.5. Either way 25 answers move it a little and
+400 answers a lot.
 """
 
 from __future__ import annotations
@@ -139,9 +152,13 @@ class MatchModel:
         return {name: float(((fm.m - fm.u) * fm.weights()).sum()) for name, fm in self.fields.items()}
 
     def importance(self) -> dict[str, float]:
-        """Per field, 1 - 2^-separation: 0 for a field that says nothing, 0.5 at one bit, near 1
-        from four bits on (a field that tells matches apart on its own)."""
-        return {name: float(1.0 - 2.0 ** -max(j, 0.0)) for name, j in self.separation().items()}
+        """Per field, its separation relative to the best field's: 1 for the field that tells
+        matches apart best, 0 for one that says nothing. Proportional, not saturating: a field
+        with a fifth of the best field's bits gets a fifth of its say, so a weak field averaged
+        in (a description) cannot dilute the strong ones."""
+        separation = {name: max(j, 0.0) for name, j in self.separation().items()}
+        top = max(separation.values(), default=0.0)
+        return {name: (j / top if top > 0 else 0.0) for name, j in separation.items()}
 
     def describe(self) -> dict:
         """m, u and the weight in bits per field and level, for metadata and docs."""
