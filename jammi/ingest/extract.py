@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from jammi.errors import KeyIntegrityError, SourceError
-from jammi.ingest.remote import RemoteFile, is_url, list_files
+from jammi.ingest.remote import RemoteFile, SourceFile, is_url, list_files
 from jammi.redact import dsn_secrets, redact
 from jammi.spec.project import Project, SourceSpec
 from jammi.storage import BATCH_ROWS
@@ -36,7 +36,7 @@ def own_dirs(project: Project) -> list[Path]:
     return [d for d in (artifacts, root / ".dagster") if not root.is_relative_to(d)]
 
 
-def source_files(project: Project, name: str, spec: SourceSpec) -> list[Path] | list[RemoteFile]:
+def source_files(project: Project, name: str, spec: SourceSpec) -> list[SourceFile]:
     """The files a file source reads: its path, or every file its glob matches (but Jammi's own
     files), sorted; the listed objects when the path is an object-store URL."""
     if is_url(spec.path):
@@ -46,7 +46,7 @@ def source_files(project: Project, name: str, spec: SourceSpec) -> list[Path] | 
             raise SourceError(f"source {name!r}: {err}") from None
         if not found:
             raise SourceError(f"source {name!r}: no object matches path {spec.path!r}")
-        return found
+        return list[SourceFile](found)
     pattern = str(project.resolve(spec.path or ""))
     files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
     if not files:
@@ -59,10 +59,10 @@ def source_files(project: Project, name: str, spec: SourceSpec) -> list[Path] | 
                 f"source {name!r}: path {spec.path!r} only matches Jammi's own files (under "
                 f"{' or '.join(map(str, excluded))}); point it at the source's data files"
             )
-    return files
+    return list[SourceFile](files)
 
 
-def _decode_error(name: str, file: Path, spec: SourceSpec, err: UnicodeDecodeError) -> SourceError:
+def _decode_error(name: str, file: SourceFile, spec: SourceSpec, err: UnicodeDecodeError) -> SourceError:
     data = file.read_bytes()
     try:  # pandas decodes CSV field by field, so its offsets are relative to one field
         data.decode(spec.encoding)

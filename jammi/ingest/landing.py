@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 
 from jammi.errors import SourceError
 from jammi.ingest.extract import source_files
-from jammi.ingest.remote import is_url
+from jammi.ingest.remote import SourceFile, is_url
 from jammi.spec.automation import PATH_SEGMENT, partition_window
 from jammi.spec.project import Project
 
 WHOLE_SOURCE = ""
 
 
-def landed_files(project: Project, name: str) -> dict[str, list[Path]]:
+def landed_files(project: Project, name: str) -> dict[str, list[SourceFile]]:
     """Key -> the files of that group (empty when the source matches no file)."""
     spec = project.sources[name]
     part = spec.partitions
@@ -27,7 +26,7 @@ def landed_files(project: Project, name: str) -> dict[str, list[Path]]:
         globbed = spec.model_copy(update={"path": spec.path.replace(PATH_SEGMENT, "*")})
         matched = _files(project, name, globbed)
         segment = _segment_pattern(spec.path if is_url(spec.path) else str(project.resolve(spec.path)))
-        groups: dict[str, list[Path]] = {}
+        groups: dict[str, list[SourceFile]] = {}
         for f in matched:
             found = segment.fullmatch(str(f))
             if found is None or not _is_key(part, found.group("key")):
@@ -43,7 +42,7 @@ def landed_files(project: Project, name: str) -> dict[str, list[Path]]:
     return {WHOLE_SOURCE: files} if files else {}
 
 
-def fingerprint(files: list[Path]) -> str:
+def fingerprint(files: list[SourceFile]) -> str:
     """Names, sizes and modification times; '' for a file that vanished meanwhile."""
     h = hashlib.sha1()
     for f in sorted(files):
@@ -55,7 +54,7 @@ def fingerprint(files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _files(project: Project, name: str, spec) -> list[Path]:
+def _files(project: Project, name: str, spec) -> list[SourceFile]:
     try:
         return source_files(project, name, spec)
     except SourceError:

@@ -15,6 +15,7 @@ import functools
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -70,6 +71,9 @@ class RemoteFile:
     def read_bytes(self) -> bytes:
         with self.open() as handle:
             return handle.read()
+
+
+SourceFile = Path | RemoteFile  # a local file or a listed object, read alike by the extraction
 
 
 def first_line(err: BaseException) -> str:
