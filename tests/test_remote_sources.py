@@ -51,6 +51,7 @@ def test_urls_are_told_from_local_paths():
     assert not pattern.fullmatch("bucket/landing/a.csv.bak") and not pattern.fullmatch("bucket/other/a.csv")
 
 
+@pytest.mark.slow
 def test_a_csv_glob_on_s3_is_read_file_by_file(s3_env, tmp_path):
     s3_env.put("s3://jammi-src/glob/landing/a.csv", _csv([(1, "kettle"), (2, "teapot")]))
     s3_env.put("s3://jammi-src/glob/landing/b.csv", _csv([(3, "mug")]))
@@ -64,6 +65,7 @@ def test_a_csv_glob_on_s3_is_read_file_by_file(s3_env, tmp_path):
     assert rows["id"].tolist() == ["1", "2", "3"] and rows["title"].tolist() == ["kettle", "teapot", "mug"]
 
 
+@pytest.mark.slow
 def test_the_memo_and_the_sensor_see_a_replaced_object(s3_env, tmp_path):
     s3_env.put("s3://jammi-src/memo/items.csv", _csv([(1, "kettle")]))
     project = write_project(tmp_path, {"items": {"kind": "csv", "path": "s3://jammi-src/memo/items.csv",
@@ -79,6 +81,7 @@ def test_the_memo_and_the_sensor_see_a_replaced_object(s3_env, tmp_path):
     assert memo.content_digest([remote]) == memo.content_digest([remote])
 
 
+@pytest.mark.slow
 def test_jsonl_partitioned_by_its_path_on_s3(s3_env, tmp_path):
     for day, rows in {"2025-01-01": [(1, "a"), (2, "b")], "2025-01-02": [(3, "c")]}.items():
         body = "".join(json.dumps({"id": i, "title": t}) + "\n" for i, t in rows)
@@ -94,6 +97,7 @@ def test_jsonl_partitioned_by_its_path_on_s3(s3_env, tmp_path):
     assert _raw_inputs(project, "events", "2025-01-02") != _raw_inputs(project, "events", "2025-01-01")
 
 
+@pytest.mark.slow
 def test_parquet_on_s3(s3_env, tmp_path):
     buf = io.BytesIO()
     pd.DataFrame({"id": [5, 6], "title": ["lamp", "desk"]}).to_parquet(buf, index=False)
@@ -104,6 +108,7 @@ def test_parquet_on_s3(s3_env, tmp_path):
     assert rows["title"].tolist() == ["lamp", "desk"]
 
 
+@pytest.mark.slow
 def test_what_cannot_be_read_is_named(s3_env, tmp_path):
     s3_env.put("s3://jammi-src/bad/latin1.csv", "id,title\n1,caf\xe9\n".encode("latin-1"))
     s3_env.put("s3://jammi-src/bad/broken.jsonl", b'{"id": 1, "title": "a"}\n{"id": 2,\n')
@@ -123,6 +128,7 @@ def test_what_cannot_be_read_is_named(s3_env, tmp_path):
         list(extract_batches(project, "broken"))
 
 
+@pytest.mark.slow
 def test_wrong_credentials_are_a_clear_error(s3, tmp_path, monkeypatch):
     s3.put("s3://jammi-src/creds/items.csv", _csv([(1, "kettle")]))
     for name, value in {**s3.env(), "AWS_SECRET_ACCESS_KEY": "wrong"}.items():

@@ -341,6 +341,7 @@ _ROWS = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=_ROWS)
 def test_property_v1_to_v2_to_v3_equals_v1_to_v3(rows):

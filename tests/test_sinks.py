@@ -361,6 +361,7 @@ def test_the_sink_asset_follows_the_embeddings_asset(tmp_path, pg):
     assert pg_sink.group_names_by_key[pg_sink.key] == "sinks"
 
 
+@pytest.mark.slow
 def test_a_partitioned_pipeline_s_sink_runs_per_partition_and_holds_every_partition(tmp_path, pg):
     import dagster as dg
 
