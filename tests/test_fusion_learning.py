@@ -241,3 +241,18 @@ def test_review_command_stores_answers_until_quit(tmp_path, monkeypatch):
     assert listed.exit_code == 0 and listed.output.count("cy") == 2
     missing = invoke_cli(["fusion", "review", "nothing"])
     assert missing.exit_code == 1 and "entity 'nothing' is not declared" in missing.output
+
+
+def test_a_long_free_text_field_is_embedded_on_its_own_and_read_for_no_codes(tmp_path):
+    from jammi.fusion.scoring import code_fields, free_text
+
+    records = pd.DataFrame({"name": ["acme widget x100", "acme gadget"],
+                            "notes": [" ".join(["word"] * 30) + " fits z900", " ".join(["other"] * 25)]})
+    assert free_text(records, ["name", "notes"]) == ["notes"]
+    assert code_fields({"name": "text", "notes": "text", "sku": "code"}, ["notes"]) == ["name", "sku"]
+    project = two_sources(tmp_path)
+    frames = {s: f.assign(title=f["title"] + " " + " ".join(["filler"] * 25))  # titles as long as notes
+              for s, f in item_frames().items()}
+    result = fuse_entity(project, "item", frames, HashingEncoder())
+    assert "sim_cos_name" in result.pairs.columns  # the free-text title has its own cosine
+    assert "cos_name" in result.models["feed~shop"]["fields"]
