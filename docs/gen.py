@@ -765,6 +765,31 @@ def bench_near_duplicates() -> dict[str, str]:
     return {"near_duplicates.md": _snippet("bench/results/near_duplicates.json", table + note)}
 
 
+def bench_providers() -> dict[str, str]:
+    d = _load("providers")
+    t, r, s = d["throughput"], d["refresh"], d["storm"]
+    rows = [
+        [f"throughput, full build of {_n(t['rows'])} rows (best of {t['repeats']} turns each)",
+         f"{t['provider_rows_per_s']:.1f} vs {t['in_process_rows_per_s']:.1f} rows/s",
+         f"{t['provider_to_in_process']:.3f}× the in-process model"],
+        [f"vectors, provider table against in-process table ({_n(t['rows_compared'])} rows)",
+         f"min cosine {t['cosine_min']:.6f}", f"mean {t['cosine_mean']:.6f}"],
+        [f"full build of {_n(r['rows'])} rows", f"{_n(r['full_tokens_sent'])} tokens sent",
+         f"{r['full_requests']} requests"],
+        [f"1% refresh ({_n(r['changed_rows'])} rows changed)", f"{_n(r['refresh_tokens_sent'])} tokens sent",
+         f"{r['refresh_to_full_tokens']:.2%} of the full build's; {_n(r['refresh_tokens_avoided'])} avoided"],
+        [f"429 storm: {_n(s['texts'])} texts at a declared {s['declared_rpm']}/min, "
+         f"{s['share_answered_429']:.0%} of requests answered 429 (Retry-After 1 s)",
+         f"{s['storm_seconds']:.1f} s, {s['rows_lost']} rows lost",
+         f"{s['baseline_seconds']:.1f} s without the storm; {s['rpm_floor_all_sent_seconds']:.1f} s for its "
+         f"{s['storm_requests']} requests ({s['storm_answered_429']} answered 429) at the declared RPM"],
+    ]
+    table = _table(["figure", "measured", "against"], rows, align="lll")
+    note = (f"\nServer: {d['machine']['server']} on the same {d['machine']['cpus']}-CPU machine as the "
+            "client, which it shares with the in-process runs it is compared with (they take turns).\n")
+    return {"providers.md": _snippet("bench/results/providers.json", table + note)}
+
+
 BENCHMARKS: list[Callable[[], dict[str, str]]] = [
     bench_fusion,
     bench_stream,
@@ -777,6 +802,7 @@ BENCHMARKS: list[Callable[[], dict[str, str]]] = [
     bench_kills,
     bench_search,
     bench_near_duplicates,
+    bench_providers,
 ]
 
 
