@@ -317,9 +317,10 @@ def _pair_screen(pair, n: int, total: int) -> str:
     rows = [(f, pair.left.get(f), pair.right.get(f),
              f"{pair.similarities[f]:.2f}" if f in pair.similarities
              and pair.similarities[f] == pair.similarities[f] else "") for f in fields]
-    cos = pair.similarities.get("cos")
-    if cos is not None and cos == cos:
-        rows.append(("(embedding)", "", "", f"cos {cos:.2f}"))
+    for name, sim in pair.similarities.items():  # the record's embedding, and each free-text field's own
+        if name.startswith("cos") and sim == sim:
+            label = "(embedding)" if name == "cos" else f"({name.removeprefix('cos_')} embedding)"
+            rows.append((label, "", "", f"cos {sim:.2f}"))
     return render_pair(title, f"{ls} {lid}", f"{rs} {rid}", rows)
 
 
