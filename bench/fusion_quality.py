@@ -19,7 +19,19 @@ configuration for all, and the time to fuse 100,000 synthetic records from three
   counts as true or false only when its pair is labelled; recall is over the 962 positives.
 * Baseline (same run, same vectors): mutual nearest neighbours by cosine, no threshold.
 * Ablation: the same sets with parts of the matcher switched off through `matching` settings
-  (ABLATION below), so every variant runs the real code path.
+  (ABLATION below), so every variant runs the real code path; `hand_weighted` is the default
+  matcher before issue 27 (`scoring: fields`), `default` the learned one.
+* Noise (issue 27): each set again with a long free-text field added to the compared and
+  embedded fields: its description where it has one (Amazon-Google), and on every set a column
+  of NOISE_WORDS random words drawn from the set's own vocabulary; F1 and its drop from the
+  same scorer without the field, learned and hand-weighted.
+* Labels (issue 27): the review loop simulated with the gold answering (`simulate_review`):
+  each round takes the least sure unanswered pairs as `jammi fusion review` does, up to
+  LABEL_ROUNDS answers, and fuses again with every answer; F1 after 25, 50, 100, 200 and 400
+  answers, and the held-out precision and recall the `labelled_pairs` check reports.
+* Splink (issue 27): Splink 5 (DuckDB backend) on the same records and candidate pairs with the
+  nearest equivalent comparisons, trained label-free (bench/fusion_splink.py); needs
+  `pip install splink`.
 * Synthetic: 100,000 records of one `item` entity from three sources (~40k entities; each source
   holds a random subset, with typos, dropped words, reformatted codes and jittered prices). Timed
   end to end through `fuse_entity` minus its embedding time; embeddings here come from a cheap
@@ -27,7 +39,10 @@ configuration for all, and the time to fuse 100,000 synthetic records from three
 
 Run: ``flock /tmp/jammi-bench.lock python bench/fusion_quality.py``; writes
 bench/results/fusion_quality.json (`--sets NAME ...` or `--no-synthetic`: a partial run that
-prints and writes nothing).
+prints and writes nothing, unless `--merge`, which writes the sets run into the file beside the
+others, each with the commit it ran at under `runs`; `--no-splink` keeps a set's Splink
+figures from the file; `--skip-noise NAME ...` leaves out a set's noise variants; `--ablation
+NAME ...` runs only those variants).
 """
 
 from __future__ import annotations
@@ -53,9 +68,11 @@ sys.path.insert(0, str(ROOT))
 
 from jammi.embedding.encode import encode_all  # noqa: E402
 from jammi.embedding.texts import content_hash  # noqa: E402
+from jammi.fusion.blocking import words  # noqa: E402
 from jammi.fusion.fuse import FusionResult, fuse_entity, record_texts  # noqa: E402
 from jammi.ingest.extract import extract  # noqa: E402
 from jammi.silver.recipe import to_silver  # noqa: E402
+from jammi.spec.entities import FieldMapping  # noqa: E402
 from jammi.spec.project import DEFAULT_MODEL, Project, parse_project  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -65,6 +82,9 @@ BATCH = 64
 SAVE_EVERY = 4096
 SYNTHETIC_RECORDS = 100_000
 HASH_DIM = 256
+NOISE_WORDS = 24  # the random-words field: free text (scoring.FREE_TEXT_WORDS is 20)
+NOISE_COLUMN = "_random_words"
+NOISE_SEED = 27
 # Ablation: `matching` settings of each variant, run on the same frames and vectors through
 # fuse_entity. The default matcher (`default`, no settings changed) is each set's main result.
 OFF = {"mutual_best": False, "duplicates": False}
@@ -77,17 +97,26 @@ ABLATION = {
     "fields_mixture": {"scoring": "fields", "auto_threshold": "mixture", **OFF},
     "with_twins": {"duplicates": True},
     "previous": {"mutual_best": False, "duplicates": True},
+    "hand_weighted": {"scoring": "fields"},
+    "fellegi_sunter": {"scoring": "fellegi_sunter"},
 }
 ABLATION_STEPS = {
     "cosine_otsu": "embedding cosine alone, Otsu threshold, one-to-one",
     "cosine_mixture": "cosine, two-Gaussian mixture threshold instead of Otsu",
     "cosine_otsu_mutual": "cosine, Otsu + mutual best pairs above the near misses",
-    "fields_otsu": "field comparators with the cosine, Otsu",
-    "fields_mixture": "field comparators with the cosine, mixture threshold",
-    "default": "field comparators + Otsu + mutual best: the default matcher",
+    "fields_otsu": "field comparators with the cosine (hand weights), Otsu",
+    "fields_mixture": "field comparators with the cosine (hand weights), mixture threshold",
+    "hand_weighted": "hand weights + Otsu + mutual best: the default matcher before issue 27",
+    "fellegi_sunter": "Fellegi-Sunter match probability (EM, one partner per record), cut at 0.5",
+    "default": "weights learned by EM (field importance x hand weight) + Otsu + mutual best: the default",
     "with_twins": "the default + duplicate twins (`duplicates: true`)",
     "previous": "the settings before issue 14: twins on, no mutual best (today's comparators)",
 }
+# F1 of the default matcher when issue 27 was filed (bench/results/fusion_quality.json then)
+ISSUE_14_F1 = {"dblp_acm": 0.9903, "amazon_google": 0.6911, "walmart_amazon": 0.6703, "fodors_zagat": 0.9825}
+LABEL_ROUNDS = (25, 50, 75, 100, 150, 200, 300, 400)  # answers after each review round
+LABEL_STEPS = (25, 50, 100, 200, 400)  # the curve's reported points
+NOISE_SCORINGS = ("learned", "fields")
 
 
 def _source(path: Path, columns: dict[str, str], encoding: str) -> dict:
@@ -253,10 +282,18 @@ class CachedEmbedder:
         return np.stack([self.vectors[k] for k in keys]).astype(np.float32)
 
     def _save(self) -> None:
+        """Merge into the file under a lock: two runs at once each keep what the other embedded."""
+        from filelock import FileLock
+
         CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, keys=np.array(list(self.vectors)), vectors=np.stack(list(self.vectors.values())))
-        os.replace(tmp, self.path)
+        with FileLock(str(self.path) + ".lock"):
+            if self.path.exists():
+                with np.load(self.path) as saved:
+                    for key, vec in zip(saved["keys"].tolist(), saved["vectors"], strict=True):
+                        self.vectors.setdefault(key, vec)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, keys=np.array(list(self.vectors)), vectors=np.stack(list(self.vectors.values())))
+            os.replace(tmp, self.path)
 
 
 @dataclass(frozen=True)
@@ -335,12 +372,69 @@ def _with_matching(project: Project, entity: str, **changes) -> Project:
     return Project(spec, project.path)
 
 
+def _with_compared(project: Project, entity: str, name: str, kind: str = "text",
+                   column: str | None = None) -> Project:
+    """The same project with `name` compared as `kind` and embedded too; with `column`, `name` is
+    a new str field that every source maps from `column`."""
+    ent = project.entities[entity]
+    update: dict = {"matching": ent.matching.model_copy(update={
+        "fields": {**ent.compared_fields(), name: kind},
+        "embed": [*ent.embed_fields(), name]})}
+    if column is not None:
+        update["fields"] = {**ent.fields, name: "str"}
+        mapped = FieldMapping(column=column)
+        update["sources"] = {s: c.model_copy(update={"mapping": {**c.mapping, name: mapped}})
+                             for s, c in ent.sources.items()}
+    ent = ent.model_copy(update=update)
+    spec = project.spec.model_copy(update={"entities": {**project.entities, entity: ent}})
+    return Project(spec, project.path)
+
+
+def random_words(frames: dict[str, pd.DataFrame], project: Project, entity: str,
+                 seed: int = NOISE_SEED) -> dict[str, pd.DataFrame]:
+    """Each frame with a NOISE_COLUMN of NOISE_WORDS words drawn at random from the set's own
+    vocabulary (the words of every mapped str column of both sources, as often as they occur):
+    a long free-text field that says nothing about which records match."""
+    ent = project.entities[entity]
+    counts: dict[str, int] = {}
+    for name, contrib in ent.sources.items():
+        for target, mapping in contrib.mapping.items():
+            if ent.fields[target] != "str":
+                continue
+            for col in mapping.inputs:
+                for value in frames[name][col].dropna().astype(str):
+                    for w in words(value):
+                        counts[w] = counts.get(w, 0) + 1
+    vocab = np.array(sorted(counts))
+    p = np.array([counts[w] for w in vocab], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, frame in frames.items():
+        drawn = rng.choice(len(vocab), size=(len(frame), NOISE_WORDS), p=p / p.sum())
+        out[name] = frame.assign(**{NOISE_COLUMN: [" ".join(vocab[row]) for row in drawn]})
+    return out
+
+
+def noise_variants(bench: BenchSet, frames: dict[str, pd.DataFrame]) -> dict[str, tuple[Project, dict]]:
+    """The set declared with a long free-text field added to the compared and embedded fields:
+    its description where it has one, and on every set a column of random words."""
+    project, entity = bench.project, bench.entity
+    out = {}
+    if "description" in project.entities[entity].fields:
+        out["description"] = (_with_compared(project, entity, "description"), frames)
+    out["random_words"] = (_with_compared(project, entity, "noise", column=NOISE_COLUMN),
+                           random_words(frames, project, entity))
+    return out
+
+
 def _links(result: FusionResult) -> pd.DataFrame:
     links = result.links
     return links[links["accepted"] & links["rule"].str.startswith("match:")]
 
 
-def evaluate_real(bench: BenchSet, embedder: CachedEmbedder) -> dict:
+def evaluate_real(bench: BenchSet, embedder: CachedEmbedder, noise_sets: bool = True,
+                  previous: dict | None = None, splink: bool = True,
+                  variants: tuple[str, ...] = ()) -> dict:
     """Fuse one benchmark through fuse_entity with the default matching, score it against its
     gold, and score each ablation variant on the same frames and vectors."""
     project, entity, gold = bench.project, bench.entity, bench.gold
@@ -356,11 +450,19 @@ def evaluate_real(bench: BenchSet, embedder: CachedEmbedder) -> dict:
     records = result.records
     vectors = embedder.encode(record_texts(records, project.entities[entity].embed_fields()))
     baseline = _prf(mutual_nearest(records, vectors, left, right), gold)
-    ablation = {}
+    earlier = (previous or {}).get("ablation", {})
+    ablation = {k: {**v, "carried_over": True} for k, v in earlier.items() if variants and k not in variants}
     for variant, changes in ABLATION.items():
+        if variants and variant not in variants:
+            continue
         variant_result = fuse_entity(_with_matching(project, entity, **changes), entity, frames, embedder)
         ablation[variant] = {**_prf(_oriented(_links(variant_result), left), gold),
                              "threshold": variant_result.stats["thresholds"]}
+    noise = evaluate_noise(bench, frames, embedder, out_f1 := _prf(found, gold)["f1"],
+                           ablation["hand_weighted"]["f1"]) if noise_sets else {"not_run": True}
+    curve = simulate_review(bench, frames, embedder, result)
+    kept = (previous or {}).get("splink")
+    compared = evaluate_splink(bench, result, embedder, candidates) if splink else (kept or {"not_run": True})
     out = {
         **_prf(found, gold),
         "blocking_recall": round(len(candidates & gold.pairs) / len(gold.pairs), 4),
@@ -379,9 +481,111 @@ def evaluate_real(bench: BenchSet, embedder: CachedEmbedder) -> dict:
         "ablation": ablation,
         "embed_fields": project.entities[entity].embed_fields(),
         "compared_fields": project.entities[entity].compared_fields(),
+        "issue_14_f1": ISSUE_14_F1.get(bench.name),
+        "hand_weighted_f1": ablation["hand_weighted"]["f1"],
+        "match_models": result.models,
+        "noise": noise,
+        "labels_curve": curve,
+        "splink": compared,
     }
+    del out_f1
     print(f"  {bench.name}: {out['links']} links, F1 {out['f1']:.3f} (baseline {out['baseline_f1']:.3f}), "
           f"{out['candidate_pairs']} candidate pairs, threshold {out['threshold']}, {seconds:.1f}s")
+    return out
+
+
+def evaluate_noise(bench: BenchSet, frames: dict[str, pd.DataFrame], embedder: CachedEmbedder,
+                   learned_f1: float, hand_f1: float) -> dict:
+    """F1 with a long free-text field added to the compared and embedded fields, learned and hand
+    weights, and the drop from the same scorer without it."""
+    left = list(bench.project.entities[bench.entity].sources)[0]
+    before = {"learned": learned_f1, "fields": hand_f1}
+    out = {}
+    for name, (project, noisy) in noise_variants(bench, frames).items():
+        out[name] = {}
+        for scoring in NOISE_SCORINGS:
+            result = fuse_entity(_with_matching(project, bench.entity, scoring=scoring), bench.entity, noisy,
+                                 embedder)
+            prf = _prf(_oriented(_links(result), left), bench.gold)
+            blocked = _oriented(result.candidates, left)
+            recall = len(blocked & bench.gold.pairs) / len(bench.gold.pairs)
+            out[name][scoring] = {**prf, "drop": round(before[scoring] - prf["f1"], 4),
+                                  "blocking_recall": round(recall, 4),
+                                  "threshold": result.stats["thresholds"]}
+            print(f"  {bench.name} + {name} ({scoring}): F1 {prf['f1']:.3f} "
+                  f"(drop {before[scoring] - prf['f1']:+.3f})")
+    return out
+
+
+def _answer(gold: Gold, pair: tuple[str, str]) -> bool | None:
+    """The simulated reviewer: yes for a gold pair, no for any other; where the gold is partial
+    (Walmart-Amazon), no only for a pair labelled a non-match, skip for an unlabelled one."""
+    if pair in gold.pairs:
+        return True
+    if gold.labelled is not None and pair not in gold.labelled:
+        return None
+    return False
+
+
+def simulate_review(bench: BenchSet, frames: dict[str, pd.DataFrame], embedder: CachedEmbedder,
+                    label_free: FusionResult) -> dict:
+    """The review loop with the gold answering: each round takes the least sure unanswered pairs
+    (labels.review_queue, as `jammi fusion review` does) until LABEL_ROUNDS answers, then fuses
+    again with every answer so far (as the next materialization does)."""
+    from jammi.fusion.labels import labels_frame, review_queue
+
+    project, entity, gold = bench.project, bench.entity, bench.gold
+    first = list(project.entities[entity].sources)[0]
+    rows: list[dict] = []
+    skipped: set = set()
+    result = label_free
+    curve = {}
+    for target in LABEL_ROUNDS:
+        queue = review_queue(result.pairs, labels_frame(rows))
+        for pair in queue[["left_source", "left_id", "right_source", "right_id"]].itertuples(index=False):
+            if len(rows) >= target:
+                break
+            if tuple(pair) in skipped:
+                continue
+            oriented = (pair[1], pair[3]) if pair[0] == first else (pair[3], pair[1])
+            answer = _answer(gold, oriented)
+            if answer is None:
+                skipped.add(tuple(pair))
+                continue
+            rows.append({"left_source": pair[0], "left_id": pair[1], "right_source": pair[2],
+                         "right_id": pair[3], "is_match": answer})
+        result = fuse_entity(project, entity, frames, embedder, labels=labels_frame(rows))
+        if len(rows) in LABEL_STEPS:
+            prf = _prf(_oriented(_links(result), first), gold)
+            said = result.pairs[result.pairs["answer"].notna()]
+            decided, yes = said["held_out"] == 1, said["answer"] == 1
+            curve[str(len(rows))] = {
+                **prf, "yes_answers": int(yes.sum()), "skipped": len(skipped),
+                "threshold": result.stats["thresholds"],
+                "held_out_precision": round(float((decided & yes).sum() / max(decided.sum(), 1)), 4),
+                "held_out_recall": round(float((decided & yes).sum() / max(yes.sum(), 1)), 4),
+            }
+            print(f"  {bench.name}: {len(rows)} answers ({int(yes.sum())} yes): F1 {prf['f1']:.3f}")
+    return curve
+
+
+def evaluate_splink(bench: BenchSet, result: FusionResult, embedder: CachedEmbedder,
+                    candidates: set) -> dict:
+    """Splink over Jammi's records and candidate pairs (bench/fusion_splink.py), label-free: its
+    default training, and with the one-partner prior."""
+    from bench.fusion_splink import run_splink, splink_decisions
+
+    ent = bench.project.entities[bench.entity]
+    left, right = list(ent.sources)
+    vectors = embedder.encode(record_texts(result.records, ent.embed_fields()))
+    out = {"blocking_recall": round(len(candidates & bench.gold.pairs) / len(bench.gold.pairs), 4)}
+    for name, prior in (("default_training", False), ("one_partner_prior", True)):
+        run = run_splink(result.records, vectors, ent.compared_fields(), result.candidates, left, right,
+                         one_partner_prior=prior)
+        decisions = {k: _prf(v, bench.gold) for k, v in splink_decisions(run["pairs"]).items()}
+        out[name] = {**decisions, "pairs_scored": run["scored"], "seconds": round(run["seconds"], 1)}
+        print(f"  {bench.name}: splink {name}: F1 {decisions['splink']['f1']:.3f}, one-to-one "
+              f"{decisions['splink_one_to_one']['f1']:.3f}")
     return out
 
 
@@ -536,18 +740,60 @@ def evaluate_synthetic() -> dict:
     return out
 
 
-def main(names: list[str] | None = None, synthetic: bool = True) -> dict:
+def _commit() -> str:
+    import subprocess
+
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "jammi", "bench"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return found.stdout.strip() + ("+uncommitted" if dirty else "")
+
+
+def acceptance(results: dict) -> dict:
+    """Issue 27's acceptance, per set, from the figures of this file."""
+    out = {}
+    for name, r in results["sets"].items():
+        today = ISSUE_14_F1.get(name, r["hand_weighted_f1"])
+        drops = {k: v["learned"]["drop"] for k, v in r["noise"].items() if k != "not_run"}
+        curve = r["labels_curve"]
+        at_100 = curve.get("100", {}).get("f1")
+        out[name] = {
+            "label_free_f1": r["f1"], "issue_14_f1": today,
+            "hand_weighted_f1_same_run": r["hand_weighted_f1"],
+            "label_free_ok": r["f1"] >= today - 0.01,
+            "noise_drops": drops,
+            "noise_ok": None if not drops else all(d <= 0.02 for d in drops.values()),
+            "f1_by_answers": {k: v["f1"] for k, v in curve.items()},
+            "labels_ok": None if r["f1"] >= 0.95 else (at_100 is not None and at_100 >= r["f1"] + 0.03),
+            "splink_f1": {k: r["splink"][k]["splink"]["f1"]
+                          for k in ("default_training", "one_partner_prior") if k in r["splink"]},
+            "splink_one_to_one_f1": {k: r["splink"][k]["splink_one_to_one"]["f1"]
+                                     for k in ("default_training", "one_partner_prior") if k in r["splink"]},
+            "blocking_recall": r["blocking_recall"],
+        }
+    return out
+
+
+def main(names: list[str] | None = None, synthetic: bool = True, merge: bool = False,
+         skip_noise: tuple[str, ...] = (), splink: bool = True, variants: tuple[str, ...] = ()) -> dict:
     embedder = CachedEmbedder()
     results: dict = {"sets": {}}
+    if merge and RESULTS.exists():
+        results = json.loads(RESULTS.read_text())
+    runs = results.setdefault("runs", {})
     for bench in bench_sets():
         if names and bench.name not in names:
             continue
         print(f"fusing {bench.name} ...")
-        results["sets"][bench.name] = evaluate_real(bench, embedder)
+        t0 = time.perf_counter()
+        results["sets"][bench.name] = evaluate_real(bench, embedder, bench.name not in skip_noise,
+                                                    results["sets"].get(bench.name), splink, variants)
+        runs[bench.name] = {"commit": _commit(), "seconds": round(time.perf_counter() - t0, 1)}
     print(f"  ({embedder.embedded} texts embedded now in {embedder.seconds:.1f}s, "
           "the rest from bench/.cache/)")
     sets = results["sets"].items()
-    results["ablation"] = {v: {k: (r["f1"] if v == "default" else r["ablation"][v]["f1"]) for k, r in sets}
+    results["ablation"] = {v: {k: (r["f1"] if v == "default" else r["ablation"][v]["f1"]) for k, r in sets
+                               if v == "default" or v in r["ablation"]}
                            for v in ABLATION_STEPS}
     results["ablation_steps"] = dict(ABLATION_STEPS)
     if synthetic:
@@ -555,16 +801,38 @@ def main(names: list[str] | None = None, synthetic: bool = True) -> dict:
         out = evaluate_synthetic()
         results["synthetic_100k_seconds"] = out["seconds_excluding_embedding"]
         results["synthetic_100k"] = out
+        runs["synthetic_100k"] = {"commit": _commit()}
     results["model"] = DEFAULT_MODEL
     results["machine"] = f"{os.cpu_count()} CPUs, no GPU (torch CPU)"
+    if all("noise" in r for r in results["sets"].values()):
+        results["acceptance"] = acceptance(results)
     print_table(results)
-    if names or not synthetic:
-        print("\n(partial run: results not written)")
+    if not merge and (names or not synthetic):
+        print("\n(partial run: results not written; --merge writes them into the results file)")
         return results
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    os.replace(tmp, RESULTS)
+    from filelock import FileLock
+
+    with FileLock(str(CACHE / "results.lock")):
+        if merge and RESULTS.exists():  # another run may have written its sets since this one began
+            latest = json.loads(RESULTS.read_text())
+            ran = [b.name for b in bench_sets() if not names or b.name in names]
+            latest["sets"].update({k: results["sets"][k] for k in ran})
+            latest.setdefault("runs", {}).update({k: runs[k] for k in ran})
+            for key in ("synthetic_100k_seconds", "synthetic_100k"):
+                if synthetic:
+                    latest[key] = results[key]
+            latest["model"], latest["machine"] = results["model"], results["machine"]
+            latest["ablation_steps"] = results["ablation_steps"]
+            latest["ablation"] = {v: {k: (r["f1"] if v == "default" else r["ablation"][v]["f1"])
+                                      for k, r in latest["sets"].items()
+                                      if v == "default" or v in r["ablation"]} for v in ABLATION_STEPS}
+            if all("noise" in r for r in latest["sets"].values()):
+                latest["acceptance"] = acceptance(latest)
+            results = latest
+        tmp = RESULTS.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        os.replace(tmp, RESULTS)
     print(f"\nwrote {RESULTS.relative_to(ROOT)}")
     return results
 
@@ -581,7 +849,8 @@ def print_table(results: dict) -> None:
     print("| variant | " + " | ".join(sets) + " |")
     print("|---" * (len(sets) + 1) + "|")
     for variant, f1s in results["ablation"].items():
-        print(f"| {variant}: {ABLATION_STEPS[variant]} | " + " | ".join(f"{f1s[s]:.3f}" for s in sets) + " |")
+        print(f"| {variant}: {ABLATION_STEPS[variant]} | "
+              + " | ".join(f"{f1s[s]:.3f}" if s in f1s else "-" for s in sets) + " |")
     s = results.get("synthetic_100k")
     if s:
         print(f"\nsynthetic, {s['records']:,} records / 3 sources, hashing embedder (not the model): "
@@ -595,5 +864,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", nargs="*", help="only these sets (a partial run writes no JSON)")
     parser.add_argument("--no-synthetic", action="store_true", help="skip the 100k synthetic timing")
+    parser.add_argument("--merge", action="store_true",
+                        help="write the sets run into the results file, keeping the others (each set "
+                        "records the commit it ran at)")
+    parser.add_argument("--skip-noise", nargs="*", default=[], help="sets whose noise variants are not run")
+    parser.add_argument("--no-splink", action="store_true",
+                        help="keep each set's Splink figures from the results file (with --merge)")
+    parser.add_argument("--ablation", nargs="*", default=[], help="only these ablation variants")
     args = parser.parse_args()
-    main(args.sets, synthetic=not args.no_synthetic)
+    main(args.sets, synthetic=not args.no_synthetic, merge=args.merge, skip_noise=tuple(args.skip_noise),
+         splink=not args.no_splink, variants=tuple(args.ablation))
