@@ -744,7 +744,7 @@ def _commit() -> str:
     import subprocess
 
     found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "jammi", "bench"], cwd=ROOT,
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "jammi", "bench/*.py"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
     return found.stdout.strip() + ("+uncommitted" if dirty else "")
 
