@@ -257,7 +257,8 @@ class Learned:
 
 
 def learn(scoring: str, comparators: dict[str, str], sims: dict[str, np.ndarray], li: np.ndarray,
-          ri: np.ndarray, records: int, at: np.ndarray, answers: np.ndarray) -> Learned:
+          ri: np.ndarray, records: int, at: np.ndarray, answers: np.ndarray,
+          free: tuple[str, ...] = ()) -> Learned:
     """Fit a learned scorer over the candidate pairs (labelled pairs at positions `at`).
 
     `learned`: EM (one partner per record, labels held at their answers) says how much each
@@ -276,7 +277,7 @@ def learn(scoring: str, comparators: dict[str, str], sims: dict[str, np.ndarray]
         return Learned(model.probability(levels), 0.5, how, model)
     base = {**{f: WEIGHTS[k] for f, k in comparators.items()},
             **{name: COSINE_WEIGHT for name in sims if name.startswith("cos")}}
-    weights = mean_weights(model, base)
+    weights = mean_weights(model, base, free)
     score = weighted_mean(sims, weights)
     if not len(at):
         return Learned(score, None, "", model)
@@ -318,7 +319,7 @@ def _eligible(li: np.ndarray, ri: np.ndarray, score: np.ndarray, threshold: floa
 
 def held_out_links(scoring: str, comparators: dict[str, str], sims: dict[str, np.ndarray], li: np.ndarray,
                    ri: np.ndarray, records: int, at: np.ndarray, answers: np.ndarray,
-                   mutual: bool = True) -> np.ndarray:
+                   mutual: bool = True, free: tuple[str, ...] = ()) -> np.ndarray:
     """Per labelled pair, whether the scorer would link it (its score, the threshold and the
     mutual-best rule) when fitted without its fold of the labels (every HELD_OUT_FOLDS-th
     label): what it says of the pair before anyone answered."""
@@ -328,7 +329,7 @@ def held_out_links(scoring: str, comparators: dict[str, str], sims: dict[str, np
     for k in range(max(folds, 1)):
         out = fold == k if folds > 1 else np.ones(len(at), dtype=bool)
         keep = ~out if folds > 1 else np.zeros(len(at), dtype=bool)
-        fitted = learn(scoring, comparators, sims, li, ri, records, at[keep], answers[keep])
+        fitted = learn(scoring, comparators, sims, li, ri, records, at[keep], answers[keep], free)
         threshold = fitted.threshold
         if threshold is None:
             threshold, _ = otsu_threshold(best_scores(li, ri, fitted.score))
@@ -387,7 +388,7 @@ def match(
         score = np.nan_to_num(sims["cos"])
     elif spec.scoring in LEARNED:
         records = len(left) + len(right)
-        learned = learn(spec.scoring, comparators, sims, li, ri, records, at, answers)
+        learned = learn(spec.scoring, comparators, sims, li, ri, records, at, answers, tuple(free))
         score, model = learned.score, learned.model
         fitted_threshold, fitted_how = learned.threshold, learned.how
     best = best_scores(li, ri, score)
@@ -406,7 +407,7 @@ def match(
     linkable = eligible(li, ri, score, threshold, mutual_bar)
     if spec.scoring in LEARNED and len(at) and spec.threshold is None:
         unseen = held_out_links(spec.scoring, comparators, sims, li, ri, len(left) + len(right), at, answers,
-                                spec.mutual_best)
+                                spec.mutual_best, tuple(free))
     else:  # nothing was fitted to the labels: the scores are what the matcher said before them
         unseen = linkable[at]
     ranked = np.where(linkable, score, -1.0)

@@ -77,6 +77,7 @@ LABEL_WEIGHT = 20.0
 PRIOR_SD = 0.5  # per-field scale: the labels' pull away from the EM weights
 INTERCEPT_SD = 4.0  # the threshold (intercept, in bits) is freer: labels mostly move it
 MAX_STEP = 1.0
+TRUSTED_BITS = 1.0  # a declared (not free-text) field at or above this separation keeps its hand weight
 THRESHOLD_SD = 0.05  # the learned mean's threshold: labels move it by a few hundredths at a time
 SLOPE = 30.0  # the learned mean's score rises from 0.1 to 0.9 P(yes) over ~0.15 around the threshold
 NEWTON_STEPS = 50
@@ -121,6 +122,7 @@ class MatchModel:
     intercept: float | None = None  # label calibration's intercept (None: log2 prior odds)
     labels: int = 0
     mean_weights: dict[str, float] = field(default_factory=dict)  # the learned mean's, once fitted
+    free: tuple[str, ...] = ()  # the free-text fields, weighed against the best field (importance)
 
     def field_weights(self, levels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each field's contribution in bits per pair (0 where it has no evidence)."""
@@ -151,14 +153,21 @@ class MatchModel:
         divergence Σ (m - u) log2(m / u), in bits (0: the field says nothing)."""
         return {name: float(((fm.m - fm.u) * fm.weights()).sum()) for name, fm in self.fields.items()}
 
-    def importance(self) -> dict[str, float]:
-        """Per field, its separation relative to the best field's: 1 for the field that tells
-        matches apart best, 0 for one that says nothing. Proportional, not saturating: a field
-        with a fifth of the best field's bits gets a fifth of its say, so a weak field averaged
-        in (a description) cannot dilute the strong ones."""
+    def importance(self, free: tuple[str, ...] = ()) -> dict[str, float]:
+        """Per field, the share of its hand weight it keeps. A declared field keeps all of it
+        from TRUSTED_BITS of separation on, and less in proportion below (a column that says
+        nothing keeps nothing). A free-text field (`free`: its text comparator and its own
+        cosine, `cos_<field>`) keeps its separation relative to the best field's: averaged in
+        at full weight, a description that says a little dilutes the fields that say a lot."""
         separation = {name: max(j, 0.0) for name, j in self.separation().items()}
         top = max(separation.values(), default=0.0)
-        return {name: (j / top if top > 0 else 0.0) for name, j in separation.items()}
+        out = {}
+        for name, j in separation.items():
+            if name in free or name.removeprefix("cos_") in free and name != "cos":
+                out[name] = j / top if top > 0 else 0.0
+            else:
+                out[name] = min(1.0, j / TRUSTED_BITS)
+        return out
 
     def describe(self) -> dict:
         """m, u and the weight in bits per field and level, for metadata and docs."""
@@ -172,7 +181,7 @@ class MatchModel:
                 name: {
                     "kind": fm.kind,
                     "separation_bits": round(self.separation()[name], 3),
-                    "importance": round(self.importance()[name], 3),
+                    "importance": round(self.importance(self.free)[name], 3),
                     **({"scale": round(self.scale[name], 3)} if name in self.scale else {}),
                     "levels": {lvl: {"m": round(float(m), 4), "u": round(float(u), 4),
                                      "bits": round(float(w), 2)}
@@ -334,10 +343,11 @@ class MeanFit:
     labels: int
 
 
-def mean_weights(model: MatchModel, base: dict[str, float]) -> dict[str, float]:
+def mean_weights(model: MatchModel, base: dict[str, float], free: tuple[str, ...] = ()) -> dict[str, float]:
     """The learned mean's weights: each field's `base` weight (scoring.WEIGHTS for its kind, the
     cosine's weight for `cos`) times the importance EM found in it."""
-    importance = model.importance()
+    model.free = free
+    importance = model.importance(free)
     return {name: base[name] * importance.get(name, 0.0) for name in base}
 
 
