@@ -262,10 +262,11 @@ def learn(scoring: str, comparators: dict[str, str], sims: dict[str, np.ndarray]
     """Fit a learned scorer over the candidate pairs (labelled pairs at positions `at`).
 
     `learned`: EM (one partner per record, labels held at their answers) says how much each
-    field tells matches apart (weights.importance: its separation in bits over the best
-    field's); the score is the weighted mean of the similarities, each field's hand weight
-    times its importance, cut by Otsu's threshold; with labels, weights and threshold are then
-    fitted to them (weights.fit_mean).
+    field tells matches apart (weights.MatchModel.importance: a declared field keeps its hand
+    weight from one bit of separation on, a free-text field its bits over the best field's);
+    the score is the weighted mean of the similarities, each field's hand weight times its
+    importance, cut by Otsu's threshold; with labels, weights and threshold are then fitted to
+    them (weights.fit_mean).
     `fellegi_sunter`: the model's match probability, cut at 0.5 (calibrated to the labels)."""
     levels = pair_levels(comparators, sims)
     pinned = (at, answers) if len(at) else None
