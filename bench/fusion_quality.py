@@ -458,8 +458,9 @@ def evaluate_real(bench: BenchSet, embedder: CachedEmbedder, noise_sets: bool = 
         variant_result = fuse_entity(_with_matching(project, entity, **changes), entity, frames, embedder)
         ablation[variant] = {**_prf(_oriented(_links(variant_result), left), gold),
                              "threshold": variant_result.stats["thresholds"]}
-    noise = evaluate_noise(bench, frames, embedder, out_f1 := _prf(found, gold)["f1"],
-                           ablation["hand_weighted"]["f1"]) if noise_sets else {"not_run": True}
+    label_free = _prf(found, gold)["f1"]
+    noise = evaluate_noise(bench, frames, embedder, label_free, ablation["hand_weighted"]["f1"]) \
+        if noise_sets else {"not_run": True}
     curve = simulate_review(bench, frames, embedder, result)
     kept = (previous or {}).get("splink")
     compared = evaluate_splink(bench, result, embedder, candidates) if splink else (kept or {"not_run": True})
@@ -488,7 +489,6 @@ def evaluate_real(bench: BenchSet, embedder: CachedEmbedder, noise_sets: bool = 
         "labels_curve": curve,
         "splink": compared,
     }
-    del out_f1
     print(f"  {bench.name}: {out['links']} links, F1 {out['f1']:.3f} (baseline {out['baseline_f1']:.3f}), "
           f"{out['candidate_pairs']} candidate pairs, threshold {out['threshold']}, {seconds:.1f}s")
     return out
