@@ -7,11 +7,10 @@ says whether it changed."""
 from __future__ import annotations
 
 import hashlib
-import re
 
 from jammi.errors import SourceError
 from jammi.ingest.extract import source_files
-from jammi.ingest.remote import SourceFile, is_url
+from jammi.ingest.remote import SourceFile, glob_regex, is_url
 from jammi.spec.automation import PATH_SEGMENT, partition_window
 from jammi.spec.project import Project
 
@@ -25,7 +24,8 @@ def landed_files(project: Project, name: str) -> dict[str, list[SourceFile]]:
     if part is not None and part.by_path:
         globbed = spec.model_copy(update={"path": spec.path.replace(PATH_SEGMENT, "*")})
         matched = _files(project, name, globbed)
-        segment = _segment_pattern(spec.path if is_url(spec.path) else str(project.resolve(spec.path)))
+        where = spec.path if is_url(spec.path) else str(project.resolve(spec.path))
+        segment = glob_regex(where, PATH_SEGMENT)
         groups: dict[str, list[SourceFile]] = {}
         for f in matched:
             found = segment.fullmatch(str(f))
@@ -67,28 +67,3 @@ def _is_key(part, value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _segment_pattern(path: str) -> re.Pattern:
-    """A regex over full paths that `path` (a glob holding {date}) matches, capturing {date}."""
-    out, i = [], 0
-    while i < len(path):
-        if path.startswith(PATH_SEGMENT, i):
-            out.append("(?P<key>[^/]+)")
-            i += len(PATH_SEGMENT)
-        elif path.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif path.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif path[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif path[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(path[i]))
-            i += 1
-    return re.compile("".join(out))

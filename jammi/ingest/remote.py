@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 SCHEMES = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "abfs", "abfs": "abfs", "abfss": "abfs"}
 GLOB_CHARS = "*?["
+ENV_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 def is_url(path: str | os.PathLike | None) -> bool:
@@ -110,8 +112,7 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
     scheme = SCHEMES.get(parts.scheme.lower())
     if scheme is None:
         raise SourceError(f"{url!r} is not an object-store URL (s3://, gs://, az://)")
-    env = tuple(os.environ.get(k) for k in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION",
-                                             "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID"))
+    env = tuple(os.environ.get(k) for k in ENV_KEYS)  # a changed setting or credential: a new client
     try:
         fs = _filesystem(scheme, parts.netloc, env)
     except (OSError, ValueError) as err:
@@ -120,12 +121,16 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
     return fs, f"{container}/{parts.path.lstrip('/')}".rstrip("/")
 
 
-def glob_regex(pattern: str) -> re.Pattern:
-    """A regex over object paths for a glob: `*` and `?` within one path segment, `**/` any
-    number of segments, `[...]` a character class."""
+def glob_regex(pattern: str, capture: str | None = None) -> re.Pattern:
+    """A regex over paths for a glob: `*` and `?` within one path segment, `**/` any number of
+    segments, `[...]` a character class; with `capture` (e.g. "{date}"), that token matches one
+    path segment, captured as group `key`."""
     out, i = [], 0
     while i < len(pattern):
-        if pattern.startswith("**/", i):
+        if capture and pattern.startswith(capture, i):
+            out.append("(?P<key>[^/]+)")
+            i += len(capture)
+        elif pattern.startswith("**/", i):
             out.append("(?:.*/)?")
             i += 3
         elif pattern.startswith("**", i):
