@@ -3,6 +3,7 @@ temporary file beside the target, then one rename), so a reader never sees half 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -97,37 +98,68 @@ BATCH_ROWS = 65536  # rows a streamed frame is read, validated and written by at
 
 
 class FrameWriter:
-    """A frame written batch by batch, so no more than one batch is ever in memory: each batch
-    goes to a part file beside the target; `close` joins the parts into the target in one
-    atomic rename (one part is simply renamed). Parts whose column types differ (a column all
-    null in one batch, or holding text in one and numbers in another) are unified: numbers
-    widen, nulls take the other parts' type, and anything else becomes text."""
+    """A frame written batch by batch, so no more than one batch is ever in memory. Batches
+    stream into one Parquet file beside the target for as long as their column types agree
+    (the common case: `close` is then one rename); a batch whose types differ (a column all
+    null in one batch, or holding text in one and numbers in another) ends that file and
+    starts part files, which `close` joins into the target, unified: numbers widen, nulls
+    take the other parts' type, and anything else becomes text."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.parts_dir = self.path.parent / f".{self.path.name}.parts-{os.getpid()}-{secrets.token_hex(4)}"
-        self.parts: list[Path] = []
+        self.parts: list[Path] = []  # sealed files, in order
         self.rows = 0
         self.head: pd.DataFrame | None = None  # the first rows written, for previews
         self.columns: list[str] | None = None
+        self._stream = None  # pq.ParquetWriter of the file batches stream into, while open
+        self._stream_path: Path | None = None
 
     def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         if self.columns is None and len(frame.columns):
             self.columns = [str(c) for c in frame.columns]
         if self.head is None or (not len(self.head) and len(frame)):
             self.head = frame.head(10)
-        if not len(frame) and self.parts:
+        if not len(frame) and (self.parts or self._stream is not None):
             return
+        table = pa.Table.from_pandas(frame, preserve_index=False)
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        part = self.parts_dir / f"part-{len(self.parts):06d}.parquet"
-        frame.to_parquet(part, index=False)
-        self.parts.append(part)
+        if self._stream is not None and not table.schema.equals(self._stream.schema):
+            self._seal()
+        if self._stream is None and not self.parts:
+            self._stream_path = self._next_part()
+            self._stream = pq.ParquetWriter(self._stream_path, table.schema, compression="snappy")
+        if self._stream is not None:
+            self._stream.write_table(table)
+        else:
+            part = self._next_part()
+            pq.write_table(table, part, compression="snappy")
+            self.parts.append(part)
         self.rows += len(frame)
+
+    def _next_part(self) -> Path:
+        return self.parts_dir / f"part-{len(self.parts):06d}.parquet"
+
+    def _seal(self) -> None:
+        """End the streamed file: it becomes the first part (readable from now on)."""
+        if self._stream is not None:
+            self._stream.close()
+            self.parts.append(self._stream_path)
+            self._stream = None
+
+    def files(self) -> list[Path]:
+        """The files written so far, readable (later batches go to new parts)."""
+        self._seal()
+        return list(self.parts)
 
     def close(self) -> Path:
         """Put the joined frame at `path` (an empty frame when nothing was written)."""
         import shutil
 
+        self._seal()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = tmp_path(self.path)
         try:
@@ -147,6 +179,10 @@ class FrameWriter:
     def discard(self) -> None:
         import shutil
 
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+            self._stream = None
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         tmp_path(self.path).unlink(missing_ok=True)
 

@@ -207,7 +207,7 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
 
     def parity(stats: EmbedStats, version: Version) -> CheckOutcome:
         rows = read_rows(stats.model_id)
-        found = compare(rows.keys, rows.hashes, Path(stats.parquet_path).parent, version,
+        found = compare(*rows.arrow(), Path(stats.parquet_path).parent, version,
                         stats.dimensions, pipe.index, scope)
         return parity_check(found, stats.rows_failed)
 

@@ -79,7 +79,7 @@ def _write(path: Path, batches, ledger: KeyLedger | None = None) -> FrameWriter:
                 ledger.add(batch)
             writer.write(batch)
         if ledger is not None:
-            ledger.check(lambda: (pd.read_parquet(p, columns=[ledger.key]) for p in writer.parts))
+            ledger.check(lambda: (pd.read_parquet(p, columns=[ledger.key]) for p in writer.files()))
         writer.close()
     except BaseException:
         writer.discard()

@@ -77,7 +77,7 @@ def verify_pipeline(project: Project, pipeline: str) -> Verification:
         rows = (source_rows(frame, src.key, pipe.embedded_columns, rec.model_id) if frame.is_file() else
                 partition_rows(stored_partitions(frame), src.key,
                                pipe.embedded_columns, rec.model_id))
-        parity = compare(rows.keys, rows.hashes, rec.tables_dir, version, rec.dimensions,
+        parity = compare(*rows.arrow(), rec.tables_dir, version, rec.dimensions,
                          manifest_index_spec(rec.base_path))
     except ArtifactError as err:
         return Verification(pipeline, rec.table_name, rec.current_version, problem=str(err))

@@ -274,8 +274,8 @@ def storable(frame: pd.DataFrame, declared: set[str] | None) -> pd.DataFrame:
     """
     out = frame
     for col in frame.columns:
-        if frame[col].dtype != object:
-            continue
+        if frame[col].dtype != object or pd.api.types.infer_dtype(frame[col], skipna=True) == "string":
+            continue  # one type (text read from a CSV: the common case, decided in C)
         values = frame[col].dropna()
         types = {type(v) for v in values}
         nested = bool(types & {dict, list, tuple}) and (declared is None or col not in declared)

@@ -18,7 +18,13 @@ from jammi.ingest.extract import _typed_keys, check_keys
 
 
 def _blank(keys: pd.Series) -> pd.Series:
-    return keys.map(lambda v: pd.isna(v) or (isinstance(v, str) and not v.strip()))
+    """Null keys, and text keys that are empty or only whitespace."""
+    missing = keys.isna()
+    if keys.dtype != object and not isinstance(keys.dtype, pd.StringDtype):
+        return missing
+    text = keys.map(lambda v: isinstance(v, str)) if pd.api.types.infer_dtype(
+        keys, skipna=True) != "string" else ~missing
+    return missing | (text & (keys.where(text, "x").astype(str).str.strip() == ""))
 
 
 class KeyLedger:

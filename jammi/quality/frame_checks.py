@@ -104,8 +104,23 @@ def _keys_of(df: pd.DataFrame, key: str | None) -> list:
     return [_json(v) for v in df[key].tolist()]
 
 
+def _all_text(values: pd.Series) -> bool:
+    """Every value is text or missing (pandas' type inference, in C): the common case, where
+    the per-cell helpers above have vectorized equivalents."""
+    return pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty")
+
+
 def _text_series(df: pd.DataFrame, column: str) -> pd.Series:
-    return pd.Series([_as_text(v) for v in df[column].tolist()], index=df.index, dtype=object)
+    values = df[column]
+    if _all_text(values):
+        return values.astype(object).where(values.notna(), None)
+    return pd.Series([_as_text(v) for v in values.tolist()], index=df.index, dtype=object)
+
+
+def _normalised(texts: pd.Series) -> list[str]:
+    """`_normalise` of each text, computed once per distinct text."""
+    table = {t: _normalise(t) for t in pd.unique(texts)}
+    return [table[t] for t in texts.tolist()]
 
 
 def _numeric(values) -> np.ndarray:
@@ -155,6 +170,9 @@ def completeness(df: pd.DataFrame, required: list[str], max_null_rate: float, se
     for col in required:
         if col not in df.columns:
             counts[col] = n
+        elif _all_text(df[col]):
+            values = df[col]
+            counts[col] = int(values.isna().sum() + (values.dropna().astype(str).str.strip() == "").sum())
         else:
             counts[col] = sum(
                 1 for v in df[col].tolist()
@@ -210,7 +228,7 @@ def exact_duplicates(df: pd.DataFrame, key: str, text_columns: list[str], max_ra
     n_text_groups = 0
     text_dup_rows = pd.Series(False, index=df.index)
     if text_columns:
-        norm = pd.DataFrame({i: [_normalise(t) for t in _text_series(df, c).tolist()]
+        norm = pd.DataFrame({i: _normalised(_text_series(df, c))
                              for i, c in enumerate(text_columns)}, index=df.index)
         cols = list(norm.columns)
         candidate = (norm != "").any(axis=1) & norm.duplicated(keep=False)

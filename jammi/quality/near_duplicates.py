@@ -211,8 +211,13 @@ def find_near_duplicates(keys: list[str], texts: list[str | None], threshold: fl
 
     # group rows by normalised text; empty texts are ignored
     groups: dict[str, list[int]] = {}
+    norm_of: dict = {}  # a repeated text is normalised once
     for row, text in enumerate(texts):
-        norm = normalise(text)
+        norm = norm_of.get(text) if isinstance(text, str) else None
+        if norm is None:
+            norm = normalise(text)
+            if isinstance(text, str):
+                norm_of[text] = norm
         if norm:
             groups.setdefault(norm, []).append(row)
     n_texts = sum(len(g) for g in groups.values())

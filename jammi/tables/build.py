@@ -231,6 +231,14 @@ class SourceRows:
     skipped: int
     doc_ids: list[str] | None = None  # a chunked pipeline's: each chunk's document key
     partitions: list[str] | None = None  # a partitioned source's: each row's partition
+    _arrow: tuple[pa.Array, pa.Array] | None = field(default=None, repr=False, compare=False)
+
+    def arrow(self) -> tuple[pa.Array, pa.Array]:
+        """Keys and content hashes as Arrow strings, built once (the diff and the parity check
+        both compare them with the table's)."""
+        if self._arrow is None or len(self._arrow[0]) != len(self.keys):
+            self._arrow = (pa.array(self.keys, pa.string()), pa.array(self.hashes, pa.string()))
+        return self._arrow
 
     def text(self, i: int) -> str:
         return self.text_of[self.hashes[i]]

@@ -83,16 +83,19 @@ def diff_rows(source: SourceRows, table: pa.Table, pipeline: str, partition: str
     import pyarrow.compute as pc
 
     ids = table.column("_row_id").combine_chunks()
-    if pc.count_distinct(ids).as_py() != len(ids):
-        raise ArtifactError(f"pipeline {pipeline!r}: the table holds a key more than once; run "
-                            f"`jammi verify {pipeline} --repair` or rebuild with --full")
-    keys = pa.array(source.keys, pa.string())
+    keys, source_hashes = source.arrow()
     at = pc.index_in(keys, value_set=ids)  # each source row's position in the table, or null
     found = pc.is_valid(at).to_numpy(zero_copy_only=False)
     pos = at.drop_null().to_numpy()
     rows = np.flatnonzero(found)
+    gone_mask = np.ones(len(ids), dtype=bool)
+    gone_mask[pos] = False  # the table's rows no source row found (a repeated id's later copies too)
+    gone_at = np.flatnonzero(gone_mask)
+    if len(gone_at) and pc.any(pc.is_in(keys, value_set=ids.take(gone_at))).as_py():
+        raise ArtifactError(f"pipeline {pipeline!r}: the table holds a key more than once; run "
+                            f"`jammi verify {pipeline} --repair` or rebuild with --full")
     hashes = table.column("_content_hash").combine_chunks().take(pos)
-    differs = pc.not_equal(hashes, pa.array([source.hashes[i] for i in rows], pa.string()))
+    differs = pc.not_equal(hashes, source_hashes.take(rows))
     moved = np.zeros(len(pos), dtype=bool)
     if partition is not None:
         owner = table.column(PARTITION_COLUMN).combine_chunks().take(pos)
@@ -103,10 +106,10 @@ def diff_rows(source: SourceRows, table: pa.Table, pipeline: str, partition: str
     segments = table.column(SEGMENT_COLUMN).combine_chunks()
     diff.superseded = list(zip(segments.take(pos[changed]).to_pylist(),
                                [source.keys[i] for i in diff.changed], strict=True))
-    gone = pc.invert(pc.is_in(ids, value_set=keys))
-    if partition is not None:
-        gone = pc.and_(gone, pc.fill_null(pc.equal(table.column(PARTITION_COLUMN), partition), False))
-    gone_at = np.flatnonzero(gone.to_numpy(zero_copy_only=False))
+    if partition is not None and len(gone_at):  # only this partition's rows can be deleted
+        mine = pc.fill_null(pc.equal(table.column(PARTITION_COLUMN).combine_chunks().take(gone_at),
+                                     partition), False)
+        gone_at = gone_at[mine.to_numpy(zero_copy_only=False)]
     diff.superseded += zip(segments.take(gone_at).to_pylist(), ids.take(gone_at).to_pylist(), strict=True)
     diff.deleted = len(gone_at)
     return diff
