@@ -248,9 +248,12 @@ def status(ctx, fmt, streams_only) -> None:
 
     project = _project(ctx)
     if not streams_only:
-        _emit(Jammi(project).status(), fmt)
+        jammi = Jammi(project)
+        _emit(jammi.status(), fmt)
         if fmt != "table":
             return
+        if jammi.catalog.pg is not None:  # where the state lives: host, port, database; no credentials
+            click.echo(f"\ncatalog: {jammi.catalog.backend}")
     streams = read_statuses(project.artifact_dir)
     if streams or streams_only:
         cols = ["pipeline", "state", "events_per_s", "p50_s", "p95_s", "p99_s", "error_rate", "dead_lettered",

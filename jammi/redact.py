@@ -1,11 +1,14 @@
 """Credentials kept out of error messages and event logs: the password of a URL
 (`scheme://user:***@host`, also without the scheme), the value of a libpq `password=` pair,
-an API key in the `sk-...` form or after `Bearer`, and any literal value the project expanded
-from a `${VAR}` reference."""
+an API key in the `sk-...` form or after `Bearer`, any literal value the project expanded
+from a `${VAR}` reference, and the password of every connection string the process was
+configured with (`remember_secrets`: the PostgreSQL catalog's DSN), whatever form it takes in a
+message. `dsn_display` is how a DSN is named to people: host, port and database, nothing else."""
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from urllib.parse import unquote
 
@@ -20,11 +23,23 @@ _PASSWORD_PAIR = re.compile(r"(?i)\b(\w*password|passwd|pwd)(\s*=\s*)('(?:[^'\\]
 # OpenAI-style secret keys (sk-..., sk-proj-...) and bearer tokens, wherever a service echoes them
 _API_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{8,}")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+# secrets of the process's own configuration (the catalog DSN's password), masked in every redact()
+_REMEMBERED: set[str] = set()
+_GUARD = threading.Lock()
+
+
+def remember_secrets(secrets: Iterable[str]) -> None:
+    """Mask these values in every later `redact` of this process (a driver may echo a password
+    in a form no pattern catches, e.g. a DSN it failed to parse)."""
+    with _GUARD:
+        _REMEMBERED.update(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with every password it shows, and every one of `secrets`, replaced by ***."""
-    for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
+    with _GUARD:
+        known = {s for s in secrets if len(s) >= MIN_SECRET_LENGTH} | _REMEMBERED
+    for secret in sorted(known, key=len, reverse=True):
         text = text.replace(secret, MASK)
     text = _USERINFO.sub(rf"\1:{MASK}@", text)
     text = _API_KEY.sub(f"sk-{MASK}", text)
@@ -43,3 +58,16 @@ def dsn_secrets(dsn: str | None) -> list[str]:
         password = userinfo.split(":", 1)[1]
         found += [password, unquote(password)]
     return [s for s in found if s]
+
+
+def dsn_display(dsn: str) -> str:
+    """`host:port/dbname` of a libpq DSN (URL or key=value form), for messages and `jammi
+    status`: never its user, password or other parameters. Unparsable: `a PostgreSQL DSN`."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 - a malformed DSN is named without echoing any of it
+        return "a PostgreSQL DSN"
+    host = str(info.get("host") or info.get("hostaddr") or "localhost")
+    return f"{host}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user') or 'postgres'}"

@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from jammi import keys
 from jammi.errors import ConfigError
-from jammi.redact import redact
+from jammi.redact import dsn_secrets, redact, remember_secrets
 from jammi.spec.automation import PATH_SEGMENT, FreshnessSpec, PartitionSpec, RefreshSpec
+from jammi.spec.catalog import PostgresCatalogSpec, configure_catalog
 from jammi.spec.chunking import CHUNK_COLUMNS, CHUNK_KEY, CHUNK_TEXT, ChunkingSpec
 from jammi.spec.entities import EntitySpec
 from jammi.spec.provider import ProviderSpec
@@ -311,6 +312,8 @@ class ProjectSpec(_Strict):
     sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SourceSpec]
     pipelines: dict[Annotated[str, Field(pattern=NAME_PATTERN)], PipelineSpec] = {}
     entities: dict[Annotated[str, Field(pattern=NAME_PATTERN)], EntitySpec] = {}
+    # None: the catalog's state is the private DuckDB file under artifact_dir (jammi.spec.catalog)
+    catalog: PostgresCatalogSpec | None = None
 
     @model_validator(mode="after")
     def _cross_refs(self) -> ProjectSpec:
@@ -418,6 +421,10 @@ class Project:
         self.root = path.parent
         # values expanded from ${VAR} (outside file locations): masked in every error
         self.secrets = secrets
+        # every Catalog of this artifact directory opens the declared backend
+        configure_catalog(self.artifact_dir, spec.catalog)
+        if spec.catalog is not None:
+            remember_secrets(dsn_secrets(spec.catalog.postgres))
 
     @property
     def sources(self) -> dict[str, SourceSpec]:

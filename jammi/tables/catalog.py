@@ -15,7 +15,12 @@ ready table.
 
 A table's versions (`table_versions`: segments and deletion files per version, see
 jammi.tables.versions) and its `current_version` say which rows it holds; every refresh,
-committed or not, leaves a row in `refresh_log`."""
+committed or not, leaves a row in `refresh_log`.
+
+With `catalog: {postgres: ...}` in the project file the state lives in PostgreSQL instead
+(jammi.tables.catalog_pg): the same tables and the same SQL, writers coordinated by
+PostgreSQL's transactions and advisory locks; each node publishes its own jammi.duckdb from it
+and republishes when the state sequence has moved past what its file was made from."""
 
 from __future__ import annotations
 
@@ -36,10 +41,19 @@ import duckdb
 from jammi import keys
 from jammi.embedding.texts import TEXT_SEPARATOR
 from jammi.errors import ArtifactError
+from jammi.spec.catalog import PostgresCatalogSpec, configured_catalog
 from jammi.storage import FRAMES_DIR, frame_path, parquet_glob, partition_key_of
 from jammi.tables import duck
+from jammi.tables.catalog_pg import PostgresState, RoundTrips, pg_schema_sql
+from jammi.tables.catalog_pg import round_trips as pg_round_trips
 from jammi.tables.generation import DEFAULT_SCHEMA_VERSION, generation_fingerprint
-from jammi.tables.published import open_published, publish, published_root, published_stamp
+from jammi.tables.published import (
+    open_published,
+    publish,
+    published_root,
+    published_stamp,
+    published_state,
+)
 from jammi.tables.versions import OUTCOME_ROLLED_BACK, Counts, FileRef, Version, view_sql
 
 if TYPE_CHECKING:  # filelock is loaded by the writers, not by a search
@@ -49,6 +63,8 @@ CATALOG_FILE = "jammi.duckdb"  # the published file clients open
 STATE_DIR = "state"  # Jammi's private state: never open it from another client
 STATE_FILE = "catalog.duckdb"
 LOCK_FILE = "catalog.lock"
+PUBLISH_LOCK_FILE = "publish.lock"  # one publisher of this node's jammi.duckdb at a time (PostgreSQL)
+POSTGRES_MARKER = "catalog.postgres"  # this artifact_dir's state is in PostgreSQL: no local writes
 TABLES_DIR = "jammi_db"
 LOCK_WAIT_S = 120.0
 PIPELINE_LOCK_WAIT_S = 6 * 3600.0
@@ -150,6 +166,8 @@ STATE_TABLES = ("embedding_tables", "active_tables", "quality_report", "table_ve
                 "asset_outputs", "fusion_labels")
 LABEL_COLUMNS = ("entity", "left_source", "left_id", "right_source", "right_id", "is_match", "labelled_by",
                  "labelled_at", "origin")
+_VERSION_COLUMNS = ("table_name", "version", "segments", "deletes", "rows", "added", "changed", "deleted",
+                    "unchanged", "rows_encoded", "outcome", "seconds", "committed_at")
 _LOG_COLUMNS = ("added", "changed", "deleted", "unchanged", "rows_encoded", "outcome", "seconds")
 # a provider pipeline's run in refresh_log (jammi.embedding.providers.usage.USAGE_COLUMNS); NULL in process
 _USAGE_COLUMNS = {"requests": "BIGINT", "tokens_sent": "BIGINT", "retries": "BIGINT",
@@ -176,15 +194,16 @@ def source_view(source: str) -> str:
     return keys.latest_embeddings_view(source)
 
 
-def _serving_sql(with_pointer: bool) -> str:
-    """One row per pipeline: the ready table its pointer names, else its newest ready table."""
+def _serving_sql(with_pointer: bool, portable: bool = False) -> str:
+    """One row per pipeline: the ready table its pointer names, else its newest ready table.
+    `portable`: SQL PostgreSQL runs too (a `_rank` column left in)."""
     pointed = "(a.table_name IS NOT NULL) DESC, " if with_pointer else ""
     join = (" LEFT JOIN active_tables a ON a.pipeline = e.pipeline AND a.table_name = e.table_name"
             if with_pointer else "")
     return (
-        "SELECT * EXCLUDE (_rank) FROM (SELECT e.*, row_number() OVER (PARTITION BY e.pipeline"
-        f" ORDER BY {pointed}e.created_at DESC, e.table_name DESC) AS _rank"
-        f" FROM embedding_tables e{join} WHERE e.status = '{STATUS_READY}') WHERE _rank = 1"
+        f"SELECT *{'' if portable else ' EXCLUDE (_rank)'} FROM (SELECT e.*, row_number() OVER"
+        f" (PARTITION BY e.pipeline ORDER BY {pointed}e.created_at DESC, e.table_name DESC) AS _rank"
+        f" FROM embedding_tables e{join} WHERE e.status = '{STATUS_READY}') r WHERE _rank = 1"
     )
 
 
@@ -201,6 +220,8 @@ def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict]:
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    if getattr(con, "is_postgres", False):  # its schema is made whole on first use
+        return name in STATE_TABLES
     return bool(con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'"
         " AND database_name = current_database()", [name]
@@ -257,6 +278,9 @@ def _relative(root: Path, path: Path | str) -> str:
 
 @contextlib.contextmanager
 def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    if getattr(con, "is_postgres", False):  # every PostgreSQL write is one transaction already
+        yield
+        return
     con.execute("BEGIN TRANSACTION")
     try:
         yield
@@ -264,6 +288,36 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def _upsert(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...],
+            keys: tuple[str, ...]) -> str:
+    """INSERT that replaces the row with the same `keys`, in the dialect of `con`."""
+    marks = ", ".join("?" * len(columns))
+    if not getattr(con, "is_postgres", False):
+        return f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in keys)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
+
+
+_POSTGRES_STATES: dict[tuple[str, str], PostgresState] = {}
+_POSTGRES_GUARD = threading.Lock()
+
+
+def _postgres_state(spec: PostgresCatalogSpec) -> PostgresState:
+    """One PostgresState per DSN and schema in a process (its connections and locks)."""
+    key = (spec.postgres, spec.schema_name)
+    with _POSTGRES_GUARD:
+        found = _POSTGRES_STATES.get(key)
+        if found is None:
+            found = _POSTGRES_STATES[key] = PostgresState(
+                spec.postgres, spec.schema_name, pg_schema_sql(_SCHEMA, _ADDED_COLUMNS), STATE_TABLES)
+        return found
+
+
+# the local backend's round trips: opens of the published file or of the state
+local_round_trips = RoundTrips()
 
 
 def now() -> datetime:
@@ -341,29 +395,63 @@ class Pointer:
     switched_at: datetime
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A pipeline's serving state read at once (`Catalog.snapshot`)."""
+
+    active: TableRecord | None  # the table search serves
+    version: Version | None  # the version of it served
+    pointer: Pointer | None
+
+
 class Catalog:
     """Writers: short transactions on the private state, one process at a time, each ending by
     publishing jammi.duckdb. Readers: the published file, which nothing holds locked."""
 
-    def __init__(self, artifact_dir: Path):
+    def __init__(self, artifact_dir: Path, postgres: PostgresCatalogSpec | None = None):
+        """`postgres`: the state in PostgreSQL; default: what the loaded project declared for
+        `artifact_dir` (jammi.spec.catalog), else the local state file."""
         self.artifact_dir = Path(artifact_dir)
         self.path = self.artifact_dir / CATALOG_FILE
         self.state_path = self.artifact_dir / STATE_DIR / STATE_FILE
+        spec = postgres or configured_catalog(self.artifact_dir)
+        self.pg = _postgres_state(spec) if spec is not None else None
+
+    @property
+    def backend(self) -> str:
+        """Where the state lives, for people: `local` or `postgres host:port/db (schema s)`."""
+        return "local" if self.pg is None else f"postgres {self.pg.identity.rsplit('/', 1)[0]} " \
+            f"(schema {self.pg.schema})"
+
+    @property
+    def round_trips(self) -> int:
+        """Round trips this process made to its catalog backend so far (PostgreSQL: statements
+        and pipelined batches sent; local: opens of the state or published file): read it
+        before and after a step to count the step's."""
+        return (pg_round_trips if self.pg is not None else local_round_trips).count
 
     @property
     def root(self) -> Path:
         return self.artifact_dir.resolve()
 
     def exists(self) -> bool:
+        if self.pg is not None:
+            return self.path.exists() or self.pg.seq() > 0
         return self.path.exists() or self.state_path.exists()
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """`read_only`: the published file as it is now. Else the state, under the writer lock,
         republished when the block ends without an error."""
+        if self.pg is None:
+            local_round_trips.add()
         if read_only and self.exists():
             con = self._open_published()
             with duck.lent(con):
+                yield con
+            return
+        if self.pg is not None:
+            with self._writing_postgres() as con:
                 yield con
             return
         with self._writing() as con:
@@ -376,7 +464,22 @@ class Catalog:
         """One writer of a pipeline's tables at a time across processes (partitions of one
         pipeline embedding at once, a refresh beside `jammi tables compact`, a batch run beside
         the stream worker): the second waits for the first, then works from what it committed.
-        Released by the kernel if the holder dies. With `wait_s`, PipelineBusy after that long."""
+        Released by the kernel if the holder dies. With `wait_s`, PipelineBusy after that long.
+        With the state in PostgreSQL: a session advisory lock, released by PostgreSQL when the
+        holder's connection ends."""
+        pg = self.pg
+        if pg is not None:
+            with pg.pipeline_lock(
+                pipeline, wait_s, PIPELINE_LOCK_WAIT_S,
+                busy=lambda: PipelineBusy(f"pipeline {pipeline!r}: another process is writing its table "
+                                          f"({pg.where})"),
+                waiting=(lambda: waiting(f"pipeline {pipeline!r}: another process is writing its table; "
+                                         "waiting for it")) if waiting else None,
+                timed_out=lambda: ArtifactError(f"pipeline {pipeline!r}: its table has been locked by another"
+                                                f" process for {PIPELINE_LOCK_WAIT_S / 3600:.0f} h "
+                                                f"({pg.where})")):
+                yield
+            return
         from filelock import Timeout
 
         path = self.artifact_dir / STATE_DIR / f"{pipeline}.lock"
@@ -402,13 +505,20 @@ class Catalog:
 
     def publish(self) -> None:
         """Write jammi.duckdb afresh from the state (after a crash, a move, or a lost file)."""
+        if self.pg is not None:
+            self._publish_state(self.pg.read(), force=True)
+            return
         with self.connect():
             pass
 
     def ensure_published(self) -> None:
         """Publish again when the state changed after the published file was written: a writer
         killed between its state commit and its publish leaves readers (and every refresh, whose
-        base version they read) one commit behind until something writes again."""
+        base version they read) one commit behind until something writes again. With the state
+        in PostgreSQL: when the file was made from an earlier state sequence."""
+        if self.pg is not None:
+            duck.give_back(self._open_published())
+            return
         try:
             state = self.state_path.stat().st_mtime_ns
         except OSError:
@@ -421,6 +531,8 @@ class Catalog:
             self.publish()
 
     def _open_published(self) -> duckdb.DuckDBPyConnection:
+        if self.pg is not None:
+            return self._open_published_postgres()
         if self.path.exists():
             try:
                 con = open_published(self.path)
@@ -436,12 +548,101 @@ class Catalog:
         except duckdb.Error as err:
             raise ArtifactError(f"catalog {self.path} cannot be read: {str(err).splitlines()[0]}") from None
 
+    # --- the state in PostgreSQL (jammi.tables.catalog_pg) -------------------------------
+
+    def _state_mark(self, seq: int) -> str:
+        return f"{self.pg.identity}#{seq}" if self.pg is not None else ""
+
+    def _published_seq(self, con: duckdb.DuckDBPyConnection) -> int:
+        """The state sequence `con`'s published file was made from (-1: another state, or none)."""
+        if published_root(con) != str(self.root):
+            return -1
+        mark = published_state(con) or ""
+        identity, _, seq = mark.rpartition("#")
+        return int(seq) if self.pg is not None and identity == self.pg.identity and seq.isdigit() else -1
+
+    def _open_published_postgres(self) -> duckdb.DuckDBPyConnection:
+        """The published file, republished first when the state has moved past it (one query
+        when it has not)."""
+        assert self.pg is not None
+        seq = self.pg.seq()
+        if self.path.exists():
+            try:
+                con = open_published(self.path)
+            except duckdb.Error:
+                con = None
+            if con is not None:
+                if self._published_seq(con) >= seq:
+                    return con
+                con.close()
+        self._publish_state(self.pg.read())
+        try:
+            return open_published(self.path)
+        except duckdb.Error as err:
+            raise ArtifactError(f"catalog {self.path} cannot be read: {str(err).splitlines()[0]}") from None
+
+    @contextlib.contextmanager
+    def _writing_postgres(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self._local_state_dir()
+        assert self.pg is not None
+        with self.pg.write(LOCK_WAIT_S) as con:
+            yield con  # type: ignore[misc]  # the catalog's writers use what both connections have
+        self._publish_state(con.committed)
+
+    def _local_state_dir(self) -> Path:
+        folder = self.state_path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ArtifactError(f"artifact_dir {str(self.artifact_dir)!r} is not writable: {err}") from None
+        marker = folder / POSTGRES_MARKER
+        if self.pg is not None and not marker.exists():
+            marker.write_text(f"{self.pg.identity}\n", encoding="utf-8")
+        return folder
+
+    def _publish_state(self, state, force: bool = False) -> None:
+        """Write this node's jammi.duckdb from `state` (catalog_pg.StateRows), unless a publisher
+        beside this one already wrote it from the same or a later state."""
+        folder = self._local_state_dir()
+        from filelock import Timeout
+
+        lock = _file_lock(folder / PUBLISH_LOCK_FILE, LOCK_WAIT_S)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ArtifactError(f"catalog {self.path}: another process has been publishing it for over "
+                                f"{LOCK_WAIT_S:.0f}s") from None
+        try:
+            if not force and self.path.exists():
+                with contextlib.suppress(duckdb.Error):
+                    con = open_published(self.path)
+                    with duck.lent(con):
+                        if self._published_seq(con) >= state.seq:
+                            return
+            con = duck.take()
+            with duck.lent(con):
+                con.execute(f"ATTACH ':memory:' AS {STATE_ALIAS}")
+                con.execute(f"USE {STATE_ALIAS}")
+                con.execute(_SCHEMA)
+                self._migrate(con)
+                for table, (columns, rows) in state.tables.items():
+                    _load_rows(con, table, columns, rows)
+                publish(con, self.path, self.root, self._present_tables(con), self._make_views,
+                        made_from=self._state_mark(state.seq))
+        finally:
+            lock.release()
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ArtifactError(f"artifact_dir {str(self.artifact_dir)!r} is not writable: {err}") from None
+        marker = self.state_path.parent / POSTGRES_MARKER
+        if marker.exists():
+            raise ArtifactError(f"the catalog of {self.artifact_dir} keeps its state in PostgreSQL "
+                                f"({marker.read_text().strip()}); open it through its project file "
+                                "(catalog: postgres), not as a local catalog")
         from filelock import Timeout
 
         lock = _file_lock(self.state_path.parent / LOCK_FILE, LOCK_WAIT_S)
@@ -643,18 +844,23 @@ class Catalog:
                current: Pointer | None) -> None:
         previous = current.table_name if current and current.table_name != table_name else (
             current.previous_table if current else None)
-        con.execute("INSERT OR REPLACE INTO active_tables VALUES (?, ?, ?, ?)",
-                    [pipeline, table_name, previous, now()])
+        con.execute(_upsert(con, "active_tables", ("pipeline", "table_name", "previous_table", "switched_at"),
+                            ("pipeline",)), [pipeline, table_name, previous, now()])
 
     @staticmethod
     def _serving(con: duckdb.DuckDBPyConnection, pipeline: str | None = None,
                  source: str | None = None) -> dict | None:
         where, args = _where(pipeline=pipeline, source=source)
-        sql = f"SELECT * FROM ({_serving_sql(_has_table(con, 'active_tables'))}){where}"
+        postgres = getattr(con, "is_postgres", False)
+        serving = _serving_sql(_has_table(con, "active_tables"), portable=postgres)
+        sql = f"SELECT * FROM ({serving}) s{where}"
         cur = con.execute(sql + " ORDER BY created_at DESC, table_name DESC LIMIT 1", args)
         names = [d[0] for d in cur.description]
         row = cur.fetchone()
-        return dict(zip(names, row, strict=True)) if row else None
+        found = dict(zip(names, row, strict=True)) if row else None
+        if found is not None:
+            found.pop("_rank", None)
+        return found
 
     def _table(self, con: duckdb.DuckDBPyConnection, table_name: str) -> TableRecord | None:
         cur = con.execute("SELECT * FROM embedding_tables WHERE table_name = ?", [table_name])
@@ -716,7 +922,7 @@ class Catalog:
     def _insert_version(con: duckdb.DuckDBPyConnection, pipeline: str, version: Version) -> None:
         c = version.counts
         con.execute(
-            "INSERT OR REPLACE INTO table_versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            _upsert(con, "table_versions", _VERSION_COLUMNS, ("table_name", "version")),
             [version.table_name, version.version, json.dumps([r.to_json() for r in version.segments]),
              json.dumps([r.to_json() for r in version.deletes]), version.rows, c.added, c.changed,
              c.deleted, c.unchanged, c.rows_encoded, c.outcome, c.seconds, version.committed_at or now()])
@@ -816,9 +1022,24 @@ class Catalog:
                 return None
             return rec, (self._current(con, rec) if rec.status == STATUS_READY else _initial_version(rec))
 
+    def snapshot(self, pipeline: str) -> Snapshot:
+        """What a step of `pipeline` reads before it works, in one read: the table search
+        serves (`active`), the version of it served (`current_version`) and the pointer."""
+        if not self.exists():
+            return Snapshot(None, None, None)
+        with self.connect(read_only=True) as con:
+            row = self._serving(con, pipeline=pipeline)
+            rec = _record(row, self.root) if row else None
+            return Snapshot(rec, self._current(con, rec) if rec is not None else None,
+                            self._pointer(con, pipeline))
+
     def stamp(self) -> tuple | None:
         """Differs after every publish (see jammi.tables.published.published_stamp): a reader
-        that keeps what it read checks this, which costs a stat, not an open."""
+        that keeps what it read checks this, which costs a stat, not an open. With the state in
+        PostgreSQL: the state sequence (one query), since another node may have written."""
+        if self.pg is not None:
+            seq = self.pg.seq()
+            return (self.pg.identity, seq) if seq > 0 else None
         return published_stamp(self.path)
 
     def commit_version(self, pipeline: str, version: Version, based_on: Version) -> None:
@@ -855,7 +1076,8 @@ class Catalog:
         if not numbers:
             return
         with self.connect() as con:
-            con.execute("DELETE FROM table_versions WHERE table_name = ? AND list_contains(?, version)",
+            listed = "version = ANY(?)" if getattr(con, "is_postgres", False) else "list_contains(?, version)"
+            con.execute(f"DELETE FROM table_versions WHERE table_name = ? AND {listed}",
                         [table_name, numbers])
 
     # --- quality ----------------------------------------------------------------------
@@ -883,8 +1105,7 @@ class Catalog:
         if not rows:
             return 0
         with self.connect() as con:
-            con.executemany(f"INSERT OR REPLACE INTO fusion_labels ({', '.join(LABEL_COLUMNS)}) VALUES "
-                            f"({', '.join('?' * len(LABEL_COLUMNS))})",
+            con.executemany(_upsert(con, "fusion_labels", LABEL_COLUMNS, LABEL_COLUMNS[:5]),
                             [[r.get(c) for c in LABEL_COLUMNS] for r in rows])
         return len(rows)
 
@@ -902,7 +1123,7 @@ class Catalog:
 
     def register_output(self, name: str, path: Path, rows: int) -> None:
         with self.connect() as con:
-            con.execute("INSERT OR REPLACE INTO asset_outputs VALUES (?, ?, ?, ?)",
+            con.execute(_upsert(con, "asset_outputs", ("name", "path", "rows", "updated_at"), ("name",)),
                         [name, _relative(self.root, path), rows, now()])
 
     def _make_views(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -955,6 +1176,21 @@ def frame_view_sql(path: Path) -> str:
     return (f"SELECT * EXCLUDE (filename) FROM read_parquet({files}, union_by_name = true, filename = true) "
             f"QUALIFY row_number() OVER (PARTITION BY CAST({quote_ident(key)} AS VARCHAR) "
             "ORDER BY filename DESC) = 1")
+
+
+def _load_rows(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], rows: list[tuple]) -> None:
+    """Insert rows read from PostgreSQL into the DuckDB table of the same name and columns."""
+    if not rows:
+        return
+    import pyarrow as pa
+
+    data = pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)})
+    con.register("_jammi_rows", data)
+    try:
+        names = ", ".join(quote_ident(c) for c in columns)
+        con.execute(f"INSERT INTO {quote_ident(table)} ({names}) SELECT {names} FROM _jammi_rows")
+    finally:
+        con.unregister("_jammi_rows")
 
 
 def _record(r: dict, root: Path) -> TableRecord:

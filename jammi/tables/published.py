@@ -35,9 +35,11 @@ def _sql_literal(value: str) -> str:
 
 
 def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tuple[str, ...],
-            make_views: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+            make_views: Callable[[duckdb.DuckDBPyConnection], None], made_from: str = "") -> None:
     """Write `target` from the state database `con` is using: its `tables` copied, then
-    `make_views(con)` run with the new file as the default database; then rename it into place."""
+    `make_views(con)` run with the new file as the default database; then rename it into place.
+    `made_from`: which state it was made from (a PostgreSQL catalog's schema and sequence), kept in
+    `_published.state`; the local state's file has no such column."""
     state = con.execute("SELECT current_database()").fetchone()[0]
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
@@ -47,7 +49,8 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tu
         for table in tables:
             con.execute(f'CREATE TABLE _publishing."{table}" AS SELECT * FROM "{state}".main."{table}"')
         con.execute(f"CREATE TABLE _publishing.{META_TABLE} AS SELECT ?::VARCHAR AS root,"
-                    " now()::TIMESTAMP AS published_at", [str(root)])
+                    f" now()::TIMESTAMP AS published_at{', ?::VARCHAR AS state' if made_from else ''}",
+                    [str(root), made_from] if made_from else [str(root)])
         con.execute("USE _publishing")
         try:
             make_views(con)
@@ -116,3 +119,10 @@ def published_root(con: duckdb.DuckDBPyConnection) -> str | None:
     found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
                         " AND table_name = ?", [META_TABLE]).fetchone()[0]
     return con.execute(f"SELECT root FROM {META_TABLE}").fetchone()[0] if found else None
+
+
+def published_state(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The `state` a published file was made from (`publish`), None where it records none."""
+    found = con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database()"
+                        " AND table_name = ? AND column_name = 'state'", [META_TABLE]).fetchone()[0]
+    return con.execute(f"SELECT state FROM {META_TABLE}").fetchone()[0] if found else None
