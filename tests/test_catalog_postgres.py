@@ -302,3 +302,47 @@ def test_build_refresh_rollback_compact_through_the_cli(tmp_path, monkeypatch, s
     hits = cli("search", "products_pipe", "backpack for hiking", "-k", "1", "--format", "csv")
     assert "Trail backpack" in hits
     cli("verify")  # exits 1 on any difference between source, table and index
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["local", "postgres"])
+def test_catalog_round_trips_per_embedding_step(tmp_path, request, monkeypatch, backend):
+    """What an embedding step costs its catalog (Catalog.round_trips: statements sent to
+    PostgreSQL, opens of the catalog files locally), measured on the steps themselves; the
+    bounds are today's figures, so a change that adds a catalog read per step fails here."""
+    from jammi.app.embeddings import embed_pipeline, index_pipeline
+    from jammi.embedding.providers import pipeline_encoder
+    from tests.conftest import materialize
+
+    csv = tmp_path / "p.csv"
+    rows = [f"{i},Product {i},A thing for everyday use number {i}" for i in range(1, 41)]
+    csv.write_text("id,title,body\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    monkeypatch.setenv("JAMMI_CATALOG_DSN", DSN)
+    if backend == "postgres":
+        path = write_pg_project(tmp_path / "proj", csv, request.getfixturevalue("schema"))
+    else:
+        path = write_pg_project(tmp_path / "proj", csv, "unused")
+        doc = yaml.safe_load(path.read_text())
+        del doc["catalog"]
+        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    project = load_project(path)
+    encoder = pipeline_encoder(project.pipelines["products_pipe"], "cpu", project.artifact_dir)
+    catalog = Catalog(project.artifact_dir)
+    sources = ["raw_products", "validated_products", "quarantine_products"]
+    assert materialize(project, selection=sources).success
+    spent = {}
+
+    def step(name, run):
+        before = catalog.round_trips
+        run()
+        spent[name] = catalog.round_trips - before
+
+    step("build", lambda: embed_pipeline(project, "products_pipe", encoder))
+    step("index", lambda: index_pipeline(project, "products_pipe"))
+    step("no_change", lambda: embed_pipeline(project, "products_pipe", encoder))
+    csv.write_text("id,title,body\n" + "\n".join([*rows[:-1], "40,Product 40 changed,New text"]) + "\n")
+    assert materialize(project, selection=sources).success
+    step("refresh_1_row", lambda: embed_pipeline(project, "products_pipe", encoder))
+    bounds = {"local": {"build": 16, "index": 2, "no_change": 4, "refresh_1_row": 11},
+              "postgres": {"build": 29, "index": 4, "no_change": 7, "refresh_1_row": 18}}[backend]
+    assert all(spent[k] <= bound for k, bound in bounds.items()), spent

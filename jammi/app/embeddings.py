@@ -24,7 +24,7 @@ from jammi.storage import frame_path, partition_path
 from jammi.tables import checks
 from jammi.tables.bluegreen import prune_tables
 from jammi.tables.build import EmbedStats, SourceRows, build_embedding_table, doc_column, partition_rows
-from jammi.tables.catalog import STATUS_READY, Catalog, TableRecord
+from jammi.tables.catalog import STATUS_READY, Catalog, Snapshot, TableRecord
 from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar
 from jammi.tables.cost import unchanged_usage, usage_tokens
 from jammi.tables.frames import stored_partitions
@@ -99,14 +99,13 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
         return run
 
 
-def _embed_inputs(project: Project, pipeline: str, catalog: Catalog, frame: Path,
+def _embed_inputs(project: Project, pipeline: str, snap: Snapshot, frame: Path,
                   partition: str | None) -> tuple[Path, str] | None:
     """(memo marker, fingerprint) of what a run would compare: the frame file as written, the
     active table's current version and its files, the pipeline's spec."""
-    active = catalog.active(pipeline=pipeline)
-    if active is None:
+    active, version = snap.active, snap.version
+    if active is None or version is None:
         return None
-    version = catalog.current_version(active)
     files = [active.tables_dir / r.file for r in (*version.segments, *version.deletes)]
     key = memo.fingerprint({"frame": memo.file_state(frame), "table": active.table_name,
                             "version": version.version, "files": [memo.file_state(f) for f in files],
@@ -120,7 +119,7 @@ def _embed_inputs(project: Project, pipeline: str, catalog: Catalog, frame: Path
 
 def _remember(project: Project, pipeline: str, catalog: Catalog, frame: Path, partition: str | None,
               stats: EmbedStats) -> None:
-    found = _embed_inputs(project, pipeline, catalog, frame, partition)
+    found = _embed_inputs(project, pipeline, catalog.snapshot(pipeline), frame, partition)
     if found is None:
         return
     marker, key = found
@@ -137,14 +136,15 @@ def _unchanged(project: Project, pipeline: str, catalog: Catalog, frame: Path, p
     """The run's result without reading a row, when the frame and the table's current version
     are exactly what the last run of this pipeline (and partition) left: nothing can have
     changed, and what it checked (row count, parity) still holds."""
-    found = _embed_inputs(project, pipeline, catalog, frame, partition)
+    snap = catalog.snapshot(pipeline)  # one read for the memo's inputs and the result
+    found = _embed_inputs(project, pipeline, snap, frame, partition)
     done = found and memo.recall(found[0], found[1], [])
     if not done:
         return None
     pipe = project.pipelines[pipeline]
     src = project.frame_spec(project.pipeline_input(pipeline))
-    active = catalog.active(pipeline=pipeline)
-    version = catalog.current_version(active)
+    active, version = snap.active, snap.version
+    assert active is not None and version is not None  # _embed_inputs found both
     stats = EmbedStats(active.table_name, active.parquet_path, active.model_id, active.dimensions or 0,
                        rows_in=done["rows"] + done["skipped"] + done["failed"], rows_embedded=done["rows"],
                        rows_skipped=done["skipped"], rows_failed=done["failed"], generation=active.generation,
@@ -156,8 +156,8 @@ def _unchanged(project: Project, pipeline: str, catalog: Catalog, frame: Path, p
     stats.outcomes = [*checks.vector_integrity_skipped(stats.dimensions), kept[checks.ROW_COUNT],
                       checks.row_drop(done["rows"], done["rows"], pipe.quality.min_row_ratio),
                       checks.drift_skipped(pipe.quality.drift_severity), kept[SOURCE_TABLE_PARITY]]
-    catalog.log_refresh(pipeline, active.table_name, version.version, stats.counts)
-    catalog.record_checks(run_id, keys.embeddings(pipeline), partition, stats.outcomes)
+    catalog.log_refresh(pipeline, active.table_name, version.version, stats.counts,
+                        checks=(run_id, keys.embeddings(pipeline), partition, stats.outcomes))  # one commit
     return EmbeddingRun(stats, active.generation, source_schema_version(src), active.table_name, recovered)
 
 
@@ -278,10 +278,10 @@ def index_pipeline(project: Project, pipeline: str, run_id: str | None = None,
     """Build the HNSW sidecar of `pipeline`'s active table and check its recall."""
     pipe = project.pipelines[pipeline]
     catalog = Catalog(project.artifact_dir)
-    rec = catalog.active(pipeline=pipeline)
-    if rec is None:
+    snap = catalog.snapshot(pipeline)
+    rec, version = snap.active, snap.version
+    if rec is None or version is None:
         raise ArtifactError(f"pipeline {pipeline!r} has no ready embedding table to index")
-    version = catalog.current_version(rec)
     spec = manifest_index_spec(rec.base_path)
     missing = VersionIndex(rec.tables_dir, version, rec.dimensions, spec).problems
     built = [build_index(segment_base(rec.tables_dir, ref), rec.dimensions, spec)

@@ -515,9 +515,9 @@ class Catalog:
         """Publish again when the state changed after the published file was written: a writer
         killed between its state commit and its publish leaves readers (and every refresh, whose
         base version they read) one commit behind until something writes again. With the state
-        in PostgreSQL: when the file was made from an earlier state sequence."""
+        in PostgreSQL: nothing to do here, since every read compares the state sequence its
+        published file was made from with PostgreSQL's and publishes again when behind."""
         if self.pg is not None:
-            duck.give_back(self._open_published())
             return
         try:
             state = self.state_path.stat().st_mtime_ns
@@ -939,10 +939,15 @@ class Catalog:
                     [pipeline, table_name, version, *(getattr(counts, k) for k in _LOG_COLUMNS), now(),
                      *(usage.get(k) for k in _USAGE_COLUMNS)])
 
-    def log_refresh(self, pipeline: str, table_name: str, version: int | None, counts: Counts) -> None:
-        """A refresh that committed no version (nothing changed) still leaves its row in the log."""
+    def log_refresh(self, pipeline: str, table_name: str, version: int | None, counts: Counts,
+                    checks: tuple[str | None, str, str | None, list] | None = None) -> None:
+        """A refresh that committed no version (nothing changed) still leaves its row in the log.
+        `checks`: (run_id, asset, partition, outcomes) recorded in the same commit (record_checks)."""
+        rows = _check_rows(*checks) if checks else []
         with self.connect() as con:
             self._log(con, pipeline, table_name, version, counts)
+            if rows:
+                con.executemany(_INSERT_CHECK, rows)
 
     def usage_by_table(self) -> dict[str, dict]:
         """Per table, its provider runs' figures summed over refresh_log (tables embedded in
@@ -1084,18 +1089,11 @@ class Catalog:
 
     def record_checks(self, run_id: str | None, asset: str, partition: str | None, outcomes: list) -> None:
         """One row per check outcome: `SELECT * FROM jammi.quality_report` shows quality over time."""
-        ts = now()
-        rows = [
-            [run_id, asset, partition, o.name, o.severity, bool(o.passed),
-             None if o.statistic is None else float(o.statistic),
-             None if o.threshold is None else float(o.threshold),
-             o.description, json.dumps(o.examples, default=str), ts]
-            for o in outcomes
-        ]
+        rows = _check_rows(run_id, asset, partition, outcomes)
         if not rows:
             return
         with self.connect() as con:
-            con.executemany("INSERT INTO quality_report VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            con.executemany(_INSERT_CHECK, rows)
 
     # --- fusion labels ----------------------------------------------------------------
 
@@ -1176,6 +1174,17 @@ def frame_view_sql(path: Path) -> str:
     return (f"SELECT * EXCLUDE (filename) FROM read_parquet({files}, union_by_name = true, filename = true) "
             f"QUALIFY row_number() OVER (PARTITION BY CAST({quote_ident(key)} AS VARCHAR) "
             "ORDER BY filename DESC) = 1")
+
+
+_INSERT_CHECK = "INSERT INTO quality_report VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+
+
+def _check_rows(run_id: str | None, asset: str, partition: str | None, outcomes: list) -> list[list]:
+    ts = now()
+    return [[run_id, asset, partition, o.name, o.severity, bool(o.passed),
+             None if o.statistic is None else float(o.statistic),
+             None if o.threshold is None else float(o.threshold),
+             o.description, json.dumps(o.examples, default=str), ts] for o in outcomes]
 
 
 def _load_rows(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], rows: list[tuple]) -> None:

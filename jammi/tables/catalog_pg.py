@@ -140,7 +140,7 @@ class PostgresState:
         first = next((ln for ln in lines if "failed:" in ln), lines[0] if lines else type(err).__name__)
         return ArtifactError(redact(f"{self.where}: {what}: {first}", dsn_secrets(self.dsn)))
 
-    def _open(self) -> Any:
+    def _open(self, search_path: bool = True) -> Any:
         import psycopg
         from psycopg import sql
 
@@ -149,8 +149,9 @@ class PostgresState:
                                    application_name="jammi-catalog", **KEEPALIVES)
         except psycopg.Error as err:
             raise self.error("cannot connect", err) from None
-        round_trips.add()
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        if search_path:  # a lock's connection names no table
+            round_trips.add()
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
         return conn
 
     def _conn(self) -> Any:
@@ -306,7 +307,7 @@ class PostgresState:
                 with self._guard:
                     self._held[pipeline][1] -= 1
             return
-        conn = self._open()
+        conn = self._open(search_path=False)
         try:
             self._acquire(conn, _lock_key(self.schema, "pipeline", pipeline), wait_s, max_wait_s, busy,
                           waiting, timed_out)
