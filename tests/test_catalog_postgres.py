@@ -346,3 +346,37 @@ def test_catalog_round_trips_per_embedding_step(tmp_path, request, monkeypatch, 
     bounds = {"local": {"build": 16, "index": 2, "no_change": 4, "refresh_1_row": 11},
               "postgres": {"build": 29, "index": 4, "no_change": 7, "refresh_1_row": 18}}[backend]
     assert all(spent[k] <= bound for k, bound in bounds.items()), spent
+
+
+@pytest.mark.slow
+def test_two_partition_runs_at_once_through_dagster_lose_no_rows(tmp_path, monkeypatch, schema):
+    """Two processes each materialize a partition of one source with catalog: postgres: both
+    refresh the same pipeline's table, one after the other under its PostgreSQL lock."""
+    from tests.test_partitions import COLUMNS, DAYS, PARTITION_RUN, reviews_rows, write_csv
+
+    write_csv(tmp_path / "data" / "reviews.csv", reviews_rows(5)[:10])  # the first two days
+    doc = {"artifact_dir": "artifacts", "catalog": {"postgres": "${JAMMI_CATALOG_DSN}", "schema": schema},
+           "sources": {"reviews": {"kind": "csv", "path": "data/reviews.csv", "key": "id", "columns": COLUMNS,
+                                   "partitions": {"by": "created_at", "granularity": "day",
+                                                  "start": DAYS[0]}}},
+           "pipelines": {"reviews_pipe": {"source": "reviews", "text_columns": ["title"]}}}
+    path = tmp_path / "jammi.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    env = {**os.environ, "JAMMI_CATALOG_DSN": DSN, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", PARTITION_RUN, str(path), day], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for day in DAYS[:2]]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+        assert PASSWORD not in out
+    monkeypatch.setenv("JAMMI_CATALOG_DSN", DSN)
+    project = load_project(path)
+    catalog = Catalog(project.artifact_dir)
+    assert [t.status for t in catalog.tables()] == ["ready"]  # one table, refreshed by the second run
+    with catalog.connect(read_only=True) as con:
+        keys = sorted(r[0] for r in con.execute("SELECT _row_id FROM reviews_pipe_embeddings").fetchall())
+    assert keys == sorted(str(k) for k in [100, 101, 102, 103, 104, 200, 201, 202, 203, 204])
+    from jammi.app.facade import Jammi
+
+    assert Jammi(project).verify()[0].clean
