@@ -10,6 +10,7 @@ import glob
 import io
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from jammi.errors import KeyIntegrityError, SourceError
+from jammi.ingest.cells import mark_unstorable
 from jammi.ingest.remote import RemoteFile, SourceFile, is_url, list_files
 from jammi.redact import dsn_secrets, redact
 from jammi.spec.project import Project, SourceSpec
@@ -26,6 +28,8 @@ from jammi.types import coerce_value
 
 MAX_LISTED_KEYS = 10
 EXCERPT = 60  # characters of a bad line shown in its error
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # pandas' JSON reader drops lone ones
+NUL_SCAN = 1 << 20  # bytes read at a time when looking for a NUL byte
 
 
 def own_dirs(project: Project) -> list[Path]:
@@ -109,12 +113,31 @@ def _read_file(name: str, spec: SourceSpec, file: Path | RemoteFile) -> Iterator
         raise SourceError(f"source {name!r}: cannot read {file}: {err}") from None
 
 
+def _has_nul(handle) -> bool:
+    """Whether the (seekable binary) file holds a NUL byte; read from its start, then rewound."""
+    opened = open(handle, "rb") if isinstance(handle, Path) else None
+    source = opened or handle
+    try:
+        while chunk := source.read(NUL_SCAN):
+            if b"\0" in chunk:
+                return True
+        return False
+    finally:
+        if opened is not None:
+            opened.close()
+        else:
+            handle.seek(0)
+
+
 def _read_handle(name: str, spec: SourceSpec, file: Path | RemoteFile, handle) -> Iterator[pd.DataFrame]:
     if spec.kind == "csv":
+        # pandas' C parser ends a cell at a NUL byte: a file holding one is read by the Python
+        # parser, which keeps the cell whole (validation then quarantines its row)
         yield from pd.read_csv(
             handle, dtype=str, keep_default_na=False, na_values=[""],
             encoding=spec.encoding, sep=spec.delimiter,
             quotechar=spec.quotechar, escapechar=spec.escapechar, chunksize=BATCH_ROWS,
+            engine="python" if _has_nul(handle) else "c",
         )
     elif spec.kind == "jsonl":
         yield from _read_jsonl(name, spec, file, handle)
@@ -140,7 +163,13 @@ def _read_jsonl(name: str, spec: SourceSpec, file: Path | RemoteFile, source) ->
             text = "".join(lines)
             if text.strip():
                 try:
-                    yield pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
+                    if SURROGATE_ESCAPE.search(text):  # json keeps a lone surrogate; pandas drops it
+                        records = [json.loads(line) for line in lines if line.strip()]
+                        if not all(isinstance(r, dict) for r in records):
+                            raise TypeError("a line is not a JSON object")
+                        yield pd.DataFrame.from_records(records)
+                    else:
+                        yield pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
                 except (ValueError, TypeError, AttributeError) as err:  # pandas' errors vary
                     bad = bad_json_line(text)
                     if bad is None:
@@ -271,6 +300,7 @@ def storable(frame: pd.DataFrame, declared: set[str] | None) -> pd.DataFrame:
     Columns that are not declared (`declared`; None for a versioned source, whose columns
     differ by version) and hold objects or lists (BEIR's `"metadata": {}`) become JSON text,
     so they stay readable in `raw_<source>`. Nulls stay null; other columns are untouched.
+    A text cell holding a NUL or a lone surrogate marks its row for quarantine (jammi.ingest.cells).
     """
     out = frame
     for col in frame.columns:
@@ -282,7 +312,7 @@ def storable(frame: pd.DataFrame, declared: set[str] | None) -> pd.DataFrame:
         if len(types) > 1 or nested:
             out = out.copy() if out is frame else out
             out[col] = frame[col].map(lambda v: None if v is None else _as_text(v))
-    return out
+    return mark_unstorable(out)
 
 
 def check_columns(name: str, spec: SourceSpec, df: pd.DataFrame) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from jammi.ingest.cells import take_marks
 from jammi.silver.migrate import CurrentFrame, to_current_version
 from jammi.silver.pandera_model import REASON_COLUMN, build_model, split_valid
 from jammi.silver.remediation import quarantine_as_extracted, remediate
@@ -39,10 +40,12 @@ class Silver:
 
 
 def to_silver(raw: pd.DataFrame, spec: SourceSpec, source: str) -> Silver:
-    """Migrate, remediate, validate and quarantine the extracted rows of `source`."""
+    """Migrate, remediate, validate and quarantine the extracted rows of `source`; a row with a
+    cell that could not be kept as it was read (jammi.ingest.cells) is quarantined."""
+    raw, refused = take_marks(raw)
     current = to_current_version(raw, spec, source)
     fixed, fixes = remediate(current.frame, spec)
-    valid, failed = split_valid(fixed, build_model(source, spec))
+    valid, failed = split_valid(fixed, build_model(source, spec), refused)
     quarantine = current.with_unresolved(
         quarantine_as_extracted(raw.loc[current.frame.index], valid, failed))
     return Silver(valid, quarantine, fixes, current)

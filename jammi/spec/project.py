@@ -51,6 +51,13 @@ class ColumnSpec(_Strict):
     le: float | None = None
     isin: list[Any] | None = None
     max_length: int | None = Field(default=None, gt=0)
+    allow_inf: bool = False  # a float column: accept inf and -inf (refused by default)
+
+    @model_validator(mode="after")
+    def _allow_inf_on_floats(self) -> ColumnSpec:
+        if self.allow_inf and self.type != "float":
+            raise ValueError(f"allow_inf applies to float columns only, not to a {self.type} column")
+        return self
 
 
 class IndexSpec(_Strict):
