@@ -78,16 +78,35 @@ def search(
         return _attach_columns(frame, key, cols, [])
     q = query_vector(rec, version, query, vector, row_key,
                      lambda: (loader or query_loader(project, rec))(rec.model_id))
-    allowed = _allowed_keys(frame, key, filter)
+    allowed = _allowed_keys(frame, key, filter)  # keys of the frame's rows only
     exclude = {str(row_key)} if row_key is not None else set()
-    if exact:
-        hits = exact_search(rec, version, q.reshape(1, -1), k, allowed, exclude)[0]
-    else:
+    index = None
+    if not exact:
         index = VersionIndex(rec.tables_dir, version, rec.dimensions, manifest_index_spec(rec.base_path))
         for segment, problem in index.problems.items():
             log.warning("%s: %s; scoring it exactly", segment, problem)
-        hits = index.search(q, k, allowed, exclude)
-    return _attach_columns(frame, key, cols, hits)
+
+    def nearest(among: set[str] | None) -> list[tuple[str, float]]:
+        if index is None:
+            return exact_search(rec, version, q.reshape(1, -1), k, among, exclude)[0]
+        return index.search(q, k, among, exclude)
+
+    hits = nearest(allowed)
+    found = _attach_columns(frame, key, cols, hits)
+    if len(found) < len(hits):
+        # a refresh replaced the frame before its table committed: the index still holds rows the
+        # frame has lost, so the search is asked again among the frame's rows only
+        found = _attach_columns(frame, key, cols, nearest(_frame_keys(frame, key)))
+    return found
+
+
+def _frame_keys(frame: Path, key: str) -> set[str]:
+    con = duckdb.connect()
+    try:
+        return {r[0] for r in con.execute(f"SELECT CAST({quote_ident(key)} AS VARCHAR) FROM "
+                                          f"({frame_view_sql(frame)})").fetchall()}
+    finally:
+        con.close()
 
 
 def search_many(project: Project, name: str, queries, *, k: int = 10, filter: str | None = None,

@@ -133,7 +133,19 @@ class Searcher:
 
     def _hits(self, rec: TableRecord, version: Version, queries: np.ndarray, k: int, rows: SourceRows,
               where: str | None, exact: bool, exclude: set[str]) -> list[list[tuple[str, float]]]:
-        allowed = None if where is None else rows.allowed(where)
+        allowed = None if where is None else rows.allowed(where)  # keys of the frame's rows only
+        found = self._nearest(rec, version, queries, k, allowed, exclude, exact)
+        short = [i for i, hits in enumerate(found) if any(r not in rows.position for r, _ in hits)]
+        if short:
+            # a refresh replaced the frame before its table committed: the index still holds rows
+            # the frame has lost, so those queries are asked again among the frame's rows only
+            again = self._nearest(rec, version, queries[short], k, set(rows.position), exclude, exact)
+            for i, hits in zip(short, again, strict=True):
+                found[i] = hits
+        return found
+
+    def _nearest(self, rec: TableRecord, version: Version, queries: np.ndarray, k: int, allowed,
+                 exclude: set[str], exact: bool) -> list[list[tuple[str, float]]]:
         if exact:
             return exact_search(rec, version, queries, k, allowed, exclude)
         return self._index(rec, version).search_many(queries, k, allowed, exclude)
