@@ -34,6 +34,10 @@ class ArtifactError(JammiError):
     """The artifact directory or one of its tables is unusable."""
 
 
+class DiskFullError(ArtifactError):
+    """A write ran out of space (or quota); the message names the file and what is free."""
+
+
 class SearchError(JammiError):
     """A search request cannot be answered."""
 

@@ -4,14 +4,19 @@ temporary file beside the target, then one rename), so a reader never sees half 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from jammi.errors import ArtifactError
+from jammi.errors import ArtifactError, DiskFullError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,21 +68,134 @@ def parquet_glob(path: Path) -> str:
 
 
 def tmp_path(path: Path) -> Path:
-    """The hidden temporary file a write goes to before its rename onto `path`."""
-    return path.parent / f".{path.name}.tmp"
+    """The hidden temporary file a write goes to before its rename onto `path`, named for the
+    writing process (`.<name>.<pid>.tmp`), so that `jammi recover` can tell a dead writer's
+    leftovers from a live one's file (`remove_leftovers`)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{os.getpid()}.tmp"
+
+
+def tmp_files(path: Path) -> list[Path]:
+    """Every writer's temporary files of `path` (what a dead builder's cleanup removes)."""
+    path = Path(path)
+    return [p for p in path.parent.glob(f".{glob_escape(path.name)}.*tmp*") if TMP_NAME.match(p.name)]
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+# `.<name>.<pid>.tmp`, `.<name>.<pid>-<thread>.tmp` (and DuckDB's `.wal` beside one), a frame
+# writer's `.<name>.parts-<pid>-<hex>` folder, an encoder export's `.<name>.tmp-<pid>`
+TMP_NAME = re.compile(r"^\..+\.(?:(?P<pid>\d+)(?:-\d+)?\.tmp(?:\.wal)?|parts-(?P<parts>\d+)-[0-9a-f]+"
+                      r"|tmp-(?P<export>\d+))$")
+OUT_OF_SPACE = ("no space left on device", "disk quota exceeded", "not enough space")
+
+
+def disk_full(err: BaseException, path: Path) -> DiskFullError | None:
+    """`err` as one line naming the file and the space left, when it is a write that ran out of
+    space: ENOSPC or EDQUOT, an Arrow or DuckDB error saying so, or USearch's `Failed to
+    serialize into stream` (which says nothing of space) on a file system with little room
+    left; None for any other error."""
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    full = (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+        s in str(err).lower() for s in OUT_OF_SPACE)
+    free = _free_bytes(Path(path).parent)
+    if not full and "failed to serialize" in detail.lower():
+        full = free is not None and free < LOW_SPACE
+    if not full:
+        return None
+    left = "" if free is None else f" ({_size(free)} free)"
+    return DiskFullError(f"out of space writing {path}: the device holding it is full{left}; the partial "
+                         f"file was removed; free some space and run again ({detail})")
+
+
+LOW_SPACE = 64 << 20  # below this much free space, a write failure that names no cause is a full disk
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    value, unit = float(n), "bytes"
+    for unit in ("KiB", "MiB", "GiB"):  # noqa: B007 (the unit the loop stops at is the answer)
+        value /= 1024
+        if value < 1024:
+            break
+    return f"{value:.1f} {unit}"
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` to the temporary file of `path`, then one rename onto `path`. A write that
+    fails leaves no temporary file behind, and one that ran out of space raises DiskFullError
+    naming `path`; `path` itself is untouched until the rename."""
+    tmp = tmp_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        full = disk_full(err, path)
+        if full is not None:
+            raise full from None
+        raise
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = tmp_path(path)
-    tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=2, default=str)
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one we may not signal counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Temporary files and part folders under `root` whose writing process is dead (see
+    TMP_NAME): what a write killed or failed in a way it could not clean left behind."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for name in [*files, *dirs]:
+            match = TMP_NAME.match(name)
+            if match is None:
+                continue
+            pid = int(match.group("pid") or match.group("parts") or match.group("export"))
+            if pid != os.getpid() and not pid_alive(pid):
+                found.append(Path(folder) / name)
+        dirs[:] = [d for d in dirs if not TMP_NAME.match(d)]
+    return sorted(found)
+
+
+def remove_leftovers(root: Path) -> list[Path]:
+    """Remove `leftovers(root)`; the paths removed."""
+    removed = []
+    for path in leftovers(root):
+        try:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def ensure_writable(directory: Path, who: str) -> None:
@@ -103,7 +221,8 @@ class FrameWriter:
     (the common case: `close` is then one rename); a batch whose types differ (a column all
     null in one batch, or holding text in one and numbers in another) ends that file and
     starts part files, which `close` joins into the target, unified: numbers widen, nulls
-    take the other parts' type, and anything else becomes text."""
+    take the other parts' type, and anything else becomes text. A write that runs out of
+    space removes what it wrote and raises DiskFullError naming the target."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -116,6 +235,16 @@ class FrameWriter:
         self._stream_path: Path | None = None
 
     def write(self, frame: pd.DataFrame) -> None:
+        try:
+            self._write(frame)
+        except BaseException as err:
+            full = disk_full(err, self.path)
+            if full is not None:
+                self.discard()
+                raise full from None
+            raise
+
+    def _write(self, frame: pd.DataFrame) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -146,9 +275,9 @@ class FrameWriter:
     def _seal(self) -> None:
         """End the streamed file: it becomes the first part (readable from now on)."""
         if self._stream is not None:
-            self._stream.close()
+            stream, self._stream = self._stream, None
+            stream.close()
             self.parts.append(self._stream_path)
-            self._stream = None
 
     def files(self) -> list[Path]:
         """The files written so far, readable (later batches go to new parts)."""
@@ -157,12 +286,17 @@ class FrameWriter:
 
     def close(self) -> Path:
         """Put the joined frame at `path` (an empty frame when nothing was written)."""
-        import shutil
+        self.finish()
+        return self.commit()
 
-        self._seal()
+    def finish(self) -> Path:
+        """Join the parts into the temporary file beside `path`, leaving `path` as it was (so
+        that a step writing several frames replaces none until all are written): `commit`
+        renames it into place, `discard` removes it. Out of space raises DiskFullError."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = tmp_path(self.path)
         try:
+            self._seal()
             if not self.parts:
                 import pandas as pd
 
@@ -171,20 +305,63 @@ class FrameWriter:
                 os.replace(self.parts[0], tmp)
             else:
                 _join_parts(self.parts, tmp)
-            os.replace(tmp, self.path)
+        except BaseException as err:
+            self.discard()
+            full = disk_full(err, self.path)
+            if full is not None:
+                raise full from None
+            raise
         finally:
             shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return tmp
+
+    def commit(self) -> Path:
+        """Rename the finished frame onto `path`."""
+        os.replace(tmp_path(self.path), self.path)
         return self.path
 
     def discard(self) -> None:
-        import shutil
-
         if self._stream is not None:
-            with contextlib.suppress(Exception):
-                self._stream.close()
-            self._stream = None
+            stream, self._stream = self._stream, None
+            with contextlib.suppress(Exception):  # a full disk fails the close's flush too
+                stream.close()
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         tmp_path(self.path).unlink(missing_ok=True)
+
+
+@contextmanager
+def committing(writers: list[FrameWriter]) -> Iterator[None]:
+    """Rename the finished files of `writers` (FrameWriter.finish) into place, then run the
+    block (recording them, say). If a rename or the block fails, every path gets back the file
+    it held before (kept meanwhile as a hard link beside it), so a step that fails after
+    writing its frames keeps its previous ones."""
+    kept: list[tuple[Path, Path | None]] = []  # (path, its previous file's link or None)
+    try:
+        for writer in writers:
+            previous = None
+            if writer.path.exists():
+                previous = writer.path.parent / f".{writer.path.name}.{os.getpid()}.previous.tmp"
+                previous.unlink(missing_ok=True)
+                try:
+                    os.link(writer.path, previous)
+                except OSError:  # a file system without hard links: moved aside instead
+                    os.replace(writer.path, previous)
+            kept.append((writer.path, previous))
+            writer.commit()
+        yield
+    except BaseException:
+        for path, previous in reversed(kept):
+            if previous is not None:
+                os.replace(previous, path)
+            else:
+                path.unlink(missing_ok=True)
+        for writer in writers:
+            writer.discard()
+        raise
+    finally:
+        for _, previous in kept:
+            if previous is not None:
+                previous.unlink(missing_ok=True)
 
 
 def _join_parts(parts: list[Path], target: Path) -> None:

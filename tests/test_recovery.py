@@ -108,7 +108,7 @@ def test_sigkill_mid_build_then_recover_and_rebuild(tmp_path: Path):
         )
         try:
             tmp_files = wait_for(
-                lambda: sorted(tables_dir.glob(".*.parquet.tmp")) if tables_dir.exists() else [],
+                lambda: sorted(tables_dir.glob(".*.parquet.*.tmp")) if tables_dir.exists() else [],
                 proc, 180, "the temp Parquet file appeared", log,
             )
             time.sleep(1.0)  # well inside the embedding of the first window

@@ -3,6 +3,7 @@ and quarantine its rows and check them against the source's quality gates."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 
 from jammi import keys
 from jammi.app import memo
-from jammi.errors import ArtifactError, JammiError
+from jammi.errors import ArtifactError, DiskFullError, JammiError
 from jammi.ingest.extract import extract, extract_batches, source_files
 from jammi.ingest.keys_ledger import KeyLedger
 from jammi.ingest.partitions import partition_batches
@@ -27,6 +28,7 @@ from jammi.spec.project import Project
 from jammi.storage import (
     BATCH_ROWS,
     FrameWriter,
+    committing,
     ensure_writable,
     frame_path,
     partition_path,
@@ -35,6 +37,8 @@ from jammi.storage import (
 )
 from jammi.tables.catalog import Catalog
 from jammi.tables.frames import load_frame, register_frame, store_frame
+
+log = logging.getLogger(__name__)
 
 
 def extract_raw(project: Project, source: str, run_id: str | None = None,
@@ -80,7 +84,7 @@ def _write(path: Path, batches, ledger: KeyLedger | None = None) -> FrameWriter:
             writer.write(batch)
         if ledger is not None:
             ledger.check(lambda: (pd.read_parquet(p, columns=[ledger.key]) for p in writer.files()))
-        writer.close()
+        writer.finish()  # beside the target: `committing` puts it in place
     except BaseException:
         writer.discard()
         raise
@@ -109,7 +113,10 @@ def store_raw(project: Project, source: str, run_id: str | None = None, full: bo
     memo.forget(path)
     stored = _store_raw(project, source, partition, path)
     if key:
-        memo.remember(path, key, [path], {"rows": stored.rows, "unplaced": stored.unplaced})
+        try:
+            memo.remember(path, key, [path], {"rows": stored.rows, "unplaced": stored.unplaced})
+        except DiskFullError as err:  # the memo only spares the next run work: this run's frame stands
+            log.warning("%s: %s", asset, err)
     return stored
 
 
@@ -149,11 +156,13 @@ def _store_raw(project: Project, source: str, partition: str | None, path: Path)
     ledger = KeyLedger(source, spec.key, spec.columns[spec.key].type)
     if partition is None:
         writer = _write(path, extract_batches(project, source), ledger)
-        register_frame(project.artifact_dir, asset, path, writer.rows)
+        with committing([writer]):
+            register_frame(project.artifact_dir, asset, path, writer.rows)
         return StoredFrame(path, writer.rows, writer.head)
     got = partition_batches(project, source, partition)
     writer = _write(path, got.batches, ledger)
-    register_frame(project.artifact_dir, asset, path, writer.rows, partition)
+    with committing([writer]):
+        register_frame(project.artifact_dir, asset, path, writer.rows, partition)
     return StoredFrame(path, writer.rows, writer.head, got.unplaced)
 
 
@@ -234,10 +243,13 @@ def validate_source(project: Project, source: str, run_id: str | None = None,
                                done["sampled"])
     memo.forget(valid_path)
     run = _validate(project, source, run_id, partition, raw_file, valid_path, quarantine_path, baseline)
-    memo.remember(valid_path, _silver_inputs(project, source, raw_file, baseline, partition), outputs, {
-        "valid": run.validated.rows, "quarantined": run.quarantine.rows, "metadata": run.metadata,
-        "first_reason": run.first_reason, "outcomes": [outcome_json(o) for o in run.outcomes],
-        "rows_in": run.rows_in, "sampled": run.sampled})
+    try:
+        memo.remember(valid_path, _silver_inputs(project, source, raw_file, baseline, partition), outputs, {
+            "valid": run.validated.rows, "quarantined": run.quarantine.rows, "metadata": run.metadata,
+            "first_reason": run.first_reason, "outcomes": [outcome_json(o) for o in run.outcomes],
+            "rows_in": run.rows_in, "sampled": run.sampled})
+    except DiskFullError as err:  # the memo only spares the next run work: this run's frames stand
+        log.warning("%s: %s", keys.validated(source), err)
     return run
 
 
@@ -277,24 +289,31 @@ def _validate(project: Project, source: str, run_id: str | None, partition: str 
                 rejected.append(silver.quarantine)
             first_reason = first_reason or silver.first_reason()
             counts.update(silver.metadata())
-        valid_w.close()
-        quarantine_w.close()
+        # both frames are finished beside their targets and replace them only once everything
+        # else succeeded: a step that fails (a full disk, say) keeps its previous frames
+        finished = valid_w.finish()
+        quarantine_w.finish()
+        checked = sample.frame()
+        quarantined = pd.concat(rejected, ignore_index=True) if rejected else quarantine_w.head
+        previous = pd.read_parquet(baseline) if baseline.exists() else None
+        outcomes = frame_checks(project, source, checked, quarantined, previous,
+                                _parent_keys(project, source, finished),
+                                total_rows=rows_in, quarantined_rows=quarantine_w.rows,
+                                sampled=valid_w.rows if sample.sampled else None)
+        with committing([valid_w, quarantine_w]):
+            register_frame(project.artifact_dir, validated, valid_path, valid_w.rows, **where,
+                           unique_key=spec.key)
+            register_frame(project.artifact_dir, quarantine, quarantine_path, quarantine_w.rows, **where)
+            Catalog(project.artifact_dir).record_checks(run_id, validated, partition, outcomes)
     except BaseException:
         valid_w.discard()
         quarantine_w.discard()
         raise
-    register_frame(project.artifact_dir, validated, valid_path, valid_w.rows, **where, unique_key=spec.key)
-    register_frame(project.artifact_dir, quarantine, quarantine_path, quarantine_w.rows, **where)
-    checked = sample.frame()
-    quarantined = pd.concat(rejected, ignore_index=True) if rejected else quarantine_w.head
-    previous = pd.read_parquet(baseline) if baseline.exists() else None
-    outcomes = frame_checks(project, source, checked, quarantined, previous,
-                            _parent_keys(project, source, valid_path),
-                            total_rows=rows_in, quarantined_rows=quarantine_w.rows,
-                            sampled=valid_w.rows if sample.sampled else None)
-    Catalog(project.artifact_dir).record_checks(run_id, validated, partition, outcomes)
     if not blocking_failures(outcomes):
-        write_parquet_atomic(checked, baseline)
+        try:
+            write_parquet_atomic(checked, baseline)
+        except DiskFullError as err:  # the baseline only moves drift's reference: the run stands
+            log.warning("drift baseline of %s not updated: %s", validated, err)
     return ValidatedSource(StoredFrame(valid_path, valid_w.rows, valid_w.head),
                            StoredFrame(quarantine_path, quarantine_w.rows, quarantine_w.head),
                            dict(counts), first_reason, outcomes, rows_in, sample.sampled)

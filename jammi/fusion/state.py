@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jammi.fusion.fuse import REVIEW_COLUMNS, FusionResult, FusionState
-from jammi.storage import write_parquet_atomic
+from jammi.storage import write_atomic, write_parquet_atomic
 
 FUSION_DIR = "fusion"
 
@@ -59,9 +59,7 @@ def save_state(artifact_dir: Path, entity: str, result: FusionResult) -> None:
         else np.zeros(0, np.float32)
     table = pa.table({"text_hash": pa.array(hashes, pa.string()),
                       "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat), dim)})
-    tmp = base / "vectors.parquet.tmp"
-    pq.write_table(table, tmp)
-    tmp.replace(base / "vectors.parquet")
+    write_atomic(base / "vectors.parquet", lambda tmp: pq.write_table(table, tmp))
 
 
 def save_review(artifact_dir: Path, entity: str, result: FusionResult) -> None:
@@ -74,9 +72,8 @@ def save_review(artifact_dir: Path, entity: str, result: FusionResult) -> None:
                                                                on=["_source", "_record_id"])
     write_parquet_atomic(records, base / "pair_records.parquet")
     write_parquet_atomic(pairs, base / "pairs.parquet")
-    tmp = base / "models.json.tmp"
-    tmp.write_text(json.dumps(result.models, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(base / "models.json")
+    text = json.dumps(result.models, indent=2) + "\n"
+    write_atomic(base / "models.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def load_review(artifact_dir: Path, entity: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:

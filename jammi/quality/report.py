@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from jammi.storage import tmp_path
+from jammi.storage import write_atomic
 
 LAST_RUNS = 20
 PLOT_KEY = "Jammi-Plot"  # the PNG text chunk holding the fingerprint of what was drawn
@@ -105,9 +104,8 @@ def plot_history(results: pd.DataFrame, out: Path, last_runs: int = LAST_RUNS) -
     fig.suptitle(f"Jammi quality checks over the last {len(runs)} run(s); red = failed", fontsize=10,
                  y=1 - 0.15 / height, va="top")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(out)  # a reader, or the next run's check, never sees half an image
-    fig.savefig(tmp, format="png", dpi=DPI, metadata={PLOT_KEY: key})
-    os.replace(tmp, out)
+    # a reader, or the next run's check, never sees half an image
+    write_atomic(out, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, metadata={PLOT_KEY: key}))
     return out
 
 

@@ -27,6 +27,7 @@ from jammi.embedding.encode import BatchSizer
 from jammi.embedding.model import Encoder
 from jammi.embedding.texts import content_hash
 from jammi.errors import ArtifactError
+from jammi.storage import write_atomic
 from jammi.tables.build import EmbedStats, encode_rows
 from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.contract import manifest_index_spec
@@ -98,9 +99,7 @@ class Appended:
 
 
 def _write_segment(path: Path, rows: pa.Table) -> FileRef:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(rows, tmp, compression="zstd")
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: pq.write_table(rows, tmp, compression="zstd"))
     return FileRef(path.name, rows.num_rows)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from jammi.errors import ArtifactError
-from jammi.storage import tmp_path
+from jammi.storage import tmp_files
 from jammi.tables.catalog import STATUS_FAILED, STATUS_READY, Catalog, Pointer, TableRecord
 from jammi.tables.contract import SUFFIXES, sidecar
 from jammi.tables.versions import Version
@@ -77,7 +77,7 @@ def remove_table(catalog: Catalog, table_name: str) -> RemovedTable:
     rec = catalog.mark_removed(table_name)
     deleted = []
     versions = sorted(rec.tables_dir.glob(f"{rec.table_name}.v*"))
-    for path in (*(sidecar(rec.base_path, s) for s in SUFFIXES), tmp_path(rec.parquet_path), *versions):
+    for path in (*(sidecar(rec.base_path, s) for s in SUFFIXES), *tmp_files(rec.parquet_path), *versions):
         if path.exists():
             path.unlink()
             deleted.append(path)

@@ -15,7 +15,7 @@ from usearch.index import Index
 
 from jammi.embedding.vectors import vectors_of
 from jammi.spec.project import IndexSpec
-from jammi.storage import tmp_path
+from jammi.storage import write_atomic
 from jammi.tables.arrays import int64s, take
 from jammi.tables.contract import sidecar
 from jammi.tables.versions import FileRef, Version, deleted_by_segment
@@ -101,19 +101,18 @@ def build_index(base: Path, dimensions: int, spec: IndexSpec) -> IndexStats:
         row_keys.append(keys)
         rows += len(hashes)
     index_path = sidecar(base, ".usearch")
-    tmp = tmp_path(index_path)
-    index.save(str(tmp))
-    os.replace(tmp, index_path)
+    write_atomic(index_path, lambda tmp, save=index.save: save(str(tmp)))
     keys = np.concatenate(row_keys) if row_keys else np.zeros(0, dtype=np.int64)
     order = np.argsort(keys, kind="stable")
     ids = pa.concat_arrays(row_ids) if row_ids else pa.array([], pa.string())
     rowmap = pa.table({"_row_id": take(ids, int64s(order)),
                        "_key": pa.array(keys[order].astype(np.uint32), pa.uint32())})
     rowmap_path = sidecar(base, ".rowmap")
-    tmp = tmp_path(rowmap_path)
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, rowmap.schema) as writer:
-        writer.write_table(rowmap)
-    os.replace(tmp, rowmap_path)
+
+    def write_rowmap(tmp: Path) -> None:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, rowmap.schema) as writer:
+            writer.write_table(rowmap)
+    write_atomic(rowmap_path, write_rowmap)
     del index
     pa.default_memory_pool().release_unused()
     return IndexStats(index_path, rows, time.perf_counter() - t0, index_path.stat().st_size)

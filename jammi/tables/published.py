@@ -24,6 +24,7 @@ from pathlib import Path
 
 import duckdb
 
+from jammi.storage import disk_full
 from jammi.tables import duck
 
 META_TABLE = "_published"
@@ -44,8 +45,8 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tu
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
         stale.unlink(missing_ok=True)
-    con.execute(f"ATTACH {_sql_literal(str(tmp))} AS _publishing")
     try:
+        con.execute(f"ATTACH {_sql_literal(str(tmp))} AS _publishing")
         for table in tables:
             con.execute(f'CREATE TABLE _publishing."{table}" AS SELECT * FROM "{state}".main."{table}"')
         con.execute(f"CREATE TABLE _publishing.{META_TABLE} AS SELECT ?::VARCHAR AS root,"
@@ -57,14 +58,21 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tu
         finally:
             con.execute(f'USE "{state}"')
         con.execute("CHECKPOINT _publishing")
-    except BaseException:
         con.execute("DETACH _publishing")
-        tmp.unlink(missing_ok=True)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException as err:
+        try:
+            con.execute("DETACH _publishing")
+        except duckdb.Error:  # detached already, or a full disk failed the detach's checkpoint too
+            pass
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        full = disk_full(err, target)
+        if full is not None:
+            raise full from None
         raise
-    con.execute("DETACH _publishing")
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
     _write_stamp(target)
 
 
@@ -77,9 +85,16 @@ def stamp_path(target: Path | str) -> str:
 def _write_stamp(target: Path) -> None:
     path = stamp_path(target)
     tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
-    with open(tmp, "w", encoding="ascii") as fh:
-        fh.write(secrets.token_hex(16) + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="ascii") as fh:
+            fh.write(secrets.token_hex(16) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        full = disk_full(err, Path(path))
+        if full is not None:
+            raise full from None
+        raise
 
 
 def published_stamp(target: Path) -> tuple | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from jammi import keys
 from jammi.quality.outcome import CheckOutcome, blocking_failures
-from jammi.storage import tmp_path
+from jammi.storage import remove_leftovers, tmp_files
 from jammi.tables.catalog import (
     STATUS_BUILDING,
     STATUS_FAILED,
@@ -36,6 +36,7 @@ from jammi.tables.index import IndexStats, build_index, segment_base
 from jammi.tables.versions import FileRef, Version
 
 log = logging.getLogger(__name__)
+LEFTOVER_REMOVED = "removed: temporary file of a dead process"
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,13 @@ def builder_alive(builder: str | None) -> bool:
         return False
 
 
+def _remove_leftovers(catalog: Catalog) -> list:
+    """Temporary files and part folders that writers now dead left under the artifact
+    directory (a write killed, or failed on a full disk before it could clean up)."""
+    root = catalog.artifact_dir
+    return remove_leftovers(root) if root.is_dir() else []
+
+
 def owned(catalog: Catalog, rec: TableRecord) -> bool:
     """Recovery deletes only files inside the artifact directory's tables folder that follow
     the table naming: a catalog row pointing anywhere else (hand-edited, say) is never obeyed."""
@@ -87,10 +95,11 @@ def _discard(rec: TableRecord) -> None:
 
 
 def recover(catalog: Catalog) -> list[RecoveryAction]:
+    actions = [RecoveryAction(str(path.relative_to(catalog.artifact_dir)), LEFTOVER_REMOVED)
+               for path in _remove_leftovers(catalog)]
     if not catalog.exists():
-        return []
+        return actions
     catalog.ensure_published()  # a writer killed after its commit, before its publish
-    actions = []
     for rec in catalog.tables(status=STATUS_BUILDING):
         if builder_alive(rec.builder):
             continue
@@ -100,7 +109,8 @@ def recover(catalog: Catalog) -> list[RecoveryAction]:
                                "a table file under the artifact directory; no file was touched")
             actions.append(RecoveryAction(rec.table_name, "failed: path outside the tables directory"))
             continue
-        tmp_path(final).unlink(missing_ok=True)
+        for tmp in tmp_files(final):  # its builder is dead: whatever it was writing is left over
+            tmp.unlink(missing_ok=True)
         if not final.exists():
             sidecar(rec.base_path, ".manifest.json").unlink(missing_ok=True)
             catalog.set_status(rec.table_name, STATUS_FAILED,

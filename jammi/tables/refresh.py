@@ -23,7 +23,7 @@ from jammi.embedding.vectors import vectors_of
 from jammi.errors import ArtifactError
 from jammi.quality.outcome import blocking_failures
 from jammi.spec.project import IndexSpec, PipelineSpec, SourceSpec
-from jammi.storage import tmp_path
+from jammi.storage import write_atomic
 from jammi.tables.build import EmbedStats, SourceRows, doc_column, encode_rows, source_rows
 from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.contract import (
@@ -171,9 +171,8 @@ def _next_number(catalog: Catalog, rec: TableRecord) -> int:
 
 
 def _write_segment(path: Path, rows: pa.Table) -> FileRef:
-    tmp = tmp_path(path)
-    pq.write_table(rows, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: pq.write_table(rows, tmp, compression="zstd",
+                                                  row_group_size=ROW_GROUP_ROWS))
     return FileRef(path.name, rows.num_rows)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jammi.storage import tmp_path
+from jammi.storage import disk_full, tmp_path
 from jammi.tables.contract import ROW_GROUP_ROWS
 from jammi.tables.versions import FileRef
 
@@ -33,6 +33,16 @@ class SegmentWriter:
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
+        try:
+            self._write(table)
+        except OSError as err:
+            full = disk_full(err, self.path or Path("."))
+            if full is not None:
+                self.discard()
+                raise full from None
+            raise
+
+    def _write(self, table: pa.Table) -> None:
         while table.num_rows:
             if self.writer is None:
                 self._open()
@@ -54,6 +64,16 @@ class SegmentWriter:
 
     def close(self) -> tuple[FileRef, ...]:
         """Rename every finished file into place; no row at all still makes one empty segment."""
+        try:
+            return self._close()
+        except OSError as err:
+            full = disk_full(err, self.path or Path("."))
+            if full is not None:
+                self.discard()
+                raise full from None
+            raise
+
+    def _close(self) -> tuple[FileRef, ...]:
         if self.writer is not None or not self.done:
             if self.writer is None:
                 self._open()
@@ -65,8 +85,11 @@ class SegmentWriter:
     def discard(self) -> None:
         """Remove what a failed write left: temporary files, and files renamed into place."""
         if self.writer is not None:
-            self.writer.close()
+            writer, self.writer = self.writer, None
             self.done.append((self.path, self.rows))
-            self.writer = None
+            try:
+                writer.close()
+            except OSError:  # a full disk fails the close's flush too: the file is removed below
+                pass
         for path, _ in self.done:
             tmp_path(path).unlink(missing_ok=True)

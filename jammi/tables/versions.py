@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jammi.errors import ArtifactError
-from jammi.storage import tmp_path
+from jammi.storage import write_atomic
 
 SEGMENT_COLUMN = "_segment"
 DELETES_SCHEMA = pa.schema([pa.field(SEGMENT_COLUMN, pa.string(), nullable=False),
@@ -123,9 +123,7 @@ def write_deletes(path: Path, pairs: list[tuple[str, str]]) -> FileRef:
     """The (segment, row id) pairs a version deletes, as Parquet, atomically."""
     table = pa.table({SEGMENT_COLUMN: [s for s, _ in pairs], "_row_id": [r for _, r in pairs]},
                      schema=DELETES_SCHEMA)
-    tmp = tmp_path(path)
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     return FileRef(path.name, len(pairs))
 
 
