@@ -95,16 +95,27 @@ def search(
     found = _attach_columns(frame, key, cols, hits)
     if len(found) < len(hits):
         # a refresh replaced the frame before its table committed: the index still holds rows the
-        # frame has lost, so the search is asked again among the frame's rows only
-        found = _attach_columns(frame, key, cols, nearest(_frame_keys(frame, key)))
+        # frame has lost, so the search is asked again among the rows of one reading of the frame
+        # (read once, so that another refresh in between cannot thin the answer again)
+        rows = _read_frame(frame)
+        found = _attach_columns(rows, key, cols, nearest(_frame_keys(rows, key)))
     return found
 
 
-def _frame_keys(frame: Path, key: str) -> set[str]:
+def _read_frame(frame: Path):
     con = duckdb.connect()
     try:
-        return {r[0] for r in con.execute(f"SELECT CAST({quote_ident(key)} AS VARCHAR) FROM "
-                                          f"({frame_view_sql(frame)})").fetchall()}
+        return con.execute(frame_view_sql(frame)).to_arrow_table()
+    finally:
+        con.close()
+
+
+def _frame_keys(rows, key: str) -> set[str]:
+    con = duckdb.connect()
+    try:
+        con.register("source_rows", rows)
+        return {r[0] for r in con.execute(f"SELECT CAST({quote_ident(key)} AS VARCHAR) FROM source_rows")
+                .fetchall()}
     finally:
         con.close()
 
@@ -118,17 +129,23 @@ def search_many(project: Project, name: str, queries, *, k: int = 10, filter: st
                                                         exact=exact, table=table)
 
 
-def _attach_columns(frame: Path, key: str, cols: list[str], hits: list[tuple[str, float]]) -> pd.DataFrame:
+def _attach_columns(frame, key: str, cols: list[str], hits: list[tuple[str, float]]) -> pd.DataFrame:
+    """The hits joined with the frame's rows: `frame` is the file (or folder), or rows read from it."""
     import pandas as pd
 
     hit_frame = pd.DataFrame(hits, columns=["_row_id", "similarity"])
     con = duckdb.connect()
     try:
         con.register("hits", hit_frame)
+        if isinstance(frame, Path):
+            rows = frame_view_sql(frame)
+        else:
+            con.register("source_rows", frame)
+            rows = "SELECT * FROM source_rows"
         select = ", ".join(f"s.{quote_ident(c)}" for c in cols)
         return con.execute(
             f"SELECT {select}, h._row_id, h.similarity FROM hits h JOIN "
-            f"({frame_view_sql(frame)}) s "
+            f"({rows}) s "
             f"ON CAST(s.{quote_ident(key)} AS VARCHAR) = h._row_id ORDER BY h.similarity DESC"
         ).df()
     finally:
