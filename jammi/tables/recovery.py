@@ -70,6 +70,11 @@ def builder_alive(builder: str | None) -> bool:
         return False
 
 
+def _swept(catalog: Catalog) -> list[RecoveryAction]:
+    return [RecoveryAction(str(path.relative_to(catalog.artifact_dir)), LEFTOVER_REMOVED)
+            for path in _remove_leftovers(catalog)]
+
+
 def _remove_leftovers(catalog: Catalog) -> list:
     """Temporary files and part folders that writers now dead left under the artifact
     directory (a write killed, or failed on a full disk before it could clean up)."""
@@ -95,11 +100,10 @@ def _discard(rec: TableRecord) -> None:
 
 
 def recover(catalog: Catalog) -> list[RecoveryAction]:
-    actions = [RecoveryAction(str(path.relative_to(catalog.artifact_dir)), LEFTOVER_REMOVED)
-               for path in _remove_leftovers(catalog)]
     if not catalog.exists():
-        return actions
+        return _swept(catalog)
     catalog.ensure_published()  # a writer killed after its commit, before its publish
+    actions = []
     for rec in catalog.tables(status=STATUS_BUILDING):
         if builder_alive(rec.builder):
             continue
@@ -152,6 +156,7 @@ def recover(catalog: Catalog) -> list[RecoveryAction]:
         actions.append(RecoveryAction(rec.table_name, "ready: promoted, index rebuilt",
                                       detail + ("; now active" if made_active else
                                                 f"; {rec.pipeline}'s active table unchanged")))
+    actions += _swept(catalog)  # after the tables: a dead builder's own files are settled with it
     for action in actions:
         log.warning("recovery: %s %s %s", action.table_name, action.action, action.detail)
     return actions
