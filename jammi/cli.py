@@ -335,10 +335,11 @@ def _pair_screen(pair, n: int, total: int) -> str:
 @click.option("--by", "by", default=None, help="Who is answering (default: $JAMMI_USER, else the login).")
 @click.pass_context
 def fusion_review(ctx, entity, limit, by) -> None:
-    """Answer, for the pairs of ENTITY the matcher is least sure of, whether they are the same:
-    y(es), n(o), s(kip) or q(uit). Each answer is stored at once in jammi.fusion_labels; the
-    next materialization of fused_ENTITY links every yes, never a no, and refits its weights
-    and threshold to them."""
+    """Answer, for the pairs of ENTITY the matcher is least sure of (and, every fourth, one
+    from a band of the scores), whether they are the same: y(es), n(o), s(kip) or q(uit). Each
+    answer is stored at once in jammi.fusion_labels; the next materialization of fused_ENTITY
+    links every yes, never a no, and, once the answers are enough, refits its match model to
+    them."""
     from jammi.app.fusion_review import record_answer, review_pairs
 
     project = _project(ctx)

@@ -18,7 +18,7 @@ from jammi.app.fusion import fuse_and_check
 from jammi.app.fusion_review import list_labels, load_labels, record_answer, review_pairs
 from jammi.errors import FusionError
 from jammi.fusion.fuse import fuse_entity
-from jammi.fusion.labels import labels_frame, read_labels_csv, review_queue
+from jammi.fusion.labels import EXPLORE_EVERY, labels_frame, read_labels_csv, review_queue
 from jammi.fusion.weights import LEVELS, calibrate, fit_em, fit_mean, to_levels
 from jammi.quality.fused_checks import LABELS
 from jammi.spec.project import load_project
@@ -98,6 +98,43 @@ def test_labels_refit_the_learned_means_weights_and_threshold():
     assert abs(few.threshold - 0.5) < abs(fit.threshold - 0.5)  # ten answers move it less
 
 
+def test_context_features_say_whether_a_pair_wins_its_records_and_by_how_much():
+    from jammi.fusion.matching import context_features, runner_up_gap
+
+    left, right = np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 2, 3])
+    score = np.array([0.9, 0.6, 0.8, 0.7, 0.5])
+    # pair 0: left 0's other candidate scores 0.6, right 0 has none; pair 4 has no rival at all
+    assert np.allclose(runner_up_gap(left, right, score), [0.3, -0.3, 0.1, -0.1, 0.5])
+    context = context_features(left, right, score)
+    assert context[:, 0].tolist() == [1, 0, 1, 0, 1]  # the best of both its records
+    assert np.allclose(context[:, 1], np.clip([0.3, -0.3, 0.1, -0.1, 0.5], -0.2, 0.2) * 30)
+
+
+def test_labels_refit_the_model_only_once_both_answers_are_frequent_enough():
+    from jammi.fusion.matching import EVENTS_PER_PARAMETER, learn
+
+    rng = np.random.default_rng(11)
+    records = 300
+    li, ri = np.repeat(np.arange(records), 3), rng.integers(0, records, 3 * records)
+    ri[::3] = np.arange(records)  # each left record's first candidate is its partner
+    truth = np.zeros(len(li), dtype=bool)
+    truth[::3] = rng.random(records) < 0.8
+    name = np.clip(np.where(truth, rng.normal(0.85, 0.1, len(li)), rng.normal(0.45, 0.15, len(li))), 0, 1)
+    sims = {"name": name, "cos": np.clip(name + rng.normal(0, 0.1, len(li)), 0, 1)}
+    comparators = {"name": "text"}
+    few = np.flatnonzero(truth)[:5]
+    quiet = learn("learned", comparators, sims, li, ri, 2 * records, few, np.ones(len(few)))
+    assert quiet.threshold is None and "waits for" in quiet.how  # five yes answers: no refit
+    parameters = 2 + 2 + 2  # two weighted fields, threshold and slope, two context features
+    need = EVENTS_PER_PARAMETER * parameters
+    asked = np.r_[np.flatnonzero(truth)[:need], np.flatnonzero(~truth)[:need]]
+    taught = learn("learned", comparators, sims, li, ri, 2 * records, asked, truth[asked].astype(float))
+    assert taught.threshold is not None and taught.how.startswith(f"fitted to {len(asked)} labels")
+    assert ((taught.score >= 0) & (taught.score <= 1)).all()  # the fitted match probability
+    decided = taught.score >= taught.threshold
+    assert (decided == truth).mean() > 0.9
+
+
 def test_review_queue_is_least_sure_contenders_first_and_skips_answered_pairs():
     pairs = pd.DataFrame({
         "left_source": "a", "left_id": ["1", "2", "3", "4"], "right_source": "b",
@@ -107,6 +144,34 @@ def test_review_queue_is_least_sure_contenders_first_and_skips_answered_pairs():
     labels = labels_frame([{"left_source": "a", "left_id": "2", "right_source": "b", "right_id": "y",
                             "is_match": True}])
     assert review_queue(pairs, labels)["left_id"].tolist() == ["3", "1"]
+
+
+def test_review_queue_mixes_in_a_pair_from_each_score_band():
+    n = 100
+    scores = np.linspace(0.0, 0.99, n)
+    pairs = pd.DataFrame({
+        "left_source": "a", "left_id": [str(i) for i in range(n)], "right_source": "b",
+        "right_id": [f"r{i}" for i in range(n)], "score": scores, "threshold": 0.5,
+        "contender": True, "linked": scores >= 0.5,
+    })
+    queue = review_queue(pairs, labels_frame([]))
+    assert len(queue) == n and set(queue["left_id"]) == set(pairs["left_id"])
+    margin = (queue["score"] - 0.5).abs().to_numpy()
+    explore = np.arange(1, n + 1) % EXPLORE_EVERY == 0
+    assert (np.diff(margin[~explore]) >= 0).all()  # the rest: least sure first
+    # the pairs drawn from the bands (a fifth of the scores each): one per band in turn, highest
+    # first (band 2, around the cut, has its draws asked as least sure pairs: the turn passes on)
+    drawn = [int(i) // 20 for i in queue["left_id"].to_numpy()[explore]]
+    assert drawn[:6] == [4, 3, 1, 0, 4, 3]
+    assert margin[explore][:2].min() > 0.2  # far from the cut: not what uncertainty would ask
+    # the same pairs on every run; answered pairs drop out and the turn starts again at the top
+    assert queue.equals(review_queue(pairs, labels_frame([])))
+    asked = queue.head(8)
+    said = labels_frame([{"left_source": "a", "left_id": i, "right_source": "b", "right_id": f"r{i}",
+                          "is_match": True} for i in asked["left_id"]])
+    rest = review_queue(pairs, said)
+    assert len(rest) == n - 8 and not set(rest["left_id"]) & set(asked["left_id"])
+    assert rest["left_id"].iloc[EXPLORE_EVERY - 1] == queue["left_id"][explore].iloc[4]
 
 
 def two_sources(tmp_path: Path, scoring: str = "learned"):

@@ -7,9 +7,13 @@ thing. Labels live in the catalog (`jammi.fusion_labels`, with who answered and 
 fusion run links every `yes` pair, never links a `no` pair, and, under `scoring: learned`,
 refits the weights and the threshold to them (weights.py).
 
-The review queue (`review_queue`) holds the pairs the matcher is least sure of: among the pairs
-that are some record's best candidate (the only ones whose answer can change a link), those
-whose score is nearest the threshold, and none already answered.
+The review queue (`review_queue`) holds the pairs worth asking about: the pairs that are some
+record's best candidate (the only ones whose answer can change a link), none already answered.
+Three in four are the ones the matcher is least sure of, whose score is nearest the threshold;
+every fourth is drawn from a band of the scores, the bands taken in turn from the highest (a
+fixed pseudo-random pick within the band). Answers near the cut fix the pairs that are most
+likely wrong; answers away from it say how often a pair that scores 0.9 or 0.4 is a match,
+which is what a refit of the threshold needs and what the least sure pairs alone never show.
 
 How the matcher does on the labelled pairs (the `labelled_pairs` check): each pair's decision
 by its score alone (what it would have done without that label) against the answer. Under
@@ -20,6 +24,8 @@ labels it was fitted on.
 
 from __future__ import annotations
 
+import itertools
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +38,8 @@ PAIR_KEY = ["left_source", "left_id", "right_source", "right_id"]
 YES = frozenset({"y", "yes", "1", "true", "match", "same"})
 NO = frozenset({"n", "no", "0", "false", "non-match", "nonmatch", "different"})
 MAX_SHOWN = 5
+EXPLORE_EVERY = 4  # every 4th pair asked is drawn from a score band, the others are the least sure
+SCORE_BANDS = 5
 
 
 def oriented(left_source: str, left_id: str, right_source: str, right_id: str) -> tuple[str, str, str, str]:
@@ -117,14 +125,48 @@ def positions(labels: pd.DataFrame, left_source: str, right_source: str, left_id
 
 
 def review_queue(pairs: pd.DataFrame, labels: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
-    """The unanswered contender pairs (some record's best candidate), least sure first: by
-    distance of the score from the threshold, ties by pair key."""
+    """The unanswered contender pairs (some record's best candidate) in the order to ask them:
+    mostly least sure first (by distance of the score from the threshold, ties by pair key),
+    and every EXPLORE_EVERY-th a pair drawn from a score band (`band_order`), so the answers
+    also say how the matcher does away from its cut."""
     if pairs.empty:
         return pairs
-    queue = pairs[pairs["contender"]]
+    contenders = pairs[pairs["contender"]]
+    queue = contenders
     if len(labels):
         done = labels.set_index(PAIR_KEY).index
         queue = queue[~queue.set_index(PAIR_KEY).index.isin(done)]
-    queue = queue.assign(_margin=(queue["score"] - queue["threshold"]).abs())
-    queue = queue.sort_values(["_margin", *PAIR_KEY], kind="stable").drop(columns="_margin")
-    return (queue.head(limit) if limit is not None else queue).reset_index(drop=True)
+    if queue.empty:
+        return queue.reset_index(drop=True)
+    queue = queue.reset_index(drop=True)
+    margin = (queue["score"] - queue["threshold"]).abs()
+    unsure = queue.assign(_margin=margin).sort_values(["_margin", *PAIR_KEY], kind="stable").index.tolist()
+    banded = band_order(queue, contenders["score"].to_numpy(dtype=np.float64))
+    order: list[int] = []
+    taken: set[int] = set()
+    streams = (iter(unsure), iter(banded))  # each holds every row: neither runs dry before the end
+    while len(order) < len(queue):
+        explore = (len(order) + 1) % EXPLORE_EVERY == 0
+        n = next(n for n in streams[explore] if n not in taken)
+        order.append(n)
+        taken.add(n)
+    out = queue.iloc[order]
+    return (out.head(limit) if limit is not None else out).reset_index(drop=True)
+
+
+def band_order(queue: pd.DataFrame, scores: np.ndarray) -> list[int]:
+    """Row positions of `queue` taking one pair from each of SCORE_BANDS score bands in turn,
+    highest band first. The bands are equal shares of every contender's score (`scores`, the
+    answered ones included, so they stay put as answers come in); within a band the pairs come in
+    a fixed pseudo-random order (a hash of the pair key), so what is asked there is a fair sample
+    of the band and the same pair on every run."""
+    edges = np.quantile(scores, np.linspace(0, 1, SCORE_BANDS + 1)[1:-1]) if len(scores) else np.zeros(0)
+    band = np.searchsorted(edges, queue["score"].to_numpy(dtype=np.float64), side="right")
+    keys = queue[PAIR_KEY].astype(str).agg("\x1f".join, axis=1)
+    draw = np.array([zlib.crc32(k.encode("utf-8")) for k in keys], dtype=np.int64)
+    per_band = [sorted(np.flatnonzero(band == b).tolist(), key=lambda n: draw[n])
+                for b in range(SCORE_BANDS - 1, -1, -1)]
+    out: list[int] = []
+    for row in itertools.zip_longest(*per_band):
+        out.extend(n for n in row if n is not None)
+    return out

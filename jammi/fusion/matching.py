@@ -69,8 +69,11 @@ from jammi.fusion.scoring import (
 )
 from jammi.fusion.threshold import MIN_THRESHOLD, mixture_threshold, otsu_threshold
 from jammi.fusion.weights import (
+    CONTEXT_SD,
     HELD_OUT_FOLDS,
+    SLOPE,
     MatchModel,
+    MeanFit,
     calibrate,
     fit_em,
     fit_mean,
@@ -82,6 +85,12 @@ from jammi.spec.entities import EntitySpec
 TEXT_KINDS = ("text", "name", "code")
 LEARNED = ("learned", "fellegi_sunter")
 NEAR_MISS_SDS = 2.0
+GUARD = True
+# the refit waits for this many answers of the rarer kind (yes or no) per parameter it fits: the
+# usual rule for logistic regression (ten events per variable)
+EVENTS_PER_PARAMETER = 10
+CONTEXT = ("mutual_best", "margin")  # context_features' columns
+MAX_GAP = 0.2
 
 
 @dataclass(frozen=True)
@@ -265,8 +274,10 @@ def learn(scoring: str, comparators: dict[str, str], sims: dict[str, np.ndarray]
     field tells matches apart (weights.MatchModel.importance: a declared field keeps its hand
     weight from one bit of separation on, a free-text field its bits over the best field's);
     the score is the weighted mean of the similarities, each field's hand weight times its
-    importance, cut by Otsu's threshold; with labels, weights and threshold are then fitted to
-    them (weights.fit_mean).
+    importance, cut by Otsu's threshold. With labels, once there are EVENTS_PER_PARAMETER
+    answers of the rarer kind per fitted parameter, the match model is refitted to them
+    (`refit`): the score becomes the fitted match probability, cut where the expected F1 is
+    highest. Before that the answers only decide their own pairs (match()).
     `fellegi_sunter`: the model's match probability, cut at 0.5 (calibrated to the labels)."""
     levels = pair_levels(comparators, sims)
     pinned = (at, answers) if len(at) else None
@@ -282,30 +293,82 @@ def learn(scoring: str, comparators: dict[str, str], sims: dict[str, np.ndarray]
     score = weighted_mean(sims, weights)
     if not len(at):
         return Learned(score, None, "", model)
-    start, _ = otsu_threshold(best_scores(li, ri, score))
-    fit = fit_mean(sims, weights, start, at, answers)
-    model.labels = fit.labels
+    model.labels = int(len(at))
+    fitted = refit_parameters(weights, sims)
+    events = int(min(answers.sum(), len(answers) - answers.sum()))
+    if GUARD and events < EVENTS_PER_PARAMETER * fitted:
+        return Learned(score, None, f"{len(at)} labels, {events} of the rarer answer: the refit of "
+                       f"{fitted} parameters waits for {EVENTS_PER_PARAMETER * fitted}", model)
+    p, fit = refit(sims, weights, li, ri, score, at, answers)
     model.mean_weights = fit.weights
-    score = weighted_mean(sims, fit.weights)
-    threshold = f1_threshold(li, ri, score, fit.threshold, fit.slope)
-    return Learned(score, threshold, f"fitted to {fit.labels} labels at {threshold:.2f} (from {start:.2f}; "
-                   f"P(yes) = 0.5 at {fit.threshold:.2f})", model)
+    threshold = f1_cut(li, ri, p)
+    return Learned(p, threshold, f"fitted to {fit.labels} labels: P(same) >= {threshold:.2f}", model)
 
 
-def f1_threshold(li: np.ndarray, ri: np.ndarray, score: np.ndarray, midpoint: float, slope: float) -> float:
-    """The cut that maximises the expected F1 over the contender pairs (some record's best),
-    each a match with the labels' fitted probability σ(slope · (score - midpoint)). Not the
-    midpoint itself: that maximises accuracy, and a link is right at a lower probability than
-    one half when the aim is F1 (the best cut is where P(yes) = F1 / 2)."""
-    if not len(score):
-        return midpoint
-    frame = pd.DataFrame({"l": li, "r": ri, "s": score})
-    contender = ((score >= frame.groupby("l")["s"].transform("max").to_numpy())
-                 | (score >= frame.groupby("r")["s"].transform("max").to_numpy()))
-    s = np.sort(score[contender])[::-1]
-    p = 1.0 / (1.0 + np.exp(-np.clip(slope * (s - midpoint), -60, 60)))
-    expected = np.cumsum(p)
-    f1 = 2 * expected / (np.arange(1, len(s) + 1) + p.sum())
+def refit_parameters(weights: dict[str, float], sims: dict[str, np.ndarray]) -> int:
+    """How many parameters `refit` fits: a weight per weighted field, the threshold, the slope
+    and the CONTEXT features."""
+    return sum(w > 0 for name, w in weights.items() if name in sims) + 2 + len(CONTEXT)
+
+
+def refit(sims: dict[str, np.ndarray], weights: dict[str, float], li: np.ndarray, ri: np.ndarray,
+          score: np.ndarray, at: np.ndarray, answers: np.ndarray) -> tuple[np.ndarray, MeanFit]:
+    """The match probability of every pair under the model refitted to the labelled pairs:
+    σ(slope · (weighted mean - threshold) + context · γ) (weights.fit_mean), the priors centred
+    on the label-free scorer: its weights, Otsu's cut, and for the context (`context_features`)
+    the mutual-best rule, which links a mutual best pair from the near misses on (a coefficient
+    of SLOPE × (threshold - that bar)), and no say for the margin."""
+    best = best_scores(li, ri, score)
+    start, _ = otsu_threshold(best)
+    bar = min(start, max(near_miss(best, start), MIN_THRESHOLD))
+    context = context_features(li, ri, score)
+    centre = np.array([SLOPE * (start - bar), 0.0])
+    fit = fit_mean(sims, weights, start, at, answers, context[at], CONTEXT_SD, centre)
+    return probability_of(fit.logit(sims, context)), fit
+
+
+def probability_of(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def runner_up_gap(li: np.ndarray, ri: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Per pair, its score minus the best score of any other candidate of either of its records
+    (a record with no other candidate counts 0 there)."""
+    other = np.zeros(len(score))
+    for key in (np.asarray(li, dtype=np.int64), np.asarray(ri, dtype=np.int64)):
+        order = np.lexsort((np.arange(len(score)), -score, key))  # per record, best first
+        k = key[order]
+        head = np.r_[True, k[1:] != k[:-1]]
+        size = int(key.max()) + 1 if len(key) else 0
+        best, second = np.zeros(size), np.zeros(size)
+        best[k[head]] = score[order][head]
+        after = np.r_[False, head[:-1]] & ~head  # the second pair of a record
+        second[k[after]] = score[order][after]
+        is_top = np.zeros(len(score), dtype=bool)
+        is_top[order[head]] = True
+        other = np.maximum(other, np.where(is_top, second[key], best[key]))
+    return score - other
+
+
+def context_features(li: np.ndarray, ri: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Per pair, what its records' other candidates say about it (CONTEXT): whether it is the
+    best of both its records, and its margin over the runner-up (runner_up_gap, clipped to
+    ±MAX_GAP and times SLOPE, so in logits as the score is)."""
+    return np.column_stack([mutual_best(li, ri, score).astype(np.float64),
+                            np.clip(runner_up_gap(li, ri, score), -MAX_GAP, MAX_GAP) * SLOPE])
+
+
+def f1_cut(li: np.ndarray, ri: np.ndarray, p: np.ndarray) -> float:
+    """The cut of match probabilities `p` that maximises the expected F1 over the contender pairs
+    (some record's best), each a match with its probability. Not ½: that maximises accuracy, and
+    when the aim is F1 a link pays off down to P = F1 / 2."""
+    if not len(p):
+        return 0.5
+    frame = pd.DataFrame({"l": li, "r": ri, "s": p})
+    contender = ((p >= frame.groupby("l")["s"].transform("max").to_numpy())
+                 | (p >= frame.groupby("r")["s"].transform("max").to_numpy()))
+    s = np.sort(p[contender])[::-1]
+    f1 = 2 * np.cumsum(s) / (np.arange(1, len(s) + 1) + s.sum())
     return float(s[int(np.argmax(f1))])
 
 

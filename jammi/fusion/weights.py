@@ -41,12 +41,13 @@ expected partners at one (`one_to_one`); without it EM learns "similar products"
 
 Labels: pairs people answered keep their answer as their probability through EM (a `y` is 1,
 an `n` 0: they steer m and u, `LABEL_WEIGHT` times a pair's say). For the learned mean,
-`fit_mean` then fits the weights and the threshold to the answers (penalised likelihood, priors
-centred on the label-free fit: `PRIOR_SD` on log weights, `THRESHOLD_SD` on the threshold). For
-the plain probability (`scoring: fellegi_sunter`), `calibrate` fits one scale per field on its
-EM weight plus an intercept, with priors `PRIOR_SD` and the looser `INTERCEPT_SD`, and the
-threshold becomes the calibrated probability 0.5. Either way 25 answers move it a little and
-400 answers a lot.
+`fit_mean` then fits a logistic model of the answers, P(yes) = σ(slope · (mean - threshold) +
+context · γ), with priors centred on the label-free fit (`PRIOR_SD` on log weights,
+`THRESHOLD_SD` on the threshold, `SLOPE_SD` on the log slope, `CONTEXT_SD` on what the pair's
+rival candidates say: matching.refit); matching.learn holds the refit back until the answers
+are enough to fit it. For the plain probability (`scoring: fellegi_sunter`), `calibrate` fits
+one scale per field on its EM weight plus an intercept, with priors `PRIOR_SD` and the looser
+`INTERCEPT_SD`, and the threshold becomes the calibrated probability 0.5.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from jammi.fusion.scoring import weighted_mean
 
 COSINE = "cos"
 # cut points per comparator: a similarity at or above the k-th cut (ascending) is level k + 1;
@@ -79,9 +82,11 @@ INTERCEPT_SD = 4.0  # the threshold (intercept, in bits) is freer: labels mostly
 MAX_STEP = 1.0
 TRUSTED_BITS = 1.0  # a declared (not free-text) field at or above this separation keeps its hand weight
 THRESHOLD_SD = 0.05  # the learned mean's threshold: labels move it by a few hundredths at a time
+SLOPE_SD = 1.0  # on log slope
 SLOPE = 30.0  # the learned mean's score rises from 0.1 to 0.9 P(yes) over ~0.15 around the threshold
 NEWTON_STEPS = 50
 HELD_OUT_FOLDS = 5
+CONTEXT_SD = 1.0  # a context feature (mutual best, margin over the runner-up) starts at no say, in logits
 
 
 def level_names(kind: str) -> list[str]:
@@ -335,12 +340,21 @@ def calibrate(model: MatchModel, levels: dict[str, np.ndarray], pairs: np.ndarra
 
 @dataclass
 class MeanFit:
-    """Weights of the weighted mean and its threshold, fitted to labelled pairs."""
+    """Weights of the weighted mean and its threshold, fitted to labelled pairs; with context
+    features, their coefficients too (`context`, in logits)."""
 
     weights: dict[str, float]
     threshold: float
     slope: float
     labels: int
+    context: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def logit(self, sims: dict[str, np.ndarray], context: np.ndarray | None = None) -> np.ndarray:
+        """The log-odds that each pair is a match (`sims` and `context` per pair)."""
+        z = self.slope * (weighted_mean(sims, self.weights) - self.threshold)
+        if context is not None and len(self.context):
+            z = z + context @ self.context
+        return z
 
 
 def mean_weights(model: MatchModel, base: dict[str, float], free: tuple[str, ...] = ()) -> dict[str, float]:
@@ -352,33 +366,42 @@ def mean_weights(model: MatchModel, base: dict[str, float], free: tuple[str, ...
 
 
 def fit_mean(sims: dict[str, np.ndarray], start: dict[str, float], threshold: float, pairs: np.ndarray,
-             answers: np.ndarray) -> MeanFit:
+             answers: np.ndarray, context: np.ndarray | None = None,
+             context_sd: np.ndarray | float = CONTEXT_SD,
+             context_centre: np.ndarray | float = 0.0) -> MeanFit:
     """Fit the weighted mean's weights and threshold to labelled pairs: the answers' likelihood
-    under P(yes) = σ(slope · (mean - threshold)), with Gaussian priors centred on the label-free
-    fit (log weight: `PRIOR_SD`; threshold: `THRESHOLD_SD`; log slope around `SLOPE`), so a few
-    answers nudge it and many answers move it. Fields without weight stay out."""
+    under P(yes) = σ(slope · (mean - threshold) + context · γ), with Gaussian priors centred on
+    the label-free fit (log weight: `PRIOR_SD`; threshold: `THRESHOLD_SD`; log slope around
+    `SLOPE`; each context coefficient around 0: `CONTEXT_SD`), so a few answers nudge it and
+    many answers move it. `context`: per labelled pair, features beside the fields (matching's
+    `context_features`). Fields without weight stay out."""
     from scipy.optimize import minimize
 
     names = [n for n, w in start.items() if w > 0 and n in sims]
     y = np.asarray(answers, dtype=np.float64)
+    ctx = np.zeros((len(pairs), 0)) if context is None else np.asarray(context, dtype=np.float64)
+    k = ctx.shape[1]
     if not len(pairs) or not names:
-        return MeanFit(dict(start), threshold, SLOPE, 0)
+        return MeanFit(dict(start), threshold, SLOPE, 0, np.broadcast_to(context_centre, (k,)).copy())
     values = np.column_stack([sims[n][pairs] for n in names])
     has = ~np.isnan(values)
     values = np.nan_to_num(values)
-    centre = np.r_[np.log([start[n] for n in names]), threshold, np.log(SLOPE)]
-    spread = np.r_[np.full(len(names), PRIOR_SD), THRESHOLD_SD, 1.0]
+    m = len(names)
+    centre = np.r_[np.log([start[n] for n in names]), threshold, np.log(SLOPE),
+                   np.broadcast_to(context_centre, (k,))]
+    spread = np.r_[np.full(m, PRIOR_SD), THRESHOLD_SD, SLOPE_SD, np.broadcast_to(context_sd, (k,))]
 
     def loss(theta: np.ndarray) -> float:
-        w = np.exp(theta[:len(names)])
+        w = np.exp(theta[:m])
         weight = has @ w
         mean = np.where(weight > 0, (values * has) @ w / np.maximum(weight, 1e-12), 0.0)
-        z = np.exp(theta[-1]) * (mean - theta[-2])
+        z = np.exp(theta[m + 1]) * (mean - theta[m]) + ctx @ theta[m + 2:]
         nll = float((np.logaddexp(0.0, z) - y * z).sum())
         return nll + float((((theta - centre) / spread) ** 2).sum() / 2)
 
     best = minimize(loss, centre, method="L-BFGS-B")
     theta = best.x
     fitted = dict(start)
-    fitted.update({n: float(np.exp(t)) for n, t in zip(names, theta[:len(names)], strict=True)})
-    return MeanFit(fitted, float(theta[-2]), float(np.exp(theta[-1])), int(len(pairs)))
+    fitted.update({n: float(np.exp(t)) for n, t in zip(names, theta[:m], strict=True)})
+    return MeanFit(fitted, float(theta[m]), float(np.exp(theta[m + 1])), int(len(pairs)),
+                   theta[m + 2:].copy())
