@@ -26,7 +26,8 @@ configuration for all, and the time to fuse 100,000 synthetic records from three
   of NOISE_WORDS random words drawn from the set's own vocabulary; F1 and its drop from the
   same scorer without the field, learned and hand-weighted.
 * Labels (issue 27): the review loop simulated with the gold answering (`simulate_review`):
-  each round takes the least sure unanswered pairs as `jammi fusion review` does, up to
+  each round takes the unanswered pairs in the order `jammi fusion review` asks them (the least
+  sure, and every fourth one drawn from a score band: labels.review_queue), up to
   LABEL_ROUNDS answers, and fuses again with every answer; F1 after 25, 50, 100, 200 and 400
   answers, and the held-out precision and recall the `labelled_pairs` check reports.
 * Splink (issue 27): Splink 5 (DuckDB backend) on the same records and candidate pairs with the
@@ -529,8 +530,8 @@ def _answer(gold: Gold, pair: tuple[str, str]) -> bool | None:
 
 def simulate_review(bench: BenchSet, frames: dict[str, pd.DataFrame], embedder: CachedEmbedder,
                     label_free: FusionResult) -> dict:
-    """The review loop with the gold answering: each round takes the least sure unanswered pairs
-    (labels.review_queue, as `jammi fusion review` does) until LABEL_ROUNDS answers, then fuses
+    """The review loop with the gold answering: each round takes the unanswered pairs in the
+    review's order (labels.review_queue, as `jammi fusion review` does) until LABEL_ROUNDS answers, then fuses
     again with every answer so far (as the next materialization does)."""
     from jammi.fusion.labels import labels_frame, review_queue
 
