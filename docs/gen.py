@@ -149,6 +149,36 @@ FUSION_ABLATION = [
 ]
 
 
+def _fusion_learning(d: dict) -> str:
+    """Issue 27's figures per set: F1 label-free, with a long free-text field added, after the
+    simulated review's answers, and Splink's on the same candidates."""
+
+    def f1(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    def added(s: dict, name: str) -> str:
+        run = s["noise"].get(name)
+        if not run:
+            return "–"
+        learned = run["learned"]
+        return f"{learned['f1']:.3f} ({-learned['drop']:+.3f})"
+
+    steps = ["25", "50", "100", "200", "400"]
+    rows = []
+    for key, name in FUSION_SETS.items():
+        s = d["sets"][key]
+        curve = s["labels_curve"]
+        splink = s.get("splink", {})
+        own = splink.get("default_training", {}).get("splink", {}).get("f1")
+        one = splink.get("one_partner_prior", {}).get("splink_one_to_one", {}).get("f1")
+        rows.append([name, f"**{s['f1']:.3f}**", added(s, "description"), added(s, "random_words"),
+                     *[f1(curve.get(k, {}).get("f1")) for k in steps], f1(own), f1(one),
+                     f"{s['blocking_recall']:.4f}"])
+    return _table(["set", "label-free", "+ description", "+ random words",
+                   *[f"{k} answers" for k in steps], "Splink", "Splink, one partner, one-to-one",
+                   "blocking recall"], rows)
+
+
 def bench_fusion() -> dict[str, str]:
     d = _load("fusion_quality")
     rows = [
@@ -209,6 +239,7 @@ def bench_fusion() -> dict[str, str]:
     )
     source = "bench/results/fusion_quality.json"
     return {
+        "fusion_learning.md": _snippet(source, _fusion_learning(d)),
         "fusion_quality.md": _snippet(source, quality),
         "fusion_ablation.md": _snippet(source, ablation),
         "fusion_synthetic.md": _snippet(source, synthetic),
