@@ -83,7 +83,7 @@ TARGETS = {  # name: (comparison, bound)
     "partition_slowdown": ("<=", 1.2),
     "partition_rerun_ratio": ("<=", 1.5),
     "partition_rerun_encoded_only_changed": ("==", True),
-    "tableb220k_checks_passed": ("==", True),
+    "tableb220k_blocking_checks_passed": ("==", True),
 }
 DEFINITIONS = {
     "wall_s": "wall seconds of the whole `jammi materialize` process",
@@ -102,7 +102,11 @@ DEFINITIONS = {
                              "with `checkpoint` partitions materialized",
     "partition_rerun_ratio_run_time": "the same ratio by the Dagster runs' own start-to-end time",
     "partition_rerun_encoded_only_changed": "rows_encoded == changed rows, both one-partition reruns",
-    "tableb220k_checks_passed": "every asset check evaluation of the tableb220k full build passed",
+    "tableb220k_blocking_checks_passed": "every blocking (ERROR) asset check of the tableb220k full build "
+                                         "passed: the recall check among them, which ties once failed",
+    "tableb220k_all_checks_passed": "every asset check passed, the warnings too: no target, since tableB "
+                                    "ten times under new keys does repeat each text ten times, and the "
+                                    "exact- and near-duplicate warnings are right to say so",
 }
 
 
@@ -579,7 +583,8 @@ def derive(cases: dict) -> dict:
         d["partition_rerun_encoded_only_changed"] = all(
             r["rows_encoded"] == r["changed_rows"] for r in (early, late))
     if "tableb220k" in cases and _ok(cases["tableb220k"].get("full")):
-        d["tableb220k_checks_passed"] = cases["tableb220k"]["checks_passed"]
+        d["tableb220k_blocking_checks_passed"] = cases["tableb220k"]["error_checks_passed"]
+        d["tableb220k_all_checks_passed"] = cases["tableb220k"]["checks_passed"]
     return d
 
 
@@ -671,6 +676,9 @@ def print_report(result: dict) -> None:
     if derived.get("rerun_1pct_new_share_1m") is not None:
         share = derived["rerun_1pct_new_share_1m"]
         print(f"{'  (rerun_1pct_new_share_1m: new texts)':<40}{share:>12}  no target")
+    if derived.get("tableb220k_all_checks_passed") is not None:
+        print(f"{'  (tableb220k_all_checks_passed)':<40}{derived['tableb220k_all_checks_passed']!s:>12}  "
+              "no target: the duplicate warnings are true of the data")
     if derived.get("partition_rerun_ratio_run_time") is not None:
         print(f"{'  (partition_rerun_ratio by run time)':<40}{derived['partition_rerun_ratio_run_time']:>12}")
 
