@@ -47,6 +47,7 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tu
         stale.unlink(missing_ok=True)
     try:
         con.execute(f"ATTACH {_sql_literal(str(tmp))} AS _publishing")
+        con.execute("BEGIN")  # one commit for the whole file: one sync of its log, not one per table and view
         for table in tables:
             con.execute(f'CREATE TABLE _publishing."{table}" AS SELECT * FROM "{state}".main."{table}"')
         con.execute(f"CREATE TABLE _publishing.{META_TABLE} AS SELECT ?::VARCHAR AS root,"
@@ -57,12 +58,17 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tu
             make_views(con)
         finally:
             con.execute(f'USE "{state}"')
+        con.execute("COMMIT")
         con.execute("CHECKPOINT _publishing")
         con.execute("DETACH _publishing")
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException as err:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:  # no transaction open (it committed, or never began)
+            pass
         try:
             con.execute("DETACH _publishing")
         except duckdb.Error:  # detached already, or a full disk failed the detach's checkpoint too
