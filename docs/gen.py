@@ -554,9 +554,10 @@ def bench_scale() -> dict[str, str]:
     ]
     target_rows.append(
         [
-            "`tableb220k`: every blocking (`error`) check passed",
-            str(b220["error_checks_passed"]).lower(),
-            "true",
+            "`tableb220k`: every check passed, warnings too (no target: the data repeats each text "
+            "ten times, and the duplicate warnings say so)",
+            str(b220["checks_passed"]).lower(),
+            "",
         ]
     )
     goals = _table(["figure", "measured", "target"], target_rows, "lrl")
