@@ -11,8 +11,6 @@ time tell the file sensors and the extraction memo whether it changed, without a
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,20 +18,17 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from jammi import store
 from jammi.errors import SourceError
+from jammi.store import SCHEMES, first_line, is_url
+
+__all__ = ["SCHEMES", "RemoteFile", "SourceFile", "filesystem", "first_line", "glob_regex", "is_url",
+           "list_files"]
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
-SCHEMES = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "abfs", "abfs": "abfs", "abfss": "abfs"}
 GLOB_CHARS = "*?["
-ENV_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
-            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-
-
-def is_url(path: str | os.PathLike | None) -> bool:
-    """Whether `path` names an object store (`s3://`, `gs://`, `az://`), not a local file."""
-    return isinstance(path, str) and urlsplit(path).scheme.lower() in SCHEMES and "://" in path
 
 
 @dataclass(frozen=True, order=True)
@@ -78,47 +73,10 @@ class RemoteFile:
 SourceFile = Path | RemoteFile  # a local file or a listed object, read alike by the extraction
 
 
-def first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def _s3_options() -> dict:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    options: dict = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-                     or "us-east-1"}
-    if endpoint:
-        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-        options.update(endpoint_override=parts.netloc + parts.path.rstrip("/"), scheme=parts.scheme)
-    return options
-
-
-@functools.lru_cache(maxsize=16)
-def _filesystem(scheme: str, authority: str, env: tuple) -> pafs.FileSystem:
-    import pyarrow.fs as pafs
-
-    if scheme == "s3":
-        return pafs.S3FileSystem(**_s3_options())
-    if scheme == "gcs":
-        return pafs.GcsFileSystem()
-    if not hasattr(pafs, "AzureFileSystem"):
-        raise SourceError("az:// sources need a pyarrow built with Azure support")
-    account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or authority.split("@")[-1].split(".")[0]
-    return pafs.AzureFileSystem(account_name=account)
-
-
 def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
-    """The file system of `url` and the object's path in it (`bucket/key`)."""
-    parts = urlsplit(url)
-    scheme = SCHEMES.get(parts.scheme.lower())
-    if scheme is None:
-        raise SourceError(f"{url!r} is not an object-store URL (s3://, gs://, az://)")
-    env = tuple(os.environ.get(k) for k in ENV_KEYS)  # a changed setting or credential: a new client
-    try:
-        fs = _filesystem(scheme, parts.netloc, env)
-    except (OSError, ValueError) as err:
-        raise SourceError(f"cannot reach {parts.scheme}://{parts.netloc}: {first_line(err)}") from None
-    container = parts.netloc.split("@")[0] if scheme == "abfs" else parts.netloc
-    return fs, f"{container}/{parts.path.lstrip('/')}".rstrip("/")
+    """The file system of `url` and the object's path in it (`bucket/key`); a store that
+    cannot be reached is a SourceError."""
+    return store.filesystem(url, error=SourceError)
 
 
 def glob_regex(pattern: str, capture: str | None = None) -> re.Pattern:

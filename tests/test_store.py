@@ -1,0 +1,150 @@
+"""The storage layer (jammi.store): one set of calls for a local folder and an S3 prefix (a
+real SeaweedFS server, tests/s3_server.py): an object is written whole or not at all, read
+back seekable, listed, sized and deleted; a sidecar is fetched once into the bounded cache and
+fetched again when the object under its name changes; DuckDB reads the URLs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jammi import store
+from jammi.errors import ArtifactError
+from tests import s3_server
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    server = s3_server.start(tmp_path_factory.mktemp("s3"))
+    yield server
+    s3_server.stop(server)
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch, tmp_path):
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "cache"))
+    bucket = f"store-{uuid.uuid4().hex[:8]}"
+    s3.filesystem().create_dir(bucket)
+    return s3, f"s3://{bucket}/prefix"
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path, monkeypatch):
+    """The same tests over a local folder and an S3 prefix."""
+    if request.param == "local":
+        monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "cache"))
+        return tmp_path / "artifacts"
+    return request.getfixturevalue("s3_env")[1]
+
+
+def test_urls_are_told_from_local_paths(tmp_path):
+    assert store.is_url("s3://bucket/key") and store.is_url("gs://b/k") and store.is_url("az://c/k")
+    assert not store.is_url(str(tmp_path)) and not store.is_url(tmp_path) and not store.is_url("s3:/x")
+    assert store.join("s3://b/p/", "jammi_db", "t.parquet") == "s3://b/p/jammi_db/t.parquet"
+    assert store.join(tmp_path, "jammi_db", "t.parquet") == tmp_path / "jammi_db" / "t.parquet"
+    assert store.name_of("s3://b/p/t.parquet") == "t.parquet"
+    assert store.parent_of("s3://b/p/t.parquet") == "s3://b/p"
+
+
+def test_write_read_list_delete(root):
+    store.make_dirs(store.join(root, "jammi_db"))
+    table = pa.table({"_row_id": ["a", "b", "c"], "x": [1.0, 2.0, 3.0]})
+    seg = store.join(root, "jammi_db", "t.v00001-abcd.parquet")
+    store.write_object(seg, lambda path: pq.write_table(table, path))
+    store.write_text(store.join(root, "jammi_db", "t.manifest.json"), '{"status": "ready"}')
+
+    assert store.exists(seg) and not store.exists(store.join(root, "jammi_db", "nothing.parquet"))
+    assert store.read_parquet(seg).equals(table)
+    assert store.read_parquet(seg, columns=["x"]).column("x").to_pylist() == [1.0, 2.0, 3.0]
+    pf = store.parquet_file(seg)
+    assert pf.metadata.num_rows == 3 and pf.read_row_group(0, columns=["_row_id"]).num_rows == 3
+    with store.open_read(seg) as handle:  # seekable: the footer is read from the end
+        handle.seek(-4, os.SEEK_END)
+        assert handle.read(4) == b"PAR1"
+    assert store.read_text(store.join(root, "jammi_db", "t.manifest.json")) == '{"status": "ready"}'
+    assert store.size(seg) == len(store.read_bytes(seg)) and store.size(store.join(root, "none")) is None
+    assert [store.name_of(p) for p in store.listdir(store.join(root, "jammi_db"), "t.v*")] == [
+        "t.v00001-abcd.parquet"]
+    assert [store.name_of(p) for p in store.listdir(store.join(root, "jammi_db"))] == [
+        "t.manifest.json", "t.v00001-abcd.parquet"]
+    assert store.listdir(store.join(root, "no_such_folder")) == []
+
+    assert store.delete(seg) is True and store.delete(seg) is False
+    assert not store.exists(seg)
+
+
+def test_a_failed_write_leaves_nothing(root):
+    store.make_dirs(root)
+    target = store.join(root, "half.parquet")
+
+    def fails(path):
+        with open(path, "wb") as out:
+            out.write(b"PAR1 half of a file")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        store.write_object(target, fails)
+    assert not store.exists(target)
+    assert store.listdir(root) == []  # no temporary file beside it either
+    if store.is_url(root):
+        assert not any((store.cache_dir() / "spool").glob("*"))  # nor a spool file
+
+
+def test_a_sidecar_is_fetched_once_and_again_when_replaced(s3_env, monkeypatch):
+    _, root = s3_env
+    url = store.join(root, "jammi_db", "t.usearch")
+    store.write_bytes(url, b"1" * 1000)
+    first = store.local_copy(url)
+    assert first.read_bytes() == b"1" * 1000 and first.is_relative_to(store.cache_dir())
+    assert store.local_copy(url) == first  # the cached copy, no second download
+
+    store.write_bytes(url, b"2" * 1200)  # same name, new object (a repaired sidecar)
+    second = store.local_copy(url)
+    assert second != first and second.read_bytes() == b"2" * 1200
+
+    with pytest.raises(FileNotFoundError):
+        store.local_copy(store.join(root, "jammi_db", "missing.usearch"))
+
+
+def test_the_cache_keeps_to_its_bound(s3_env, monkeypatch):
+    _, root = s3_env
+    monkeypatch.setenv(store.CACHE_BYTES_ENV, "2500")
+    copies = []
+    for i in range(4):
+        url = store.join(root, f"s{i}.usearch")
+        store.write_bytes(url, bytes([i]) * 1000)
+        copies.append(store.local_copy(url))
+    kept = sorted(p.name for p in (store.cache_dir() / "objects").iterdir())
+    assert kept == sorted(p.name for p in copies[-2:])  # the two most recent fit in 2,500 bytes
+    assert copies[-1].read_bytes() == bytes([3]) * 1000
+
+
+def test_duckdb_reads_the_urls(s3_env):
+    _, root = s3_env
+    for i in range(2):
+        store.write_object(store.join(root, "jammi_db", f"seg{i}.parquet"),
+                           lambda path, i=i: pq.write_table(pa.table({"_row_id": [f"{i}a", f"{i}b"]}), path))
+    con = duckdb.connect()
+    files = [store.join(root, "jammi_db", f"seg{i}.parquet") for i in range(2)]
+    store.register_duckdb(con, files)
+    got = con.execute("SELECT parse_filename(filename) AS f, _row_id FROM read_parquet(?, filename = true) "
+                      "ORDER BY _row_id", [files]).fetchall()
+    assert got == [("seg0.parquet", "0a"), ("seg0.parquet", "0b"), ("seg1.parquet", "1a"),
+                   ("seg1.parquet", "1b")]
+
+
+def test_an_unreachable_store_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-never-shown")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ArtifactError) as err:
+        store.read_bytes("s3://bucket/key.parquet")
+    assert "s3://bucket/key.parquet" in str(err.value) and "secret-never-shown" not in str(err.value)
