@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from jammi.errors import ArtifactError, JammiError
-from jammi.storage import tmp_path
+from jammi.storage import tmp_path, write_atomic
 
 if TYPE_CHECKING:
     import duckdb
@@ -239,18 +239,11 @@ def listdir(folder: Location, pattern: str = "*") -> list[Location]:
 def write_object(location: Location, write: Callable[[Path], object]) -> None:
     """`write(path)` makes the whole content of `location` in the local file `path`. For a
     local `location`, that is the hidden temporary file beside it, renamed onto it afterwards
-    (a reader sees the old file or the new one); for an object store, a local spool file,
-    uploaded only once `write` returned, so no half-written object ever exists. A failed
-    `write` leaves nothing behind either way."""
+    (a reader sees the old file or the new one; jammi.storage.write_atomic); for an object
+    store, a local spool file, uploaded only once `write` returned, so no half-written object
+    ever exists. A failed `write` leaves nothing behind either way."""
     if not is_url(location):
-        path = Path(location)
-        tmp = tmp_path(path)
-        try:
-            write(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(Path(location), write)  # out of space: DiskFullError naming the file
         return
     with spooled() as spool:
         write(spool)

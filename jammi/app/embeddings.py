@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from jammi import keys
+from jammi import keys, store
 from jammi.app import memo
 from jammi.embedding.model import Encoder
 from jammi.embedding.query import prepare_query_export
@@ -21,6 +21,7 @@ from jammi.errors import ArtifactError, SourceError
 from jammi.quality.outcome import CheckOutcome, outcome_json
 from jammi.spec.project import Project
 from jammi.storage import frame_path, partition_path
+from jammi.store import Location
 from jammi.tables import checks
 from jammi.tables.bluegreen import prune_tables
 from jammi.tables.build import EmbedStats, SourceRows, build_embedding_table, doc_column, partition_rows
@@ -100,20 +101,21 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
 
 
 def _embed_inputs(project: Project, pipeline: str, snap: Snapshot, frame: Path,
-                  partition: str | None) -> tuple[Path, str] | None:
+                  partition: str | None) -> tuple[Location, str] | None:
     """(memo marker, fingerprint) of what a run would compare: the frame file as written, the
     active table's current version and its files, the pipeline's spec."""
     active, version = snap.active, snap.version
     if active is None or version is None:
         return None
-    files = [active.tables_dir / r.file for r in (*version.segments, *version.deletes)]
+    files = [store.join(active.tables_dir, r.file) for r in (*version.segments, *version.deletes)]
     key = memo.fingerprint({"frame": memo.file_state(frame), "table": active.table_name,
                             "version": version.version, "files": [memo.file_state(f) for f in files],
                             # a sink's settings change nothing the table holds
                             "pipeline": project.pipelines[pipeline].model_dump(mode="json",
                                                                                exclude={"sinks"}),
                             "partition": partition})
-    marker = active.tables_dir / f"{active.table_name}.{pipeline}.{quote(partition or '-', safe='')}.embedded"
+    marker = store.join(active.tables_dir,
+                        f"{active.table_name}.{pipeline}.{quote(partition or '-', safe='')}.embedded")
     return marker, key
 
 
@@ -207,14 +209,14 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
 
     def parity(stats: EmbedStats, version: Version) -> CheckOutcome:
         rows = read_rows(stats.model_id)
-        found = compare(*rows.arrow(), Path(stats.parquet_path).parent, version,
+        found = compare(*rows.arrow(), store.parent_of(stats.parquet_path), version,
                         stats.dimensions, pipe.index, scope)
         return parity_check(found, stats.rows_failed)
 
     if refresh:
         def verify_refresh(stats: EmbedStats, version: Version) -> list[CheckOutcome]:
             grew = version.segments != catalog.current_version(active).segments
-            newest = active.tables_dir / version.segments[-1].file
+            newest = store.join(active.tables_dir, version.segments[-1].file)
             integrity = (checks.vector_integrity(newest, stats.dimensions) if grew
                          else checks.vector_integrity_skipped(stats.dimensions))
             return [*integrity, *row_count(stats, active.model_id),
@@ -238,8 +240,8 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
             first = Version(stats.table_name, 0, stats.segments, rows=stats.rows_embedded)
             stats.serving_rows = serving
             return [
-                *checks.segments_integrity([stats.parquet_path.parent / ref.file for ref in stats.segments],
-                                           stats.dimensions),
+                *checks.segments_integrity([store.join(store.parent_of(stats.parquet_path), ref.file)
+                                            for ref in stats.segments], stats.dimensions),
                 *row_count(stats, encoder.model_id),
                 checks.embedding_drift(stats.parquet_path, previous.parquet_path if previous else None,
                                        stats.dimensions, pipe.quality.max_centroid_shift,
@@ -288,7 +290,7 @@ def index_pipeline(project: Project, pipeline: str, run_id: str | None = None,
              for ref in version.segments if ref.file in missing]
     stats = IndexStats(sidecar(segment_base(rec.tables_dir, version.segments[-1]), ".usearch"),
                        version.rows, sum(b.seconds for b in built), sum(b.bytes for b in built))
-    states = {ref.file: [memo.file_state(Path(f)) for f in sidecar_files(segment_base(rec.tables_dir, ref))]
+    states = {ref.file: [memo.file_state(f) for f in sidecar_files(segment_base(rec.tables_dir, ref))]
               for ref in version.segments}
     quality = pipe.quality
     settings = {"index": spec.model_dump(), "min": quality.min_recall, "queries": quality.recall_queries}

@@ -25,11 +25,11 @@ from jammi.query.sandbox import one_reading_statement, reading_catalog
 from jammi.query.searcher import Searcher
 from jammi.query.serving import EncoderLoader
 from jammi.spec.project import Project, load_project
+from jammi.store import Location
 from jammi.tables.catalog import Catalog
 from jammi.tables.recovery import RecoveryAction, recover
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     import numpy as np
     import pandas as pd
@@ -172,7 +172,7 @@ class Jammi:
         with self.catalog.pipeline_lock(pipeline):
             return compact_table(self.catalog, active_table(self.catalog, pipeline), pipeline)
 
-    def expire(self, pipeline: str, keep: int) -> list[Path]:
+    def expire(self, pipeline: str, keep: int) -> list[Location]:
         """Forget all but the newest `keep` versions of `pipeline`'s active table (the current
         one is always kept); returns the files deleted."""
         from jammi.tables.bluegreen import active_table

@@ -14,7 +14,9 @@ import json
 import os
 from pathlib import Path
 
+from jammi import store
 from jammi.storage import write_json_atomic
+from jammi.store import Location
 
 CHUNK = 1 << 20
 
@@ -35,8 +37,11 @@ def content_digest(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def file_state(path: Path) -> list | None:
-    """Identity of a file Jammi writes by rename: a new write is a new inode."""
+def file_state(path: Location) -> list | None:
+    """Identity of a file Jammi writes by rename: a new write is a new inode (of an object in a
+    store: its size and modification time, jammi.store.state)."""
+    if store.is_url(path):
+        return store.state(path)
     try:
         st = os.stat(path)
     except OSError:
@@ -48,12 +53,19 @@ def fingerprint(inputs: dict) -> str:
     return hashlib.sha1(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def memo_path(output: Path) -> Path:
-    """The memo of the step that writes `output`: hidden, beside it."""
+def memo_path(output: Location) -> Path:
+    """The memo of the step that writes `output`: hidden, beside it; for an object in a store,
+    in this node's cache (a memo only ever saves this node work)."""
+    if store.is_url(output):
+        digest = hashlib.sha256(str(output).encode()).hexdigest()[:16]
+        folder = store.cache_dir() / "memos"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f".{digest}-{store.name_of(output)}.memo.json"
+    output = Path(output)
     return output.parent / f".{output.name}.memo.json"
 
 
-def recall(output: Path, key: str, outputs: list[Path]) -> dict | None:
+def recall(output: Location, key: str, outputs: list[Path]) -> dict | None:
     """What the step reported when it last ran on inputs `key`, if its outputs are untouched."""
     try:
         memo = json.loads(memo_path(output).read_text(encoding="utf-8"))
@@ -64,16 +76,16 @@ def recall(output: Path, key: str, outputs: list[Path]) -> dict | None:
     return memo.get("result")
 
 
-def remember(output: Path, key: str, outputs: list[Path], result: dict) -> None:
+def remember(output: Location, key: str, outputs: list[Path], result: dict) -> None:
     write_json_atomic(memo_path(output), {"key": key, "outputs": [file_state(p) for p in outputs],
                                           "result": result})
 
 
-def forget(output: Path) -> None:
+def forget(output: Location) -> None:
     memo_path(output).unlink(missing_ok=True)
 
 
-def read(output: Path) -> dict | None:
+def read(output: Location) -> dict | None:
     """A memo kept as a plain record (`write`), for a step that reuses part of its last result."""
     try:
         return json.loads(memo_path(output).read_text(encoding="utf-8"))
@@ -81,5 +93,5 @@ def read(output: Path) -> dict | None:
         return None
 
 
-def write(output: Path, payload: dict) -> None:
+def write(output: Location, payload: dict) -> None:
     write_json_atomic(memo_path(output), payload)

@@ -11,7 +11,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from jammi import store
 from jammi.errors import JammiError, SearchError
+from jammi.store import Location
 from jammi.tables.catalog import Catalog, quote_ident, quote_literal
 
 READING = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
@@ -30,10 +32,14 @@ def one_reading_statement(sql: str, what: str, error: type[JammiError] = JammiEr
         raise error(f"{what}: only reading (SELECT) is allowed, not {kind}")
 
 
-def lock_down(con: duckdb.DuckDBPyConnection, readable: list[Path] | None = None) -> None:
-    """No file access but below `readable`, and no way to change that on this connection."""
+def lock_down(con: duckdb.DuckDBPyConnection, readable: list[Location] | None = None) -> None:
+    """No file access but below `readable` (local folders, or object-store URL prefixes, read
+    through the file system jammi.store.register_duckdb registers), and no way to change that
+    on this connection."""
     if readable:
-        spelled = {str(Path(d).resolve()) for d in readable} | {str(Path(d).absolute()) for d in readable}
+        local = [d for d in readable if not store.is_url(d)]
+        spelled = {str(Path(d).resolve()) for d in local} | {str(Path(d).absolute()) for d in local} | {
+            str(d) for d in readable if store.is_url(d)}
         dirs = ", ".join(quote_literal(d.rstrip("/") + "/") for d in sorted(spelled))
         con.execute(f"SET allowed_directories = [{dirs}]")
     con.execute("SET enable_external_access = false")
@@ -61,5 +67,5 @@ def reading_catalog(catalog: Catalog) -> Iterator[duckdb.DuckDBPyConnection]:
     """The published catalog, read-only, able to read files under the artifact directory and
     nothing else."""
     with catalog.connect(read_only=True) as con:
-        lock_down(con, [catalog.artifact_dir])
+        lock_down(con, [catalog.artifact_dir, *([catalog.tables_url] if catalog.tables_url else [])])
         yield con

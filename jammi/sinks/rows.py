@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from jammi import store
 from jammi.tables.catalog import frame_view_sql, quote_ident
 from jammi.tables.versions import SEGMENT_COLUMN, Version, read_current
 
@@ -111,7 +111,7 @@ def store_batches(tables_dir: Path, upserts: pa.Table, frame: pa.Table | None, s
     segments = upserts.column(SEGMENT_COLUMN)
     for segment in pc.unique(segments).to_pylist():
         ids = upserts.filter(pc.equal(segments, segment)).column("_row_id")
-        pf = pq.ParquetFile(Path(tables_dir) / segment)
+        pf = store.parquet_file(store.join(tables_dir, segment))
         for group in range(pf.num_row_groups):
             keyed = pf.read_row_group(group, columns=["_row_id"]).column("_row_id")
             hit = pc.is_in(keyed, value_set=ids)

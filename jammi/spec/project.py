@@ -27,6 +27,7 @@ from jammi.spec.schema import SchemaSpec
 from jammi.spec.schema_checks import check_source_schema
 from jammi.spec.sinks import SinkSpec, check_sink_columns
 from jammi.spec.stream import NatsSpec
+from jammi.store import is_url, node_dir
 from jammi.types import ColumnType
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -324,6 +325,10 @@ class ProjectSpec(_Strict):
 
     @model_validator(mode="after")
     def _cross_refs(self) -> ProjectSpec:
+        if is_url(self.artifact_dir) and self.catalog is None:
+            raise ValueError(f"artifact_dir {self.artifact_dir!r} is an object-store URL, which needs "
+                             "`catalog: {postgres: ...}` (the catalog's state cannot live in an object "
+                             "store); add a catalog, or use a local artifact_dir")
         self._check_entities()
         for made, by in keys.declared_names(self.sources, self.entities, self.pipelines).items():
             if len(by) > 1:
@@ -428,8 +433,9 @@ class Project:
         self.root = path.parent
         # values expanded from ${VAR} (outside file locations): masked in every error
         self.secrets = secrets
-        # every Catalog of this artifact directory opens the declared backend
-        configure_catalog(self.artifact_dir, spec.catalog)
+        # every Catalog of this artifact directory opens the declared backend (and, for an
+        # object-store artifact_dir, keeps its tables under the URL)
+        configure_catalog(self.artifact_dir, spec.catalog, self.artifact_url)
         if spec.catalog is not None:
             remember_secrets(dsn_secrets(spec.catalog.postgres))
 
@@ -443,7 +449,17 @@ class Project:
 
     @property
     def artifact_dir(self) -> Path:
+        """The local artifact folder. With `artifact_dir: s3://...`, this node's own folder for
+        the project (jammi.store.node_dir: its published jammi.duckdb, locks, frames), while the
+        embedding tables live under the URL (`artifact_url`)."""
+        if is_url(self.spec.artifact_dir):
+            return node_dir(self.spec.artifact_dir)
         return self.resolve(self.spec.artifact_dir)
+
+    @property
+    def artifact_url(self) -> str | None:
+        """The object-store URL of `artifact_dir: s3://...`, None for a local artifact_dir."""
+        return self.spec.artifact_dir.rstrip("/") if is_url(self.spec.artifact_dir) else None
 
     def resolve(self, relative: str) -> Path:
         p = Path(os.path.expanduser(relative))

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from jammi import store
 from jammi.embedding.encode import BatchSizer
 from jammi.embedding.model import Encoder
 from jammi.embedding.texts import content_hash
 from jammi.errors import ArtifactError
-from jammi.storage import write_atomic
+from jammi.store import Location
 from jammi.tables.build import EmbedStats, encode_rows
 from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.contract import manifest_index_spec
@@ -98,14 +98,14 @@ class Appended:
         return bool(self.added or self.changed)
 
 
-def _write_segment(path: Path, rows: pa.Table) -> FileRef:
-    write_atomic(path, lambda tmp: pq.write_table(rows, tmp, compression="zstd"))
-    return FileRef(path.name, rows.num_rows)
+def _write_segment(path: Location, rows: pa.Table) -> FileRef:
+    store.write_object(path, lambda tmp: pq.write_table(rows, tmp, compression="zstd"))
+    return FileRef(store.name_of(path), rows.num_rows)
 
 
-def _remove(tables_dir: Path, stem: str) -> None:
+def _remove(tables_dir: Location, stem: str) -> None:
     for suffix in (".parquet", ".usearch", ".rowmap", ".deletes.parquet"):
-        (tables_dir / f"{stem}{suffix}").unlink(missing_ok=True)
+        store.delete(store.join(tables_dir, f"{stem}{suffix}"))
 
 
 def append_rows(*, catalog: Catalog, rec: TableRecord, state: KeyState, pipeline: str, source: str,
@@ -142,11 +142,11 @@ def append_rows(*, catalog: Catalog, rec: TableRecord, state: KeyState, pipeline
         superseded = [(seg, key) for seg, key in superseded if key in written]  # a failed text keeps its row
         segments = base.segments
         if new_rows.num_rows:
-            segments = (*segments, _write_segment(tables_dir / f"{stem}.parquet", new_rows))
-            build_index(tables_dir / stem, stats.dimensions, manifest_index_spec(rec.base_path))
+            segments = (*segments, _write_segment(store.join(tables_dir, f"{stem}.parquet"), new_rows))
+            build_index(store.join(tables_dir, stem), stats.dimensions, manifest_index_spec(rec.base_path))
         deletes = base.deletes
         if superseded:
-            deletes = (*deletes, write_deletes(tables_dir / deletes_name(stem), superseded))
+            deletes = (*deletes, write_deletes(store.join(tables_dir, deletes_name(stem)), superseded))
         done.changed = len(superseded)
         done.added = new_rows.num_rows - done.changed
         done.rows_encoded, done.rows_failed = stats.rows_encoded, stats.rows_failed
@@ -196,16 +196,17 @@ def merge_segments(catalog: Catalog, rec: TableRecord, pipeline: str, state: Key
     stem = version_stem(rec.table_name, number)
     parts = []
     for ref in tail:
-        table = pq.read_table(rec.tables_dir / ref.file)
+        table = store.read_parquet(store.join(rec.tables_dir, ref.file))
         gone = deleted.get(ref.file)
         if gone:
             table = table.filter(pc.invert(pc.is_in(table["_row_id"], pa.array(sorted(gone), pa.string()))))
         parts.append(table)
     try:
-        merged = _write_segment(rec.tables_dir / f"{stem}.parquet", pa.concat_tables(parts))
-        build_index(rec.tables_dir / stem, rec.dimensions or 0, manifest_index_spec(rec.base_path))
+        merged = _write_segment(store.join(rec.tables_dir, f"{stem}.parquet"), pa.concat_tables(parts))
+        build_index(store.join(rec.tables_dir, stem), rec.dimensions or 0, manifest_index_spec(rec.base_path))
         kept = sorted(deleted.get(first.file, ()))
-        deletes = (write_deletes(rec.tables_dir / deletes_name(stem), [(first.file, k) for k in kept]),) \
+        deletes = (write_deletes(store.join(rec.tables_dir, deletes_name(stem)),
+                                 [(first.file, k) for k in kept]),) \
             if kept else ()
         counts = Counts(unchanged=base.rows, outcome=OUTCOME_MERGED,
                         seconds=round(time.perf_counter() - t0, 3))

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from jammi import store
 from jammi.errors import ArtifactError
 from jammi.storage import tmp_files
+from jammi.store import Location
 from jammi.tables.catalog import STATUS_FAILED, STATUS_READY, Catalog, Pointer, TableRecord
 from jammi.tables.contract import SUFFIXES, sidecar
 from jammi.tables.versions import Version
@@ -26,7 +28,7 @@ LIST_COLUMNS = ["table_name", "pipeline", "status", "active", "model_id", "text_
 class RemovedTable:
     table_name: str
     pipeline: str
-    deleted: list[Path]
+    deleted: list[Location]
 
 
 def list_tables(catalog: Catalog, pipeline: str | None = None) -> pd.DataFrame:
@@ -76,10 +78,10 @@ def remove_table(catalog: Catalog, table_name: str) -> RemovedTable:
     """Mark a table `removed` (refused for a pipeline's active table), then delete its files."""
     rec = catalog.mark_removed(table_name)
     deleted = []
-    versions = sorted(rec.tables_dir.glob(f"{rec.table_name}.v*"))
-    for path in (*(sidecar(rec.base_path, s) for s in SUFFIXES), *tmp_files(rec.parquet_path), *versions):
-        if path.exists():
-            path.unlink()
+    versions = store.listdir(rec.tables_dir, f"{rec.table_name}.v*")
+    leftover = [] if store.is_url(rec.parquet_path) else tmp_files(Path(rec.parquet_path))
+    for path in (*(sidecar(rec.base_path, s) for s in SUFFIXES), *leftover, *versions):
+        if store.delete(path):
             deleted.append(path)
     return RemovedTable(rec.table_name, rec.pipeline, deleted)
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jammi import store
 from jammi.embedding.batching import GROW_AFTER, BatchSizer
 from jammi.embedding.encode import encode_window
 from jammi.embedding.model import Encoder
@@ -25,12 +26,12 @@ from jammi.errors import ArtifactError, SourceError
 from jammi.quality.outcome import blocking_failures, outcome_json
 from jammi.spec.chunking import CHUNK_DOC
 from jammi.spec.project import PipelineSpec, SourceSpec
-from jammi.storage import tmp_path, write_json_atomic
+from jammi.storage import tmp_path
+from jammi.store import Location
 from jammi.tables.catalog import (
     STATUS_BUILDING,
     STATUS_FAILED,
     STATUS_READY,
-    TABLES_DIR,
     Catalog,
     now,
 )
@@ -40,6 +41,7 @@ from jammi.tables.contract import (
     new_table_name,
     sidecar,
     table_schema,
+    write_manifest,
 )
 from jammi.tables.cost import run_usage
 from jammi.tables.generation import generation_of, source_schema_version
@@ -162,14 +164,14 @@ def build_embedding_table(
             f"source {source!r}: validated frame {frame_file} does not exist; "
             f"materialize validated_{source} first"
         )
-    tables_dir = catalog.artifact_dir / TABLES_DIR
+    tables_dir = catalog.tables_dir
     try:
-        tables_dir.mkdir(parents=True, exist_ok=True)
+        store.make_dirs(tables_dir)
     except OSError as err:
         raise ArtifactError(f"artifact_dir {str(catalog.artifact_dir)!r} is not writable: {err}") from None
     taken = {t.table_name for t in catalog.tables(source=source)}
     name = new_table_name(tables_dir, source, encoder.model_id, taken)
-    base = tables_dir / name
+    base = store.join(tables_dir, name)
     final = sidecar(base, ".parquet")
     stats = EmbedStats(name, final, encoder.model_id, encoder.dimensions, generation=generation_of(pipe, src))
     catalog.begin_table(
@@ -182,8 +184,7 @@ def build_embedding_table(
             "generation": stats.generation,
         }
     )
-    write_json_atomic(sidecar(base, ".manifest.json"),
-                      _manifest(stats, pipeline, pipe, source, src, STATUS_BUILDING))
+    write_manifest(base, _manifest(stats, pipeline, pipe, source, src, STATUS_BUILDING))
     try:
         rows = rows or source_rows(frame_file, src.key, pipe.embedded_columns, encoder.model_id,
                                    doc_column(pipe))
@@ -198,7 +199,7 @@ def build_embedding_table(
         ready["checks"] = [outcome_json(o) for o in stats.outcomes]  # what recovery may trust
         ready["full_token"] = full_token  # the rebuild request this table answers (partitions share one)
         ready["segments"] = [ref.to_json() for ref in stats.segments]  # version 0, for recovery
-        write_json_atomic(sidecar(base, ".manifest.json"), ready)
+        write_manifest(base, ready)
         stats.counts = Counts(added=stats.rows_embedded, rows_encoded=stats.rows_encoded,
                               outcome=OUTCOME_REBUILT, seconds=round(stats.seconds, 3),
                               usage=run_usage(encoder))
@@ -206,10 +207,11 @@ def build_embedding_table(
                         counts=stats.counts)
         catalog.activate(name, first=first, **_counts(stats))
     except BaseException as err:
-        for path in (tmp_path(final), final, sidecar(base, ".manifest.json"),
-                     *(tables_dir / ref.file for ref in stats.segments[1:]),
-                     *tables_dir.glob(f".{name}.v00000-*.tmp")):
-            path.unlink(missing_ok=True)
+        leftover = [] if store.is_url(final) else [tmp_path(final)]
+        for path in (*leftover, final, sidecar(base, ".manifest.json"),
+                     *(store.join(tables_dir, ref.file) for ref in stats.segments[1:]),
+                     *store.listdir(tables_dir, f".{name}.v00000-*.tmp")):
+            store.delete(path)
         catalog.set_status(name, STATUS_FAILED, error=f"{type(err).__name__}: {err}"[:2000],
                            **_counts(stats))
         raise
@@ -408,7 +410,7 @@ def doc_column(pipe: PipelineSpec) -> str | None:
 
 
 def _write(stats: EmbedStats, rows: SourceRows, pipe: PipelineSpec, source: str, encoder: Encoder,
-           final: Path, progress: Progress | None) -> None:
+           final: Location, progress: Progress | None) -> None:
     """Encode each distinct text once, longest first across the whole table, and write each chunk's
     rows (every row whose text is in the chunk) from a second thread while the next chunk encodes."""
     t0 = time.perf_counter()
@@ -422,7 +424,8 @@ def _write(stats: EmbedStats, rows: SourceRows, pipe: PipelineSpec, source: str,
     plan = Plan()
     pending: Future | None = None
     chunks, parted = rows.doc_ids is not None, rows.partitions is not None
-    later = (final.with_name(f"{version_stem(final.stem, 0)}.parquet") for _ in iter(int, 1))
+    stem = store.name_of(final).removesuffix(".parquet")
+    later = (store.join(store.parent_of(final), f"{version_stem(stem, 0)}.parquet") for _ in iter(int, 1))
     schema = table_schema(encoder.dimensions, chunks, parted)
     segments = SegmentWriter(itertools.chain([final], later), schema, SEGMENT_ROWS)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jammi-writer") as pool:

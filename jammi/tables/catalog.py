@@ -38,11 +38,12 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from jammi import keys
+from jammi import keys, store
 from jammi.embedding.texts import TEXT_SEPARATOR
 from jammi.errors import ArtifactError
-from jammi.spec.catalog import PostgresCatalogSpec, configured_catalog
+from jammi.spec.catalog import PostgresCatalogSpec, configured_catalog, configured_tables
 from jammi.storage import FRAMES_DIR, frame_path, parquet_glob, partition_key_of
+from jammi.store import Location
 from jammi.tables import duck
 from jammi.tables.catalog_pg import PostgresState, RoundTrips, pg_schema_sql
 from jammi.tables.catalog_pg import round_trips as pg_round_trips
@@ -261,15 +262,20 @@ def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: b
             time.sleep(0.2)
 
 
-def _table_path(root: Path, stored: str) -> Path:
-    """A stored table path under `root`: relative ones as they are; absolute ones (catalogs
-    written before relative paths, or a project that moved) by their file name, since a
-    table's files only ever live in the tables folder."""
+def _table_path(root: Location, stored: str) -> Location:
+    """A stored table path under `root` (a local folder or an object-store URL): relative ones
+    as they are; absolute ones (catalogs written before relative paths, or a project that
+    moved) by their file name, since a table's files only ever live in the tables folder."""
+    if store.is_url(root):
+        relative = stored if not store.is_url(stored) else f"{TABLES_DIR}/{store.name_of(stored)}"
+        return store.join(root, relative)
     path = Path(stored)
-    return root / path if not path.is_absolute() else root / TABLES_DIR / path.name
+    return Path(root) / path if not path.is_absolute() else Path(root) / TABLES_DIR / path.name
 
 
-def _relative(root: Path, path: Path | str) -> str:
+def _relative(root: Location, path: Location) -> str:
+    if store.is_url(root):
+        return str(path).removeprefix(str(root).rstrip("/") + "/")
     try:
         return Path(path).relative_to(root).as_posix()
     except ValueError:
@@ -366,7 +372,7 @@ class TableRecord:
     rows_failed: int
     rows_truncated: int
     source_schema: dict
-    parquet_path: Path
+    parquet_path: Location  # a local path, or a URL when the project's tables live in an object store
     builder: str | None
     error: str | None
     created_at: datetime
@@ -377,12 +383,14 @@ class TableRecord:
     current_version: int | None = None  # None: a table from before versions (its Parquet file)
 
     @property
-    def base_path(self) -> Path:
-        return self.parquet_path.with_suffix("")
+    def base_path(self) -> Location:
+        if store.is_url(self.parquet_path):
+            return str(self.parquet_path).removesuffix(".parquet")
+        return Path(self.parquet_path).with_suffix("")
 
     @property
-    def tables_dir(self) -> Path:
-        return self.parquet_path.parent
+    def tables_dir(self) -> Location:
+        return store.parent_of(self.parquet_path)
 
 
 @dataclass(frozen=True)
@@ -416,6 +424,13 @@ class Catalog:
         self.state_path = self.artifact_dir / STATE_DIR / STATE_FILE
         spec = postgres or configured_catalog(self.artifact_dir)
         self.pg = _postgres_state(spec) if spec is not None else None
+        # where the tables live: under the artifact directory, or the project's object-store URL
+        self.tables_url = configured_tables(self.artifact_dir)
+        if self.tables_url is not None and self.pg is None:
+            raise ArtifactError(f"artifact_dir {self.tables_url!r} is an object-store URL, which needs "
+                                "`catalog: {postgres: ...}` in the project file")
+        self.data_root: Location = self.tables_url or self.root
+        self.tables_dir: Location = store.join(self.data_root, TABLES_DIR)
 
     @property
     def backend(self) -> str:
@@ -447,6 +462,8 @@ class Catalog:
             local_round_trips.add()
         if read_only and self.exists():
             con = self._open_published()
+            if self.tables_url is not None:  # its views read the tables' URLs
+                store.register_duckdb(con, [self.tables_url])
             with duck.lent(con):
                 yield con
             return
@@ -738,7 +755,7 @@ class Catalog:
                     rec["table_name"], rec["pipeline"], rec["source"], rec["model_id"],
                     json.dumps(rec["text_columns"]), rec["key_column"], rec.get("dimensions"),
                     STATUS_BUILDING, json.dumps(rec.get("source_schema", {})),
-                    _relative(self.root, rec["parquet_path"]), this_builder(), ts, ts, version,
+                    _relative(self.data_root, rec["parquet_path"]), this_builder(), ts, ts, version,
                     separator, generation,
                 ],
             )
@@ -866,7 +883,7 @@ class Catalog:
         cur = con.execute("SELECT * FROM embedding_tables WHERE table_name = ?", [table_name])
         names = [d[0] for d in cur.description]
         row = cur.fetchone()
-        return _record(dict(zip(names, row, strict=True)), self.root) if row else None
+        return _record(dict(zip(names, row, strict=True)), self.data_root) if row else None
 
     def active(self, pipeline: str | None = None, source: str | None = None) -> TableRecord | None:
         """The table search serves for a pipeline (its pointer, else its newest ready table) or
@@ -875,7 +892,7 @@ class Catalog:
             return None
         with self.connect(read_only=True) as con:
             row = self._serving(con, pipeline=pipeline, source=source)
-        return _record(row, self.root) if row else None
+        return _record(row, self.data_root) if row else None
 
     def active_names(self) -> set[str]:
         """Every pipeline's active table."""
@@ -902,7 +919,7 @@ class Catalog:
             cur = con.execute(sql, args)
             names = [d[0] for d in cur.description]
             rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-        return [_record(r, self.root) for r in rows]
+        return [_record(r, self.data_root) for r in rows]
 
     def table(self, table_name: str) -> TableRecord | None:
         if not self.exists():
@@ -1022,7 +1039,7 @@ class Catalog:
                 rec = self._table(con, table_name)
             else:
                 row = self._serving(con, pipeline=pipeline, source=source)
-                rec = _record(row, self.root) if row else None
+                rec = _record(row, self.data_root) if row else None
             if rec is None:
                 return None
             return rec, (self._current(con, rec) if rec.status == STATUS_READY else _initial_version(rec))
@@ -1034,7 +1051,7 @@ class Catalog:
             return Snapshot(None, None, None)
         with self.connect(read_only=True) as con:
             row = self._serving(con, pipeline=pipeline)
-            rec = _record(row, self.root) if row else None
+            rec = _record(row, self.data_root) if row else None
             return Snapshot(rec, self._current(con, rec) if rec is not None else None,
                             self._pointer(con, pipeline))
 
@@ -1132,14 +1149,17 @@ class Catalog:
                 path = root / stored if not Path(stored).is_absolute() else frame_path(root, name)
                 if path.exists():  # a deleted frame gets no view until it is materialized again
                     con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {frame_view_sql(path)}")
-        ready = {r["table_name"]: _record(r, root) for r in _rows(con.execute(
+        if self.tables_url is not None:  # the views read the tables' URLs
+            store.register_duckdb(con, [self.tables_url])
+        ready = {r["table_name"]: _record(r, self.data_root) for r in _rows(con.execute(
             "SELECT * FROM embedding_tables WHERE status = ?", [STATUS_READY]))}
         current = {r["table_name"]: _version(r) for r in _rows(con.execute(
             "SELECT v.* FROM table_versions v JOIN embedding_tables e ON v.table_name = e.table_name"
             " AND v.version = e.current_version WHERE e.status = ?", [STATUS_READY]))}
         versions = {name: current.get(name) or _initial_version(rec) for name, rec in ready.items()}
         select = {name: view_sql(ready[name].tables_dir, v) for name, v in versions.items()
-                  if all((ready[name].tables_dir / r.file).exists() for r in (*v.segments, *v.deletes))}
+                  if all(store.exists(store.join(ready[name].tables_dir, r.file))
+                         for r in (*v.segments, *v.deletes))}
         views = dict(select)  # a table whose files are gone gets no view: `jammi verify` names them
         serving = _serving_sql(_has_table(con, "active_tables"))
         for pipeline, source, table_name in con.execute(
@@ -1202,7 +1222,7 @@ def _load_rows(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], r
         con.unregister("_jammi_rows")
 
 
-def _record(r: dict, root: Path) -> TableRecord:
+def _record(r: dict, root: Location) -> TableRecord:
     return TableRecord(
         table_name=r["table_name"],
         pipeline=r["pipeline"],
@@ -1233,7 +1253,7 @@ def _record(r: dict, root: Path) -> TableRecord:
 
 def _initial_version(rec: TableRecord) -> Version:
     """Version 0 of a table: its one Parquet file."""
-    return Version(rec.table_name, 0, (FileRef(rec.parquet_path.name, rec.rows_embedded),),
+    return Version(rec.table_name, 0, (FileRef(store.name_of(rec.parquet_path), rec.rows_embedded),),
                    rows=rec.rows_embedded, committed_at=rec.updated_at)
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jammi import store
 from jammi.embedding.vectors import vectors_of
 from jammi.quality.outcome import MAX_EXAMPLES, CheckOutcome
 from jammi.spec.project import IndexSpec
+from jammi.store import Location
 from jammi.tables.arrays import int64s, take
 from jammi.tables.index import VersionIndex
 from jammi.tables.parity import SOURCE_TABLE_PARITY
@@ -53,14 +54,14 @@ def _batches(pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]
         yield from pf.iter_batches(batch_size=READ_BATCH, row_groups=[group], columns=columns)
 
 
-def vector_integrity(parquet: Path, dimensions: int) -> list[CheckOutcome]:
+def vector_integrity(parquet: Location, dimensions: int) -> list[CheckOutcome]:
     """Declared dimension, finite values, norms 1 ± 1e-4, no zero vectors."""
     return segments_integrity([parquet], dimensions)
 
 
-def segments_integrity(files: list[Path], dimensions: int) -> list[CheckOutcome]:
+def segments_integrity(files: list[Location], dimensions: int) -> list[CheckOutcome]:
     """`vector_integrity` over every segment file of a table, streamed one row group at a time."""
-    opened = [pq.ParquetFile(f) for f in files]
+    opened = [store.parquet_file(f) for f in files]
     widths = {getattr(pf.schema_arrow.field("vector").type, "list_size", None) for pf in opened}
     actual = next((w for w in widths if w != dimensions), dimensions) if opened else dimensions
     dims_ok = actual == dimensions
@@ -156,10 +157,10 @@ def _read_at(pf: pq.ParquetFile, positions: np.ndarray, columns: list[str]) -> p
     return pa.Table.from_batches(parts, schema=schema)
 
 
-def _sample(parquet: Path, dimensions: int, size: int, seed: int) -> np.ndarray:
+def _sample(parquet: Location, dimensions: int, size: int, seed: int) -> np.ndarray:
     """Up to `size` rows of the file's vectors, drawn at random (the same rows for a seed), read
     from only the row groups that hold them."""
-    pf = pq.ParquetFile(parquet)
+    pf = store.parquet_file(parquet)
     n = pf.metadata.num_rows
     if n == 0:
         return np.zeros((0, dimensions), dtype=np.float32)
@@ -167,10 +168,10 @@ def _sample(parquet: Path, dimensions: int, size: int, seed: int) -> np.ndarray:
     return vectors_of(_read_at(pf, idx, ["vector"]).column("vector"), dimensions)
 
 
-def embedding_drift(current: Path, previous: Path | None, dimensions: int, max_centroid_shift: float,
+def embedding_drift(current: Location, previous: Location | None, dimensions: int, max_centroid_shift: float,
                     severity: str = "warn", sample: int = 2000, seed: int = 0) -> CheckOutcome:
     """Centroid cosine shift and mean nearest-neighbour distance against the previous table."""
-    if previous is None or not previous.exists():
+    if previous is None or not store.exists(previous):
         return CheckOutcome(EMBEDDING_DRIFT, True, severity, 0.0, max_centroid_shift,
                             "no previous table of this source and model to compare")
     cur, prev = _sample(current, dimensions, sample, seed), _sample(previous, dimensions, sample, seed)
@@ -212,14 +213,14 @@ def _sample_segment(pf: pq.ParquetFile, count: int, gone: set[str], rng: np.rand
     return _read_at(pf, np.sort(order[:count]), ["_row_id", "vector"])
 
 
-def _sample_current(tables_dir: Path, version: Version, deleted: dict[str, set[str]], size: int,
+def _sample_current(tables_dir: Location, version: Version, deleted: dict[str, set[str]], size: int,
                     rng: np.random.Generator) -> pa.Table:
     """Up to `size` of the version's current rows (`_row_id`, `vector`), uniformly at random,
     without reading the table: each segment's share is a hypergeometric draw over the segments'
     current row counts, and only the row groups holding the drawn rows are read."""
     live = [max(0, ref.rows - len(deleted.get(ref.file, ()))) for ref in version.segments]
     shares = rng.multivariate_hypergeometric(live, min(size, sum(live))).tolist()
-    parts = [_sample_segment(pq.ParquetFile(Path(tables_dir) / ref.file), share,
+    parts = [_sample_segment(store.parquet_file(store.join(tables_dir, ref.file)), share,
                              deleted.get(ref.file, set()), rng)
              for ref, share in zip(version.segments, shares, strict=True) if share]
     if not parts:
@@ -227,7 +228,7 @@ def _sample_current(tables_dir: Path, version: Version, deleted: dict[str, set[s
     return pa.concat_tables(parts)
 
 
-def _exact_similarities(tables_dir: Path, version: Version, deleted: dict[str, set[str]],
+def _exact_similarities(tables_dir: Location, version: Version, deleted: dict[str, set[str]],
                         queries: np.ndarray, hits: list[list[str]], k: int, dimensions: int
                         ) -> tuple[np.ndarray, np.ndarray]:
     """One pass over the version's current rows, segment by segment in record batches: each
@@ -243,7 +244,7 @@ def _exact_similarities(tables_dir: Path, version: Version, deleted: dict[str, s
             slots[row].append((q, slot))
     for ref in version.segments:
         gone = deleted.get(ref.file, set())
-        pf = pq.ParquetFile(Path(tables_dir) / ref.file)
+        pf = store.parquet_file(store.join(tables_dir, ref.file))
         for batch in _batches(pf, ["_row_id", "vector"]):
             ids = batch.column("_row_id").to_pylist()
             vecs = vectors_of(batch.column("vector"), dimensions)
@@ -261,7 +262,7 @@ def _exact_similarities(tables_dir: Path, version: Version, deleted: dict[str, s
     return top.min(axis=1), hit_sims
 
 
-def ann_recall(tables_dir: Path, version: Version, dimensions: int, spec: IndexSpec,
+def ann_recall(tables_dir: Location, version: Version, dimensions: int, spec: IndexSpec,
                min_recall: float = 0.95, queries: int = 200, k: int = 10, seed: int = 0) -> CheckOutcome:
     """Recall@k of search through the version's HNSW sidecars (deletions applied) against exact
     search over its current rows, with up to `queries` sampled current rows as queries. A hit
@@ -296,7 +297,7 @@ def ann_recall(tables_dir: Path, version: Version, dimensions: int, spec: IndexS
     )
 
 
-def ann_recall_by_segment(tables_dir: Path, version: Version, dimensions: int, spec: IndexSpec,
+def ann_recall_by_segment(tables_dir: Location, version: Version, dimensions: int, spec: IndexSpec,
                           known: dict[str, dict], states: dict[str, list], min_recall: float = 0.95,
                           queries: int = 200, k: int = 10) -> tuple[CheckOutcome, dict[str, dict]]:
     """Recall@k of the version's index, segment by segment: search merges each segment's own

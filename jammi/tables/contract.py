@@ -11,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from jammi import store
 from jammi.embedding.model_files import model_short_name
+from jammi.errors import ArtifactError
 from jammi.spec.project import IndexSpec
+from jammi.store import Location
 
 SUFFIXES = (".parquet", ".usearch", ".rowmap", ".manifest.json")
 CONTRACT_COLUMNS = ("_row_id", "_source_id", "_model_id", "vector", "_content_hash")
@@ -42,30 +44,39 @@ def table_schema(dimensions: int, doc_ids: bool = False, partitions: bool = Fals
     )
 
 
-def new_table_name(tables_dir: Path, source: str, model_id: str, taken: set[str]) -> str:
+def new_table_name(tables_dir: Location, source: str, model_id: str, taken: set[str]) -> str:
     """A timestamped name not used by any file or catalog entry (seconds step on clash)."""
     ts = datetime.now(UTC).replace(microsecond=0)
     while True:
         name = f"{source}__embedding__{model_short_name(model_id)}__{ts:%Y%m%dT%H%M%S}"
-        if name not in taken and not any((tables_dir / f"{name}{s}").exists() for s in SUFFIXES):
+        if name not in taken and not any(store.exists(store.join(tables_dir, name + s)) for s in SUFFIXES):
             return name
         ts += timedelta(seconds=1)
 
 
-def sidecar(base: Path, suffix: str) -> Path:
+def sidecar(base: Location, suffix: str) -> Location:
+    """`<base><suffix>`: one of a table's or a segment's files (a URL for an object store's)."""
+    if store.is_url(base):
+        return f"{base}{suffix}"
+    base = Path(base)
     return base.parent / f"{base.name}{suffix}"
 
 
-def read_manifest(base: Path) -> dict:
+def read_manifest(base: Location) -> dict:
     try:
-        return json.loads(sidecar(base, ".manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json.loads(store.read_text(sidecar(base, ".manifest.json")))
+    except (OSError, ValueError, ArtifactError):
         return {}
 
 
-def verify_parquet(path: Path, dimensions: int | None = None) -> int:
+def write_manifest(base: Location, manifest: dict) -> None:
+    """`<base>.manifest.json`, replaced whole (an object store's PUT replaces an object at once)."""
+    store.write_text(sidecar(base, ".manifest.json"), json.dumps(manifest, indent=2, default=str))
+
+
+def verify_parquet(path: Location, dimensions: int | None = None) -> int:
     """Read the whole file; return its row count or raise if it is corrupt or off-contract."""
-    pf = pq.ParquetFile(path)
+    pf = store.parquet_file(path)
     names = pf.schema_arrow.names
     missing = [c for c in CONTRACT_COLUMNS if c not in names]
     if missing:
@@ -81,7 +92,7 @@ def verify_parquet(path: Path, dimensions: int | None = None) -> int:
     return rows
 
 
-def manifest_index_spec(base: Path) -> IndexSpec:
+def manifest_index_spec(base: Location) -> IndexSpec:
     """The index parameters a table was built with (defaults when the manifest is gone)."""
     data = read_manifest(base).get("index") or {}
     try:

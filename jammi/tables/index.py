@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from usearch.index import Index
 
+from jammi import store
 from jammi.embedding.vectors import vectors_of
 from jammi.spec.project import IndexSpec
-from jammi.storage import write_atomic
+from jammi.store import Location
 from jammi.tables.arrays import int64s, take
 from jammi.tables.contract import sidecar
 from jammi.tables.versions import FileRef, Version, deleted_by_segment
@@ -70,11 +70,11 @@ class RowMap:
         return take(self.row_ids, int64s(positions)).to_pylist(), which
 
 
-def build_index(base: Path, dimensions: int, spec: IndexSpec) -> IndexStats:
+def build_index(base: Location, dimensions: int, spec: IndexSpec) -> IndexStats:
     """Build `<base>.usearch` and `<base>.rowmap` from `<base>.parquet`: one vector per distinct
     content hash (its first row's), the rowmap naming every row of each key."""
     t0 = time.perf_counter()
-    pf = pq.ParquetFile(sidecar(base, ".parquet"))
+    pf = store.parquet_file(sidecar(base, ".parquet"))
     index = Index(
         ndim=dimensions,
         metric=spec.metric,
@@ -101,7 +101,7 @@ def build_index(base: Path, dimensions: int, spec: IndexSpec) -> IndexStats:
         row_keys.append(keys)
         rows += len(hashes)
     index_path = sidecar(base, ".usearch")
-    write_atomic(index_path, lambda tmp, save=index.save: save(str(tmp)))
+    store.write_object(index_path, lambda tmp, save=index.save: save(str(tmp)))
     keys = np.concatenate(row_keys) if row_keys else np.zeros(0, dtype=np.int64)
     order = np.argsort(keys, kind="stable")
     ids = pa.concat_arrays(row_ids) if row_ids else pa.array([], pa.string())
@@ -112,10 +112,10 @@ def build_index(base: Path, dimensions: int, spec: IndexSpec) -> IndexStats:
     def write_rowmap(tmp: Path) -> None:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, rowmap.schema) as writer:
             writer.write_table(rowmap)
-    write_atomic(rowmap_path, write_rowmap)
+    store.write_object(rowmap_path, write_rowmap)
     del index
     pa.default_memory_pool().release_unused()
-    return IndexStats(index_path, rows, time.perf_counter() - t0, index_path.stat().st_size)
+    return IndexStats(index_path, rows, time.perf_counter() - t0, store.size(index_path) or 0)
 
 
 def _key_array(column: pa.ChunkedArray) -> np.ndarray:
@@ -131,19 +131,24 @@ class SidecarUnusable(Exception):
     """The sidecar is missing, corrupt or out of step with the Parquet table."""
 
 
-def load_index(base: Path, expected_rows: int, spec: IndexSpec | None = None) -> tuple[Index, RowMap]:
-    index_path, rowmap_path = sidecar(base, ".usearch"), sidecar(base, ".rowmap")
+def load_index(base: Location, expected_rows: int, spec: IndexSpec | None = None) -> tuple[Index, RowMap]:
+    """A segment's sidecars, memory-mapped: local files where they are, an object store's from
+    this node's cache (fetched on first use, jammi.store.local_copy)."""
+    try:
+        index_path, rowmap_path = (store.local_copy(sidecar(base, s)) for s in (".usearch", ".rowmap"))
+    except FileNotFoundError:
+        raise SidecarUnusable("sidecar files are missing") from None
     if not index_path.exists() or not rowmap_path.exists():
         raise SidecarUnusable("sidecar files are missing")
     try:
         index = Index.restore(str(index_path), view=True)
         if index is None:
-            raise SidecarUnusable(f"{index_path.name} is not a USearch index")
+            raise SidecarUnusable(f"{store.name_of(sidecar(base, '.usearch'))} is not a USearch index")
         with pa.memory_map(str(rowmap_path)) as source:
             table = pa.ipc.open_file(source).read_all()
         keys = _key_array(table.column("_key")) if "_key" in table.column_names else None
         if keys is not None and len(keys) and np.any(np.diff(keys.astype(np.int64)) < 0):
-            raise SidecarUnusable(f"{rowmap_path.name} keys are out of order")
+            raise SidecarUnusable(f"{store.name_of(sidecar(base, '.rowmap'))} keys are out of order")
         rowmap = RowMap(table.column("_row_id").combine_chunks(), keys)
     except SidecarUnusable:
         raise
@@ -159,8 +164,9 @@ def load_index(base: Path, expected_rows: int, spec: IndexSpec | None = None) ->
     return index, rowmap
 
 
-def sidecar_files(base: Path) -> tuple[str, str]:
-    """The paths of a segment's two sidecars, as strings (stat-ed before every cached search)."""
+def sidecar_files(base: Location) -> tuple[str, str]:
+    """The paths of a segment's two sidecars, as strings (stat-ed before every cached search;
+    an object store's never change under their immutable names, and stat as missing here)."""
     return str(sidecar(base, ".usearch")), str(sidecar(base, ".rowmap"))
 
 
@@ -179,9 +185,9 @@ def sidecar_signature(files: tuple[str, str]) -> tuple:
     return tuple(out)
 
 
-def segment_base(tables_dir: Path, ref: FileRef) -> Path:
+def segment_base(tables_dir: Location, ref: FileRef) -> Location:
     """The base path of a segment's sidecars: `<segment>.usearch` and `<segment>.rowmap`."""
-    return Path(tables_dir) / ref.file.removesuffix(".parquet")
+    return store.join(tables_dir, ref.file.removesuffix(".parquet"))
 
 
 def _similarity(distances: np.ndarray, metric: str) -> np.ndarray:
@@ -193,11 +199,12 @@ class VersionIndex:
     version's deletions dropped from the hits, results merged by similarity. A segment whose
     sidecar is missing, corrupt or stale is scored exactly instead."""
 
-    def __init__(self, tables_dir: Path, version: Version, dimensions: int, spec: IndexSpec,
+    def __init__(self, tables_dir: Location, version: Version, dimensions: int, spec: IndexSpec,
                  reuse: VersionIndex | None = None):
         """`reuse`: an index of an earlier version of the same table, whose loaded segments
         (immutable files) this one takes over instead of loading them again."""
-        self.tables_dir, self.version = Path(tables_dir), version
+        self.tables_dir: Location = tables_dir if store.is_url(tables_dir) else Path(tables_dir)
+        self.version = version
         self.dimensions, self.spec = dimensions, spec
         self.deleted = deleted_by_segment(tables_dir, version)
         self.parts: list[tuple[FileRef, Index | None, RowMap | None]] = []
@@ -296,7 +303,7 @@ class VersionIndex:
         return out
 
     def _exact_segment(self, ref, queries, k, allowed, gone) -> list[list[tuple[str, float]]]:
-        table = pq.read_table(self.tables_dir / ref.file, columns=["_row_id", "vector"])
+        table = store.read_parquet(store.join(self.tables_dir, ref.file), columns=["_row_id", "vector"])
         ids = table.column("_row_id").to_pylist()
         keep = [i for i, r in enumerate(ids) if r not in gone and (allowed is None or r in allowed)]
         if not keep:

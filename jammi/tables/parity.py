@@ -9,12 +9,13 @@ current row whose segment has no usable HNSW sidecar (search scores it exactly m
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import pyarrow as pa
 
+from jammi import store
 from jammi.quality.outcome import MAX_EXAMPLES, CheckOutcome
 from jammi.spec.project import IndexSpec
+from jammi.store import Location
 from jammi.tables.contract import PARTITION_COLUMN
 from jammi.tables.index import VersionIndex
 from jammi.tables.versions import Version, view_sql
@@ -38,7 +39,7 @@ class Parity:
         return {k: v for k, v in asdict(self).items() if k != "examples"}
 
 
-def compare(keys: list[str] | pa.Array, hashes: list[str] | pa.Array, tables_dir: Path, version: Version,
+def compare(keys: list[str] | pa.Array, hashes: list[str] | pa.Array, tables_dir: Location, version: Version,
             dimensions: int, spec: IndexSpec, partition: str | None = None) -> Parity:
     """Source rows (`keys`, `hashes`) against the version's current rows: all of them, or, with
     `partition`, the rows of that partition (the source rows are then the partition's).
@@ -56,6 +57,7 @@ def compare(keys: list[str] | pa.Array, hashes: list[str] | pa.Array, tables_dir
     params = {} if partition is None else {"partition": partition}
     with duckdb.connect() as con:  # the table's side is read from its files, a row group at a time
         con.execute("SET threads = 1")
+        store.register_duckdb(con, [tables_dir])
         counts = dict(con.execute(f"SELECT {kind} AS kind, count(*) {differ} GROUP BY 1", params).fetchall())
         first = con.execute(f"SELECT {kind} AS kind, coalesce(s.k, c._row_id) AS key {differ} "
                             f"ORDER BY kind, key LIMIT {MAX_EXAMPLES}", params).fetchall()

@@ -18,15 +18,15 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
-from jammi import keys
+from jammi import keys, store
 from jammi.quality.outcome import CheckOutcome, blocking_failures
 from jammi.storage import remove_leftovers, tmp_files
 from jammi.tables.catalog import (
     STATUS_BUILDING,
     STATUS_FAILED,
     STATUS_READY,
-    TABLES_DIR,
     Catalog,
     TableRecord,
     process_start,
@@ -85,18 +85,21 @@ def _remove_leftovers(catalog: Catalog) -> list:
 def owned(catalog: Catalog, rec: TableRecord) -> bool:
     """Recovery deletes only files inside the artifact directory's tables folder that follow
     the table naming: a catalog row pointing anywhere else (hand-edited, say) is never obeyed."""
-    tables = (catalog.artifact_dir / TABLES_DIR).resolve()
-    path = rec.parquet_path.resolve()
+    if store.is_url(catalog.tables_dir) or store.is_url(rec.parquet_path):
+        return str(rec.parquet_path) == str(store.join(catalog.tables_dir, f"{rec.table_name}.parquet"))
+    tables = Path(catalog.tables_dir).resolve()
+    path = Path(rec.parquet_path).resolve()
     return path.parent == tables and path.name == f"{rec.table_name}.parquet"
 
 
 def _discard(rec: TableRecord) -> None:
-    rec.parquet_path.unlink(missing_ok=True)
+    store.delete(rec.parquet_path)
     for suffix in (".usearch", ".rowmap", ".manifest.json"):
-        sidecar(rec.base_path, suffix).unlink(missing_ok=True)
+        store.delete(sidecar(rec.base_path, suffix))
     name = rec.table_name  # a building table has no version: these are its unfinished segments
-    for other in (*rec.tables_dir.glob(f"{name}.v*"), *rec.tables_dir.glob(f".{name}.v*")):
-        other.unlink(missing_ok=True)
+    for pattern in (f"{name}.v*", f".{name}.v*"):
+        for other in store.listdir(rec.tables_dir, pattern):
+            store.delete(other)
 
 
 def recover(catalog: Catalog) -> list[RecoveryAction]:
@@ -113,10 +116,11 @@ def recover(catalog: Catalog) -> list[RecoveryAction]:
                                "a table file under the artifact directory; no file was touched")
             actions.append(RecoveryAction(rec.table_name, "failed: path outside the tables directory"))
             continue
-        for tmp in tmp_files(final):  # its builder is dead: whatever it was writing is left over
-            tmp.unlink(missing_ok=True)
-        if not final.exists():
-            sidecar(rec.base_path, ".manifest.json").unlink(missing_ok=True)
+        if not store.is_url(final):
+            for tmp in tmp_files(Path(final)):  # its builder is dead: whatever it was writing is left over
+                tmp.unlink(missing_ok=True)
+        if not store.exists(final):
+            store.delete(sidecar(rec.base_path, ".manifest.json"))
             catalog.set_status(rec.table_name, STATUS_FAILED,
                                error="recovery: Parquet missing after an interrupted build")
             actions.append(RecoveryAction(rec.table_name, "failed: parquet missing"))
@@ -124,8 +128,8 @@ def recover(catalog: Catalog) -> list[RecoveryAction]:
         manifest = read_manifest(rec.base_path) or {}
         refs = tuple(FileRef(r["file"], int(r["rows"])) for r in manifest.get("segments") or [])
         try:
-            rows = sum(verify_parquet(rec.tables_dir / ref.file, rec.dimensions) for ref in refs) if refs \
-                else verify_parquet(final, rec.dimensions)
+            rows = sum(verify_parquet(store.join(rec.tables_dir, ref.file), rec.dimensions)
+                       for ref in refs) if refs else verify_parquet(final, rec.dimensions)
         except Exception as err:  # pyarrow raises several types on damaged files
             _discard(rec)
             catalog.set_status(rec.table_name, STATUS_FAILED,

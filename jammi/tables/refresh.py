@@ -17,13 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jammi import store
 from jammi.embedding.batching import BatchSizer
 from jammi.embedding.model import Encoder
 from jammi.embedding.vectors import vectors_of
 from jammi.errors import ArtifactError
 from jammi.quality.outcome import blocking_failures
 from jammi.spec.project import IndexSpec, PipelineSpec, SourceSpec
-from jammi.storage import write_atomic
+from jammi.store import Location
 from jammi.tables.build import EmbedStats, SourceRows, doc_column, encode_rows, source_rows
 from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.contract import (
@@ -31,6 +32,7 @@ from jammi.tables.contract import (
     ROW_GROUP_ROWS,
     SUFFIXES,
     manifest_index_spec,
+    sidecar,
     table_schema,
 )
 from jammi.tables.cost import run_usage
@@ -115,7 +117,7 @@ def diff_rows(source: SourceRows, table: pa.Table, pipeline: str, partition: str
     return diff
 
 
-def scoped_rows(tables_dir: Path, version: Version, partition: str | None, keys: list[str]) -> pa.Table:
+def scoped_rows(tables_dir: Location, version: Version, partition: str | None, keys: list[str]) -> pa.Table:
     """The version's current rows a run compares its source rows with (`_row_id`,
     `_content_hash`, `_segment`, and `_partition` for a partition's run): every row, or the rows
     of `partition` and those of its `keys` that other partitions hold."""
@@ -136,7 +138,8 @@ def partition_rows_in(table: pa.Table, partition: str) -> int:
     return int(pc.sum(pc.equal(table.column(PARTITION_COLUMN), partition)).as_py() or 0)
 
 
-def held_vectors(tables_dir: Path, base: Version, wanted: set[str], dimensions: int) -> dict[str, np.ndarray]:
+def held_vectors(tables_dir: Location, base: Version, wanted: set[str],
+                 dimensions: int) -> dict[str, np.ndarray]:
     """Vectors the table's segments hold for the content hashes in `wanted` (a changed or added
     row whose text another row has, or had: a content hash names the model and the exact text,
     so even a deleted row's vector is the right one): reused, not encoded again. Reads the hash
@@ -147,7 +150,7 @@ def held_vectors(tables_dir: Path, base: Version, wanted: set[str], dimensions: 
     if not wanted:
         return out
     for ref in base.segments:
-        pf = pq.ParquetFile(Path(tables_dir) / ref.file)
+        pf = store.parquet_file(store.join(tables_dir, ref.file))
         for group in range(pf.num_row_groups):
             hashes = pf.read_row_group(group, columns=["_content_hash"]).column("_content_hash")
             hit = pc.is_in(hashes, pa.array(sorted(wanted - out.keys()), pa.string()))
@@ -170,15 +173,15 @@ def _next_number(catalog: Catalog, rec: TableRecord) -> int:
     return max(v.version for v in catalog.versions(rec.table_name)) + 1
 
 
-def _write_segment(path: Path, rows: pa.Table) -> FileRef:
-    write_atomic(path, lambda tmp: pq.write_table(rows, tmp, compression="zstd",
-                                                  row_group_size=ROW_GROUP_ROWS))
-    return FileRef(path.name, rows.num_rows)
+def _write_segment(path: Location, rows: pa.Table) -> FileRef:
+    store.write_object(path, lambda tmp: pq.write_table(rows, tmp, compression="zstd",
+                                                        row_group_size=ROW_GROUP_ROWS))
+    return FileRef(store.name_of(path), rows.num_rows)
 
 
-def _remove(tables_dir: Path, stem: str) -> None:
+def _remove(tables_dir: Location, stem: str) -> None:
     for suffix in (*SUFFIXES, ".deletes.parquet"):
-        (tables_dir / f"{stem}{suffix}").unlink(missing_ok=True)
+        store.delete(store.join(tables_dir, f"{stem}{suffix}"))
 
 
 def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: PipelineSpec,
@@ -230,11 +233,11 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
             stats.dimensions, rows.doc_ids is not None, partition is not None).empty_table()
         segments = base.segments
         if new_rows.num_rows:
-            segments = (*segments, _write_segment(tables_dir / f"{stem}.parquet", new_rows))
-            build_index(tables_dir / stem, stats.dimensions, _index_spec(rec))
+            segments = (*segments, _write_segment(store.join(tables_dir, f"{stem}.parquet"), new_rows))
+            build_index(store.join(tables_dir, stem), stats.dimensions, _index_spec(rec))
         deletes = base.deletes
         if diff.superseded:
-            deletes = (*deletes, write_deletes(tables_dir / deletes_name(stem), diff.superseded))
+            deletes = (*deletes, write_deletes(store.join(tables_dir, deletes_name(stem)), diff.superseded))
         total = base.rows - len(diff.superseded) + new_rows.num_rows
         stats.table_rows = total
         stats.rows_embedded = total if partition is None else diff.unchanged + new_rows.num_rows
@@ -283,12 +286,13 @@ def compact_table(catalog: Catalog, rec: TableRecord, pipeline: str) -> Version:
     redo = [ref for ref in base.segments if _small(ref) or deleted.get(ref.file)]
     kept = tuple(ref for ref in base.segments if ref not in redo)
     number = _next_number(catalog, rec)
-    names = (rec.tables_dir / f"{version_stem(rec.table_name, number)}.parquet" for _ in iter(int, 1))
-    schema = pq.ParquetFile(rec.tables_dir / base.segments[0].file).schema_arrow
+    names = (store.join(rec.tables_dir, f"{version_stem(rec.table_name, number)}.parquet")
+             for _ in iter(int, 1))
+    schema = store.parquet_file(store.join(rec.tables_dir, base.segments[0].file)).schema_arrow
     writer = SegmentWriter(names, schema, SEGMENT_ROWS)
     try:
         for ref in redo:
-            _copy_current(rec.tables_dir / ref.file, deleted.get(ref.file, set()), writer)
+            _copy_current(store.join(rec.tables_dir, ref.file), deleted.get(ref.file, set()), writer)
         written = writer.close()
         for ref in written:
             build_index(segment_base(rec.tables_dir, ref), rec.dimensions or 0, _index_spec(rec))
@@ -299,16 +303,16 @@ def compact_table(catalog: Catalog, rec: TableRecord, pipeline: str) -> Version:
     except BaseException:
         writer.discard()
         for ref in writer.done:
-            _remove(rec.tables_dir, ref[0].name.removesuffix(".parquet"))
+            _remove(rec.tables_dir, store.name_of(ref[0]).removesuffix(".parquet"))
         raise
     return version
 
 
-def _copy_current(path: Path, gone: set[str], writer: SegmentWriter) -> None:
+def _copy_current(path: Location, gone: set[str], writer: SegmentWriter) -> None:
     """The rows of segment `path` not in `gone`, into `writer`, one row group at a time."""
     import pyarrow.compute as pc
 
-    pf = pq.ParquetFile(path)
+    pf = store.parquet_file(path)
     dropped = pa.array(sorted(gone), pa.string())
     for group in range(pf.num_row_groups):
         rows = pf.read_row_group(group)
@@ -317,35 +321,34 @@ def _copy_current(path: Path, gone: set[str], writer: SegmentWriter) -> None:
         writer.write(rows.cast(writer.schema))
 
 
-def version_files(tables_dir: Path, version: Version) -> set[Path]:
+def version_files(tables_dir: Location, version: Version) -> set[Location]:
     """Every file a version reads: segments with their sidecars, and deletion files."""
-    out = {tables_dir / d.file for d in version.deletes}
+    out = {store.join(tables_dir, d.file) for d in version.deletes}
     for ref in version.segments:
         base = segment_base(tables_dir, ref)
-        out |= {tables_dir / ref.file, base.with_name(base.name + ".usearch"),
-                base.with_name(base.name + ".rowmap")}
+        out |= {store.join(tables_dir, ref.file), sidecar(base, ".usearch"), sidecar(base, ".rowmap")}
     return out
 
 
-def expire_versions(catalog: Catalog, rec: TableRecord, keep: int) -> list[Path]:
+def expire_versions(catalog: Catalog, rec: TableRecord, keep: int) -> list[Location]:
     """Forget all but the newest `keep` versions (and the current one) and delete the files
     only they used, and any version file no version names (left by a killed refresh)."""
     if keep < 1:
         raise ArtifactError("--keep must be at least 1")
     versions = catalog.versions(rec.table_name)
     kept = {v.version for v in versions[-keep:]} | {catalog.current_version(rec).version}
-    live: set[Path] = set()
+    live: set[Location] = set()
     for v in versions:
         if v.version in kept:
             live |= version_files(rec.tables_dir, v)
     catalog.drop_versions(rec.table_name, [v.version for v in versions if v.version not in kept])
-    candidates = set(rec.tables_dir.glob(f"{rec.table_name}.v*")) | set(
-        rec.tables_dir.glob(f".{rec.table_name}.v*.tmp"))  # what a killed refresh left
+    candidates = set(store.listdir(rec.tables_dir, f"{rec.table_name}.v*")) | set(
+        store.listdir(rec.tables_dir, f".{rec.table_name}.v*.tmp"))  # what a killed refresh left
     if 0 not in kept:
-        candidates |= {rec.tables_dir / f"{rec.table_name}{s}" for s in (".parquet", ".usearch", ".rowmap")}
+        candidates |= {store.join(rec.tables_dir, f"{rec.table_name}{s}") for s in (".parquet", ".usearch",
+                                                                                   ".rowmap")}
     deleted = []
-    for path in sorted(candidates - live):
-        if path.exists():
-            path.unlink()
+    for path in sorted(candidates - live, key=str):
+        if store.delete(path):
             deleted.append(path)
     return deleted

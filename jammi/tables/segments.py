@@ -2,18 +2,23 @@
 
 Each segment gets an HNSW sidecar of its own, built one at a time, so building the index of a
 large table (or compacting one) holds one segment's vectors, never the table's.
+
+A segment is written to a local file first (the hidden temporary file beside a local target,
+a spool file for an object-store URL) and put in place only when `close` is called, so no
+segment a version could name is ever half-written.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jammi import store
 from jammi.storage import disk_full, tmp_path
+from jammi.store import Location
 from jammi.tables.contract import ROW_GROUP_ROWS
 from jammi.tables.versions import FileRef
 
@@ -21,16 +26,18 @@ SEGMENT_ROWS = 131072  # rows per segment file written by a build or a compactio
 
 
 class SegmentWriter:
-    """Rows written as segment files of `limit` rows each, at the paths `names` yields in turn.
-    Each file is written to a hidden temporary file; `close` renames them all, so a failed
-    write leaves no file a version could name (`discard` removes the temporary files)."""
+    """Rows written as segment files of `limit` rows each, at the paths (or object-store URLs)
+    `names` yields in turn. Each file is written to a hidden temporary file (a spool file for a
+    URL); `close` renames (uploads) them all, so a failed write leaves no file a version could
+    name (`discard` removes the temporary files)."""
 
-    def __init__(self, names: Iterator[Path], schema: pa.Schema, limit: int = SEGMENT_ROWS):
+    def __init__(self, names: Iterator[Location], schema: pa.Schema, limit: int = SEGMENT_ROWS):
         self.names, self.schema, self.limit = names, schema, limit
-        self.done: list[tuple[Path, int]] = []  # (final path, rows)
+        self.done: list[tuple[Location, int]] = []  # (final path or URL, rows)
         self.writer: pq.ParquetWriter | None = None
-        self.path: Path | None = None
+        self.path: Location | None = None
         self.rows = 0
+        self.local: dict[Location, Path] = {}  # the local file each target is written to
 
     def write(self, table: pa.Table) -> None:
         try:
@@ -55,7 +62,13 @@ class SegmentWriter:
 
     def _open(self) -> None:
         self.path = next(self.names)
-        self.writer = pq.ParquetWriter(tmp_path(self.path), self.schema, compression="zstd")
+        if store.is_url(self.path):
+            with store.spooled() as spool:  # a fresh name; the file itself is made by the writer
+                pass
+            self.local[self.path] = spool
+        else:
+            self.local[self.path] = tmp_path(Path(self.path))
+        self.writer = pq.ParquetWriter(self.local[self.path], self.schema, compression="zstd")
 
     def _finish(self) -> None:
         self.writer.close()
@@ -79,8 +92,10 @@ class SegmentWriter:
                 self._open()
             self._finish()
         for path, _ in self.done:
-            os.replace(tmp_path(path), path)
-        return tuple(FileRef(path.name, rows) for path, rows in self.done)
+            store.put_file(self.local[path], path)
+            if store.is_url(path):
+                self.local[path].unlink(missing_ok=True)
+        return tuple(FileRef(store.name_of(path), rows) for path, rows in self.done)
 
     def discard(self) -> None:
         """Remove what a failed write left: temporary files, and files renamed into place."""
@@ -92,4 +107,4 @@ class SegmentWriter:
             except OSError:  # a full disk fails the close's flush too: the file is removed below
                 pass
         for path, _ in self.done:
-            tmp_path(path).unlink(missing_ok=True)
+            self.local[path].unlink(missing_ok=True)

@@ -19,13 +19,13 @@ import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jammi import store
 from jammi.errors import ArtifactError
-from jammi.storage import write_atomic
+from jammi.store import Location
 
 SEGMENT_COLUMN = "_segment"
 DELETES_SCHEMA = pa.schema([pa.field(SEGMENT_COLUMN, pa.string(), nullable=False),
@@ -96,17 +96,18 @@ def segment_files(version: Version) -> list[str]:
     return [s.file for s in version.segments]
 
 
-def paths(tables_dir: Path, refs: tuple[FileRef, ...] | list[FileRef]) -> list[Path]:
-    return [Path(tables_dir) / r.file for r in refs]
+def paths(tables_dir: Location, refs: tuple[FileRef, ...] | list[FileRef]) -> list[Location]:
+    """Where the files `refs` name are: paths in a local tables folder, URLs in an object store's."""
+    return [store.join(tables_dir, r.file) for r in refs]
 
 
-def check_files(tables_dir: Path, version: Version, pipeline: str) -> None:
+def check_files(tables_dir: Location, version: Version, pipeline: str) -> None:
     """Every file the version names exists and has the row count recorded for it."""
     for ref in (*version.segments, *version.deletes):
-        path = Path(tables_dir) / ref.file
+        path = store.join(tables_dir, ref.file)
         try:
-            rows = pq.ParquetFile(path).metadata.num_rows
-        except (OSError, pa.ArrowInvalid) as err:
+            rows = store.parquet_file(path).metadata.num_rows
+        except (OSError, pa.ArrowInvalid, ArtifactError) as err:
             raise ArtifactError(
                 f"pipeline {pipeline!r}: {version.table_name} version {version.version} needs "
                 f"{ref.file}, which is missing or unreadable ({type(err).__name__}); the version "
@@ -119,26 +120,26 @@ def check_files(tables_dir: Path, version: Version, pipeline: str) -> None:
                 f"{pipeline} --repair`, or `jammi materialize --select {pipeline} --full`")
 
 
-def write_deletes(path: Path, pairs: list[tuple[str, str]]) -> FileRef:
-    """The (segment, row id) pairs a version deletes, as Parquet, atomically."""
+def write_deletes(path: Location, pairs: list[tuple[str, str]]) -> FileRef:
+    """The (segment, row id) pairs a version deletes, as Parquet, written whole or not at all."""
     table = pa.table({SEGMENT_COLUMN: [s for s, _ in pairs], "_row_id": [r for _, r in pairs]},
                      schema=DELETES_SCHEMA)
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
-    return FileRef(path.name, len(pairs))
+    store.write_object(path, lambda tmp: pq.write_table(table, tmp))
+    return FileRef(store.name_of(path), len(pairs))
 
 
-def deleted_by_segment(tables_dir: Path, version: Version) -> dict[str, set[str]]:
+def deleted_by_segment(tables_dir: Location, version: Version) -> dict[str, set[str]]:
     """Segment name -> row ids the version has deleted from it."""
     out: dict[str, set[str]] = defaultdict(set)
     for path in paths(tables_dir, version.deletes):
-        table = pq.read_table(path)
+        table = store.read_parquet(path)
         for seg, row in zip(table.column(SEGMENT_COLUMN).to_pylist(), table.column("_row_id").to_pylist(),
                             strict=True):
             out[seg].add(row)
     return out
 
 
-def read_current(tables_dir: Path, version: Version, columns: list[str] | None = None,
+def read_current(tables_dir: Location, version: Version, columns: list[str] | None = None,
                  row_ids: list[str] | None = None) -> pa.Table:
     """The version's current rows (with `_segment`), optionally only `columns` and `row_ids`."""
     import pyarrow.compute as pc  # here: a search through the index never needs it
@@ -147,7 +148,7 @@ def read_current(tables_dir: Path, version: Version, columns: list[str] | None =
     wanted = None if columns is None else list(dict.fromkeys(["_row_id", *columns]))
     parts = []
     for ref in version.segments:
-        table = pq.read_table(Path(tables_dir) / ref.file, columns=wanted)
+        table = store.read_parquet(store.join(tables_dir, ref.file), columns=wanted)
         gone = deleted.get(ref.file)
         if gone:
             table = table.filter(pc.invert(pc.is_in(table["_row_id"], pa.array(sorted(gone), pa.string()))))
@@ -159,12 +160,13 @@ def read_current(tables_dir: Path, version: Version, columns: list[str] | None =
     return pa.concat_tables(parts)
 
 
-def _sql_list(items: list[Path]) -> str:
+def _sql_list(items: list[Location]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in items) + "]"
 
 
-def view_sql(tables_dir: Path, version: Version) -> str:
-    """SELECT of the version's current rows (the contract columns), for a DuckDB view."""
+def view_sql(tables_dir: Location, version: Version) -> str:
+    """SELECT of the version's current rows (the contract columns), for a DuckDB view (one
+    over URLs reads them through the file system jammi.store.register_duckdb registers)."""
     segments = _sql_list(paths(tables_dir, version.segments))
     if not version.deletes:
         return f"SELECT * FROM read_parquet({segments})"
