@@ -123,6 +123,8 @@ def test_build_refresh_search_sql_verify_on_s3_equal_a_local_build(bucket, schem
                ).split() == ["n", "5"]
     hits = cli(remote, "search", "products_pipe", "backpack for hiking", "-k", "1", "--format", "csv")
     assert "Trail backpack" in hits
+    fetched = [p.name for p in (store.cache_dir() / "objects").iterdir()]  # sidecars, memory-mapped here
+    assert any(n.endswith(".usearch") for n in fetched) and any(n.endswith(".rowmap") for n in fetched)
     cli(remote, "verify")  # exits 1 on any difference between source, table and index
 
     names = [store.name_of(p) for p in store.listdir(f"{url}/jammi_db")]
