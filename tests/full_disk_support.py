@@ -1,6 +1,7 @@
 """Run by tests/test_full_disk.py inside `unshare -rm` (a user and mount namespace, no root
-needed): mount a 4 MiB tmpfs at argv[1], build a small source's frames and an index sidecar on
-it, fill it, then try the same writes again; print what happened as JSON."""
+needed): mount an 8 MiB tmpfs at argv[1] (a publish writes Jammi's private file and the
+clients' copy), build a small source's frames and an index sidecar on it, fill it, then try
+the same writes again; print what happened as JSON."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def attempt(step) -> str:
 
 
 def main(mnt: Path, src: Path) -> dict:
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "none", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "none", str(mnt)], check=True)
     rows = "".join(f"{i},title {i},body of row {i},{i}.5\n" for i in range(1, 200))
     (src / "p.csv").write_text("id,title,body,price\n" + rows, encoding="utf-8")
     project = write_project(mnt / "proj", {"p": {"kind": "csv", "path": str(src / "p.csv"), "key": "id",

@@ -71,7 +71,7 @@ def opens(monkeypatch):
             return real(*args, **kwargs)
         monkeypatch.setattr(module, name, wrapper)
 
-    counting(catalog_module, "open_published", "catalog")
+    counting(catalog_module, "open_private", "catalog")
     counting(index_module, "load_index", "index")
     counting(searcher_module, "SourceRows", "frame")
     counting(rows_module, "filter_keys", "filter")

@@ -26,7 +26,7 @@ from jammi.query.searcher import Searcher
 from jammi.query.serving import EncoderLoader
 from jammi.spec.project import Project, load_project
 from jammi.store import Location
-from jammi.tables.catalog import Catalog
+from jammi.tables.catalog import Catalog, damaged
 from jammi.tables.recovery import RecoveryAction, recover
 
 if TYPE_CHECKING:
@@ -113,7 +113,9 @@ class Jammi:
             try:
                 return con.execute(query).df()
             except duckdb.Error as err:
-                raise JammiError(f"SQL failed: {str(err).splitlines()[0]}") from None
+                hint = ("; a table file may be damaged: `jammi verify` names it and `jammi verify --repair` "
+                        "repairs it") if damaged(err) else ""
+                raise JammiError(f"SQL failed: {str(err).splitlines()[0]}{hint}") from None
 
     def status(self) -> pd.DataFrame:
         """Every embedding table in the catalog, one row each: name, pipeline, source, model,
@@ -203,9 +205,11 @@ class Jammi:
         return actions
 
     def recover(self) -> list[RecoveryAction]:
-        """Settle interrupted builds, then publish jammi.duckdb afresh (a writer killed between
-        its commit and its publish leaves the published file one write behind)."""
-        actions = recover(self.catalog)
+        """Rebuild a damaged or lost state file from the published catalog, settle interrupted
+        builds, then publish jammi.duckdb afresh (a writer killed between its commit and its
+        publish leaves the published file one write behind; a damaged one is rewritten)."""
+        actions = [RecoveryAction(*done) for done in self.catalog.repair_state()]
+        actions += recover(self.catalog)
         if self.catalog.exists():
             self.catalog.publish()
         return actions

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -49,7 +50,8 @@ from jammi.tables.catalog_pg import PostgresState, RoundTrips, pg_schema_sql
 from jammi.tables.catalog_pg import round_trips as pg_round_trips
 from jammi.tables.generation import DEFAULT_SCHEMA_VERSION, generation_fingerprint
 from jammi.tables.published import (
-    open_published,
+    newest_private,
+    open_private,
     publish,
     published_root,
     published_stamp,
@@ -256,10 +258,37 @@ def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: b
             con.execute(f"ATTACH {quote_literal(str(path))} AS {alias}{mode}")
             return
         except duckdb.IOException as err:
-            if "lock" not in str(err).lower() or time.monotonic() > deadline:
+            if "lock" not in str(err).lower():
+                raise  # not a wait: the caller says what it means (a damaged state, say)
+            if time.monotonic() > deadline:
                 raise ArtifactError(f"catalog state {path} cannot be opened: {str(err).splitlines()[0]}"
                                     f" (only Jammi opens this file; open {CATALOG_FILE} instead)") from None
             time.sleep(0.2)
+
+
+# what DuckDB says of a file whose bytes are not what it wrote (flipped, cut short, not DuckDB's)
+_DAMAGE_MARKS = ("corrupt", "checksum", "could not read enough bytes", "not a valid duckdb",
+                 "failed to deserialize", "serialization", "replaying wal", "invalid block",
+                 "unexpected end", "wal does not match", "tprotocolexception", "thrift", "no magic bytes",
+                 "don't know what type")
+
+
+def damaged(err: BaseException) -> bool:
+    """Whether a DuckDB error says the file it read is damaged."""
+    text = str(err).lower()
+    return isinstance(err, duckdb.Error) and (
+        isinstance(err, duckdb.SerializationException | duckdb.InternalException)
+        or any(mark in text for mark in _DAMAGE_MARKS))
+
+
+class StateDamaged(ArtifactError):
+    """The private state file cannot be read as written: `jammi recover` rebuilds it."""
+
+    def __init__(self, path: Path, err: BaseException):
+        self.path = path
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        super().__init__(f"catalog state {path} is damaged ({detail}); run `jammi recover` to rebuild it "
+                         f"from the published {CATALOG_FILE} (the damaged file is kept beside it)")
 
 
 def _table_path(root: Location, stored: str) -> Location:
@@ -545,25 +574,35 @@ class Catalog:
         except OSError:
             behind = True
         if behind:
-            self.publish()
+            try:
+                self.publish()
+            except StateDamaged as err:  # readers go on with the published file; writers name it
+                logging.getLogger(__name__).warning("%s", err)
 
     def _open_published(self) -> duckdb.DuckDBPyConnection:
         if self.pg is not None:
             return self._open_published_postgres()
-        if self.path.exists():
-            try:
-                con = open_published(self.path)
-            except duckdb.Error:  # damaged, or a client holds it open for writing: write a new one
-                con = None
-            if con is not None:
-                if published_root(con) == str(self.root):
-                    return con
-                con.close()  # written for another folder (moved), or a catalog from before states
-        self.publish()
         try:
-            return open_published(self.path)
+            con = open_private(self.path)
+        except duckdb.Error:  # damaged: write a new one
+            con = None
+        if con is not None:
+            if published_root(con) == str(self.root) and self.path.exists():
+                return con
+            con.close()  # written for another folder (moved), or the clients' copy was lost
+        self.publish()  # also where nothing was published since private files (an older Jammi)
+        return self._open_fresh()
+
+    def _open_fresh(self) -> duckdb.DuckDBPyConnection:
+        """The private file a publish just wrote (published.open_private)."""
+        try:
+            con = open_private(self.path)
         except duckdb.Error as err:
-            raise ArtifactError(f"catalog {self.path} cannot be read: {str(err).splitlines()[0]}") from None
+            raise ArtifactError(f"catalog {newest_private(self.path)} cannot be read: "
+                                f"{str(err).splitlines()[0]}") from None
+        if con is None:
+            raise ArtifactError(f"catalog {self.path}: its stamp names no published file after a publish")
+        return con
 
     # --- the state in PostgreSQL (jammi.tables.catalog_pg) -------------------------------
 
@@ -583,20 +622,16 @@ class Catalog:
         when it has not)."""
         assert self.pg is not None
         seq = self.pg.seq()
-        if self.path.exists():
-            try:
-                con = open_published(self.path)
-            except duckdb.Error:
-                con = None
-            if con is not None:
-                if self._published_seq(con) >= seq:
-                    return con
-                con.close()
-        self._publish_state(self.pg.read())
         try:
-            return open_published(self.path)
-        except duckdb.Error as err:
-            raise ArtifactError(f"catalog {self.path} cannot be read: {str(err).splitlines()[0]}") from None
+            con = open_private(self.path)
+        except duckdb.Error:  # damaged: write a new one
+            con = None
+        if con is not None:
+            if self._published_seq(con) >= seq:
+                return con
+            con.close()
+        self._publish_state(self.pg.read())
+        return self._open_fresh()
 
     @contextlib.contextmanager
     def _writing_postgres(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -630,12 +665,13 @@ class Catalog:
             raise ArtifactError(f"catalog {self.path}: another process has been publishing it for over "
                                 f"{LOCK_WAIT_S:.0f}s") from None
         try:
-            if not force and self.path.exists():
+            if not force:
                 with contextlib.suppress(duckdb.Error):
-                    con = open_published(self.path)
-                    with duck.lent(con):
-                        if self._published_seq(con) >= state.seq:
-                            return
+                    found = open_private(self.path)
+                    if found is not None:
+                        with duck.lent(found):
+                            if self._published_seq(found) >= state.seq:
+                                return
             con = duck.take()
             with duck.lent(con):
                 con.execute(f"ATTACH ':memory:' AS {STATE_ALIAS}")
@@ -673,28 +709,89 @@ class Catalog:
                 self._seed_state()
             con = duck.take()
             with duck.lent(con):
-                _attach(con, self.state_path, STATE_ALIAS)
-                con.execute(f"USE {STATE_ALIAS}")
-                con.execute(_SCHEMA)
-                self._migrate(con)
-                yield con
+                try:
+                    _attach(con, self.state_path, STATE_ALIAS)
+                    con.execute(f"USE {STATE_ALIAS}")
+                    con.execute(_SCHEMA)
+                    self._migrate(con)
+                except duckdb.Error as err:  # a file DuckDB cannot open as its own is damaged
+                    raise StateDamaged(self.state_path, err) from None
+                try:
+                    yield con
+                except duckdb.Error as err:
+                    if damaged(err):
+                        raise StateDamaged(self.state_path, err) from None
+                    raise
         finally:
             lock.release()
 
+    def repair_state(self) -> list[tuple[str, str, str]]:
+        """Rebuild a damaged or lost state file from the newest published file, under the writer
+        lock, as `_seed_state` starts one: the damaged file is kept beside it as
+        `catalog.duckdb.damaged-<time>`. Returns (file, what was done, detail) for each thing done;
+        nothing with the state in PostgreSQL or where there is nothing to rebuild from."""
+        if self.pg is not None or not self.state_path.parent.is_dir():
+            return []
+        from filelock import Timeout
+
+        lock = _file_lock(self.state_path.parent / LOCK_FILE, LOCK_WAIT_S)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ArtifactError(f"catalog {self.state_path}: another Jammi process has held the writer "
+                                f"lock for over {LOCK_WAIT_S:.0f}s; is a writer stuck?") from None
+        try:
+            source = self._seed_source()
+            where = self.state_path.relative_to(self.artifact_dir).as_posix()
+            if not self.state_path.exists():
+                if source is None:
+                    return []
+                self._seed_state()
+                return [(where, "rebuilt: state lost", f"seeded from {self._named(source)}")]
+            problem = state_problem(self.state_path)
+            if problem is None:
+                return []
+            if source is None:
+                raise ArtifactError(f"catalog state {self.state_path} is damaged ({problem}) and there is "
+                                    f"no published {CATALOG_FILE} to rebuild it from")
+            kept = self.state_path.with_name(f"{STATE_FILE}.damaged-{now():%Y%m%dT%H%M%S}")
+            os.replace(self.state_path, kept)
+            wal = self.state_path.with_name(STATE_FILE + ".wal")
+            if wal.exists():
+                os.replace(wal, kept.with_name(kept.name + ".wal"))
+            self._seed_state()
+            return [(where, "rebuilt: state damaged", f"{problem}; seeded from {self._named(source)}, "
+                                                       f"the damaged file kept as {kept.name}")]
+        finally:
+            lock.release()
+
+    def _named(self, path: Path) -> str:
+        return _relative(self.artifact_dir, path)
+
+    def _seed_source(self) -> Path | None:
+        """What a lost or damaged state is rebuilt from: the newest private published file
+        (no client writes to it), else jammi.duckdb (a catalog from before private files)."""
+        private = newest_private(self.path)
+        if private is not None and state_problem(private) is None:
+            return private
+        return self.path if self.path.exists() else None
+
     def _seed_state(self) -> None:
-        """Start the state from jammi.duckdb when there is one: a catalog from before the state
-        file (its tables were the catalog) or a published file whose state was lost."""
-        if not self.path.exists():
+        """Start the state from the newest published file when there is one: a catalog from
+        before the state file (its tables were the catalog) or a published file whose state was
+        lost."""
+        source = self._seed_source()
+        if source is None:
             return
         seed = self.state_path.with_name(self.state_path.name + ".seed")
         seed.unlink(missing_ok=True)
         con = duckdb.connect()
         try:
-            if self.path.with_name(self.path.name + ".wal").exists():  # fold an old catalog's WAL in
-                _attach(con, self.path, "old")
+            if source == self.path and self.path.with_name(self.path.name + ".wal").exists():
+                _attach(con, self.path, "old")  # fold an old catalog's WAL in
                 con.execute("DETACH old")
             _attach(con, seed, "seed")
-            _attach(con, self.path, "old", read_only=True)
+            _attach(con, source, "old", read_only=True)
             con.execute("USE seed")
             con.execute(_SCHEMA)
             self._migrate(con)
@@ -1160,7 +1257,12 @@ class Catalog:
         select = {name: view_sql(ready[name].tables_dir, v) for name, v in versions.items()
                   if all(store.exists(store.join(ready[name].tables_dir, r.file))
                          for r in (*v.segments, *v.deletes))}
-        views = dict(select)  # a table whose files are gone gets no view: `jammi verify` names them
+        for name, sql in list(select.items()):  # a table whose files are gone or damaged gets no view:
+            v = versions[name]  # `jammi verify` names them
+            if not _binds(name, sql, [store.join(ready[name].tables_dir, r.file)
+                                      for r in (*v.segments, *v.deletes)]):
+                del select[name]
+        views = dict(select)
         serving = _serving_sql(_has_table(con, "active_tables"))
         for pipeline, source, table_name in con.execute(
             f"SELECT pipeline, source, table_name FROM ({serving}) ORDER BY created_at, table_name"
@@ -1182,6 +1284,40 @@ class Catalog:
         self.publish()
 
 
+_BINDS: dict[tuple, bool] = {}  # a view's files (path, size, mtime) -> whether DuckDB binds its SELECT
+
+
+def _identity(file: Location) -> tuple:
+    if store.is_url(file):
+        return (str(file), 0, 0)
+    st = os.stat(file)
+    return (str(file), st.st_size, st.st_mtime_ns)
+
+
+def _binds(name: str, sql: str, files: list[Location]) -> bool:
+    """Whether DuckDB binds a table view's `sql` (a damaged deletion file or segment footer
+    fails it: `don't know what type`), tried once per process for the same files, on a
+    connection of its own: the publish is one transaction, which a failed statement would
+    abort. Objects under a URL are immutable under their unique names: keyed by name."""
+    try:
+        key = tuple(_identity(f) for f in files)
+    except OSError:
+        return False
+    found = _BINDS.get(key)
+    if found is None:
+        con = duck.take()
+        with duck.lent(con):
+            store.register_duckdb(con, files)
+            try:
+                con.execute(f"DESCRIBE {sql}")
+                found = True
+            except duckdb.Error as err:
+                logging.getLogger(__name__).info("table %s gets no view: %s", name, str(err).splitlines()[0])
+                found = False
+        _BINDS[key] = found
+    return found
+
+
 def frame_view_sql(path: Path) -> str:
     """SELECT of a stored frame: its file, or a partitioned asset's folder, where a key found
     in several partitions shows its row from the latest partition."""
@@ -1194,6 +1330,23 @@ def frame_view_sql(path: Path) -> str:
     return (f"SELECT * EXCLUDE (filename) FROM read_parquet({files}, union_by_name = true, filename = true) "
             f"QUALIFY row_number() OVER (PARTITION BY CAST({quote_ident(key)} AS VARCHAR) "
             "ORDER BY filename DESC) = 1")
+
+
+def state_problem(path: Path) -> str | None:
+    """Why the DuckDB file `path` cannot be read whole (None: every table of it reads): opened
+    read-only in a fresh instance and every row of every table read, so a damaged block is
+    found wherever it lies."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {quote_literal(str(path))} AS checked (READ_ONLY)")
+        for (table,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'checked'"
+                                    " AND schema_name = 'main'").fetchall():
+            con.execute(f"SELECT * FROM checked.main.{quote_ident(table)}").fetchall()
+        return None
+    except duckdb.Error as err:
+        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    finally:
+        con.close()
 
 
 _INSERT_CHECK = "INSERT INTO quality_report VALUES (?,?,?,?,?,?,?,?,?,?,?)"

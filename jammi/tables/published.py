@@ -1,24 +1,34 @@
-"""The published catalog, `jammi.duckdb`: what DuckDB clients, `jammi sql` and search read.
+"""The published catalog, `jammi.duckdb`: what DuckDB clients open; `jammi sql` and search read
+Jammi's own copy of it.
 
 Jammi's own state lives in a private file (`state/catalog.duckdb`) that only Jammi's writers
 open, one process at a time under a file lock, in short transactions. Before it lets go of
-the lock, a writer writes a fresh `jammi.duckdb` beside the old one (copies of the state
-tables, a view per asset output and per embedding table) and renames it into place. A
-client holding the old file open keeps reading the old file, so no reader ever blocks a
-writer, and views name files by absolute path under the artifact directory they were
-published from: a moved project folder is noticed (`_published.root`) and republished.
+the lock, a writer publishes: it writes a fresh file under a name of its own in
+`state/published/` (copies of the state tables, a view per asset output and per embedding
+table), names it in the stamp `.jammi.duckdb.stamp` (rename-atomic), then copies it to a
+temporary file beside `jammi.duckdb` and renames that into place. Jammi's own readers open the
+file the stamp names, never `jammi.duckdb`: a client may open `jammi.duckdb` for writing (a
+`CREATE TABLE` of its own, a WAL left beside it), and nothing it writes reaches what Jammi
+reads; its writes are not kept across publishes (the next publish replaces the file and
+removes the WAL it left). A client holding the old file open keeps reading the old file, so
+no reader ever blocks a writer. Views name files by absolute path under the artifact
+directory they were published from: a moved project folder is noticed (`_published.root`) and
+republished. A publish removes the private files older than the newest `KEEP_PRIVATE`; a
+reader that finds its file gone reads the stamp again.
 
-Beside it, `.jammi.duckdb.stamp` holds a random token written (rename-atomic) after each
-publish, so a reader that keeps what it read (the facade's search) learns cheaply whether it
-must read again: `published_stamp` is the token plus the file's identity, taken *before* the
-reader opens the file, so what it reads is never older than the stamp it keys it by.
+The stamp also tells a reader that keeps what it read (the facade's search) cheaply whether it
+must read again: `published_stamp` is the stamp plus the published file's identity, taken
+*before* the reader opens the file, so what it reads is never older than the stamp it keys it by.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,20 +39,47 @@ from jammi.tables import duck
 
 META_TABLE = "_published"
 READ_ALIAS = "jammi"  # so `jammi.<view>` works as in any client that opens jammi.duckdb
+PRIVATE_DIR = ("state", "published")  # under the artifact directory: the files Jammi's readers open
+KEEP_PRIVATE = 2  # private files kept after a publish (a reader may still be about to open one)
+OPEN_TRIES = 5
 
 
 def _sql_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def private_dir(target: Path | str) -> Path:
+    """The folder of the files Jammi's own readers open (`publish`)."""
+    return Path(target).parent.joinpath(*PRIVATE_DIR)
+
+
 def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tuple[str, ...],
-            make_views: Callable[[duckdb.DuckDBPyConnection], None], made_from: str = "") -> None:
-    """Write `target` from the state database `con` is using: its `tables` copied, then
-    `make_views(con)` run with the new file as the default database; then rename it into place.
-    `made_from`: which state it was made from (a PostgreSQL catalog's schema and sequence), kept in
-    `_published.state`; the local state's file has no such column."""
+            make_views: Callable[[duckdb.DuckDBPyConnection], None], made_from: str = "") -> Path:
+    """Write a fresh private file from the state database `con` is using: its `tables` copied,
+    then `make_views(con)` run with the new file as the default database; name it in the stamp
+    (Jammi's readers open it from then on), then copy it onto `target` for clients. Returns the
+    private file. `made_from`: which state it was made from (a PostgreSQL catalog's schema and
+    sequence), kept in `_published.state`; the local state's file has no such column."""
+    folder = private_dir(target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        full = disk_full(err, folder)
+        if full is not None:
+            raise full from None
+        raise
+    fresh = folder / f"{time.time_ns():020d}-{secrets.token_hex(4)}.duckdb"
+    _write_private(con, fresh, root, tables, make_views, made_from)
+    _write_stamp(target, fresh.name)
+    _copy_for_clients(fresh, target)
+    _collect(folder, fresh)
+    return fresh
+
+
+def _write_private(con: duckdb.DuckDBPyConnection, fresh: Path, root: Path, tables: tuple[str, ...],
+                   make_views: Callable[[duckdb.DuckDBPyConnection], None], made_from: str) -> None:
     state = con.execute("SELECT current_database()").fetchone()[0]
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    tmp = _tmp_beside(fresh)
     for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
         stale.unlink(missing_ok=True)
     try:
@@ -63,7 +100,7 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tu
         con.execute("DETACH _publishing")
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        os.replace(tmp, fresh)
     except BaseException as err:
         try:
             con.execute("ROLLBACK")
@@ -75,11 +112,83 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tu
             pass
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
+        full = disk_full(err, fresh)
+        if full is not None:
+            raise full from None
+        raise
+
+
+def _tmp_beside(path: Path) -> Path:
+    """`.<name>.<pid>-<thread>.tmp`: what `jammi recover` removes when its writer is dead."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+
+
+def _copy_for_clients(fresh: Path, target: Path) -> None:
+    """`fresh` copied onto `target` (rename-atomic), and the WAL a client that wrote to the
+    replaced file left beside it removed: it belongs to the old file, and a client opening the
+    new one would fail on it (`WAL does not match database file`)."""
+    tmp = _tmp_beside(target)
+    try:
+        with open(fresh, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, target)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
         full = disk_full(err, target)
         if full is not None:
             raise full from None
         raise
-    _write_stamp(target)
+    target.with_name(target.name + ".wal").unlink(missing_ok=True)
+
+
+def _collect(folder: Path, newest: Path) -> None:
+    """Remove the private files older than the newest `KEEP_PRIVATE` (never `newest`)."""
+    names = sorted(p.name for p in folder.glob("*.duckdb") if p.name <= newest.name)
+    for name in names[:-KEEP_PRIVATE]:
+        for path in (folder / name, folder / f"{name}.wal"):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+
+
+def private_file(target: Path | str) -> Path | None:
+    """The private file the last publish of `target` wrote, as its stamp names it (None: no
+    stamp, or one written before private files, whose token names no file)."""
+    try:
+        with open(stamp_path(target), encoding="ascii", errors="replace") as fh:
+            name = fh.read().strip()
+    except FileNotFoundError:
+        return None
+    if not name.endswith(".duckdb") or "/" in name or name.startswith("."):
+        return None
+    return private_dir(target) / name
+
+
+def newest_private(target: Path | str) -> Path | None:
+    """The file the stamp names if it is there, else the newest private file (the stamp lost)."""
+    named = private_file(target)
+    if named is not None and named.exists():
+        return named
+    found = sorted(private_dir(target).glob("*.duckdb"), key=lambda p: p.name)
+    return found[-1] if found else None
+
+
+def open_private(target: Path | str) -> duckdb.DuckDBPyConnection | None:
+    """The private file the stamp of `target` names, opened as `open_published` does; None where
+    there is none (nothing published yet, or published before private files). A file removed by
+    a publish between the stamp's read and the open is read again from the new stamp; a damaged
+    one raises duckdb.Error."""
+    for _ in range(OPEN_TRIES):
+        path = private_file(target)
+        if path is None:
+            return None
+        try:
+            return open_published(path)
+        except duckdb.Error:
+            if path.exists():
+                raise
+    return None
 
 
 def stamp_path(target: Path | str) -> str:
@@ -88,12 +197,12 @@ def stamp_path(target: Path | str) -> str:
     return os.path.join(head, f".{name}.stamp")
 
 
-def _write_stamp(target: Path) -> None:
+def _write_stamp(target: Path, name: str) -> None:
     path = stamp_path(target)
     tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
     try:
         with open(tmp, "w", encoding="ascii") as fh:
-            fh.write(secrets.token_hex(16) + "\n")
+            fh.write(name + "\n")
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
