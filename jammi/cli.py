@@ -271,7 +271,8 @@ def status(ctx, fmt, streams_only) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
 def recover(ctx, fmt) -> None:
-    """Settle tables left in `building` by a process that died."""
+    """Rebuild a damaged or lost catalog state from the published catalog, settle tables left in
+    `building` by a process that died, and publish jammi.duckdb afresh."""
     import pandas as pd
 
     from jammi.app.facade import Jammi
@@ -536,6 +537,7 @@ def verify(ctx, pipelines, repair, device, fmt) -> None:
     missing: validated rows with text the table lacks; stale: rows embedded from other text;
     orphan: table rows no longer in the source; unindexed: rows no HNSW sidecar covers. A sink's
     row (its store table under table_name) counts store rows the same way against the table."""
+    from jammi.app.facade import Jammi
     from jammi.app.verify import as_frame, verify
 
     project = _project(ctx)
@@ -544,7 +546,15 @@ def verify(ctx, pipelines, repair, device, fmt) -> None:
         materialize = _materializer(ctx)
         for v in (v for v in found if not v.clean):
             what = f"{v.pipeline} sink {v.sink}" if v.sink else v.pipeline
-            click.echo(f"repairing {what}" + (" (full rebuild)" if v.needs_rebuild else ""))
+            if v.intact is not None:  # a damaged file: serve the newest intact version, refresh forward
+                Jammi(project, recover_on_open=False).rollback_version(v.pipeline, v.intact)
+                click.echo(f"repairing {what}: {v.table_name} rolled back to version {v.intact} (its newest "
+                           "intact version), refreshing forward from the validated rows")
+            elif v.damaged and not v.sink:
+                click.echo(f"repairing {what} (full rebuild: {v.damaged} is damaged and no earlier version "
+                           f"of {v.table_name} is intact without it)")
+            else:
+                click.echo(f"repairing {what}" + (" (full rebuild)" if v.repair_full else ""))
             outcome = materialize(project, v.repair_assets, device=device, echo=click.echo,
                                   full=v.repair_full)
             if not outcome.success:

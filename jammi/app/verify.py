@@ -19,7 +19,7 @@ from jammi.tables.contract import manifest_index_spec
 from jammi.tables.frames import stored_partitions
 from jammi.tables.parity import Parity, compare
 from jammi.tables.refresh import source_rows
-from jammi.tables.versions import check_files
+from jammi.tables.versions import DamagedFile, Version, check_files
 
 COLUMNS = ["pipeline", "sink", "table_name", "version", "missing", "stale", "orphan", "unindexed", "problem"]
 
@@ -32,6 +32,8 @@ class Verification:
     parity: Parity | None = None
     problem: str = ""
     sink: str = ""  # a sink's row: table_name is then the store table its stable name serves
+    damaged: str = ""  # the damaged file of the table, if any
+    intact: int | None = None  # a damaged file: the newest earlier version whose files all read
 
     @property
     def clean(self) -> bool:
@@ -50,7 +52,8 @@ class Verification:
 
     @property
     def repair_full(self) -> bool:
-        return self.needs_rebuild or bool(self.sink)
+        """A full rebuild; not where an intact earlier version can be refreshed forward instead."""
+        return (self.needs_rebuild and self.intact is None) or bool(self.sink)
 
     def row(self) -> dict:
         counts = self.parity.counts() if self.parity else dict.fromkeys(("missing", "stale", "orphan",
@@ -71,17 +74,42 @@ def verify_pipeline(project: Project, pipeline: str) -> Verification:
                             problem=f"{frame_path(project.artifact_dir, asset).name} is not materialized")
     if rec is None:
         return Verification(pipeline, problem="no ready embedding table")
+    catalog = Catalog(project.artifact_dir)
     try:
-        version = Catalog(project.artifact_dir).current_version(rec)
-        check_files(rec.tables_dir, version, pipeline)
-        rows = (source_rows(frame, src.key, pipe.embedded_columns, rec.model_id) if frame.is_file() else
-                partition_rows(stored_partitions(frame), src.key,
-                               pipe.embedded_columns, rec.model_id))
-        parity = compare(*rows.arrow(), rec.tables_dir, version, rec.dimensions,
-                         manifest_index_spec(rec.base_path))
+        version = catalog.current_version(rec)
+        try:
+            check_files(rec.tables_dir, version, pipeline)
+            rows = (source_rows(frame, src.key, pipe.embedded_columns, rec.model_id) if frame.is_file() else
+                    partition_rows(stored_partitions(frame), src.key,
+                                   pipe.embedded_columns, rec.model_id))
+            parity = compare(*rows.arrow(), rec.tables_dir, version, rec.dimensions,
+                             manifest_index_spec(rec.base_path))
+        except DamagedFile as err:
+            if err.pipeline is None:  # raised below the pipeline: name it in the fix
+                err = DamagedFile(err.path, err.cause, pipeline)
+            intact = newest_intact(catalog.versions(rec.table_name), version, rec.tables_dir, pipeline,
+                                   err.name)
+            return Verification(pipeline, rec.table_name, version.version, problem=str(err),
+                                damaged=err.name, intact=intact)
     except ArtifactError as err:
         return Verification(pipeline, rec.table_name, rec.current_version, problem=str(err))
     return Verification(pipeline, rec.table_name, version.version, parity)
+
+
+def newest_intact(versions: list[Version], current: Version, tables_dir, pipeline: str,
+                  damaged: str) -> int | None:
+    """The newest version before `current` that does not name the `damaged` file and whose
+    files all read (check_files), None where there is none (the damaged file is the table's
+    first segment, say: only a full rebuild repairs it)."""
+    for older in sorted((v for v in versions if v.version < current.version), key=lambda v: -v.version):
+        if any(ref.file == damaged for ref in (*older.segments, *older.deletes)):
+            continue
+        try:
+            check_files(tables_dir, older, pipeline)
+        except ArtifactError:
+            continue
+        return older.version
+    return None
 
 
 def verify(project: Project, pipelines: list[str] | None = None) -> list[Verification]:

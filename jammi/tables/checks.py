@@ -174,7 +174,13 @@ def embedding_drift(current: Location, previous: Location | None, dimensions: in
     if previous is None or not store.exists(previous):
         return CheckOutcome(EMBEDDING_DRIFT, True, severity, 0.0, max_centroid_shift,
                             "no previous table of this source and model to compare")
-    cur, prev = _sample(current, dimensions, sample, seed), _sample(previous, dimensions, sample, seed)
+    cur = _sample(current, dimensions, sample, seed)
+    try:
+        prev = _sample(previous, dimensions, sample, seed)
+    except (OSError, pa.ArrowException) as err:  # a damaged previous table: the rebuild goes on
+        return CheckOutcome(EMBEDDING_DRIFT, True, severity, 0.0, max_centroid_shift,
+                            f"previous table {previous.name} cannot be read ({str(err).splitlines()[0]}): "
+                            "nothing to compare")
     if len(cur) == 0 or len(prev) == 0:
         return CheckOutcome(EMBEDDING_DRIFT, True, severity, 0.0, max_centroid_shift,
                             "one of the tables is empty: nothing to compare")

@@ -101,18 +101,53 @@ def paths(tables_dir: Location, refs: tuple[FileRef, ...] | list[FileRef]) -> li
     return [store.join(tables_dir, r.file) for r in refs]
 
 
+class DamagedFile(ArtifactError):
+    """A file of a table version that cannot be read as written (flipped bytes, cut short)."""
+
+    def __init__(self, path: Location, err: BaseException, pipeline: str | None = None):
+        self.path, self.cause, self.pipeline = path, err, pipeline
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        which = f" {pipeline}" if pipeline else ""
+        super().__init__(
+            f"{path} is damaged ({detail}); run `jammi verify{which} --repair` (it rolls the table back "
+            f"to its newest intact version and refreshes forward), or `jammi tables rollback "
+            f"{pipeline or '<pipeline>'} --version N` to an earlier version, or `jammi materialize"
+            f"{f' --select {pipeline}' if pipeline else ''} --full` to rebuild")
+
+    @property
+    def name(self) -> str:
+        """The damaged file's name in its tables folder."""
+        return store.name_of(self.path)
+
+
+def read_file(path: Location, columns: list[str] | None = None) -> pa.Table:
+    """A version file read whole (its `columns`): a damaged one raises DamagedFile naming it (a
+    missing file, or an object store that failed to answer, raises as it did)."""
+    try:
+        return store.read_parquet(path, columns=columns)
+    except (FileNotFoundError, ArtifactError):
+        raise
+    except (OSError, pa.ArrowException) as err:
+        raise DamagedFile(path, err) from None
+
+
 def check_files(tables_dir: Location, version: Version, pipeline: str) -> None:
-    """Every file the version names exists and has the row count recorded for it."""
+    """Every file the version names exists, its footer reads and it has the row count recorded
+    for it; deletion files (small) are read whole. A damaged file raises DamagedFile."""
     for ref in (*version.segments, *version.deletes):
         path = store.join(tables_dir, ref.file)
         try:
             rows = store.parquet_file(path).metadata.num_rows
-        except (OSError, pa.ArrowInvalid, ArtifactError) as err:
+            if ref in version.deletes:
+                rows = store.read_parquet(path).num_rows
+        except (FileNotFoundError, ArtifactError) as err:
             raise ArtifactError(
                 f"pipeline {pipeline!r}: {version.table_name} version {version.version} needs "
                 f"{ref.file}, which is missing or unreadable ({type(err).__name__}); the version "
                 f"keeps serving what it can; run `jammi verify {pipeline} --repair`, or "
                 f"`jammi materialize --select {pipeline} --full` to rebuild") from None
+        except (OSError, pa.ArrowException) as err:
+            raise DamagedFile(path, err, pipeline) from None
         if rows != ref.rows:
             raise ArtifactError(
                 f"pipeline {pipeline!r}: {ref.file} has {rows} rows, version {version.version} of "
@@ -132,7 +167,7 @@ def deleted_by_segment(tables_dir: Location, version: Version) -> dict[str, set[
     """Segment name -> row ids the version has deleted from it."""
     out: dict[str, set[str]] = defaultdict(set)
     for path in paths(tables_dir, version.deletes):
-        table = store.read_parquet(path)
+        table = read_file(path)
         for seg, row in zip(table.column(SEGMENT_COLUMN).to_pylist(), table.column("_row_id").to_pylist(),
                             strict=True):
             out[seg].add(row)
@@ -148,7 +183,7 @@ def read_current(tables_dir: Location, version: Version, columns: list[str] | No
     wanted = None if columns is None else list(dict.fromkeys(["_row_id", *columns]))
     parts = []
     for ref in version.segments:
-        table = store.read_parquet(store.join(tables_dir, ref.file), columns=wanted)
+        table = read_file(store.join(tables_dir, ref.file), columns=wanted)
         gone = deleted.get(ref.file)
         if gone:
             table = table.filter(pc.invert(pc.is_in(table["_row_id"], pa.array(sorted(gone), pa.string()))))
