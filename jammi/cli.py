@@ -554,7 +554,7 @@ def verify(ctx, pipelines, repair, device, fmt) -> None:
                 click.echo(f"repairing {what} (full rebuild: {v.damaged} is damaged and no earlier version "
                            f"of {v.table_name} is intact without it)")
             else:
-                click.echo(f"repairing {what}" + (" (full rebuild)" if v.repair_full else ""))
+                click.echo(f"repairing {what}" + (" (full rebuild)" if v.needs_rebuild else ""))
             outcome = materialize(project, v.repair_assets, device=device, echo=click.echo,
                                   full=v.repair_full)
             if not outcome.success:
