@@ -179,8 +179,8 @@ def embedding_drift(current: Location, previous: Location | None, dimensions: in
         prev = _sample(previous, dimensions, sample, seed)
     except (OSError, pa.ArrowException) as err:  # a damaged previous table: the rebuild goes on
         return CheckOutcome(EMBEDDING_DRIFT, True, severity, 0.0, max_centroid_shift,
-                            f"previous table {previous.name} cannot be read ({str(err).splitlines()[0]}): "
-                            "nothing to compare")
+                            f"previous table {store.name_of(previous)} cannot be read "
+                            f"({str(err).splitlines()[0]}): nothing to compare")
     if len(cur) == 0 or len(prev) == 0:
         return CheckOutcome(EMBEDDING_DRIFT, True, severity, 0.0, max_centroid_shift,
                             "one of the tables is empty: nothing to compare")
