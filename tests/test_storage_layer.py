@@ -27,8 +27,6 @@ ALLOWED = {
     "jammi/fusion/state.py": 1,
     # this node's private catalog state file and its PostgreSQL marker (node-local by design)
     "jammi/tables/catalog.py": 2,
-    # this node's published jammi.duckdb and its stamp (node-local by design)
-    "jammi/tables/published.py": 2,
 }
 
 RENAMES = {("os", "replace"), ("os", "rename"), ("shutil", "move")}

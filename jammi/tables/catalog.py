@@ -25,9 +25,11 @@ and republishes when the state sequence has moved past what its file was made fr
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -43,7 +45,7 @@ from jammi import keys, store
 from jammi.embedding.texts import TEXT_SEPARATOR
 from jammi.errors import ArtifactError
 from jammi.spec.catalog import PostgresCatalogSpec, configured_catalog, configured_tables
-from jammi.storage import FRAMES_DIR, frame_path, parquet_glob, partition_key_of
+from jammi.storage import FRAMES_DIR, frame_path, parquet_glob, partition_key_of, write_atomic
 from jammi.store import Location
 from jammi.tables import duck
 from jammi.tables.catalog_pg import PostgresState, RoundTrips, pg_schema_sql
@@ -755,10 +757,11 @@ class Catalog:
                 raise ArtifactError(f"catalog state {self.state_path} is damaged ({problem}) and there is "
                                     f"no published {CATALOG_FILE} to rebuild it from")
             kept = self.state_path.with_name(f"{STATE_FILE}.damaged-{now():%Y%m%dT%H%M%S}")
-            os.replace(self.state_path, kept)
             wal = self.state_path.with_name(STATE_FILE + ".wal")
-            if wal.exists():
-                os.replace(wal, kept.with_name(kept.name + ".wal"))
+            for damaged_file, aside in ((self.state_path, kept), (wal, kept.with_name(kept.name + ".wal"))):
+                if damaged_file.exists():  # kept for whoever wants to look at it, then gone
+                    write_atomic(aside, functools.partial(shutil.copyfile, damaged_file))
+                    damaged_file.unlink()
             self._seed_state()
             return [(where, "rebuilt: state damaged", f"{problem}; seeded from {self._named(source)}, "
                                                        f"the damaged file kept as {kept.name}")]

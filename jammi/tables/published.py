@@ -34,7 +34,7 @@ from pathlib import Path
 
 import duckdb
 
-from jammi.storage import disk_full
+from jammi.storage import disk_full, write_atomic
 from jammi.tables import duck
 
 META_TABLE = "_published"
@@ -42,6 +42,7 @@ READ_ALIAS = "jammi"  # so `jammi.<view>` works as in any client that opens jamm
 PRIVATE_DIR = ("state", "published")  # under the artifact directory: the files Jammi's readers open
 KEEP_PRIVATE = 2  # private files kept after a publish (a reader may still be about to open one)
 OPEN_TRIES = 5
+_WRITING = threading.Lock()  # the clients' copy and the stamp: temporary files named for the process
 
 
 def _sql_literal(value: str) -> str:
@@ -78,68 +79,61 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tu
 
 def _write_private(con: duckdb.DuckDBPyConnection, fresh: Path, root: Path, tables: tuple[str, ...],
                    make_views: Callable[[duckdb.DuckDBPyConnection], None], made_from: str) -> None:
+    """`fresh` written through storage.write_atomic: its temporary file `.<name>.<pid>.tmp` (and
+    DuckDB's `.wal` beside it) attached, filled in one transaction, checkpointed and synced."""
     state = con.execute("SELECT current_database()").fetchone()[0]
-    tmp = _tmp_beside(fresh)
-    for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
-        stale.unlink(missing_ok=True)
-    try:
-        con.execute(f"ATTACH {_sql_literal(str(tmp))} AS _publishing")
-        con.execute("BEGIN")  # one commit for the whole file: one sync of its log, not one per table and view
-        for table in tables:
-            con.execute(f'CREATE TABLE _publishing."{table}" AS SELECT * FROM "{state}".main."{table}"')
-        con.execute(f"CREATE TABLE _publishing.{META_TABLE} AS SELECT ?::VARCHAR AS root,"
-                    f" now()::TIMESTAMP AS published_at{', ?::VARCHAR AS state' if made_from else ''}",
-                    [str(root), made_from] if made_from else [str(root)])
-        con.execute("USE _publishing")
+
+    def write(tmp: Path) -> None:
+        wal = tmp.with_name(tmp.name + ".wal")
+        for stale in (tmp, wal):
+            stale.unlink(missing_ok=True)
         try:
-            make_views(con)
-        finally:
-            con.execute(f'USE "{state}"')
-        con.execute("COMMIT")
-        con.execute("CHECKPOINT _publishing")
-        con.execute("DETACH _publishing")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, fresh)
-    except BaseException as err:
-        try:
-            con.execute("ROLLBACK")
-        except duckdb.Error:  # no transaction open (it committed, or never began)
-            pass
-        try:
+            con.execute(f"ATTACH {_sql_literal(str(tmp))} AS _publishing")
+            con.execute("BEGIN")  # one commit for the whole file: one log sync, not one per table and view
+            for table in tables:
+                con.execute(f'CREATE TABLE _publishing."{table}" AS SELECT * FROM "{state}".main."{table}"')
+            con.execute(f"CREATE TABLE _publishing.{META_TABLE} AS SELECT ?::VARCHAR AS root,"
+                        f" now()::TIMESTAMP AS published_at{', ?::VARCHAR AS state' if made_from else ''}",
+                        [str(root), made_from] if made_from else [str(root)])
+            con.execute("USE _publishing")
+            try:
+                make_views(con)
+            finally:
+                con.execute(f'USE "{state}"')
+            con.execute("COMMIT")
+            con.execute("CHECKPOINT _publishing")
             con.execute("DETACH _publishing")
-        except duckdb.Error:  # detached already, or a full disk failed the detach's checkpoint too
-            pass
-        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
-            leftover.unlink(missing_ok=True)
-        full = disk_full(err, fresh)
-        if full is not None:
-            raise full from None
-        raise
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:  # no transaction open (it committed, or never began)
+                pass
+            try:
+                con.execute("DETACH _publishing")
+            except duckdb.Error:  # detached already, or a full disk failed the detach's checkpoint too
+                pass
+            wal.unlink(missing_ok=True)  # write_atomic removes the file itself
+            raise
 
-
-def _tmp_beside(path: Path) -> Path:
-    """`.<name>.<pid>-<thread>.tmp`: what `jammi recover` removes when its writer is dead."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    write_atomic(fresh, write)
 
 
 def _copy_for_clients(fresh: Path, target: Path) -> None:
-    """`fresh` copied onto `target` (rename-atomic), and the WAL a client that wrote to the
-    replaced file left beside it removed: it belongs to the old file, and a client opening the
-    new one would fail on it (`WAL does not match database file`)."""
-    tmp = _tmp_beside(target)
-    try:
+    """`fresh` copied onto `target` (storage.write_atomic: a temporary file renamed into place),
+    and the WAL a client that wrote to the replaced file left beside it removed: it belongs to
+    the old file, and a client opening the new one would fail on it (`WAL does not match
+    database file`). One thread of a process at a time (the temporary file is named for the
+    process)."""
+    def write(tmp: Path) -> None:
         with open(fresh, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
             dst.flush()
             os.fsync(dst.fileno())
-        os.replace(tmp, target)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        full = disk_full(err, target)
-        if full is not None:
-            raise full from None
-        raise
+
+    with _WRITING:
+        write_atomic(target, write)
     target.with_name(target.name + ".wal").unlink(missing_ok=True)
 
 
@@ -198,18 +192,12 @@ def stamp_path(target: Path | str) -> str:
 
 
 def _write_stamp(target: Path, name: str) -> None:
-    path = stamp_path(target)
-    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="ascii") as fh:
             fh.write(name + "\n")
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        full = disk_full(err, Path(path))
-        if full is not None:
-            raise full from None
-        raise
+
+    with _WRITING:
+        write_atomic(Path(stamp_path(target)), write)
 
 
 def published_stamp(target: Path) -> tuple | None:
