@@ -160,13 +160,24 @@ def test_a_publish_lost_to_a_kill_is_made_again_by_recovery(project, tmp_path):
 
     run(project)
     catalog = Catalog(project.artifact_dir)
-    stale = tmp_path / "stale.duckdb"
+    from jammi.tables.published import stamp_path
+
+    stale, stale_stamp = tmp_path / "stale.duckdb", tmp_path / "stale.stamp"
     shutil.copy2(catalog.path, stale)
+    shutil.copy2(stamp_path(catalog.path), stale_stamp)  # readers open the private file it names
+    private = sorted(catalog.path.parent.glob("state/published/*"))
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for f in private:
+        shutil.copy2(f, kept / f.name)
     rows = dict(ROWS)
     rows[99] = ("Product 99 kite", "A kite thing for windy days, model 99")
     write_rows(tmp_path / "items.csv", rows)
     run(project)  # commits version 1 and publishes it
     os.replace(stale, catalog.path)  # ... as if the publish never happened
+    for f in kept.iterdir():
+        shutil.copy2(f, catalog.path.parent / "state" / "published" / f.name)
+    os.replace(stale_stamp, stamp_path(catalog.path))
     os.utime(catalog.path, ns=(1, 1))
     assert catalog.current_version(catalog.active(pipeline="items")).version == 0  # readers lag
     recover(catalog)
