@@ -32,6 +32,50 @@ def pg_connect():
         pytest.skip(f"PostgreSQL at {PG_DSN} is unreachable: {str(err).strip().splitlines()[0]}")
 
 
+@pytest.fixture
+def schema():
+    """A fresh PostgreSQL schema name, dropped (with whatever the test made in it) afterwards."""
+    import uuid
+
+    conn = pg_connect()
+    name = f"jammi_t_{uuid.uuid4().hex[:12]}"
+    yield name
+    conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real SeaweedFS S3 server (tests/s3_server.py) for the test module; skips, saying why,
+    when it cannot start."""
+    from tests import s3_server
+
+    server = s3_server.start(tmp_path_factory.mktemp("s3"))
+    yield server
+    s3_server.stop(server)
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch, tmp_path):
+    """The S3 server's endpoint and credentials in the environment, and a node cache of the
+    test's own; returns the server."""
+    from jammi import store
+
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "node-cache"))
+    return s3
+
+
+def new_bucket(s3, prefix: str = "jammi") -> str:
+    """A fresh bucket on the S3 server: its name."""
+    import uuid
+
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    s3.filesystem().create_dir(name)
+    return name
+
+
 def write_project(root: Path, sources: dict, pipelines: dict | None = None,
                   artifact_dir: str = "artifacts") -> Project:
     """Write jammi.yaml under `root` and load it."""

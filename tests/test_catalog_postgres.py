@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -30,16 +29,6 @@ from tests.conftest import PG_DSN, REPO, invoke_cli, pg_connect
 
 PASSWORD = "hunter2-catalog-secret"  # trust auth ignores it; nothing may print it
 DSN = PG_DSN.replace("postgresql://", f"postgresql://postgres:{PASSWORD}@")
-
-
-@pytest.fixture
-def schema():
-    """A fresh schema name, dropped (with whatever the test made in it) afterwards."""
-    conn = pg_connect()
-    name = f"jammi_t_{uuid.uuid4().hex[:12]}"
-    yield name
-    conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    conn.close()
 
 
 def pg_spec(schema: str) -> PostgresCatalogSpec:

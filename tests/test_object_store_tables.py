@@ -9,7 +9,6 @@ clear error."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,38 +20,16 @@ from jammi.errors import ConfigError
 from jammi.spec.project import load_project
 from jammi.tables.catalog import Catalog
 from jammi.tables.versions import read_current
-from tests import s3_server
-from tests.conftest import PG_DSN, invoke_cli, pg_connect
+from tests.conftest import PG_DSN, invoke_cli, new_bucket
 
 ROWS = ["1,Red running shoes,Light trail runners", "2,Espresso machine,Fifteen bar pump",
         "3,Cast iron skillet,Heavy and even heat", "4,Yoga mat,Non-slip mat for workouts",
         "5,Trail backpack,Thirty litre pack for day hikes", "6,Rain jacket,Waterproof shell"]
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = s3_server.start(tmp_path_factory.mktemp("s3"))
-    yield server
-    s3_server.stop(server)
-
-
 @pytest.fixture
-def bucket(s3, monkeypatch, tmp_path) -> str:
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "node-cache"))
-    name = f"jammi-{uuid.uuid4().hex[:10]}"
-    s3.filesystem().create_dir(name)
-    return name
-
-
-@pytest.fixture
-def schema():
-    conn = pg_connect()
-    name = f"jammi_t_{uuid.uuid4().hex[:12]}"
-    yield name
-    conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    conn.close()
+def bucket(s3_env) -> str:
+    return new_bucket(s3_env)
 
 
 def write_project(root: Path, csv: Path, artifact_dir: str, schema: str | None) -> Path:

@@ -18,24 +18,9 @@ from jammi.ingest.extract import extract_batches, source_files
 from jammi.ingest.landing import fingerprint, landed_files
 from jammi.ingest.partitions import partition_batches
 from jammi.ingest.remote import RemoteFile, glob_regex, is_url
-from tests import s3_server
 from tests.conftest import materialize, ready_tables, write_project
 
 COLUMNS = {"id": {"type": "int", "nullable": False}, "title": "str"}
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = s3_server.start(tmp_path_factory.mktemp("s3"))
-    yield server
-    s3_server.stop(server)
-
-
-@pytest.fixture
-def s3_env(s3, monkeypatch):
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    return s3
 
 
 def _csv(rows: list[tuple[int, str]]) -> bytes:

@@ -38,16 +38,17 @@ def write_rows(path, rows: dict) -> None:
         f'{k},"{t}",{p},{c}\n' for k, (t, p, c) in rows.items()), encoding="utf-8")
 
 
-def build(project) -> None:
-    """What the validate_ and _embeddings assets do, without Dagster around them."""
+def build(project, encoder=None) -> None:
+    """What the assets do, in their order, without Dagster around them: the frame first, then
+    the table."""
     store_raw(project, "items")
     validate_source(project, "items")
-    embed_pipeline(project, "items", LazyEncoder(DEFAULT_MODEL, "cpu"))
+    embed_pipeline(project, "items", encoder or LazyEncoder(DEFAULT_MODEL, "cpu"))
     index_pipeline(project, "items")
 
 
-@pytest.fixture
-def project(tmp_path, encoder):
+def items_project(tmp_path):
+    """A project of ROWS (source and pipeline `items`, text: title), built."""
     data = tmp_path / "items.csv"
     write_rows(data, ROWS)
     project = write_project(tmp_path, {"items": {
@@ -56,6 +57,11 @@ def project(tmp_path, encoder):
         {"items": {"source": "items", "text_columns": ["title"]}})
     build(project)
     return project
+
+
+@pytest.fixture
+def project(tmp_path, encoder):
+    return items_project(tmp_path)
 
 
 @pytest.fixture

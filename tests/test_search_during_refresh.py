@@ -10,38 +10,19 @@ import threading
 
 import pytest
 
-from jammi.app.embeddings import embed_pipeline, index_pipeline
 from jammi.app.facade import Jammi
 from jammi.app.sources import store_raw, validate_source
-from jammi.embedding.model import LazyEncoder
 from jammi.query.search import search as uncached_search
-from jammi.spec.project import DEFAULT_MODEL
-from tests.conftest import write_project
-from tests.test_search_cache import ROWS, write_rows
+from tests.test_search_cache import ROWS, build, items_project, write_rows
 
 pytestmark = pytest.mark.slow  # the real packaged model embeds the rows
 
 QUERY = "running shoes for the trail"
 
 
-def refresh(project, encoder) -> None:
-    """What the assets of a refresh do, in their order: frame first, then the table."""
-    store_raw(project, "items")
-    validate_source(project, "items")
-    embed_pipeline(project, "items", encoder)
-    index_pipeline(project, "items")
-
-
 @pytest.fixture
 def project(tmp_path, encoder):
-    data = tmp_path / "items.csv"
-    write_rows(data, ROWS)
-    project = write_project(tmp_path, {"items": {
-        "kind": "csv", "path": str(data), "key": "id",
-        "columns": {"id": "int", "title": "str", "price": "float", "category": "str"}}},
-        {"items": {"source": "items", "text_columns": ["title"]}})
-    refresh(project, LazyEncoder(DEFAULT_MODEL, "cpu"))
-    return project
+    return items_project(tmp_path)
 
 
 @pytest.mark.parametrize("exact", [False, True])
@@ -76,7 +57,7 @@ def test_search_in_a_loop_across_commits_always_answers_k(project, encoder):
             for turn in range(6):
                 rows = {k: v for k, v in ROWS.items() if k != 1} if turn % 2 == 0 else {**ROWS, **extra}
                 write_rows(project.root / "items.csv", rows)
-                refresh(project, encoder)
+                build(project, encoder)
                 commits[0] += 1
         except BaseException as err:  # reported by the main thread
             errors.append(err)

@@ -6,7 +6,6 @@ fetched again when the object under its name changes; DuckDB reads the URLs."""
 from __future__ import annotations
 
 import os
-import uuid
 
 import duckdb
 import pyarrow as pa
@@ -15,24 +14,12 @@ import pytest
 
 from jammi import store
 from jammi.errors import ArtifactError
-from tests import s3_server
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = s3_server.start(tmp_path_factory.mktemp("s3"))
-    yield server
-    s3_server.stop(server)
+from tests.conftest import new_bucket
 
 
 @pytest.fixture
-def s3_env(s3, monkeypatch, tmp_path):
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "cache"))
-    bucket = f"store-{uuid.uuid4().hex[:8]}"
-    s3.filesystem().create_dir(bucket)
-    return s3, f"s3://{bucket}/prefix"
+def s3_prefix(s3_env):
+    return s3_env, f"s3://{new_bucket(s3_env, 'store')}/prefix"
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -41,7 +28,7 @@ def root(request, tmp_path, monkeypatch):
     if request.param == "local":
         monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "cache"))
         return tmp_path / "artifacts"
-    return request.getfixturevalue("s3_env")[1]
+    return request.getfixturevalue("s3_prefix")[1]
 
 
 def test_urls_are_told_from_local_paths(tmp_path):
@@ -97,8 +84,8 @@ def test_a_failed_write_leaves_nothing(root):
         assert not any((store.cache_dir() / "spool").glob("*"))  # nor a spool file
 
 
-def test_a_sidecar_is_fetched_once_and_again_when_replaced(s3_env, monkeypatch):
-    _, root = s3_env
+def test_a_sidecar_is_fetched_once_and_again_when_replaced(s3_prefix, monkeypatch):
+    _, root = s3_prefix
     url = store.join(root, "jammi_db", "t.usearch")
     store.write_bytes(url, b"1" * 1000)
     first = store.local_copy(url)
@@ -113,8 +100,8 @@ def test_a_sidecar_is_fetched_once_and_again_when_replaced(s3_env, monkeypatch):
         store.local_copy(store.join(root, "jammi_db", "missing.usearch"))
 
 
-def test_the_cache_keeps_to_its_bound(s3_env, monkeypatch):
-    _, root = s3_env
+def test_the_cache_keeps_to_its_bound(s3_prefix, monkeypatch):
+    _, root = s3_prefix
     monkeypatch.setenv(store.CACHE_BYTES_ENV, "2500")
     copies = []
     for i in range(4):
@@ -126,8 +113,8 @@ def test_the_cache_keeps_to_its_bound(s3_env, monkeypatch):
     assert copies[-1].read_bytes() == bytes([3]) * 1000
 
 
-def test_duckdb_reads_the_urls(s3_env):
-    _, root = s3_env
+def test_duckdb_reads_the_urls(s3_prefix):
+    _, root = s3_prefix
     for i in range(2):
         store.write_object(store.join(root, "jammi_db", f"seg{i}.parquet"),
                            lambda path, i=i: pq.write_table(pa.table({"_row_id": [f"{i}a", f"{i}b"]}), path))
