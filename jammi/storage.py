@@ -92,7 +92,7 @@ TMP_NAME = re.compile(r"^\..+\.(?:(?P<pid>\d+)(?:-\d+)?\.tmp(?:\.wal)?|parts-(?P
 OUT_OF_SPACE = ("no space left on device", "disk quota exceeded", "not enough space")
 
 
-def disk_full(err: BaseException, path: Path) -> DiskFullError | None:
+def disk_full(err: BaseException, path: Path | str) -> DiskFullError | None:
     """`err` as one line naming the file and the space left, when it is a write that ran out of
     space: ENOSPC or EDQUOT, an Arrow or DuckDB error saying so, or USearch's `Failed to
     serialize into stream` (which says nothing of space) on a file system with little room
@@ -111,6 +111,23 @@ def disk_full(err: BaseException, path: Path) -> DiskFullError | None:
 
 
 LOW_SPACE = 64 << 20  # below this much free space, a write failure that names no cause is a full disk
+
+
+@contextmanager
+def named_when_full(path: Path | str | Callable[[], Path | str], cleanup: Callable[[], object] | None = None
+                    ) -> Iterator[None]:
+    """Run the block; an error that is a full disk (`disk_full`) runs `cleanup` and becomes
+    DiskFullError naming `path` (or what `path()` names once the error happened); any other
+    error passes as it is."""
+    try:
+        yield
+    except BaseException as err:
+        full = disk_full(err, path() if callable(path) else path)
+        if full is None:
+            raise
+        if cleanup is not None:
+            cleanup()
+        raise full from None
 
 
 def _free_bytes(directory: Path) -> int | None:
@@ -235,14 +252,8 @@ class FrameWriter:
         self._stream_path: Path | None = None
 
     def write(self, frame: pd.DataFrame) -> None:
-        try:
+        with named_when_full(self.path, self.discard):
             self._write(frame)
-        except BaseException as err:
-            full = disk_full(err, self.path)
-            if full is not None:
-                self.discard()
-                raise full from None
-            raise
 
     def _write(self, frame: pd.DataFrame) -> None:
         import pyarrow as pa

@@ -315,15 +315,20 @@ def cache_limit() -> int:
             from None
 
 
+def spool_path() -> Path:
+    """A fresh (empty) local file under the cache's spool folder; the caller removes it."""
+    folder = cache_dir() / "spool"
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=folder, prefix=f".spool.{os.getpid()}.", suffix=".tmp")
+    os.close(handle)
+    return Path(name)
+
+
 class spooled:
     """A fresh local file path under the cache's spool folder, removed when the block ends."""
 
     def __enter__(self) -> Path:
-        folder = cache_dir() / "spool"
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=folder, prefix=f".spool.{os.getpid()}.", suffix=".tmp")
-        os.close(handle)
-        self.path = Path(name)
+        self.path = spool_path()
         return self.path
 
     def __exit__(self, *exc: object) -> None:

@@ -69,3 +69,11 @@ def test_a_key_held_twice_is_refused_with_the_repair():
     source = SourceRows(keys=["a"], hashes=["h1"], text_of={}, skipped=0)
     with pytest.raises(ArtifactError, match=r"more than once.*jammi verify items --repair"):
         diff_rows(source, table, "items")
+
+
+def test_a_key_held_twice_and_gone_from_the_source_loses_every_copy():
+    table = _table([("a", "h1", "s0", None), ("b", "h2", "s0", None), ("b", "h2", "s1", None)])
+    source = SourceRows(keys=["a"], hashes=["h1"], text_of={}, skipped=0)
+    diff = diff_rows(source, table, "items")
+    assert (diff.unchanged, diff.deleted) == (1, 2)
+    assert sorted(diff.superseded) == [("s0", "b"), ("s1", "b")]

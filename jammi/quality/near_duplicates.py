@@ -211,13 +211,14 @@ def find_near_duplicates(keys: list[str], texts: list[str | None], threshold: fl
 
     # group rows by normalised text; empty texts are ignored
     groups: dict[str, list[int]] = {}
-    norm_of: dict = {}  # a repeated text is normalised once
+    norm_of: dict[str, str] = {}  # a repeated text is normalised once
     for row, text in enumerate(texts):
-        norm = norm_of.get(text) if isinstance(text, str) else None
-        if norm is None:
+        if not isinstance(text, str):
             norm = normalise(text)
-            if isinstance(text, str):
-                norm_of[text] = norm
+        elif text in norm_of:
+            norm = norm_of[text]
+        else:
+            norm = norm_of[text] = normalise(text)
         if norm:
             groups.setdefault(norm, []).append(row)
     n_texts = sum(len(g) for g in groups.values())

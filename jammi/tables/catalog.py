@@ -698,15 +698,7 @@ class Catalog:
             raise ArtifactError(f"the catalog of {self.artifact_dir} keeps its state in PostgreSQL "
                                 f"({marker.read_text().strip()}); open it through its project file "
                                 "(catalog: postgres), not as a local catalog")
-        from filelock import Timeout
-
-        lock = _file_lock(self.state_path.parent / LOCK_FILE, LOCK_WAIT_S)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise ArtifactError(f"catalog {self.state_path}: another Jammi process has held the writer "
-                                f"lock for over {LOCK_WAIT_S:.0f}s; is a writer stuck?") from None
-        try:
+        with self._state_lock():
             if not self.state_path.exists():
                 self._seed_state()
             con = duck.take()
@@ -724,6 +716,20 @@ class Catalog:
                     if damaged(err):
                         raise StateDamaged(self.state_path, err) from None
                     raise
+
+    @contextlib.contextmanager
+    def _state_lock(self) -> Iterator[None]:
+        """The local state's writer lock: one writing process at a time."""
+        from filelock import Timeout
+
+        lock = _file_lock(self.state_path.parent / LOCK_FILE, LOCK_WAIT_S)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ArtifactError(f"catalog {self.state_path}: another Jammi process has held the writer "
+                                f"lock for over {LOCK_WAIT_S:.0f}s; is a writer stuck?") from None
+        try:
+            yield
         finally:
             lock.release()
 
@@ -734,15 +740,7 @@ class Catalog:
         nothing with the state in PostgreSQL or where there is nothing to rebuild from."""
         if self.pg is not None or not self.state_path.parent.is_dir():
             return []
-        from filelock import Timeout
-
-        lock = _file_lock(self.state_path.parent / LOCK_FILE, LOCK_WAIT_S)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise ArtifactError(f"catalog {self.state_path}: another Jammi process has held the writer "
-                                f"lock for over {LOCK_WAIT_S:.0f}s; is a writer stuck?") from None
-        try:
+        with self._state_lock():
             source = self._seed_source()
             where = self.state_path.relative_to(self.artifact_dir).as_posix()
             if not self.state_path.exists():
@@ -765,8 +763,6 @@ class Catalog:
             self._seed_state()
             return [(where, "rebuilt: state damaged", f"{problem}; seeded from {self._named(source)}, "
                                                        f"the damaged file kept as {kept.name}")]
-        finally:
-            lock.release()
 
     def _named(self, path: Path) -> str:
         return _relative(self.artifact_dir, path)

@@ -39,18 +39,18 @@ class Parity:
         return {k: v for k, v in asdict(self).items() if k != "examples"}
 
 
-def compare(keys: list[str] | pa.Array, hashes: list[str] | pa.Array, tables_dir: Location, version: Version,
-            dimensions: int, spec: IndexSpec, partition: str | None = None) -> Parity:
-    """Source rows (`keys`, `hashes`) against the version's current rows: all of them, or, with
-    `partition`, the rows of that partition (the source rows are then the partition's).
+def compare(keys: pa.Array, hashes: pa.Array, tables_dir: Location, version: Version, dimensions: int,
+            spec: IndexSpec, partition: str | None = None) -> Parity:
+    """Source rows (`keys`, `hashes`: Arrow strings, as `SourceRows.arrow()` gives them) against
+    the version's current rows: all of them, or, with `partition`, the rows of that partition
+    (the source rows are then the partition's).
     Joined in DuckDB: the source rows as Arrow, the table's straight from its Parquet files
     (segments minus deletions), so the table is never held in memory."""
     import duckdb
 
     where = "" if partition is None else f" WHERE {PARTITION_COLUMN} = $partition"
     current = f"SELECT _row_id, _content_hash FROM ({view_sql(tables_dir, version)}){where}"
-    source = pa.table({"k": pa.array(keys, pa.string()), "h": pa.array(hashes, pa.string())}  # noqa: F841
-                      if isinstance(keys, list) else {"k": keys, "h": hashes})
+    source = pa.table({"k": keys, "h": hashes})  # noqa: F841
     kind = ("CASE WHEN c._row_id IS NULL THEN 0 WHEN s.k IS NULL THEN 2 ELSE 1 END")
     differ = (f"FROM source s FULL OUTER JOIN ({current}) c ON s.k = c._row_id "
               "WHERE s.k IS NULL OR c._row_id IS NULL OR s.h <> c._content_hash")

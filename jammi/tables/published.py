@@ -34,7 +34,7 @@ from pathlib import Path
 
 import duckdb
 
-from jammi.storage import disk_full, write_atomic
+from jammi.storage import named_when_full, write_atomic
 from jammi.tables import duck
 
 META_TABLE = "_published"
@@ -62,13 +62,8 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, root: Path, tables: tu
     private file. `made_from`: which state it was made from (a PostgreSQL catalog's schema and
     sequence), kept in `_published.state`; the local state's file has no such column."""
     folder = private_dir(target)
-    try:
+    with named_when_full(folder):
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        full = disk_full(err, folder)
-        if full is not None:
-            raise full from None
-        raise
     fresh = folder / f"{time.time_ns():020d}-{secrets.token_hex(4)}.duckdb"
     _write_private(con, fresh, root, tables, make_views, made_from)
     _write_stamp(target, fresh.name)

@@ -80,7 +80,9 @@ def diff_rows(source: SourceRows, table: pa.Table, pipeline: str, partition: str
 
     For a partition's run, `table` holds the rows of that partition and the rows of any of its
     keys that another partition holds: such a key moves to this partition (the last partition
-    run that saw a key owns it), and only this partition's rows can be deleted. Compared in
+    run that saw a key owns it), and only this partition's rows can be deleted. A key the table
+    holds twice is refused when the source still has it (which copy serves is unknown); when the
+    source no longer has it, every copy is deleted like any row that left. Compared in
     Arrow (a hash join of the keys), so a million rows take a fraction of a second."""
     import pyarrow.compute as pc
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jammi import store
-from jammi.storage import disk_full, tmp_path
+from jammi.storage import named_when_full, tmp_path
 from jammi.store import Location
 from jammi.tables.contract import ROW_GROUP_ROWS
 from jammi.tables.versions import FileRef
@@ -39,15 +39,13 @@ class SegmentWriter:
         self.rows = 0
         self.local: dict[Location, Path] = {}  # the local file each target is written to
 
+    def _target(self) -> Location:
+        """What an error names: the file being written (its path or URL)."""
+        return self.path or Path(".")
+
     def write(self, table: pa.Table) -> None:
-        try:
+        with named_when_full(self._target, self.discard):
             self._write(table)
-        except OSError as err:
-            full = disk_full(err, self.path or Path("."))
-            if full is not None:
-                self.discard()
-                raise full from None
-            raise
 
     def _write(self, table: pa.Table) -> None:
         while table.num_rows:
@@ -63,9 +61,7 @@ class SegmentWriter:
     def _open(self) -> None:
         self.path = next(self.names)
         if store.is_url(self.path):
-            with store.spooled() as spool:  # a fresh name; the file itself is made by the writer
-                pass
-            self.local[self.path] = spool
+            self.local[self.path] = store.spool_path()  # the writer writes over the empty file
         else:
             self.local[self.path] = tmp_path(Path(self.path))
         self.writer = pq.ParquetWriter(self.local[self.path], self.schema, compression="zstd")
@@ -77,14 +73,8 @@ class SegmentWriter:
 
     def close(self) -> tuple[FileRef, ...]:
         """Rename every finished file into place; no row at all still makes one empty segment."""
-        try:
+        with named_when_full(self._target, self.discard):
             return self._close()
-        except OSError as err:
-            full = disk_full(err, self.path or Path("."))
-            if full is not None:
-                self.discard()
-                raise full from None
-            raise
 
     def _close(self) -> tuple[FileRef, ...]:
         if self.writer is not None or not self.done:
