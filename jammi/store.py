@@ -45,6 +45,7 @@ CACHE_ENV = "JAMMI_CACHE_DIR"  # where fetched sidecars and URL projects' node f
 CACHE_BYTES_ENV = "JAMMI_CACHE_BYTES"  # the bound of the fetched-object cache
 DEFAULT_CACHE_BYTES = 4 << 30
 CHUNK = 8 << 20  # bytes copied at a time between a spool file and a store
+DIGEST_ALGORITHM = "sha256"  # of every file written (jammi.checksums)
 
 
 # --- telling URLs from paths, and the file system of a URL ----------------------------------
@@ -236,18 +237,26 @@ def listdir(folder: Location, pattern: str = "*") -> list[Location]:
 # --- writing and deleting -------------------------------------------------------------------
 
 
-def write_object(location: Location, write: Callable[[Path], object]) -> None:
+def write_object(location: Location, write: Callable[[Path], object]) -> str:
     """`write(path)` makes the whole content of `location` in the local file `path`. For a
     local `location`, that is the hidden temporary file beside it, renamed onto it afterwards
     (a reader sees the old file or the new one; jammi.storage.write_atomic); for an object
     store, a local spool file, uploaded only once `write` returned, so no half-written object
-    ever exists. A failed `write` leaves nothing behind either way."""
+    ever exists. A failed `write` leaves nothing behind either way. Returns the digest of what
+    was written (jammi.checksums), taken from the local file before it was put in place."""
     if not is_url(location):
-        write_atomic(Path(location), write)  # out of space: DiskFullError naming the file
-        return
+        digest = ""
+
+        def written(tmp: Path) -> None:
+            nonlocal digest
+            write(tmp)
+            digest = file_digest(tmp)
+
+        write_atomic(Path(location), written)  # out of space: DiskFullError naming the file
+        return digest
     with spooled() as spool:
         write(spool)
-        put_file(spool, location)
+        return put_file(spool, location)
 
 
 def write_bytes(location: Location, data: bytes) -> None:
@@ -258,19 +267,34 @@ def write_text(location: Location, text: str) -> None:
     write_bytes(location, text.encode("utf-8"))
 
 
-def put_file(local: Path, location: Location) -> None:
+def put_file(local: Path, location: Location) -> str:
     """Make `location` hold the finished local file `local` (moved when `location` is local,
-    uploaded when it is a URL; `local` is left for the caller to remove then)."""
+    uploaded when it is a URL; `local` is left for the caller to remove then). Returns the
+    digest of its bytes (jammi.checksums), taken as they are read for the upload, or before the
+    rename."""
     if not is_url(location):
+        digest = file_digest(local)
         os.replace(local, location)
-        return
+        return digest
     fs, path = filesystem(str(location))
+    h = hashlib.new(DIGEST_ALGORITHM)
     try:
         with open(local, "rb") as source, fs.open_output_stream(path) as out:
             while chunk := source.read(CHUNK):
+                h.update(chunk)
                 out.write(chunk)
     except OSError as err:
         raise _fail(location, "write", err) from None
+    return f"{DIGEST_ALGORITHM}:{h.hexdigest()}"
+
+
+def file_digest(path: Path) -> str:
+    """`sha256:<hex>` of a local file's bytes (SHA-NI makes sha256 hashlib's fastest on x86)."""
+    h = hashlib.new(DIGEST_ALGORITHM)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return f"{DIGEST_ALGORITHM}:{h.hexdigest()}"
 
 
 def delete(location: Location) -> bool:

@@ -346,8 +346,10 @@ def test_catalog_round_trips_per_embedding_step(tmp_path, request, monkeypatch, 
     csv.write_text("id,title,body\n" + "\n".join([*rows[:-1], "40,Product 40 changed,New text"]) + "\n")
     assert materialize(project, selection=sources).success
     step("refresh_1_row", lambda: embed_pipeline(project, "products_pipe", encoder))
+    # the index step and a refresh also record the checksums of the sidecars they built, in
+    # their commit: one statement more on PostgreSQL
     bounds = {"local": {"build": 16, "index": 2, "no_change": 4, "refresh_1_row": 11},
-              "postgres": {"build": 29, "index": 4, "no_change": 7, "refresh_1_row": 18}}[backend]
+              "postgres": {"build": 29, "index": 5, "no_change": 7, "refresh_1_row": 19}}[backend]
     assert all(spent[k] <= bound for k, bound in bounds.items()), spent
 
 

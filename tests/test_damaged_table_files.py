@@ -1,7 +1,11 @@
-"""Issue 28, reproductions 3 and 4: a damaged segment footer or deletion file makes `jammi
-verify`, `verify --repair`, `jammi search` and `jammi materialize` end with one line naming the
-file and the fix, never a traceback; `verify --repair` rolls the table back to its newest intact
-version and refreshes forward from the validated rows, or says why it rebuilds instead."""
+"""Issue 28, reproductions 1 to 4: a damaged segment (flipped bytes in its data, whose values
+Parquet alone would serve; or its footer), a damaged deletion file or a damaged sidecar makes
+`jammi verify`, `verify --repair`, `jammi search`, `jammi sql` and `jammi materialize` end with
+one line naming the file and the fix, never a traceback, and nothing serves a wrong row: every
+file's checksum, recorded when it was written, is compared on first use (jammi.checksums).
+`verify --repair` rolls the table back to its newest intact version and refreshes forward from
+the validated rows, or says why it rebuilds instead; a damaged sidecar is rebuilt from its
+segment, and search scores that segment exactly meanwhile."""
 
 from __future__ import annotations
 
@@ -78,7 +82,8 @@ def table_file(root: Path, which: str) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("which", "damage"), [("segment", footer), ("segment", truncated),
-                                               ("deletes", middle), ("deletes", footer)])
+                                               ("segment", middle), ("deletes", middle),
+                                               ("deletes", footer)])
 def test_a_damaged_version_file_is_named_and_repaired_from_the_newest_intact_version(
         refreshed, tmp_path, which, damage):
     root = tmp_path / "proj"
@@ -131,3 +136,64 @@ def test_a_damaged_first_segment_is_rebuilt_and_verify_says_why(refreshed, tmp_p
     assert repaired.exit_code == 0, repaired.output
     assert f"full rebuild: {bad.name} is damaged and no earlier version" in repaired.output, repaired.output
     assert cli(config, "verify").exit_code == 0
+
+
+@pytest.mark.slow
+def test_a_vector_damaged_inside_a_segment_is_never_served_nor_copied_on(refreshed, tmp_path):
+    """Reproduction 1: 64 bytes flipped in the middle of the refresh segment read as a vector of
+    5.9e36 through `jammi sql`, and compaction copied it on."""
+    root = tmp_path / "proj"
+    shutil.copytree(refreshed, root)
+    config = root / "jammi.yaml"
+    Catalog(root / "artifacts").publish()
+    bad = table_file(root, "segment")
+    middle(bad)
+    query = "SELECT max(list_max(vector)) AS m FROM jammi.products_pipe_embeddings"
+    refused = cli(config, "sql", query)
+    assert refused.exit_code == 1
+    assert f"{bad} is damaged" in refused.output and "checksum" in refused.output, refused.output
+    assert len(refused.output.strip().splitlines()) == 1, refused.output
+    other = cli(config, "sql", "SELECT count(*) AS n FROM jammi.validated_products", "--format", "csv")
+    assert other.exit_code == 0 and other.output.strip().splitlines()[-1] == "12"  # nothing else is blocked
+
+    compacted = cli(config, "tables", "compact", "products_pipe")
+    assert compacted.exit_code == 1 and f"{bad} is damaged" in compacted.output, compacted.output
+
+    repaired = cli(config, "verify", "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    served = cli(config, "sql", query, "--format", "csv")
+    assert served.exit_code == 0, served.output
+    assert float(served.output.strip().splitlines()[-1]) <= 1.0  # unit vectors again
+    assert cli(config, "verify").exit_code == 0
+
+
+@pytest.mark.slow
+def test_a_damaged_sidecar_is_not_trusted_and_repair_rebuilds_it(refreshed, tmp_path):
+    """Reproduction 2: 4 KB flipped inside the base segment's .usearch lost three rows to search
+    while verify said 0 unindexed and the recall check passed."""
+    root = tmp_path / "proj"
+    shutil.copytree(refreshed, root)
+    config = root / "jammi.yaml"
+    Catalog(root / "artifacts").publish()
+    index = table_file(root, "base").with_suffix(".usearch")
+    data = bytearray(index.read_bytes())
+    start = len(data) // 3
+    for i in range(start, min(len(data), start + 4096)):
+        data[i] ^= 0xFF
+    index.write_bytes(bytes(data))
+
+    for title in ("Red running shoes", "Yoga mat", "Item 9"):  # each row found by its own text
+        found = cli(config, "search", "products_pipe", title, "-k", "1", "--select", "title",
+                    "--format", "csv")
+        assert found.exit_code == 0, found.output
+        assert title in found.output.strip().splitlines()[-1], found.output
+
+    checked = cli(config, "verify", "--format", "csv")
+    assert checked.exit_code == 1
+    row = checked.output.strip().splitlines()[-1].split(",")
+    assert int(row[7]) == 10, checked.output  # unindexed: the base segment's 10 current rows
+
+    repaired = cli(config, "verify", "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    assert cli(config, "verify").exit_code == 0
+    assert index.read_bytes() != bytes(data)  # rebuilt from its segment

@@ -25,7 +25,7 @@ from jammi.store import Location
 from jammi.tables import checks
 from jammi.tables.bluegreen import prune_tables
 from jammi.tables.build import EmbedStats, SourceRows, build_embedding_table, doc_column, partition_rows
-from jammi.tables.catalog import STATUS_READY, Catalog, Snapshot, TableRecord
+from jammi.tables.catalog import STATUS_READY, Catalog, Snapshot, TableRecord, with_sidecars
 from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar
 from jammi.tables.cost import unchanged_usage, usage_tokens
 from jammi.tables.frames import stored_partitions
@@ -288,6 +288,8 @@ def index_pipeline(project: Project, pipeline: str, run_id: str | None = None,
     missing = VersionIndex(rec.tables_dir, version, rec.dimensions, spec).problems
     built = [build_index(segment_base(rec.tables_dir, ref), rec.dimensions, spec)
              for ref in version.segments if ref.file in missing]
+    digests = [d for b in built for d in b.digests]  # recorded with the recall check, below
+    version = with_sidecars(version, {**version.sidecar_digests, **dict(digests)})
     stats = IndexStats(sidecar(segment_base(rec.tables_dir, version.segments[-1]), ".usearch"),
                        version.rows, sum(b.seconds for b in built), sum(b.bytes for b in built))
     states = {ref.file: [memo.file_state(f) for f in sidecar_files(segment_base(rec.tables_dir, ref))]
@@ -299,5 +301,6 @@ def index_pipeline(project: Project, pipeline: str, run_id: str | None = None,
     recall, measured = checks.ann_recall_by_segment(rec.tables_dir, version, rec.dimensions, spec, earlier,
                                                     states, quality.min_recall, quality.recall_queries)
     memo.write(rec.parquet_path, {"settings": settings, "segments": measured})
-    catalog.record_checks(run_id, keys.ann_index(pipeline), partition, [recall])
+    catalog.record_checks(run_id, keys.ann_index(pipeline), partition, [recall],
+                          sidecars=(rec.table_name, digests))
     return IndexRun(rec, stats, recall)

@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from jammi.errors import ArtifactError, JammiError
-from jammi.query.sandbox import one_reading_statement, reading_catalog
+from jammi.query.sandbox import check_named_tables, one_reading_statement, reading_catalog
 from jammi.query.searcher import Searcher
 from jammi.query.serving import EncoderLoader
 from jammi.spec.project import Project, load_project
@@ -109,6 +109,7 @@ class Jammi:
                 f"catalog {self.catalog.path} does not exist yet; run `jammi materialize` first"
             )
         one_reading_statement(query, "jammi sql")
+        check_named_tables(self.catalog, query)
         with reading_catalog(self.catalog) as con:
             try:
                 return con.execute(query).df()

@@ -78,12 +78,12 @@ def verify_pipeline(project: Project, pipeline: str) -> Verification:
     try:
         version = catalog.current_version(rec)
         try:
-            check_files(rec.tables_dir, version, pipeline)
+            check_files(rec.tables_dir, version, pipeline, fresh=True)
             rows = (source_rows(frame, src.key, pipe.embedded_columns, rec.model_id) if frame.is_file() else
                     partition_rows(stored_partitions(frame), src.key,
                                    pipe.embedded_columns, rec.model_id))
             parity = compare(*rows.arrow(), rec.tables_dir, version, rec.dimensions,
-                             manifest_index_spec(rec.base_path))
+                             manifest_index_spec(rec.base_path), fresh=True)
         except DamagedFile as err:
             if err.pipeline is None:  # raised below the pipeline: name it in the fix
                 err = DamagedFile(err.path, err.cause, pipeline)
@@ -105,7 +105,7 @@ def newest_intact(versions: list[Version], current: Version, tables_dir, pipelin
         if any(ref.file == damaged for ref in (*older.segments, *older.deletes)):
             continue
         try:
-            check_files(tables_dir, older, pipeline)
+            check_files(tables_dir, older, pipeline, fresh=True)
         except ArtifactError:
             continue
         return older.version

@@ -14,7 +14,8 @@ import pyarrow as pa
 from jammi import store
 from jammi.errors import JammiError, SearchError
 from jammi.store import Location
-from jammi.tables.catalog import Catalog, quote_ident, quote_literal
+from jammi.tables.catalog import STATUS_READY, Catalog, pipeline_view, quote_ident, quote_literal, source_view
+from jammi.tables.versions import check_files
 
 READING = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 
@@ -60,6 +61,18 @@ def filter_keys(rows: pa.Table, key: str, where: str) -> set[str]:
         raise SearchError(f"filter {where!r} failed: {str(err).splitlines()[0]}") from None
     finally:
         con.close()
+
+
+def check_named_tables(catalog: Catalog, sql: str) -> None:
+    """Before `sql` reads them: the files of each embedding table it names (by its own view, its
+    pipeline's or its source's) match their recorded checksums (jammi.checksums: a stat per
+    file once this node has hashed it), so a damaged file is named, with the fix, instead of
+    served. A table the SQL does not name is not looked at."""
+    text = sql.lower()
+    for rec in catalog.tables(status=STATUS_READY):
+        names = (rec.table_name, pipeline_view(rec.pipeline), source_view(rec.source))
+        if any(name.lower() in text for name in names):
+            check_files(rec.tables_dir, catalog.current_version(rec), rec.pipeline)
 
 
 @contextmanager

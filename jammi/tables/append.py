@@ -22,14 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jammi import store
+from jammi import checksums, store
 from jammi.embedding.encode import BatchSizer
 from jammi.embedding.model import Encoder
 from jammi.embedding.texts import content_hash
 from jammi.errors import ArtifactError
 from jammi.store import Location
 from jammi.tables.build import EmbedStats, encode_rows
-from jammi.tables.catalog import Catalog, TableRecord
+from jammi.tables.catalog import Catalog, TableRecord, with_sidecars
 from jammi.tables.contract import manifest_index_spec
 from jammi.tables.index import build_index
 from jammi.tables.refresh import compact_table
@@ -41,6 +41,7 @@ from jammi.tables.versions import (
     deleted_by_segment,
     deletes_name,
     read_current,
+    read_ref,
     version_stem,
     write_deletes,
 )
@@ -99,8 +100,9 @@ class Appended:
 
 
 def _write_segment(path: Location, rows: pa.Table) -> FileRef:
-    store.write_object(path, lambda tmp: pq.write_table(rows, tmp, compression="zstd"))
-    return FileRef(store.name_of(path), rows.num_rows)
+    digest = store.write_object(path, lambda tmp: pq.write_table(rows, tmp, compression="zstd"))
+    checksums.written(path, digest)
+    return FileRef(store.name_of(path), rows.num_rows, digest)
 
 
 def _remove(tables_dir: Location, stem: str) -> None:
@@ -141,9 +143,11 @@ def append_rows(*, catalog: Catalog, rec: TableRecord, state: KeyState, pipeline
         written = set(new_rows.column("_row_id").to_pylist())
         superseded = [(seg, key) for seg, key in superseded if key in written]  # a failed text keeps its row
         segments = base.segments
+        built: tuple[tuple[str, str], ...] = ()
         if new_rows.num_rows:
             segments = (*segments, _write_segment(store.join(tables_dir, f"{stem}.parquet"), new_rows))
-            build_index(store.join(tables_dir, stem), stats.dimensions, manifest_index_spec(rec.base_path))
+            built = build_index(store.join(tables_dir, stem), stats.dimensions,
+                                manifest_index_spec(rec.base_path)).digests
         deletes = base.deletes
         if superseded:
             deletes = (*deletes, write_deletes(store.join(tables_dir, deletes_name(stem)), superseded))
@@ -157,8 +161,9 @@ def append_rows(*, catalog: Catalog, rec: TableRecord, state: KeyState, pipeline
             return done
         counts = Counts(done.added, done.changed, 0, unchanged, done.rows_encoded, OUTCOME_APPENDED,
                         round(done.seconds, 3))
-        version = Version(rec.table_name, number, segments, deletes, done.rows, counts)
-        catalog.commit_version(pipeline, version, base)
+        version = Version(rec.table_name, number, segments, deletes, done.rows, counts,
+                          sidecars=(*base.sidecars, *built))
+        catalog.commit_version(pipeline, version, base, built)
     except BaseException:
         _remove(tables_dir, stem)
         raise
@@ -196,22 +201,24 @@ def merge_segments(catalog: Catalog, rec: TableRecord, pipeline: str, state: Key
     stem = version_stem(rec.table_name, number)
     parts = []
     for ref in tail:
-        table = store.read_parquet(store.join(rec.tables_dir, ref.file))
+        table = read_ref(rec.tables_dir, ref)
         gone = deleted.get(ref.file)
         if gone:
             table = table.filter(pc.invert(pc.is_in(table["_row_id"], pa.array(sorted(gone), pa.string()))))
         parts.append(table)
     try:
         merged = _write_segment(store.join(rec.tables_dir, f"{stem}.parquet"), pa.concat_tables(parts))
-        build_index(store.join(rec.tables_dir, stem), rec.dimensions or 0, manifest_index_spec(rec.base_path))
+        built = build_index(store.join(rec.tables_dir, stem), rec.dimensions or 0,
+                            manifest_index_spec(rec.base_path)).digests
         kept = sorted(deleted.get(first.file, ()))
         deletes = (write_deletes(store.join(rec.tables_dir, deletes_name(stem)),
                                  [(first.file, k) for k in kept]),) \
             if kept else ()
         counts = Counts(unchanged=base.rows, outcome=OUTCOME_MERGED,
                         seconds=round(time.perf_counter() - t0, 3))
-        version = Version(rec.table_name, number, (first, merged), deletes, base.rows, counts)
-        catalog.commit_version(pipeline, version, base)
+        version = with_sidecars(Version(rec.table_name, number, (first, merged), deletes, base.rows, counts),
+                                {**base.sidecar_digests, **dict(built)})
+        catalog.commit_version(pipeline, version, base, built)
     except BaseException:
         _remove(rec.tables_dir, stem)
         raise

@@ -25,6 +25,7 @@ and republishes when the state sequence has moved past what its file was made fr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -33,7 +34,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,12 +164,20 @@ CREATE TABLE IF NOT EXISTS fusion_labels (
     origin VARCHAR,
     PRIMARY KEY (entity, left_source, left_id, right_source, right_id)
 );
+CREATE TABLE IF NOT EXISTS sidecar_checksums (
+    table_name VARCHAR NOT NULL,
+    file VARCHAR NOT NULL,
+    digest VARCHAR NOT NULL,
+    recorded_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (table_name, file)
+);
 """
 # columns added after the first release: catalogs written before them gain them on open
 _ADDED_COLUMNS = {"source_schema_version": "VARCHAR", "text_separator": "VARCHAR", "generation": "VARCHAR",
                   "current_version": "INTEGER"}
 STATE_TABLES = ("embedding_tables", "active_tables", "quality_report", "table_versions", "refresh_log",
-                "asset_outputs", "fusion_labels")
+                "asset_outputs", "fusion_labels", "sidecar_checksums")
+_SIDECAR_COLUMNS = ("table_name", "file", "digest", "recorded_at")
 LABEL_COLUMNS = ("entity", "left_source", "left_id", "right_source", "right_id", "is_match", "labelled_by",
                  "labelled_at", "origin")
 _VERSION_COLUMNS = ("table_name", "version", "segments", "deletes", "rows", "added", "changed", "deleted",
@@ -1095,7 +1104,10 @@ class Catalog:
                 found = self._versions(con, table_name, None) if rec is not None else []
         if rec is None:
             raise ArtifactError(f"embedding table {table_name!r} does not exist")
-        return found if found else [_initial_version(rec)]
+        if not found:
+            with self.connect(read_only=True) as con:
+                return [with_sidecars(_initial_version(rec), self._sidecars(con, table_name))]
+        return found
 
     @staticmethod
     def _versions(con: duckdb.DuckDBPyConnection, table_name: str, number: int | None) -> list[Version]:
@@ -1104,13 +1116,30 @@ class Catalog:
         where, args = "table_name = ?", [table_name]
         if number is not None:
             where, args = where + " AND version = ?", args + [number]
-        return [_version(r) for r in _rows(con.execute(
+        found = [_version(r) for r in _rows(con.execute(
             f"SELECT * FROM table_versions WHERE {where} ORDER BY version", args))]
+        if not found:
+            return found
+        sidecars = Catalog._sidecars(con, table_name)
+        return [with_sidecars(v, sidecars) for v in found]
+
+    @staticmethod
+    def _sidecars(con: duckdb.DuckDBPyConnection, table_name: str) -> dict[str, str]:
+        """Sidecar file name -> the digest recorded when it was built, for the table's segments."""
+        if not _has_table(con, "sidecar_checksums"):
+            return {}
+        return dict(con.execute("SELECT file, digest FROM sidecar_checksums WHERE table_name = ?",
+                                [table_name]).fetchall())
+
+    def record_sidecars(self, table_name: str, digests: Iterable[tuple[str, str]]) -> None:
+        """Record the digests of sidecars just built (`(file name, digest)` pairs, as
+        jammi.tables.index.IndexStats.digests gives them), replacing a rebuilt sidecar's."""
+        self.record_checks(None, "", None, [], sidecars=(table_name, digests))
 
     @staticmethod
     def _current(con: duckdb.DuckDBPyConnection, rec: TableRecord) -> Version:
         if rec.current_version is None:
-            return _initial_version(rec)
+            return with_sidecars(_initial_version(rec), Catalog._sidecars(con, rec.table_name))
         found = Catalog._versions(con, rec.table_name, rec.current_version)
         if not found:
             raise ArtifactError(f"{rec.table_name}: current version {rec.current_version} is not in the "
@@ -1138,7 +1167,8 @@ class Catalog:
                 rec = _record(row, self.data_root) if row else None
             if rec is None:
                 return None
-            return rec, (self._current(con, rec) if rec.status == STATUS_READY else _initial_version(rec))
+            return rec, (self._current(con, rec) if rec.status == STATUS_READY else
+                         with_sidecars(_initial_version(rec), self._sidecars(con, rec.table_name)))
 
     def snapshot(self, pipeline: str) -> Snapshot:
         """What a step of `pipeline` reads before it works, in one read: the table search
@@ -1160,9 +1190,11 @@ class Catalog:
             return (self.pg.identity, seq) if seq > 0 else None
         return published_stamp(self.path)
 
-    def commit_version(self, pipeline: str, version: Version, based_on: Version) -> None:
+    def commit_version(self, pipeline: str, version: Version, based_on: Version,
+                       sidecars: Iterable[tuple[str, str]] = ()) -> None:
         """Make `version` current, atomically, if the table still serves `based_on` (else another
-        refresh committed first and this one must start again from what is current now)."""
+        refresh committed first and this one must start again from what is current now).
+        `sidecars`: the digests of the sidecars built for its new segments, recorded with it."""
         with self.connect() as con, _transaction(con):
             row = con.execute("SELECT status, current_version FROM embedding_tables WHERE table_name = ?",
                               [version.table_name]).fetchone()
@@ -1177,6 +1209,10 @@ class Catalog:
             if row[1] is None:  # a table from before versions: record its version 0 first
                 self._insert_version(con, pipeline, based_on)
             self._insert_version(con, pipeline, version)
+            rows = [[version.table_name, file, digest, now()] for file, digest in sidecars]
+            if rows:
+                con.executemany(_upsert(con, "sidecar_checksums", _SIDECAR_COLUMNS, ("table_name", "file")),
+                                rows)
 
     def set_current_version(self, pipeline: str, table_name: str, number: int) -> Version:
         """Serve an earlier (or later) committed version of the table again (rollback)."""
@@ -1200,13 +1236,21 @@ class Catalog:
 
     # --- quality ----------------------------------------------------------------------
 
-    def record_checks(self, run_id: str | None, asset: str, partition: str | None, outcomes: list) -> None:
-        """One row per check outcome: `SELECT * FROM jammi.quality_report` shows quality over time."""
+    def record_checks(self, run_id: str | None, asset: str, partition: str | None, outcomes: list,
+                      sidecars: tuple[str, Iterable[tuple[str, str]]] | None = None) -> None:
+        """One row per check outcome: `SELECT * FROM jammi.quality_report` shows quality over time.
+        `sidecars`: (table name, (file, digest) pairs) of sidecars the step built, recorded in
+        the same commit (record_sidecars)."""
         rows = _check_rows(run_id, asset, partition, outcomes)
-        if not rows:
+        built = [[sidecars[0], file, digest, now()] for file, digest in sidecars[1]] if sidecars else []
+        if not rows and not built:
             return
-        with self.connect() as con:
-            con.executemany(_INSERT_CHECK, rows)
+        with self.connect() as con, (_transaction(con) if built else contextlib.nullcontext()):
+            if built:
+                con.executemany(_upsert(con, "sidecar_checksums", _SIDECAR_COLUMNS, ("table_name", "file")),
+                                built)
+            if rows:
+                con.executemany(_INSERT_CHECK, rows)
 
     # --- fusion labels ----------------------------------------------------------------
 
@@ -1403,6 +1447,14 @@ def _record(r: dict, root: Location) -> TableRecord:
     )
 
 
+def with_sidecars(version: Version, sidecars: dict[str, str]) -> Version:
+    """`version` with the recorded digests of its segments' sidecars (from `sidecars`, all of
+    the table's: file name -> digest)."""
+    stems = {ref.file.removesuffix(".parquet") for ref in version.segments}
+    mine = tuple(sorted((f, d) for f, d in sidecars.items() if f.rsplit(".", 1)[0] in stems))
+    return dataclasses.replace(version, sidecars=mine)
+
+
 def _initial_version(rec: TableRecord) -> Version:
     """Version 0 of a table: its one Parquet file."""
     return Version(rec.table_name, 0, (FileRef(store.name_of(rec.parquet_path), rec.rows_embedded),),
@@ -1410,7 +1462,7 @@ def _initial_version(rec: TableRecord) -> Version:
 
 
 def _version(r: dict) -> Version:
-    refs = lambda text: tuple(FileRef(d["file"], d["rows"]) for d in json.loads(text))  # noqa: E731
+    refs = lambda text: tuple(FileRef.from_json(d) for d in json.loads(text))  # noqa: E731
     counts = Counts(**{k: (r[k] if r[k] is not None else Counts.__dataclass_fields__[k].default)
                        for k in _LOG_COLUMNS})
     return Version(r["table_name"], r["version"], refs(r["segments"]), refs(r["deletes"]), r["rows"],

@@ -12,13 +12,13 @@ import numpy as np
 import pyarrow as pa
 from usearch.index import Index
 
-from jammi import store
+from jammi import checksums, store
 from jammi.embedding.vectors import vectors_of
 from jammi.spec.project import IndexSpec
 from jammi.store import Location
 from jammi.tables.arrays import int64s, take
 from jammi.tables.contract import sidecar
-from jammi.tables.versions import FileRef, Version, deleted_by_segment
+from jammi.tables.versions import FileRef, Version, deleted_by_segment, read_ref
 
 READ_BATCH = 8192
 MOSTLY_DELETED = 0.5
@@ -36,6 +36,7 @@ class IndexStats:
     rows: int
     seconds: float
     bytes: int
+    digests: tuple[tuple[str, str], ...] = ()  # (sidecar file name, digest) of the files written
 
 
 class RowMap:
@@ -101,7 +102,8 @@ def build_index(base: Location, dimensions: int, spec: IndexSpec) -> IndexStats:
         row_keys.append(keys)
         rows += len(hashes)
     index_path = sidecar(base, ".usearch")
-    store.write_object(index_path, lambda tmp, save=index.save: save(str(tmp)))
+    index_digest = store.write_object(index_path, lambda tmp, save=index.save: save(str(tmp)))
+    checksums.written(index_path, index_digest)
     keys = np.concatenate(row_keys) if row_keys else np.zeros(0, dtype=np.int64)
     order = np.argsort(keys, kind="stable")
     ids = pa.concat_arrays(row_ids) if row_ids else pa.array([], pa.string())
@@ -112,10 +114,12 @@ def build_index(base: Location, dimensions: int, spec: IndexSpec) -> IndexStats:
     def write_rowmap(tmp: Path) -> None:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, rowmap.schema) as writer:
             writer.write_table(rowmap)
-    store.write_object(rowmap_path, write_rowmap)
+    rowmap_digest = store.write_object(rowmap_path, write_rowmap)
+    checksums.written(rowmap_path, rowmap_digest)
     del index
     pa.default_memory_pool().release_unused()
-    return IndexStats(index_path, rows, time.perf_counter() - t0, store.size(index_path) or 0)
+    digests = ((store.name_of(index_path), index_digest), (store.name_of(rowmap_path), rowmap_digest))
+    return IndexStats(index_path, rows, time.perf_counter() - t0, store.size(index_path) or 0, digests)
 
 
 def _key_array(column: pa.ChunkedArray) -> np.ndarray:
@@ -131,15 +135,23 @@ class SidecarUnusable(Exception):
     """The sidecar is missing, corrupt or out of step with the Parquet table."""
 
 
-def load_index(base: Location, expected_rows: int, spec: IndexSpec | None = None) -> tuple[Index, RowMap]:
+def load_index(base: Location, expected_rows: int, spec: IndexSpec | None = None,
+               digests: dict[str, str] | None = None, fresh: bool = False) -> tuple[Index, RowMap]:
     """A segment's sidecars, memory-mapped: local files where they are, an object store's from
-    this node's cache (fetched on first use, jammi.store.local_copy)."""
+    this node's cache (fetched on first use, jammi.store.local_copy). A sidecar whose bytes do
+    not match the digest recorded for it (`digests`, by file name; jammi.checksums, `fresh`:
+    hashed even when this node hashed it before) is unusable."""
     try:
         index_path, rowmap_path = (store.local_copy(sidecar(base, s)) for s in (".usearch", ".rowmap"))
     except FileNotFoundError:
         raise SidecarUnusable("sidecar files are missing") from None
     if not index_path.exists() or not rowmap_path.exists():
         raise SidecarUnusable("sidecar files are missing")
+    for suffix in (".usearch", ".rowmap"):
+        name = store.name_of(sidecar(base, suffix))
+        if not checksums.matches(sidecar(base, suffix), (digests or {}).get(name), fresh):
+            raise SidecarUnusable(f"{name} does not match the checksum recorded when it was built "
+                                  f"(damaged); `jammi verify --repair` rebuilds it")
     try:
         index = Index.restore(str(index_path), view=True)
         if index is None:
@@ -185,6 +197,13 @@ def sidecar_signature(files: tuple[str, str]) -> tuple:
     return tuple(out)
 
 
+def _digests_of(version: Version, ref: FileRef) -> tuple:
+    """The recorded digests of segment `ref`'s two sidecars in `version` (None where none is)."""
+    digests = version.sidecar_digests
+    stem = ref.file.removesuffix(".parquet")
+    return digests.get(f"{stem}.usearch"), digests.get(f"{stem}.rowmap")
+
+
 def segment_base(tables_dir: Location, ref: FileRef) -> Location:
     """The base path of a segment's sidecars: `<segment>.usearch` and `<segment>.rowmap`."""
     return store.join(tables_dir, ref.file.removesuffix(".parquet"))
@@ -200,9 +219,12 @@ class VersionIndex:
     sidecar is missing, corrupt or stale is scored exactly instead."""
 
     def __init__(self, tables_dir: Location, version: Version, dimensions: int, spec: IndexSpec,
-                 reuse: VersionIndex | None = None):
+                 reuse: VersionIndex | None = None, fresh: bool = False):
         """`reuse`: an index of an earlier version of the same table, whose loaded segments
-        (immutable files) this one takes over instead of loading them again."""
+        (immutable files) this one takes over instead of loading them again. `fresh`: hash
+        every sidecar against its recorded checksum (`jammi verify`), not only those this node
+        has not hashed yet."""
+        self.fresh = fresh
         self.tables_dir: Location = tables_dir if store.is_url(tables_dir) else Path(tables_dir)
         self.version = version
         self.dimensions, self.spec = dimensions, spec
@@ -212,7 +234,8 @@ class VersionIndex:
         self.files = {ref: sidecar_files(segment_base(tables_dir, ref)) for ref in version.segments}
         self.problems: dict[str, str] = {}
         loaded = {ref: (index, rowmap) for ref, index, rowmap in (reuse.parts if reuse else ())
-                  if index is not None and reuse.spec == spec}
+                  if index is not None and reuse.spec == spec and not fresh
+                  and _digests_of(reuse.version, ref) == _digests_of(version, ref)}
         for ref in version.segments:
             signature = sidecar_signature(self.files[ref])
             if ref in loaded and reuse.signatures.get(ref) == signature:
@@ -225,7 +248,8 @@ class VersionIndex:
         self.signatures[ref] = signature
         self.problems.pop(ref.file, None)
         try:
-            index, rowmap = load_index(segment_base(self.tables_dir, ref), ref.rows, self.spec)
+            index, rowmap = load_index(segment_base(self.tables_dir, ref), ref.rows, self.spec,
+                                       self.version.sidecar_digests, self.fresh)
         except SidecarUnusable as err:
             index, rowmap = None, None
             self.problems[ref.file] = str(err)
@@ -303,7 +327,7 @@ class VersionIndex:
         return out
 
     def _exact_segment(self, ref, queries, k, allowed, gone) -> list[list[tuple[str, float]]]:
-        table = store.read_parquet(store.join(self.tables_dir, ref.file), columns=["_row_id", "vector"])
+        table = read_ref(self.tables_dir, ref, columns=["_row_id", "vector"])
         ids = table.column("_row_id").to_pylist()
         keep = [i for i, r in enumerate(ids) if r not in gone and (allowed is None or r in allowed)]
         if not keep:

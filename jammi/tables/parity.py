@@ -40,12 +40,13 @@ class Parity:
 
 
 def compare(keys: pa.Array, hashes: pa.Array, tables_dir: Location, version: Version, dimensions: int,
-            spec: IndexSpec, partition: str | None = None) -> Parity:
+            spec: IndexSpec, partition: str | None = None, fresh: bool = False) -> Parity:
     """Source rows (`keys`, `hashes`: Arrow strings, as `SourceRows.arrow()` gives them) against
     the version's current rows: all of them, or, with `partition`, the rows of that partition
     (the source rows are then the partition's).
     Joined in DuckDB: the source rows as Arrow, the table's straight from its Parquet files
-    (segments minus deletions), so the table is never held in memory."""
+    (segments minus deletions), so the table is never held in memory. `fresh`: hash every
+    sidecar against its recorded checksum (`jammi verify`), not only those this node has not."""
     import duckdb
 
     where = "" if partition is None else f" WHERE {PARTITION_COLUMN} = $partition"
@@ -65,8 +66,10 @@ def compare(keys: pa.Array, hashes: pa.Array, tables_dir: Location, version: Ver
     pa.default_memory_pool().release_unused()
     names = ("missing", "stale", "orphan")
     examples = tuple(f"{names[k]} {key}" for k, key in first)
-    unindexed = VersionIndex(tables_dir, version, dimensions, spec).unindexed_rows
-    return Parity(counts.get(0, 0), counts.get(1, 0), counts.get(2, 0), unindexed, examples)
+    index = VersionIndex(tables_dir, version, dimensions, spec, fresh=fresh)
+    examples += tuple(f"unindexed {segment}: {problem}" for segment, problem in sorted(index.problems.items())
+                      if "missing" not in problem)  # a damaged sidecar is named; a missing one is the norm
+    return Parity(counts.get(0, 0), counts.get(1, 0), counts.get(2, 0), index.unindexed_rows, examples)
 
 
 def parity_check(parity: Parity, failed: int) -> CheckOutcome:

@@ -126,7 +126,7 @@ def recover(catalog: Catalog) -> list[RecoveryAction]:
             actions.append(RecoveryAction(rec.table_name, "failed: parquet missing"))
             continue
         manifest = read_manifest(rec.base_path) or {}
-        refs = tuple(FileRef(r["file"], int(r["rows"])) for r in manifest.get("segments") or [])
+        refs = tuple(FileRef.from_json(r) for r in manifest.get("segments") or [])
         try:
             rows = sum(verify_parquet(store.join(rec.tables_dir, ref.file), rec.dimensions)
                        for ref in refs) if refs else verify_parquet(final, rec.dimensions)
@@ -150,6 +150,7 @@ def recover(catalog: Catalog) -> list[RecoveryAction]:
         built = [build_index(segment_base(rec.tables_dir, ref), rec.dimensions, spec) for ref in refs] or [
             build_index(rec.base_path, rec.dimensions, spec)]
         stats = IndexStats(built[0].path, rows, sum(b.seconds for b in built), sum(b.bytes for b in built))
+        catalog.record_sidecars(rec.table_name, [d for b in built for d in b.digests])
         counts = {k: int(manifest.get(k) or 0) for k in ("rows_skipped", "rows_failed", "rows_truncated")}
         first = Version(rec.table_name, 0, refs, rows=rows) if refs else None
         made_active = catalog.activate(rec.table_name, only_if_none=True, first=first, rows_embedded=rows,

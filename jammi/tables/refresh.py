@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jammi import store
+from jammi import checksums, store
 from jammi.embedding.batching import BatchSizer
 from jammi.embedding.model import Encoder
 from jammi.embedding.vectors import vectors_of
@@ -26,7 +26,7 @@ from jammi.quality.outcome import blocking_failures
 from jammi.spec.project import IndexSpec, PipelineSpec, SourceSpec
 from jammi.store import Location
 from jammi.tables.build import EmbedStats, SourceRows, doc_column, encode_rows, source_rows
-from jammi.tables.catalog import Catalog, TableRecord
+from jammi.tables.catalog import Catalog, TableRecord, with_sidecars
 from jammi.tables.contract import (
     PARTITION_COLUMN,
     ROW_GROUP_ROWS,
@@ -176,9 +176,10 @@ def _next_number(catalog: Catalog, rec: TableRecord) -> int:
 
 
 def _write_segment(path: Location, rows: pa.Table) -> FileRef:
-    store.write_object(path, lambda tmp: pq.write_table(rows, tmp, compression="zstd",
-                                                        row_group_size=ROW_GROUP_ROWS))
-    return FileRef(store.name_of(path), rows.num_rows)
+    digest = store.write_object(path, lambda tmp: pq.write_table(rows, tmp, compression="zstd",
+                                                                 row_group_size=ROW_GROUP_ROWS))
+    checksums.written(path, digest)
+    return FileRef(store.name_of(path), rows.num_rows, digest)
 
 
 def _remove(tables_dir: Location, stem: str) -> None:
@@ -233,10 +234,11 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
         new_rows = encode_rows(encoder, source, keys, texts, sizer, stats, doc_ids, known,
                                parts) if todo else table_schema(
             stats.dimensions, rows.doc_ids is not None, partition is not None).empty_table()
-        segments = base.segments
+        segments, sidecars = base.segments, base.sidecars
         if new_rows.num_rows:
             segments = (*segments, _write_segment(store.join(tables_dir, f"{stem}.parquet"), new_rows))
-            build_index(store.join(tables_dir, stem), stats.dimensions, _index_spec(rec))
+            sidecars = (*sidecars, *build_index(store.join(tables_dir, stem), stats.dimensions,
+                                                _index_spec(rec)).digests)
         deletes = base.deletes
         if diff.superseded:
             deletes = (*deletes, write_deletes(store.join(tables_dir, deletes_name(stem)), diff.superseded))
@@ -249,13 +251,13 @@ def refresh_table(*, catalog: Catalog, rec: TableRecord, pipeline: str, pipe: Pi
         stats.counts = Counts(len(diff.added), len(diff.changed), diff.deleted, diff.unchanged,
                               stats.rows_encoded, OUTCOME_REFRESHED, round(stats.seconds, 3),
                               run_usage(encoder, rows, sent))
-        version = Version(rec.table_name, number, segments, deletes, total, stats.counts)
+        version = Version(rec.table_name, number, segments, deletes, total, stats.counts, sidecars=sidecars)
         stats.outcomes = verify(stats, version) if verify else []
         stats.blocked_by = [o.name for o in blocking_failures(stats.outcomes)]
         if stats.blocked_by:
             _remove(tables_dir, stem)
             return stats
-        catalog.commit_version(pipeline, version, base)
+        catalog.commit_version(pipeline, version, base, sidecars[len(base.sidecars):])
     except BaseException:
         _remove(tables_dir, stem)
         raise
@@ -296,12 +298,13 @@ def compact_table(catalog: Catalog, rec: TableRecord, pipeline: str) -> Version:
         for ref in redo:
             _copy_current(store.join(rec.tables_dir, ref.file), deleted.get(ref.file, set()), writer)
         written = writer.close()
-        for ref in written:
-            build_index(segment_base(rec.tables_dir, ref), rec.dimensions or 0, _index_spec(rec))
+        built = tuple(d for ref in written for d in build_index(
+            segment_base(rec.tables_dir, ref), rec.dimensions or 0, _index_spec(rec)).digests)
         rows = sum(r.rows for r in (*kept, *written))
         counts = Counts(unchanged=rows, outcome=OUTCOME_COMPACTED, seconds=round(time.perf_counter() - t0, 3))
-        version = Version(rec.table_name, number, (*kept, *written), (), rows, counts)
-        catalog.commit_version(pipeline, version, base)
+        version = with_sidecars(Version(rec.table_name, number, (*kept, *written), (), rows, counts),
+                                {**base.sidecar_digests, **dict(built)})
+        catalog.commit_version(pipeline, version, base, built)
     except BaseException:
         writer.discard()
         for ref in writer.done:

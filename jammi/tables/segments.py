@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jammi import store
+from jammi import checksums, store
 from jammi.storage import named_when_full, tmp_path
 from jammi.store import Location
 from jammi.tables.contract import ROW_GROUP_ROWS
@@ -81,11 +81,14 @@ class SegmentWriter:
             if self.writer is None:
                 self._open()
             self._finish()
-        for path, _ in self.done:
-            store.put_file(self.local[path], path)
+        refs = []
+        for path, rows in self.done:
+            digest = store.put_file(self.local[path], path)
+            checksums.written(path, digest)
             if store.is_url(path):
                 self.local[path].unlink(missing_ok=True)
-        return tuple(FileRef(store.name_of(path), rows) for path, rows in self.done)
+            refs.append(FileRef(store.name_of(path), rows, digest))
+        return tuple(refs)
 
     def discard(self) -> None:
         """Remove what a failed write left: temporary files, and files renamed into place."""

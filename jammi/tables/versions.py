@@ -23,7 +23,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jammi import store
+from jammi import checksums, store
 from jammi.errors import ArtifactError
 from jammi.store import Location
 
@@ -40,13 +40,23 @@ OUTCOME_ROLLED_BACK = "rolled_back"
 
 @dataclass(frozen=True)
 class FileRef:
-    """A Parquet file of a version, by name in the tables directory, with its row count."""
+    """A Parquet file of a version, by name in the tables directory, with its row count and the
+    digest of its bytes taken when it was written (jammi.checksums; None for files written
+    before checksums were recorded)."""
 
     file: str
     rows: int
+    digest: str | None = None
 
     def to_json(self) -> dict:
-        return {"file": self.file, "rows": self.rows}
+        out: dict = {"file": self.file, "rows": self.rows}
+        if self.digest is not None:
+            out["digest"] = self.digest
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> FileRef:
+        return cls(d["file"], int(d["rows"]), d.get("digest"))
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,12 @@ class Version:
     rows: int = 0  # current rows: segment rows minus deleted rows
     counts: Counts = field(default_factory=Counts)
     committed_at: datetime | None = None
+    # (sidecar file name, digest) of its segments' sidecars, as recorded when they were built
+    sidecars: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def sidecar_digests(self) -> dict[str, str]:
+        return dict(self.sidecars)
 
     @property
     def deleted_rows(self) -> int:
@@ -120,6 +136,26 @@ class DamagedFile(ArtifactError):
         return store.name_of(self.path)
 
 
+class ChecksumMismatch(Exception):
+    """A file's bytes differ from the digest recorded when it was written."""
+
+    def __str__(self) -> str:
+        return "its bytes do not match the checksum recorded when it was written"
+
+
+def intact(tables_dir: Location, ref: FileRef, fresh: bool = False, pipeline: str | None = None) -> Location:
+    """The location of version file `ref`, once its bytes match the digest recorded for it
+    (jammi.checksums: hashed once per node unless `fresh`). A mismatch raises DamagedFile.
+    An object in an object store is hashed only when `fresh` (`jammi verify`): the store checks
+    each upload's integrity itself, and hashing would mean fetching the whole object."""
+    path = store.join(tables_dir, ref.file)
+    if store.is_url(path) and not fresh:
+        return path
+    if not checksums.matches(path, ref.digest, fresh):
+        raise DamagedFile(path, ChecksumMismatch(), pipeline)
+    return path
+
+
 def read_file(path: Location, columns: list[str] | None = None) -> pa.Table:
     """A version file read whole (its `columns`): a damaged one raises DamagedFile naming it (a
     missing file, or an object store that failed to answer, raises as it did)."""
@@ -131,15 +167,25 @@ def read_file(path: Location, columns: list[str] | None = None) -> pa.Table:
         raise DamagedFile(path, err) from None
 
 
-def check_files(tables_dir: Location, version: Version, pipeline: str) -> None:
-    """Every file the version names exists, its footer reads and it has the row count recorded
-    for it; deletion files (small) are read whole. A damaged file raises DamagedFile."""
+def read_ref(tables_dir: Location, ref: FileRef, columns: list[str] | None = None) -> pa.Table:
+    """Version file `ref` read whole (its `columns`), after its checksum (read_file, intact)."""
+    return read_file(intact(tables_dir, ref), columns)
+
+
+def check_files(tables_dir: Location, version: Version, pipeline: str, fresh: bool = False) -> None:
+    """Every file the version names exists, matches the checksum recorded for it (hashed again
+    when `fresh`, else once per node: jammi.checksums), its footer reads and it has the row
+    count recorded for it; deletion files (small) are read whole. A damaged file raises
+    DamagedFile."""
     for ref in (*version.segments, *version.deletes):
         path = store.join(tables_dir, ref.file)
         try:
+            intact(tables_dir, ref, fresh, pipeline)
             rows = store.parquet_file(path).metadata.num_rows
             if ref in version.deletes:
                 rows = store.read_parquet(path).num_rows
+        except DamagedFile:
+            raise
         except (FileNotFoundError, ArtifactError) as err:
             raise ArtifactError(
                 f"pipeline {pipeline!r}: {version.table_name} version {version.version} needs "
@@ -159,15 +205,16 @@ def write_deletes(path: Location, pairs: list[tuple[str, str]]) -> FileRef:
     """The (segment, row id) pairs a version deletes, as Parquet, written whole or not at all."""
     table = pa.table({SEGMENT_COLUMN: [s for s, _ in pairs], "_row_id": [r for _, r in pairs]},
                      schema=DELETES_SCHEMA)
-    store.write_object(path, lambda tmp: pq.write_table(table, tmp))
-    return FileRef(store.name_of(path), len(pairs))
+    digest = store.write_object(path, lambda tmp: pq.write_table(table, tmp))
+    checksums.written(path, digest)
+    return FileRef(store.name_of(path), len(pairs), digest)
 
 
 def deleted_by_segment(tables_dir: Location, version: Version) -> dict[str, set[str]]:
     """Segment name -> row ids the version has deleted from it."""
     out: dict[str, set[str]] = defaultdict(set)
-    for path in paths(tables_dir, version.deletes):
-        table = read_file(path)
+    for ref in version.deletes:
+        table = read_ref(tables_dir, ref)
         for seg, row in zip(table.column(SEGMENT_COLUMN).to_pylist(), table.column("_row_id").to_pylist(),
                             strict=True):
             out[seg].add(row)
@@ -183,7 +230,7 @@ def read_current(tables_dir: Location, version: Version, columns: list[str] | No
     wanted = None if columns is None else list(dict.fromkeys(["_row_id", *columns]))
     parts = []
     for ref in version.segments:
-        table = read_file(store.join(tables_dir, ref.file), columns=wanted)
+        table = read_ref(tables_dir, ref, columns=wanted)
         gone = deleted.get(ref.file)
         if gone:
             table = table.filter(pc.invert(pc.is_in(table["_row_id"], pa.array(sorted(gone), pa.string()))))

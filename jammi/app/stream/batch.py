@@ -183,7 +183,8 @@ class BatchCommitter:
         finally:
             path.unlink(missing_ok=True)
         rec = self.catalog.active(pipeline=self.pipeline)
-        build_index(rec.base_path, rec.dimensions or 0, manifest_index_spec(rec.base_path))
+        built = build_index(rec.base_path, rec.dimensions or 0, manifest_index_spec(rec.base_path))
+        self.catalog.record_sidecars(rec.table_name, built.digests)
         self.state = key_state(self.catalog, rec)
         return Appended(0, added=stats.rows_embedded, rows_encoded=stats.rows_encoded,
                         rows_failed=stats.rows_failed, rows=stats.rows_embedded, seconds=stats.seconds)
