@@ -69,8 +69,11 @@ def check_named_tables(catalog: Catalog, sql: str) -> None:
     file once this node has hashed it), so a damaged file is named, with the fix, instead of
     served. A table the SQL does not name is not looked at."""
     text = sql.lower()
+    active = catalog.active_names()
     for rec in catalog.tables(status=STATUS_READY):
-        names = (rec.table_name, pipeline_view(rec.pipeline), source_view(rec.source))
+        names = [rec.table_name]  # the views of its pipeline and source serve the active tables only
+        if rec.table_name in active:
+            names += [pipeline_view(rec.pipeline), source_view(rec.source)]
         if any(name.lower() in text for name in names):
             check_files(rec.tables_dir, catalog.current_version(rec), rec.pipeline)
 
