@@ -714,6 +714,26 @@ def bench_kills() -> dict[str, str]:
     return {"kill_trials.md": _snippet("bench/results/kill_trials.json", totals + "\n" + where)}
 
 
+INTEGRITY_KINDS = {
+    "segment": "base segment (`.parquet`)",
+    "refresh_segment": "refresh segment (`.vNNNNN-*.parquet`)",
+    "deletes": "deletion file (`.deletes.parquet`)",
+    "usearch": "HNSW sidecar (`.usearch`)",
+    "rowmap": "row map (`.rowmap`)",
+}
+
+
+def bench_integrity() -> dict[str, str]:
+    d = _load("integrity")
+    rows = [[INTEGRITY_KINDS.get(kind, kind), s["trials"], s["detected"], s["repaired"], s["tracebacks"]]
+            for kind, s in d["summary"].items()]
+    t = d["totals"]
+    rows.append(["all", t["trials"], t["detected"], t["repaired"], t["tracebacks"]])
+    table = _table(["damaged file", "trials", "detected before a wrong row", "repaired to the clean table",
+                    "tracebacks"], rows)
+    return {"integrity.md": _snippet("bench/results/integrity.json", table)}
+
+
 def bench_search() -> dict[str, str]:
     d = _load("search")
     rows = [
@@ -859,6 +879,7 @@ def bench_providers() -> dict[str, str]:
 
 BENCHMARKS: list[Callable[[], dict[str, str]]] = [
     bench_fusion,
+    bench_integrity,
     bench_stream,
     bench_throughput,
     bench_gpu,
