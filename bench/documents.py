@@ -50,8 +50,8 @@ from jammi.embedding.model import load_encoder  # noqa: E402
 from jammi.embedding.tokens import load_tokenizer  # noqa: E402
 from jammi.embedding.vectors import vectors_of  # noqa: E402
 from jammi.query.documents import rank_documents  # noqa: E402
+from jammi.shared import frame_path  # noqa: E402
 from jammi.spec.project import DEFAULT_MODEL, load_project  # noqa: E402
-from jammi.storage import frame_path  # noqa: E402
 from jammi.tables.catalog import Catalog  # noqa: E402
 from jammi.tables.versions import read_current  # noqa: E402
 

@@ -43,8 +43,9 @@ from jammi.app.embeddings import embed_pipeline, index_pipeline  # noqa: E402
 from jammi.demo.generate import make_products  # noqa: E402
 from jammi.embedding.model import load_encoder  # noqa: E402
 from jammi.embedding.query import prepare_query_export  # noqa: E402
+from jammi.shared import frame_path  # noqa: E402
 from jammi.spec.project import DEFAULT_MODEL, load_project  # noqa: E402
-from jammi.storage import frame_path, write_parquet_atomic  # noqa: E402
+from jammi.storage import write_parquet_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "amazon-google"

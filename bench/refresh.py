@@ -163,7 +163,7 @@ def expected_rows(project: Project) -> dict[str, str]:
     """key -> text of the validated rows with text: what a full recomputation embeds."""
     import pandas as pd
 
-    from jammi.storage import frame_path
+    from jammi.shared import frame_path
 
     frame = pd.read_parquet(frame_path(project.artifact_dir, keys.validated("products")))
     texts = compose_texts(frame, TEXT)

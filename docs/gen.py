@@ -907,8 +907,12 @@ LAYOUT = {
     "jammi/keys.py": 'every asset name, and "the assets of" a source, entity or pipeline',
     "jammi/redact.py": "credentials masked in error messages and event logs",
     "jammi/storage.py": (
-        "the artifact directory's frames/ folder, atomic writes, frames written batch by batch "
-        "(FrameWriter: parts joined with unified column types)"
+        "atomic local writes, frames written batch by batch (FrameWriter: parts joined with unified "
+        "column types), a dead writer's leftovers"
+    ),
+    "jammi/shared.py": (
+        "the files every node shares (frames, fusion state, watermarks, stream figures) under the "
+        "artifact directory or its object-store URL"
     ),
     "jammi/terminal.py": "frames as text for a terminal: an aligned table, JSON or CSV",
     "jammi/types.py": "the one type vocabulary (str int float bool datetime date), its pandas dtypes, casts",

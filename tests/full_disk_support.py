@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jammi.app.sources import store_raw, validate_source
+from jammi.shared import frame_path
 from jammi.spec.project import IndexSpec
-from jammi.storage import frame_path
 from jammi.tables.index import build_index
 from tests.conftest import write_project
 

@@ -22,8 +22,9 @@ from jammi.embedding.model import LazyEncoder, load_encoder
 from jammi.embedding.query import load_query_encoder
 from jammi.errors import ConfigError, ModelLoadError
 from jammi.query.search import search
+from jammi.shared import frame_path
 from jammi.spec.project import DEFAULT_MODEL
-from jammi.storage import frame_path, write_parquet_atomic
+from jammi.storage import write_parquet_atomic
 from jammi.tables.catalog import Catalog
 from jammi.tables.contract import read_manifest
 from jammi.tables.generation import generation_fingerprint

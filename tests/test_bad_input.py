@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from jammi.shared import frame_path
 from jammi.silver.pandera_model import REASON_COLUMN
-from jammi.storage import frame_path
 from jammi.tables.catalog import STATUS_BUILDING, STATUS_READY, Catalog
 from tests.conftest import PRODUCT_COLUMNS, failure_message, materialize, ready_tables, write_project
 

@@ -19,8 +19,8 @@ from jammi.embedding.model import load_encoder
 from jammi.errors import ArtifactError, SearchError
 from jammi.query.search import search
 from jammi.query.serving import resolve_table
+from jammi.shared import frame_path
 from jammi.spec.project import DEFAULT_MODEL
-from jammi.storage import frame_path
 from jammi.tables.bluegreen import rollback
 from jammi.tables.build import build_embedding_table
 from jammi.tables.catalog import STATUS_BUILDING, STATUS_READY, STATUS_REMOVED, TABLES_DIR, Catalog

@@ -12,7 +12,7 @@ import pytest
 from jammi.app.facade import Jammi
 from jammi.errors import ConfigError, SearchError
 from jammi.query.documents import rank_documents
-from jammi.storage import frame_path
+from jammi.shared import frame_path
 from jammi.tables.catalog import Catalog
 from jammi.tables.versions import read_current
 from tests.conftest import invoke_cli, materialize, write_project

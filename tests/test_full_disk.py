@@ -22,7 +22,8 @@ import pytest
 import jammi.storage as storage
 from jammi.app.sources import store_raw, validate_source
 from jammi.errors import DiskFullError
-from jammi.storage import FrameWriter, frame_path, leftovers, write_parquet_atomic
+from jammi.shared import frame_path
+from jammi.storage import FrameWriter, leftovers, write_parquet_atomic
 from jammi.tables.catalog import Catalog
 from jammi.tables.recovery import LEFTOVER_REMOVED, recover
 from tests.conftest import REPO, invoke_cli, write_project

@@ -11,9 +11,9 @@ import pytest
 from jammi import keys
 from jammi.app.sources import store_raw, validate_source
 from jammi.errors import ConfigError
+from jammi.shared import frame_path
 from jammi.silver.pandera_model import REASON_COLUMN
 from jammi.silver.recipe import to_silver
-from jammi.storage import frame_path
 from tests.conftest import PRODUCT_COLUMNS, write_project
 
 

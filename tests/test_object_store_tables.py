@@ -1,11 +1,11 @@
 """A project whose `artifact_dir` is an object-store URL (`s3://bucket/prefix`, on a real
 SeaweedFS server) with its catalog in the local PostgreSQL: the embedding tables (segments,
-deletion files, sidecars, row maps, manifests) are objects under the URL, this node keeps only
-its own folder (published jammi.duckdb, locks, frames, fetched sidecars), and the CLI builds,
-refreshes, searches, queries and verifies the table, which equals a local build of the same
-data. A second node reads the tables (`jammi sql`); the asset frames are still node-local, so
-its search names the frame it lacks. Without a PostgreSQL catalog, a URL artifact_dir is one
-clear error."""
+deletion files, sidecars, row maps, manifests) and the asset frames are objects under the URL,
+this node keeps only its own folder (published jammi.duckdb, locks, memos, fetched sidecars),
+and the CLI builds, refreshes, searches, queries and verifies the table, which equals a local
+build of the same data. A second node reads the tables (`jammi sql`) and searches them with the
+source's columns (tests/test_nodes_share_no_disk.py runs two processes). Without a PostgreSQL
+catalog, a URL artifact_dir is one clear error."""
 
 from __future__ import annotations
 
@@ -107,8 +107,10 @@ def test_build_refresh_search_sql_verify_on_s3_equal_a_local_build(bucket, schem
     names = [store.name_of(p) for p in store.listdir(f"{url}/jammi_db")]
     for suffix in (".parquet", ".usearch", ".rowmap", ".manifest.json", ".deletes.parquet"):
         assert any(n.endswith(suffix) for n in names), (suffix, names)
+    assert "validated_products.parquet" in [store.name_of(p) for p in store.listdir(f"{url}/frames")]
     node = load_project(remote).artifact_dir
     assert (node / "jammi.duckdb").exists() and not (node / "jammi_db").exists()
+    assert not (node / "frames").exists()
     assert not any(p.name.endswith(".tmp") for p in (store.cache_dir() / "spool").glob("*"))
 
     # the other verbs over the URL: status, tables, compaction (new objects), expiry (deletes
@@ -127,13 +129,11 @@ def test_build_refresh_search_sql_verify_on_s3_equal_a_local_build(bucket, schem
     cli(remote, "verify")
 
     # a second node, its own empty cache folder, sharing only the bucket and PostgreSQL: it reads
-    # the tables; the frames are still node-local (not migrated yet), so a search that shows the
-    # source's columns names the frame it lacks
+    # the tables, and the validated frame under the URL for the source's columns
     monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "node-2"))
     assert cli(remote, "sql", "SELECT count(*) AS n FROM jammi.products_pipe_embeddings", "--format", "csv"
                ).split() == ["n", "5"]
-    res = invoke_cli(["--project", str(remote), "search", "products_pipe", "backpack for hiking", "-k", "1"])
-    assert res.exit_code == 1 and "validated_products has not been materialized" in res.output, res.output
+    assert "Trail backpack" in cli(remote, "search", "products_pipe", "backpack for hiking", "-k", "1")
     monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "node-cache"))
 
     local = write_project(tmp_path / "local", csv, "artifacts", None)

@@ -16,7 +16,7 @@ import pytest
 
 from jammi.app.facade import Jammi
 from jammi.errors import ConfigError
-from jammi.storage import partition_path
+from jammi.shared import partition_path
 from jammi.tables.catalog import Catalog
 from jammi.tables.versions import read_current
 from jammi_assets.definitions import build_assets, build_resources

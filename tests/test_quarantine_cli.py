@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from jammi.app.facade import Jammi
+from jammi.shared import frame_path
 from jammi.silver.pandera_model import REASON_COLUMN
-from jammi.storage import frame_path
 from tests.conftest import PRODUCT_COLUMNS, invoke_cli, write_project
 
 pytestmark = pytest.mark.slow  # every test here is model-heavy, end-to-end or spawns processes

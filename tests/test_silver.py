@@ -13,9 +13,9 @@ import pytest
 from jammi.app.facade import Jammi
 from jammi.demo.versioned import PARTNERS_SOURCE, write_partner_files
 from jammi.ingest.extract import extract
+from jammi.shared import frame_path
 from jammi.silver.pandera_model import REASON_COLUMN, build_model
 from jammi.silver.recipe import to_silver
-from jammi.storage import frame_path
 from tests.conftest import materialize, write_project
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from jammi.errors import SourceError
 from jammi.ingest.extract import extract, source_files
-from jammi.storage import frame_path
+from jammi.shared import frame_path
 from tests.conftest import (
     PG_DSN,
     PRODUCT_COLUMNS,

@@ -1,7 +1,8 @@
 """Every file the engine writes goes through the storage layer (jammi.store over local paths
-and object-store URLs, jammi.storage's atomic local writes): no other module of jammi/ renames
-files into place (`os.replace`, `os.rename`, `shutil.move`, `Path.replace`, `Path.rename`) or
-writes them with pathlib (`Path.write_text`, `Path.write_bytes`).
+and object-store URLs, jammi.storage's atomic local writes, jammi.shared's files that every
+node shares): no other module of jammi/ renames files into place (`os.replace`, `os.rename`,
+`shutil.move`, `Path.replace`, `Path.rename`) or writes them with pathlib (`Path.write_text`,
+`Path.write_bytes`).
 
 ALLOWED is a ratchet: the modules not migrated yet, each with the number of such calls it holds
 today. It may only shrink. A module that gains a call fails, a module not listed that makes one
@@ -15,7 +16,7 @@ from collections import Counter
 
 from tests.conftest import REPO
 
-STORAGE_LAYER = {"jammi/store.py", "jammi/storage.py"}
+STORAGE_LAYER = {"jammi/store.py", "jammi/storage.py", "jammi/shared.py"}
 
 ALLOWED = {
     # node-local files, never shared between nodes: the model exports in the model cache
@@ -23,8 +24,6 @@ ALLOWED = {
     "jammi/embedding/ort_session.py": 1,
     # the demo's input files (data/demo), written by `make demo`'s generator, not artifacts
     "jammi/demo/versioned.py": 1,
-    # not migrated yet: fusion's state (vectors.parquet) under artifact_dir
-    "jammi/fusion/state.py": 1,
     # this node's private catalog state file and its PostgreSQL marker (node-local by design)
     "jammi/tables/catalog.py": 2,
 }

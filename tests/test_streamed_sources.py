@@ -14,8 +14,8 @@ from jammi.app import sources
 from jammi.ingest import extract as extract_module
 from jammi.ingest.extract import extract
 from jammi.quality import sample
+from jammi.shared import frame_path
 from jammi.silver.recipe import to_silver
-from jammi.storage import frame_path
 from jammi.tables.frames import load_frame
 from tests.conftest import failure_message, materialize, write_project
 

@@ -15,7 +15,8 @@ from jammi import keys
 from jammi.app.sources import extract_raw, extract_watermarked
 from jammi.ingest.extract import extract
 from jammi.ingest.watermark import commit_watermark, committed_position, read_state
-from jammi.storage import frame_path, write_parquet_atomic
+from jammi.shared import frame_path
+from jammi.storage import write_parquet_atomic
 from jammi_assets.definitions import build_assets, build_resources
 from sensors import postgres_watermark
 from sensors.postgres_watermark import (

@@ -13,18 +13,20 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from filelock import FileLock
 
-from jammi import keys
+from jammi import keys, store
 from jammi.chunking import chunk_document
 from jammi.embedding.tokens import load_tokenizer
 from jammi.errors import SourceError
+from jammi.shared import frame_path, read_frame
 from jammi.spec.chunking import CHUNK_COLUMNS
 from jammi.spec.project import Project
-from jammi.storage import frame_path
 from jammi.tables.build import keyed_texts
+from jammi.tables.catalog import Catalog
 from jammi.tables.frames import store_frame
 
 DOC_HASH = "_doc_hash"  # the document text and chunk settings a document's chunks were made from
@@ -55,12 +57,15 @@ def chunk_source(project: Project, source: str) -> ChunkRun:
     docs_file = frame_path(project.artifact_dir, docs_asset)
     asset = keys.chunks(source)
     out_file = frame_path(project.artifact_dir, asset)
-    # one writer at a time, so the last frame written is made from the last documents read
-    with FileLock(str(out_file.with_name(f".{asset}.lock")), timeout=LOCK_WAIT_S):
-        if not docs_file.exists():
+    # one writer at a time, so the last frame written is made from the last documents read (on
+    # every node, for a frame under a URL: the catalog's lock, held in PostgreSQL)
+    lock = (Catalog(project.artifact_dir).pipeline_lock(asset) if store.is_url(out_file)
+            else FileLock(str(Path(out_file).with_name(f".{asset}.lock")), timeout=LOCK_WAIT_S))
+    with lock:
+        if not store.exists(docs_file):
             raise SourceError(f"pipeline {pipeline!r}: {docs_asset} has not been materialized "
                               f"({docs_file} missing); materialize it first")
-        docs = pd.read_parquet(docs_file, columns=list(dict.fromkeys([src.key, *pipe.text_columns])))
+        docs = read_frame(docs_file, columns=list(dict.fromkeys([src.key, *pipe.text_columns])))
         doc_ids, texts, skipped = keyed_texts(docs, src.key, pipe.text_columns)
         settings = json.dumps({**spec.model_dump(), "model": pipe.model, "columns": pipe.text_columns},
                               sort_keys=True)
@@ -90,9 +95,9 @@ def chunk_source(project: Project, source: str) -> ChunkRun:
 
 
 def _previous(path) -> dict[str, pd.DataFrame]:
-    if not path.exists():
+    if not store.exists(path):
         return {}
-    frame = pd.read_parquet(path)
+    frame = read_frame(path)
     if DOC_HASH not in frame.columns:
         return {}
     return {str(doc): part.reset_index(drop=True) for doc, part in frame.groupby("doc_id", sort=False)}

@@ -4,11 +4,8 @@ and build the missing HNSW sidecars of the active table's current version."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -19,8 +16,8 @@ from jammi.embedding.model import Encoder
 from jammi.embedding.query import prepare_query_export
 from jammi.errors import ArtifactError, SourceError
 from jammi.quality.outcome import CheckOutcome, outcome_json
+from jammi.shared import frame_path, local_file, partition_dir, partition_path
 from jammi.spec.project import Project
-from jammi.storage import frame_path, partition_path
 from jammi.store import Location
 from jammi.tables import checks
 from jammi.tables.bluegreen import prune_tables
@@ -77,22 +74,22 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
         frame_asset = project.frame_asset(project.pipeline_input(pipeline))
         if partition is not None:
             frame = partition_path(project.artifact_dir, frame_asset, partition)
-            if not frame.exists():
+            if not store.exists(frame):
                 raise SourceError(f"pipeline {pipeline!r}: partition {partition!r} of {frame_asset} has "
                                   f"not been materialized ({frame} missing); materialize it first")
         else:
             frame = frame_path(project.artifact_dir, frame_asset)
-            if not frame.exists():
+            if not store.exists(frame):
                 raise SourceError(f"pipeline {pipeline!r}: {frame_asset} has not been "
                                   f"materialized ({frame} missing); materialize it first")
         done = None if full else _unchanged(project, pipeline, catalog, frame, partition, run_id, recovered)
         if done is not None:
             return done
-        if partition is not None:
+        if partition is not None and not store.is_url(frame):  # a partition's own file: one writer
             run = _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
-                               frame, recovered, full_token)
+                               Path(frame), recovered, full_token)
         else:
-            with snapshot(frame) as frame_file:
+            with local_file(frame) as frame_file:  # every read of the run sees one frame
                 run = _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
                                    frame_file, recovered, full_token)
         if not run.stats.blocked_by:
@@ -100,7 +97,7 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
         return run
 
 
-def _embed_inputs(project: Project, pipeline: str, snap: Snapshot, frame: Path,
+def _embed_inputs(project: Project, pipeline: str, snap: Snapshot, frame: Location,
                   partition: str | None) -> tuple[Location, str] | None:
     """(memo marker, fingerprint) of what a run would compare: the frame file as written, the
     active table's current version and its files, the pipeline's spec."""
@@ -119,7 +116,7 @@ def _embed_inputs(project: Project, pipeline: str, snap: Snapshot, frame: Path,
     return marker, key
 
 
-def _remember(project: Project, pipeline: str, catalog: Catalog, frame: Path, partition: str | None,
+def _remember(project: Project, pipeline: str, catalog: Catalog, frame: Location, partition: str | None,
               stats: EmbedStats) -> None:
     found = _embed_inputs(project, pipeline, catalog.snapshot(pipeline), frame, partition)
     if found is None:
@@ -133,7 +130,7 @@ def _remember(project: Project, pipeline: str, catalog: Catalog, frame: Path, pa
                      if o.name in (checks.ROW_COUNT, SOURCE_TABLE_PARITY)]})
 
 
-def _unchanged(project: Project, pipeline: str, catalog: Catalog, frame: Path, partition: str | None,
+def _unchanged(project: Project, pipeline: str, catalog: Catalog, frame: Location, partition: str | None,
                run_id: str | None, recovered: list) -> EmbeddingRun | None:
     """The run's result without reading a row, when the frame and the table's current version
     are exactly what the last run of this pipeline (and partition) left: nothing can have
@@ -163,19 +160,6 @@ def _unchanged(project: Project, pipeline: str, catalog: Catalog, frame: Path, p
     return EmbeddingRun(stats, active.generation, source_schema_version(src), active.table_name, recovered)
 
 
-@contextlib.contextmanager
-def snapshot(frame: Path) -> Iterator[Path]:
-    """A hard link to the frame as it is now: a later run may replace the frame while this run
-    reads it, and every read of a run must see one frame."""
-    link = frame.with_name(f".{frame.stem}.{os.getpid()}-{threading.get_ident()}.snapshot.parquet")
-    link.unlink(missing_ok=True)
-    os.link(frame, link)
-    try:
-        yield link
-    finally:
-        link.unlink(missing_ok=True)
-
-
 def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Catalog,
                  progress: Callable[[str], None] | None, run_id: str | None, full: bool,
                  partition: str | None, frame_file: Path, recovered: list,
@@ -194,8 +178,9 @@ def _embed_frame(project: Project, pipeline: str, encoder: Encoder, catalog: Cat
     @functools.cache
     def read_rows(model_id: str) -> SourceRows:
         if partition is not None and scope is None:
-            return partition_rows(stored_partitions(frame_file.parent), src.key, pipe.embedded_columns,
-                                  model_id, doc_column(pipe))
+            folder = partition_dir(project.artifact_dir, project.frame_asset(rows_of))
+            return partition_rows(stored_partitions(folder), src.key, pipe.embedded_columns, model_id,
+                                  doc_column(pipe))
         rows = source_rows(frame_file, src.key, pipe.embedded_columns, model_id, doc_column(pipe))
         if partition is not None:
             rows.partitions = [partition] * len(rows.keys)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from jammi import keys
+from jammi import keys, store
 from jammi.errors import FusionError
 from jammi.fusion.labels import PAIR_KEY, labels_frame, oriented, read_labels_csv, review_queue
 from jammi.fusion.state import load_review, state_dir
+from jammi.shared import read_frame
 from jammi.spec.project import Project
 from jammi.tables.catalog import Catalog, now
 
@@ -117,8 +118,8 @@ def load_labels(project: Project, entity: str, path: Path, by: str | None = None
 
 def load_state_records(project: Project, entity: str) -> pd.DataFrame | None:
     """The records of the latest accepted fusion run (None before one)."""
-    path = state_dir(project.artifact_dir, entity) / "records.parquet"
-    return pd.read_parquet(path, columns=["_source", "_record_id"]) if path.exists() else None
+    path = store.join(state_dir(project.artifact_dir, entity), "records.parquet")
+    return read_frame(path, ["_source", "_record_id"]) if store.exists(path) else None
 
 
 def list_labels(project: Project, entity: str) -> pd.DataFrame:

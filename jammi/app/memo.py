@@ -65,7 +65,7 @@ def memo_path(output: Location) -> Path:
     return output.parent / f".{output.name}.memo.json"
 
 
-def recall(output: Location, key: str, outputs: list[Path]) -> dict | None:
+def recall(output: Location, key: str, outputs: list[Location]) -> dict | None:
     """What the step reported when it last ran on inputs `key`, if its outputs are untouched."""
     try:
         memo = json.loads(memo_path(output).read_text(encoding="utf-8"))
@@ -76,7 +76,7 @@ def recall(output: Location, key: str, outputs: list[Path]) -> dict | None:
     return memo.get("result")
 
 
-def remember(output: Location, key: str, outputs: list[Path], result: dict) -> None:
+def remember(output: Location, key: str, outputs: list[Location], result: dict) -> None:
     write_json_atomic(memo_path(output), {"key": key, "outputs": [file_state(p) for p in outputs],
                                           "result": result})
 

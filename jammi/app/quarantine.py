@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from jammi import keys
+from jammi import keys, store
 from jammi.errors import ArtifactError, JammiError
 from jammi.ingest.extract import extract
+from jammi.shared import frame_path, read_frame
 from jammi.silver.pandera_model import REASON_COLUMN
 from jammi.silver.recipe import to_silver
 from jammi.spec.project import Project
-from jammi.storage import frame_path
 
 READMITTED = "re-admitted"
 STILL_FAILING = "still failing"
@@ -50,9 +50,9 @@ def read_quarantine(project: Project, source: str, limit: int | None = None) -> 
     _check_source(project, source)
     asset = keys.quarantine(source)
     path = frame_path(project.artifact_dir, asset)
-    if not path.exists():
+    if not store.exists(path):
         raise ArtifactError(f"{asset} is not materialized yet ({path}); run `jammi materialize` first")
-    frame = pd.read_parquet(path)
+    frame = read_frame(path)
     return frame.head(limit) if limit is not None else frame
 
 

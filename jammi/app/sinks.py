@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from jammi import keys
 from jammi.errors import ArtifactError, JammiError
 from jammi.quality.outcome import CheckOutcome
+from jammi.shared import stored_frame
 from jammi.sinks import open_store
 from jammi.sinks.parity import SinkParity, compare, parity_check
 from jammi.sinks.rows import frame_columns, store_schema, version_keys
 from jammi.sinks.state import layout_of
 from jammi.sinks.sync import SyncResult, sync
 from jammi.spec.project import Project
-from jammi.storage import stored_frame
 from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.versions import Version, check_files
 

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-from jammi import keys
+from jammi import keys, store
 from jammi.app import memo
 from jammi.errors import ArtifactError, DiskFullError, JammiError
 from jammi.ingest.extract import extract, extract_batches, source_files
@@ -22,19 +21,22 @@ from jammi.ingest.watermark import WatermarkExtract, extract_incremental
 from jammi.quality.frame_gate import frame_checks, text_columns
 from jammi.quality.outcome import CheckOutcome, blocking_failures, outcome_json
 from jammi.quality.sample import Reservoir
+from jammi.shared import (
+    committing,
+    frame_path,
+    frame_writer,
+    is_folder,
+    partition_files,
+    partition_path,
+    read_frame,
+    stored_frame,
+    write_frame,
+)
 from jammi.silver.recipe import to_silver
 from jammi.spec.automation import PATH_SEGMENT
 from jammi.spec.project import Project
-from jammi.storage import (
-    BATCH_ROWS,
-    FrameWriter,
-    committing,
-    ensure_writable,
-    frame_path,
-    partition_path,
-    stored_frame,
-    write_parquet_atomic,
-)
+from jammi.storage import BATCH_ROWS, FrameWriter, ensure_writable
+from jammi.store import Location
 from jammi.tables.catalog import Catalog
 from jammi.tables.frames import load_frame, register_frame, store_frame
 
@@ -49,7 +51,7 @@ def extract_raw(project: Project, source: str, run_id: str | None = None,
     (every row when `full` or when it has no raw frame yet) and merges them into its raw frame;
     the position reached stays pending for `run_id` until the run succeeds
     (`jammi.ingest.watermark.commit_watermark`)."""
-    ensure_writable(project.artifact_dir, f"source {source!r}")
+    ensure_writable(project.artifact_dir, f"source {source!r}")  # this node's folder: locks, memos
     if project.sources[source].watermark:
         return extract_watermarked(project, source, run_id, full).rows
     return extract(project, source)
@@ -58,7 +60,7 @@ def extract_raw(project: Project, source: str, run_id: str | None = None,
 def extract_watermarked(project: Project, source: str, run_id: str | None = None,
                         full: bool = False) -> WatermarkExtract:
     """The incremental extract of a watermark source, with what it read and deleted."""
-    stored = frame_path(project.artifact_dir, keys.raw(source)).exists()
+    stored = store.exists(frame_path(project.artifact_dir, keys.raw(source)))
     previous = load_frame(project.artifact_dir, keys.raw(source)) if stored else None
     return extract_incremental(project, source, previous, run_id, full)
 
@@ -67,7 +69,7 @@ def extract_watermarked(project: Project, source: str, run_id: str | None = None
 class StoredFrame:
     """A frame written batch by batch: where, how many rows, and its first rows (a preview)."""
 
-    path: Path
+    path: Location
     rows: int
     head: pd.DataFrame
     unplaced: int = 0  # a timestamp partition's: source rows whose timestamp cannot be read
@@ -75,8 +77,8 @@ class StoredFrame:
     unchanged: bool = False  # its inputs were the ones it was last made from: not written again
 
 
-def _write(path: Path, batches, ledger: KeyLedger | None = None) -> FrameWriter:
-    writer = FrameWriter(path)
+def _write(path: Location, batches, ledger: KeyLedger | None = None) -> FrameWriter:
+    writer = frame_writer(path)
     try:
         for batch in batches:
             if ledger is not None:
@@ -143,14 +145,14 @@ def _raw_inputs(project: Project, source: str, partition: str | None) -> str | N
         return None  # the extraction itself names what is wrong
 
 
-def head_of(path: Path, rows: int = 10) -> pd.DataFrame:
+def head_of(path: Location, rows: int = 10) -> pd.DataFrame:
     """The first rows of a stored frame, for a preview."""
-    pf = pq.ParquetFile(path)
+    pf = store.parquet_file(path)
     batch = next(pf.iter_batches(batch_size=rows), None)
     return batch.to_pandas() if batch is not None else pf.schema_arrow.empty_table().to_pandas()
 
 
-def _store_raw(project: Project, source: str, partition: str | None, path: Path) -> StoredFrame:
+def _store_raw(project: Project, source: str, partition: str | None, path: Location) -> StoredFrame:
     spec = project.sources[source]
     asset = keys.raw(source)
     ledger = KeyLedger(source, spec.key, spec.columns[spec.key].type)
@@ -194,13 +196,13 @@ def _parent_keys(project: Project, source: str, valid: Path) -> dict[str, pd.Ser
     return parent_keys
 
 
-def _file(project: Project, asset: str, partition: str | None) -> Path:
+def _file(project: Project, asset: str, partition: str | None) -> Location:
     return (frame_path(project.artifact_dir, asset) if partition is None
             else partition_path(project.artifact_dir, asset, partition))
 
 
-def _silver_batches(raw_file: Path) -> Iterator[pd.DataFrame]:
-    pf = pq.ParquetFile(raw_file)
+def _silver_batches(raw_file: Location) -> Iterator[pd.DataFrame]:
+    pf = store.parquet_file(raw_file)
     if pf.metadata.num_rows == 0:
         yield pf.schema_arrow.empty_table().to_pandas()
         return
@@ -220,7 +222,7 @@ def validate_source(project: Project, source: str, run_id: str | None = None,
     spec = project.sources[source]
     validated, quarantine = keys.validated(source), keys.quarantine(source)
     raw_file = _file(project, keys.raw(source), partition)
-    if not raw_file.exists():
+    if not store.exists(raw_file):
         which = "" if partition is None else f" partition {partition!r}"
         raise ArtifactError(f"asset {keys.raw(source)!r}{which} has no stored output at {raw_file}; "
                             "materialize it first")
@@ -253,7 +255,7 @@ def validate_source(project: Project, source: str, run_id: str | None = None,
     return run
 
 
-def _silver_inputs(project: Project, source: str, raw_file: Path, baseline: Path,
+def _silver_inputs(project: Project, source: str, raw_file: Location, baseline: Location,
                    partition: str | None) -> str:
     """The fingerprint of everything validation and its checks read: the raw rows, the source's
     spec, the columns its pipelines embed, the drift baseline and the referenced sources."""
@@ -262,19 +264,19 @@ def _silver_inputs(project: Project, source: str, raw_file: Path, baseline: Path
     for fk in spec.quality.foreign_keys:
         parent = fk.references.partition(".")[0]
         stored = stored_frame(project.artifact_dir, keys.validated(parent))
-        files = [] if stored is None else [stored] if stored.is_file() else sorted(stored.glob("*.parquet"))
+        files = [] if stored is None else partition_files(stored) if is_folder(stored) else [stored]
         parents[parent] = [memo.file_state(f) for f in files]
     return memo.fingerprint({"step": "silver", "raw": memo.file_state(raw_file), "partition": partition,
                              "spec": spec.model_dump(mode="json"), "texts": text_columns(project, source),
                              "baseline": memo.file_state(baseline), "parents": parents})
 
 
-def _validate(project: Project, source: str, run_id: str | None, partition: str | None, raw_file: Path,
-              valid_path: Path, quarantine_path: Path, baseline: Path) -> ValidatedSource:
+def _validate(project: Project, source: str, run_id: str | None, partition: str | None, raw_file: Location,
+              valid_path: Location, quarantine_path: Location, baseline: Location) -> ValidatedSource:
     spec = project.sources[source]
     validated, quarantine = keys.validated(source), keys.quarantine(source)
     where = {"partition": partition} if partition is not None else {}
-    valid_w, quarantine_w = FrameWriter(valid_path), FrameWriter(quarantine_path)
+    valid_w, quarantine_w = frame_writer(valid_path), frame_writer(quarantine_path)
     sample, rejected = Reservoir(), []
     counts: Counter = Counter()
     rows_in, first_reason = 0, ""
@@ -295,7 +297,7 @@ def _validate(project: Project, source: str, run_id: str | None, partition: str 
         quarantine_w.finish()
         checked = sample.frame()
         quarantined = pd.concat(rejected, ignore_index=True) if rejected else quarantine_w.head
-        previous = pd.read_parquet(baseline) if baseline.exists() else None
+        previous = read_frame(baseline) if store.exists(baseline) else None
         outcomes = frame_checks(project, source, checked, quarantined, previous,
                                 _parent_keys(project, source, finished),
                                 total_rows=rows_in, quarantined_rows=quarantine_w.rows,
@@ -311,7 +313,7 @@ def _validate(project: Project, source: str, run_id: str | None, partition: str 
         raise
     if not blocking_failures(outcomes):
         try:
-            write_parquet_atomic(checked, baseline)
+            write_frame(checked, baseline)
         except DiskFullError as err:  # the baseline only moves drift's reference: the run stands
             log.warning("drift baseline of %s not updated: %s", validated, err)
     return ValidatedSource(StoredFrame(valid_path, valid_w.rows, valid_w.head),

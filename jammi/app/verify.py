@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from jammi import keys
+from jammi import keys, store
 from jammi.errors import ArtifactError, JammiError
+from jammi.shared import frame_path, is_folder, stored_frame
 from jammi.spec.project import Project
-from jammi.storage import frame_path, stored_frame
 from jammi.tables.build import partition_rows
 from jammi.tables.catalog import Catalog
 from jammi.tables.contract import manifest_index_spec
@@ -71,7 +71,8 @@ def verify_pipeline(project: Project, pipeline: str) -> Verification:
     rec = Catalog(project.artifact_dir).active(pipeline=pipeline)
     if frame is None:
         return Verification(pipeline, rec.table_name if rec else "",
-                            problem=f"{frame_path(project.artifact_dir, asset).name} is not materialized")
+                            problem=f"{store.name_of(frame_path(project.artifact_dir, asset))} is not "
+                                    "materialized")
     if rec is None:
         return Verification(pipeline, problem="no ready embedding table")
     catalog = Catalog(project.artifact_dir)
@@ -79,9 +80,8 @@ def verify_pipeline(project: Project, pipeline: str) -> Verification:
         version = catalog.current_version(rec)
         try:
             check_files(rec.tables_dir, version, pipeline, fresh=True)
-            rows = (source_rows(frame, src.key, pipe.embedded_columns, rec.model_id) if frame.is_file() else
-                    partition_rows(stored_partitions(frame), src.key,
-                                   pipe.embedded_columns, rec.model_id))
+            rows = (partition_rows(stored_partitions(frame), src.key, pipe.embedded_columns, rec.model_id)
+                    if is_folder(frame) else source_rows(frame, src.key, pipe.embedded_columns, rec.model_id))
             parity = compare(*rows.arrow(), rec.tables_dir, version, rec.dimensions,
                              manifest_index_spec(rec.base_path), fresh=True)
         except DamagedFile as err:

@@ -1,5 +1,6 @@
 """Incremental extraction of a PostgreSQL source that declares a `watermark` column, and the
-state of that watermark under the artifact directory (`state/watermarks/<source>.json`).
+state of that watermark, a shared file (`state/watermarks/<source>.json` under the artifact
+directory or its object-store URL: jammi.shared).
 
 A run reads only the rows whose watermark is past the **committed** position and merges them
 into the previous raw frame: changed rows replace their old version, new rows are added, and
@@ -26,13 +27,15 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
+from jammi import store
 from jammi.errors import SourceError
 from jammi.ingest.extract import _typed_keys, check_columns, check_keys, storable
 from jammi.redact import dsn_secrets, redact
+from jammi.shared import lock_path, read_json, shared_path, write_json
 from jammi.spec.project import Project, SourceSpec
-from jammi.storage import write_json_atomic
+from jammi.store import Location
 
-STATE_DIR = Path("state") / "watermarks"
+STATE_DIR = ("state", "watermarks")
 SUBQUERY = "_jammi_source"
 LOCK_WAIT_S = 60.0
 
@@ -61,25 +64,24 @@ class WatermarkExtract:
 # --- state ---------------------------------------------------------------------------------
 
 
-def state_path(artifact_dir: Path, source: str) -> Path:
-    return Path(artifact_dir) / STATE_DIR / f"{source}.json"
+def state_path(artifact_dir: Path, source: str) -> Location:
+    """The source's watermark file (shared: jammi.shared), replaced whole on every change."""
+    return shared_path(artifact_dir, *STATE_DIR, f"{source}.json")
 
 
 def read_state(artifact_dir: Path, source: str) -> dict:
     """`{"committed": {...} | None, "pending": {...} | None}` of `source`."""
-    path = state_path(artifact_dir, source)
-    if not path.exists():
-        return {"committed": None, "pending": None}
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(state_path(artifact_dir, source)) or {"committed": None, "pending": None}
 
 
 def _update_state(artifact_dir: Path, source: str, change) -> dict:
     path = state_path(artifact_dir, source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.with_suffix(".lock")), timeout=LOCK_WAIT_S):
+    if not store.is_url(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path(artifact_dir, path, f"{source}.lock")), timeout=LOCK_WAIT_S):
         state = read_state(artifact_dir, source)
         change(state)
-        write_json_atomic(path, state)
+        write_json(path, state)
     return state
 
 
@@ -116,7 +118,7 @@ def commit_watermark(artifact_dir: Path, source: str, run_id: str) -> bool:
             state["pending"] = None
             done.append(True)
 
-    if not state_path(artifact_dir, source).exists():
+    if not store.exists(state_path(artifact_dir, source)):
         return False
     _update_state(artifact_dir, source, change)
     return bool(done)

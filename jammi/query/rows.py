@@ -1,7 +1,8 @@
 """A source's validated frame held in memory for search: a hit list's columns are taken by
 row position from a key → position map (no join over the frame), and the keys a filter allows
 are computed once per filter. The frame is replaced, never rewritten in place, so its file
-identity (inode, size, times) says when to read it again.
+identity (inode, size, times; an object's size and time: jammi.shared.identity) says when to
+read it again. A frame under an object-store URL is read from this node's fetched copy.
 
 The frames returned match what DuckDB's join over the Parquet file returned (`.df()`): the
 same columns, order and dtypes, a nullable pandas dtype for an int or bool column only when
@@ -13,7 +14,6 @@ of nine columns here, against 0.9 ms to convert the hits' Arrow rows each time."
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,7 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jammi import store
 from jammi.query.sandbox import filter_keys
+from jammi.shared import identity, is_folder
+from jammi.store import Location
 from jammi.tables.arrays import cast, float64s, int64s, strings, take
 from jammi.tables.catalog import frame_view_sql, quote_ident
 
@@ -34,14 +37,6 @@ if TYPE_CHECKING:
 
 FILTERS_KEPT = 64  # the filters whose allowed keys one frame keeps, least recently used dropped
 Hits = list[tuple[str, float]]
-
-
-def file_identity(path: Path) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _string_keys(table: pa.Table, key: str) -> list[str]:
@@ -133,8 +128,9 @@ class _Partitions:
     """A partitioned frame's folder read as one file (`schema_arrow`, `read`): every partition,
     a key in several keeping its latest partition's row."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Location):
         with duckdb.connect() as con:
+            store.register_duckdb(con, [folder])
             self._table = con.execute(frame_view_sql(folder)).to_arrow_table()
         self.schema_arrow = self._table.schema
 
@@ -147,10 +143,11 @@ class SourceRows:
     read when a search first asks for them, from the same open file, so they stay the rows the
     key map was made from even after the file is replaced."""
 
-    def __init__(self, path: Path, key: str):
-        self.path, self.key = Path(path), key
-        self.identity = file_identity(self.path)
-        self._file = pq.ParquetFile(self.path) if not self.path.is_dir() else _Partitions(self.path)
+    def __init__(self, path: Location, key: str):
+        self.path, self.key = path if store.is_url(path) else Path(path), key
+        self.identity = identity(self.path)
+        self._file = (_Partitions(self.path) if is_folder(self.path)
+                      else pq.ParquetFile(store.local_copy(self.path)))
         self.schema = self._file.schema_arrow  # a property that converts the schema on each call
         self.names = self.schema.names
         self._columns: dict[str, pa.ChunkedArray] = {}
@@ -170,7 +167,7 @@ class SourceRows:
 
     def current(self) -> bool:
         """Whether the file is still the one this read."""
-        return file_identity(self.path) == self.identity
+        return identity(self.path) == self.identity
 
     def frame_columns(self, names: Sequence[str]) -> list[FrameColumn]:
         """The columns `names` converted for pandas (FrameColumn), each once."""

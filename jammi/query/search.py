@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow.parquet as pq
 
+from jammi import store
 from jammi.query.encoders import query_loader
 from jammi.query.sandbox import filter_keys
 from jammi.query.searcher import Searcher
@@ -27,6 +27,7 @@ from jammi.query.serving import (
     serving_table,
 )
 from jammi.spec.project import Project
+from jammi.store import Location
 from jammi.tables.catalog import Catalog, frame_view_sql, quote_ident
 from jammi.tables.contract import manifest_index_spec
 from jammi.tables.index import VersionIndex
@@ -37,10 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _allowed_keys(frame: Path, key: str, where: str | None) -> set[str] | None:
+def _allowed_keys(frame: Location, key: str, where: str | None) -> set[str] | None:
     if where is None:
         return None
-    return filter_keys(pq.read_table(frame), key, where)
+    return filter_keys(store.read_parquet(frame), key, where)
 
 
 def search(
@@ -102,9 +103,10 @@ def search(
     return found
 
 
-def _read_frame(frame: Path):
+def _read_frame(frame: Location):
     con = duckdb.connect()
     try:
+        store.register_duckdb(con, [frame])
         return con.execute(frame_view_sql(frame)).to_arrow_table()
     finally:
         con.close()
@@ -137,7 +139,8 @@ def _attach_columns(frame, key: str, cols: list[str], hits: list[tuple[str, floa
     con = duckdb.connect()
     try:
         con.register("hits", hit_frame)
-        if isinstance(frame, Path):
+        if isinstance(frame, Path | str):  # a stored frame's file or folder, local or a URL
+            store.register_duckdb(con, [frame])
             rows = frame_view_sql(frame)
         else:
             con.register("source_rows", frame)

@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
+from jammi import store
 from jammi.errors import SearchError
 from jammi.query.encoders import query_loader
 from jammi.query.rows import SourceRows
@@ -38,6 +38,7 @@ from jammi.query.serving import (
     unit,
 )
 from jammi.spec.project import Project
+from jammi.store import Location
 from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.contract import manifest_index_spec
 from jammi.tables.index import VersionIndex
@@ -59,7 +60,7 @@ class Searcher:
         self._lock = threading.RLock()
         self._stamp: tuple | None = None
         self._served: dict[tuple[str, str | None], tuple[TableRecord, Version]] = {}
-        self._selected: dict[tuple[str, tuple | None], tuple[str, list[str], Path]] = {}
+        self._selected: dict[tuple[str, tuple | None], tuple[str, list[str], Location]] = {}
         self._indexes: dict[str, VersionIndex] = {}
         self._rows: dict[str, SourceRows] = {}
         self._encoders: dict[str, object] = {}
@@ -165,7 +166,7 @@ class Searcher:
                     self._served[(name, table)] = found
         return found
 
-    def _columns_of(self, rec: TableRecord, select: list[str] | None) -> tuple[str, list[str], Path]:
+    def _columns_of(self, rec: TableRecord, select: list[str] | None) -> tuple[str, list[str], Location]:
         """served_columns, kept until the next publish (a frame that goes missing in between is
         caught by _source_rows)."""
         handle = (rec.table_name, None if select is None else tuple(select))
@@ -191,8 +192,9 @@ class Searcher:
         with self._lock:
             rows = self._rows.get(source)
             if rows is None or rows.path != path or rows.key != key or not rows.current():
-                if not path.exists():
-                    raise SearchError(f"{path.stem} has not been materialized ({path} missing)")
+                if not store.exists(path):
+                    name = store.name_of(path).removesuffix(".parquet")
+                    raise SearchError(f"{name} has not been materialized ({path} missing)")
                 rows = SourceRows(path, key)
                 self._rows[source] = rows
             return rows

@@ -5,15 +5,15 @@ fresh read per call) and jammi.query.searcher (what it read kept between calls) 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
 from jammi.embedding.vectors import vectors_of
 from jammi.errors import SearchError
 from jammi.query import MAX_K
+from jammi.shared import frame_path, stored_frame
 from jammi.spec.project import Project
-from jammi.storage import frame_path, stored_frame
+from jammi.store import Location
 from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.versions import Version, read_current
 
@@ -60,7 +60,7 @@ def check_k(k: int) -> None:
 
 
 def served_columns(project: Project, rec: TableRecord,
-                   select: list[str] | None) -> tuple[str, list[str], Path]:
+                   select: list[str] | None) -> tuple[str, list[str], Location]:
     """The source's key, the columns a search returns (`select`, default all the source's) and
     the validated frame they come from."""
     src = project.frame_spec(rec.source)

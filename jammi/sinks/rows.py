@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jammi import store
+from jammi.store import Location
 from jammi.tables.catalog import frame_view_sql, quote_ident
 from jammi.tables.versions import SEGMENT_COLUMN, Version, read_current
 
@@ -77,7 +78,7 @@ def with_column_updates(change: Change, target: pa.Table, frame: pa.Table | None
     return Change(pa.concat_tables([change.upserts, extra]), change.deletes, extra.num_rows)
 
 
-def frame_columns(frame: Path, key: str, columns: list[str]) -> pa.Table | None:
+def frame_columns(frame: Location, key: str, columns: list[str]) -> pa.Table | None:
     """The stored frame's (`_row_id`, each column, `_columns_hash`) for every row (a
     partitioned frame's folder: each key's row from its latest partition); None without columns.
     `_row_id` is the key as DuckDB's CAST(key AS VARCHAR) spells it, as search matches it."""
@@ -92,6 +93,7 @@ def frame_columns(frame: Path, key: str, columns: list[str]) -> pa.Table | None:
            f"FROM ({frame_view_sql(frame)})")
     with duckdb.connect() as con:
         con.execute("SET threads = 1")
+        store.register_duckdb(con, [frame])
         return con.sql(sql).to_arrow_table().combine_chunks()
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from jammi import store
 from jammi.embedding.batching import GROW_AFTER, BatchSizer
@@ -138,7 +137,7 @@ def _manifest(stats: EmbedStats, pipeline: str, pipe: PipelineSpec, src_name: st
 def build_embedding_table(
     *,
     catalog: Catalog,
-    frame_file: Path,
+    frame_file: Location,
     pipeline: str,
     pipe: PipelineSpec,
     source: str,
@@ -159,7 +158,7 @@ def build_embedding_table(
     marked failed instead (files kept for inspection) and `stats.blocked_by` names the checks.
     `rows` are the frame's rows with text (keys, texts, hashes), read here when not given.
     """
-    if not frame_file.exists():
+    if not store.exists(frame_file):
         raise SourceError(
             f"source {source!r}: validated frame {frame_file} does not exist; "
             f"materialize validated_{source} first"
@@ -252,13 +251,13 @@ class SourceRows:
                 None if self.partitions is None else [self.partitions[i] for i in picked])
 
 
-def source_rows(frame_file: Path, key: str, text_columns: list[str], model_id: str,
+def source_rows(frame_file: Location, key: str, text_columns: list[str], model_id: str,
                 doc_column: str | None = None) -> SourceRows:
     """The frame's rows with text, read record batch by record batch (only the columns needed)."""
     rows = SourceRows([], [], {}, 0, None if doc_column is None else [])
     wanted = list(dict.fromkeys([key, *text_columns, *([doc_column] if doc_column else [])]))
     digest_of: dict[str, str] = {}  # text -> content hash: a repeated text is hashed once
-    for batch in pq.ParquetFile(frame_file).iter_batches(batch_size=WINDOW_ROWS, columns=wanted):
+    for batch in store.parquet_file(frame_file).iter_batches(batch_size=WINDOW_ROWS, columns=wanted):
         k, t, s, d = keyed_batch(batch, key, text_columns, doc_column)
         hashes = []
         for text in t:
@@ -297,7 +296,7 @@ def keyed_batch(batch: pa.RecordBatch, key: str, text_columns: list[str], doc_co
             None if docs is None else [docs[i] for i in keep])
 
 
-def partition_rows(files: list[tuple[str, Path]], key: str, text_columns: list[str], model_id: str,
+def partition_rows(files: list[tuple[str, Location]], key: str, text_columns: list[str], model_id: str,
                    doc_column: str | None = None) -> SourceRows:
     """The rows with text of a partitioned frame's (partition, file) pairs, in partition order,
     each with its partition; a key in several partitions keeps its row from the latest one."""

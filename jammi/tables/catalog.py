@@ -45,8 +45,9 @@ import duckdb
 from jammi import keys, store
 from jammi.embedding.texts import TEXT_SEPARATOR
 from jammi.errors import ArtifactError
+from jammi.shared import FRAMES_DIR, is_folder, parquet_glob, partition_key_of, recorded_frame
 from jammi.spec.catalog import PostgresCatalogSpec, configured_catalog, configured_tables
-from jammi.storage import FRAMES_DIR, frame_path, parquet_glob, partition_key_of, write_atomic
+from jammi.storage import write_atomic
 from jammi.store import Location
 from jammi.tables import duck
 from jammi.tables.catalog_pg import PostgresState, RoundTrips, pg_schema_sql
@@ -1276,21 +1277,20 @@ class Catalog:
 
     # --- views ------------------------------------------------------------------------
 
-    def register_output(self, name: str, path: Path, rows: int) -> None:
+    def register_output(self, name: str, path: Location, rows: int) -> None:
         with self.connect() as con:
             con.execute(_upsert(con, "asset_outputs", ("name", "path", "rows", "updated_at"), ("name",)),
-                        [name, _relative(self.root, path), rows, now()])
+                        [name, _relative(self.data_root, path), rows, now()])
 
     def _make_views(self, con: duckdb.DuckDBPyConnection) -> None:
         """The published file's views, made over its copies of the state tables."""
-        root = self.root
+        if self.tables_url is not None:  # the views read the frames' and tables' URLs
+            store.register_duckdb(con, [self.tables_url])
         if _has_table(con, "asset_outputs"):
             for name, stored in con.execute("SELECT name, path FROM asset_outputs").fetchall():
-                path = root / stored if not Path(stored).is_absolute() else frame_path(root, name)
-                if path.exists():  # a deleted frame gets no view until it is materialized again
+                path = recorded_frame(self.data_root, name, stored)
+                if path is not None:  # a deleted frame gets no view until it is materialized again
                     con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {frame_view_sql(path)}")
-        if self.tables_url is not None:  # the views read the tables' URLs
-            store.register_duckdb(con, [self.tables_url])
         ready = {r["table_name"]: _record(r, self.data_root) for r in _rows(con.execute(
             "SELECT * FROM embedding_tables WHERE status = ?", [STATUS_READY]))}
         current = {r["table_name"]: _version(r) for r in _rows(con.execute(
@@ -1361,10 +1361,11 @@ def _binds(name: str, sql: str, files: list[Location]) -> bool:
     return found
 
 
-def frame_view_sql(path: Path) -> str:
+def frame_view_sql(path: Location) -> str:
     """SELECT of a stored frame: its file, or a partitioned asset's folder, where a key found
-    in several partitions shows its row from the latest partition."""
-    if not path.is_dir():
+    in several partitions shows its row from the latest partition (a URL's file system must be
+    registered with the connection that runs it: jammi.store.register_duckdb)."""
+    if not is_folder(path):
         return f"SELECT * FROM read_parquet({quote_literal(str(path))})"
     files = quote_literal(parquet_glob(path))
     key = partition_key_of(path)

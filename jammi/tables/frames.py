@@ -1,5 +1,6 @@
-"""Asset frames (raw_, validated_, quarantine_, fused_...) kept as Parquet under the artifact
-directory's frames/ folder, each one also a view `jammi.<asset>` in the catalog.
+"""Asset frames (raw_, validated_, quarantine_, fused_...) kept as Parquet under the shared
+frames/ folder (the artifact directory's, or its object-store URL's: jammi.shared), each one
+also a view `jammi.<asset>` in the catalog.
 
 A partitioned asset keeps one file per partition under frames/<asset>/ and nothing else: a
 partition's run writes its own file and no other, so its cost does not grow with the number of
@@ -11,56 +12,58 @@ partition (partition keys sort in time order).
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote
 
 import pandas as pd
 
+from jammi import store
 from jammi.errors import ArtifactError
-from jammi.storage import (
+from jammi.shared import (
     FRAME_META,
-    ensure_writable,
     frame_path,
+    is_folder,
+    partition_files,
     partition_key_of,
+    partition_of,
     partition_path,
+    read_frame,
     stored_frame,
-    write_json_atomic,
-    write_parquet_atomic,
+    write_frame,
+    write_json,
 )
+from jammi.storage import ensure_writable
+from jammi.store import Location
 from jammi.tables.catalog import Catalog
 
 
 def store_frame(artifact_dir: Path, asset: str, frame: pd.DataFrame, partition: str | None = None,
-                unique_key: str | None = None) -> Path:
+                unique_key: str | None = None) -> Location:
     """Write `frame` atomically and point the catalog view `jammi.<asset>` at it (at the folder
     of the partitions, for a partition)."""
     path = frame_path(artifact_dir, asset) if partition is None else partition_path(artifact_dir, asset,
                                                                                     partition)
-    ensure_writable(path.parent, f"asset {asset!r}")
-    write_parquet_atomic(frame, path)
+    if not store.is_url(path):
+        ensure_writable(Path(path).parent, f"asset {asset!r}")
+    write_frame(frame, path)
     register_frame(artifact_dir, asset, path, len(frame), partition, unique_key)
     return path
 
 
-def register_frame(artifact_dir: Path, asset: str, path: Path, rows: int, partition: str | None = None,
+def register_frame(artifact_dir: Path, asset: str, path: Location, rows: int, partition: str | None = None,
                    unique_key: str | None = None) -> None:
     """Record a written frame file in the catalog (its view), a partition's as its folder."""
     if partition is None:
         Catalog(artifact_dir).register_output(asset, path, rows)
         return
-    meta = path.parent / FRAME_META
-    if not meta.exists() or unique_key != partition_key_of(path.parent):
-        write_json_atomic(meta, {"unique_key": unique_key})
-    Catalog(artifact_dir).register_output(asset, path.parent, rows)
+    folder = store.parent_of(path)
+    meta = store.join(folder, FRAME_META)
+    if not store.exists(meta) or unique_key != partition_key_of(folder):
+        write_json(meta, {"unique_key": unique_key})
+    Catalog(artifact_dir).register_output(asset, folder, rows)
 
 
-def partition_files(folder: Path) -> list[Path]:
-    """The partition files of a partitioned asset's folder, in partition order."""
-    return sorted(Path(folder).glob("*.parquet"))
-
-
-def stored_partitions(folder: Path) -> list[tuple[str, Path]]:
+def stored_partitions(folder: Location) -> list[tuple[str, Location]]:
     """(partition key, file) of every stored partition of a partitioned asset's folder."""
-    return [(unquote(f.stem), f) for f in partition_files(folder)]
+    return [(partition_of(f), f) for f in partition_files(folder)]
 
 
 def load_frame(artifact_dir: Path, asset: str, columns: list[str] | None = None,
@@ -68,25 +71,25 @@ def load_frame(artifact_dir: Path, asset: str, columns: list[str] | None = None,
     """The asset's stored rows: one partition's, or the whole asset (every partition's)."""
     if partition is not None:
         path = partition_path(artifact_dir, asset, partition)
-        if not path.exists():
+        if not store.exists(path):
             raise ArtifactError(f"asset {asset!r} partition {partition!r} has no stored output at {path}; "
                                 "materialize it first")
-        return pd.read_parquet(path, columns=columns)
-    path = stored_frame(artifact_dir, asset)
-    if path is None:
+        return read_frame(path, columns)
+    found = stored_frame(artifact_dir, asset)
+    if found is None:
         raise ArtifactError(f"asset {asset!r} has no stored output at {frame_path(artifact_dir, asset)}; "
                             "materialize it first")
-    if path.is_file():
-        return pd.read_parquet(path, columns=columns)
-    return whole_partitions(path, columns)
+    if not is_folder(found):
+        return read_frame(found, columns)
+    return whole_partitions(found, columns)
 
 
-def whole_partitions(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
+def whole_partitions(folder: Location, columns: list[str] | None = None) -> pd.DataFrame:
     """Every partition file of `folder` as one frame, in partition order; with the folder's
     unique key, a key in several partitions keeps its row from the latest one."""
     key = partition_key_of(folder)
     wanted = None if columns is None else list(dict.fromkeys([*columns, *([key] if key else [])]))
-    frames = [pd.read_parquet(f, columns=wanted) for f in partition_files(folder)]
+    frames = [read_frame(f, wanted) for f in partition_files(folder)]
     frames = [f for f in frames if len(f.columns)]
     union = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if key and key in union.columns and len(union):

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from jammi import keys
+from jammi import keys, store
 from jammi.embedding.model import Encoder
 from jammi.errors import ArtifactError
 from jammi.ingest.nats_stream import Event
+from jammi.shared import FRAMES_DIR, frame_path, read_frame, write_frame
 from jammi.silver.pandera_model import REASON_COLUMN
 from jammi.silver.recipe import to_silver
 from jammi.spec.project import Project
-from jammi.storage import frame_path, write_parquet_atomic
+from jammi.storage import write_parquet_atomic
 from jammi.tables.append import Appended, KeyState, append_rows, key_state, merge_segments, needs_merge
 from jammi.tables.build import build_embedding_table, keyed_texts
 from jammi.tables.catalog import Catalog
@@ -174,7 +175,8 @@ class BatchCommitter:
 
     def _first_table(self, valid: pd.DataFrame) -> Appended:
         """No table yet: the first batch builds one (blue/green protocol, version 0)."""
-        path = frame_path(self.project.artifact_dir, f".{keys.validated(self.source)}.first-batch")
+        # the build's input, private to this process: in this node's folder
+        path = self.project.artifact_dir / FRAMES_DIR / f".{keys.validated(self.source)}.first-batch.parquet"
         write_parquet_atomic(valid, path)
         try:
             stats = build_embedding_table(catalog=self.catalog, frame_file=path, pipeline=self.pipeline,
@@ -194,13 +196,13 @@ class BatchCommitter:
         those of the same keys."""
         path = frame_path(self.project.artifact_dir, keys.validated(self.source))
         key = self.src.key
-        if path.exists():
-            old = pd.read_parquet(path)
+        if store.exists(path):
+            old = read_frame(path)
             old = old[~old[key].astype(str).isin(set(valid[key].astype(str)))]
             merged = pd.concat([old, valid], ignore_index=True) if len(old) else valid.reset_index(drop=True)
         else:
             merged = valid.reset_index(drop=True)
-        write_parquet_atomic(merged, path)
+        write_frame(merged, path)
         self._register(keys.validated(self.source), path, len(merged))
 
     def _quarantine(self, rejected: list[Rejected], frame: pd.DataFrame) -> None:
@@ -213,14 +215,14 @@ class BatchCommitter:
         new = pd.DataFrame([self._as_extracted(r) for r in rows],
                            columns=[*self.src.columns, REASON_COLUMN, SEQ_COLUMN, PAYLOAD_COLUMN])
         new[SEQ_COLUMN] = new[SEQ_COLUMN].astype("int64")
-        if path.exists():
-            old = pd.read_parquet(path)
+        if store.exists(path):
+            old = read_frame(path)
             if SEQ_COLUMN in old:
                 new = new[~new[SEQ_COLUMN].isin(set(old[SEQ_COLUMN].dropna().astype("int64")))]
             if not len(new):
                 return
             new = pd.concat([old, new], ignore_index=True)
-        write_parquet_atomic(new, path)
+        write_frame(new, path)
         self._register(keys.quarantine(self.source), path, len(new))
 
     def _register(self, name: str, path, rows: int) -> None:

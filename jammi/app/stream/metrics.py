@@ -1,10 +1,10 @@
 """The stream worker's figures: events per second, end-to-end latency (publish time to
 searchable) p50/p95/p99, error rate, dead-lettered count and consumer lag; one status line,
-and the same figures as `state/streams/<pipeline>.json`, which `jammi status` shows."""
+and the same figures as `state/streams/<pipeline>.json` (a shared file: jammi.shared), which
+`jammi status` shows from any node."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jammi.storage import write_json_atomic
+from jammi.shared import json_files, shared_path, write_json
+from jammi.store import Location
 from jammi.tables.catalog import STATE_DIR
 
 STREAMS_DIR = "streams"
@@ -20,8 +21,8 @@ LATENCY_WINDOW = 10_000  # the newest latencies the percentiles are taken over
 RATE_WINDOW_S = 60.0
 
 
-def status_path(artifact_dir: Path, pipeline: str) -> Path:
-    return Path(artifact_dir) / STATE_DIR / STREAMS_DIR / f"{pipeline}.json"
+def status_path(artifact_dir: Path, pipeline: str) -> Location:
+    return shared_path(artifact_dir, STATE_DIR, STREAMS_DIR, f"{pipeline}.json")
 
 
 @dataclass
@@ -98,18 +99,9 @@ def status_line(snap: dict) -> str:
 
 
 def write_status(artifact_dir: Path, snap: dict, state: str = "running") -> None:
-    path = status_path(artifact_dir, snap["pipeline"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {**snap, "state": state})
+    write_json(status_path(artifact_dir, snap["pipeline"]), {**snap, "state": state})
 
 
 def read_statuses(artifact_dir: Path) -> list[dict]:
     """Every pipeline's last written stream figures (none when no worker ever ran)."""
-    folder = Path(artifact_dir) / STATE_DIR / STREAMS_DIR
-    found = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            found.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
-    return found
+    return json_files(shared_path(artifact_dir, STATE_DIR, STREAMS_DIR))
