@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from jammi import store
+from jammi.app.facade import Jammi
 from jammi.fusion.state import load_state
 from jammi.spec.project import load_project
 from tests.conftest import PG_DSN, REPO, new_bucket
@@ -152,3 +153,39 @@ def test_two_nodes_sharing_only_s3_and_postgres(s3_env, schema, tmp_path, monkey
     project = load_project(a.root / "jammi.yaml")
     state = load_state(project.artifact_dir, "customer")
     assert state is not None and sorted(state.entities["customer_ref"]) == ["c1", "c2", "c3"]
+
+
+def test_partitions_written_on_one_node_are_embedded_and_read_on_another(s3_env, schema, tmp_path,
+                                                                           monkeypatch):
+    """A partitioned source under a URL: node A runs the first day's partition, node B (another
+    node folder) the second's, which refreshes the table node A built; the partition folder's
+    view dedupes keys across partitions, and a third node searches rows of both days."""
+    from tests.test_partitions import DAYS, reviews_rows, run_partition, table_vectors, write_csv
+
+    url = f"s3://{new_bucket(s3_env)}/team/reviews"
+    monkeypatch.setenv("JAMMI_CATALOG_DSN", PG_DSN)
+    write_csv(tmp_path / "data" / "reviews.csv", reviews_rows(3))
+    doc = {"artifact_dir": url, "catalog": {"postgres": "${JAMMI_CATALOG_DSN}", "schema": schema},
+           "sources": {"reviews": {"kind": "csv", "path": "data/reviews.csv", "key": "id",
+                                   "columns": {"id": "int", "title": "str", "created_at": "str"},
+                                   "partitions": {"by": "created_at", "granularity": "day",
+                                                  "start": DAYS[0]}}},
+           "pipelines": {"reviews_pipe": {"source": "reviews", "text_columns": ["title"]}}}
+    (tmp_path / "jammi.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+    def node(name: str):
+        monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / name))
+        return load_project(tmp_path / "jammi.yaml")
+
+    run_partition(node("a"), DAYS[0])
+    run_partition(node("b"), DAYS[1])
+    names = [store.name_of(p) for p in store.listdir(f"{url}/frames/validated_reviews")]
+    assert names == ["2026-11-01.parquet", "2026-11-02.parquet", "_frame.json"]
+    third = node("c")
+    assert sorted(table_vectors(third)) == sorted(str((d + 1) * 100 + i) for d in range(2) for i in range(3))
+    jammi = Jammi(third)
+    assert jammi.sql("SELECT count(*) AS n FROM jammi.validated_reviews")["n"][0] == 6
+    hits = jammi.search("reviews_pipe", "warm boots", k=6, select=["title", "created_at"])
+    assert {h[:10] for h in hits["created_at"]} == set(DAYS[:2])
+    for name in ("a", "b", "c"):  # no node keeps a frame to itself
+        assert (tmp_path / name / "nodes").is_dir() and not list((tmp_path / name).glob("nodes/*/frames"))

@@ -37,6 +37,7 @@ from jammi.query.serving import (
     serving_table,
     unit,
 )
+from jammi.shared import identity
 from jammi.spec.project import Project
 from jammi.store import Location
 from jammi.tables.catalog import Catalog, TableRecord
@@ -192,7 +193,7 @@ class Searcher:
         with self._lock:
             rows = self._rows.get(source)
             if rows is None or rows.path != path or rows.key != key or not rows.current():
-                if not store.exists(path):
+                if identity(path) is None:  # neither the file nor a folder of partitions
                     name = store.name_of(path).removesuffix(".parquet")
                     raise SearchError(f"{name} has not been materialized ({path} missing)")
                 rows = SourceRows(path, key)
