@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -457,8 +458,17 @@ def register_duckdb(con: duckdb.DuckDBPyConnection, locations: list[Location] | 
     schemes = {urlsplit(str(loc)).scheme.lower() for loc in locations if is_url(loc)}
     env = tuple(os.environ.get(k) for k in ENV_KEYS)
     for scheme in sorted(schemes):
-        if not con.filesystem_is_registered(scheme):
-            con.register_filesystem(_duckdb_filesystem(scheme, env))
+        fs = _duckdb_filesystem(scheme, env)
+        mine = _REGISTERED.setdefault(con, {})
+        if con.filesystem_is_registered(scheme):
+            if mine.get(scheme) is fs:
+                continue
+            con.unregister_filesystem(scheme)  # a pooled connection's, made for another store address
+        con.register_filesystem(fs)
+        mine[scheme] = fs
+
+
+_REGISTERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> scheme -> file system
 
 
 def remove_tree(folder: Location) -> None:
