@@ -236,6 +236,8 @@ def test_a_12_partition_backfill_on_nodes_that_share_no_disk(services, tmp_path,
     assert used == {f"{n}-{queue}" for n in WORKERS}, used  # both workers took steps
 
     seen = json.loads(seen_file.read_text(encoding="utf-8"))
+    print(f"reader: {seen['sql']} sql and {seen['search']} searches over the backfill, "
+          f"{seen['before_table']} before the first commit; counts seen {sorted(set(seen['counts']))}")
     assert seen["errors"] == [], seen["errors"][:5]
     assert seen["sql"] >= 3 and seen["search"] >= 3 and seen["counts"][-1] == len(DAYS) * PER_DAY, seen
 
