@@ -32,7 +32,7 @@ from urllib.parse import quote, unquote
 from jammi import store
 from jammi.errors import ArtifactError
 from jammi.spec.catalog import configured_tables
-from jammi.storage import FrameWriter, tmp_path, write_atomic
+from jammi.storage import FrameWriter, tmp_path
 from jammi.storage import committing as committing_files
 from jammi.store import Location
 
@@ -173,21 +173,20 @@ def read_frame(location: Location, columns: list[str] | None = None) -> pd.DataF
     return store.read_parquet(location, columns).to_pandas()
 
 
-def write_frame(frame: pd.DataFrame, location: Location) -> None:
+def write_frame(frame: pd.DataFrame, location: Location) -> str:
     """`frame` as the Parquet file at `location`, replaced whole (a reader sees the old file or
-    the new one)."""
-    write_file(location, lambda path: frame.to_parquet(path, index=False))
+    the new one); returns the digest of what was written."""
+    return write_file(location, lambda path: frame.to_parquet(path, index=False))
 
 
-def write_file(location: Location, write: Callable[[Path], object]) -> None:
+def write_file(location: Location, write: Callable[[Path], object]) -> str:
     """`write(path)` makes the whole content of `location` in the local file `path`: the
     temporary file beside a local `location` (its folder made first; jammi.storage.write_atomic:
-    a full disk is named), or a spool file uploaded whole (jammi.store.write_object)."""
-    if store.is_url(location):
-        store.write_object(location, write)
-        return
-    Path(location).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(Path(location), write)
+    a full disk is named), or a spool file uploaded whole (jammi.store.write_object). Returns
+    the digest of what was written (jammi.checksums)."""
+    if not store.is_url(location):
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+    return store.write_object(location, write)
 
 
 def read_json(location: Location) -> dict | None:

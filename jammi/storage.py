@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -103,6 +104,18 @@ def _size(n: int) -> str:
         if value < 1024:
             break
     return f"{value:.1f} {unit}"
+
+
+DIGEST_ALGORITHM = "sha256"  # of every file of a table version and of every frame (jammi.checksums)
+
+
+def file_digest(path: Path) -> str:
+    """`sha256:<hex>` of a local file's bytes (SHA-NI makes sha256 hashlib's fastest on x86)."""
+    h = hashlib.new(DIGEST_ALGORITHM)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return f"{DIGEST_ALGORITHM}:{h.hexdigest()}"
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
@@ -207,6 +220,7 @@ class FrameWriter:
         self.columns: list[str] | None = None
         self._stream = None  # pq.ParquetWriter of the file batches stream into, while open
         self._stream_path: Path | None = None
+        self.digest: str | None = None  # of the finished file (`finish`)
 
     def write(self, frame: pd.DataFrame) -> None:
         with named_when_full(self.path, self.discard):
@@ -281,6 +295,7 @@ class FrameWriter:
             raise
         finally:
             shutil.rmtree(self.parts_dir, ignore_errors=True)
+        self.digest = file_digest(tmp)  # recorded with the frame (jammi.checksums)
         return tmp
 
     def commit(self) -> Path:

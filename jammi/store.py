@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from jammi.errors import ArtifactError, JammiError
-from jammi.storage import tmp_path, write_atomic
+from jammi.storage import DIGEST_ALGORITHM, file_digest, tmp_path, write_atomic
 
 if TYPE_CHECKING:
     import duckdb
@@ -46,7 +46,6 @@ CACHE_ENV = "JAMMI_CACHE_DIR"  # where fetched sidecars and URL projects' node f
 CACHE_BYTES_ENV = "JAMMI_CACHE_BYTES"  # the bound of the fetched-object cache
 DEFAULT_CACHE_BYTES = 4 << 30
 CHUNK = 8 << 20  # bytes copied at a time between a spool file and a store
-DIGEST_ALGORITHM = "sha256"  # of every file written (jammi.checksums)
 
 
 # --- telling URLs from paths, and the file system of a URL ----------------------------------
@@ -286,15 +285,6 @@ def put_file(local: Path, location: Location) -> str:
                 out.write(chunk)
     except OSError as err:
         raise _fail(location, "write", err) from None
-    return f"{DIGEST_ALGORITHM}:{h.hexdigest()}"
-
-
-def file_digest(path: Path) -> str:
-    """`sha256:<hex>` of a local file's bytes (SHA-NI makes sha256 hashlib's fastest on x86)."""
-    h = hashlib.new(DIGEST_ALGORITHM)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
     return f"{DIGEST_ALGORITHM}:{h.hexdigest()}"
 
 

@@ -197,3 +197,31 @@ def test_a_damaged_sidecar_is_not_trusted_and_repair_rebuilds_it(refreshed, tmp_
     assert repaired.exit_code == 0, repaired.output
     assert cli(config, "verify").exit_code == 0
     assert index.read_bytes() != bytes(data)  # rebuilt from its segment
+
+
+@pytest.mark.slow
+def test_a_damaged_validated_frame_is_never_read_and_repair_writes_it_again(refreshed, tmp_path):
+    """A frame's checksum is recorded when its step commits it: search (which returns the frame's
+    columns) and the embeddings step refuse a damaged one, naming it; verify --repair writes it
+    again from its source."""
+    root = tmp_path / "proj"
+    shutil.copytree(refreshed, root)
+    config = root / "jammi.yaml"
+    Catalog(root / "artifacts").publish()
+    frame = root / "artifacts" / "frames" / "validated_products.parquet"
+    middle(frame)
+
+    found = cli(config, "search", "products_pipe", "espresso coffee", "-k", "3")
+    assert found.exit_code == 1
+    assert f"{frame} is damaged" in found.output and "materialize --select validated_products" in found.output
+    assert len(found.output.strip().splitlines()) == 1, found.output
+
+    checked = cli(config, "verify", "--format", "csv")
+    assert checked.exit_code == 1 and "validated_products.parquet is damaged" in checked.output, checked.output
+    repaired = cli(config, "verify", "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    assert "full rebuild" not in repaired.output
+    assert cli(config, "verify").exit_code == 0
+    answer = cli(config, "search", "products_pipe", "espresso coffee", "-k", "1", "--select", "title",
+                 "--format", "csv")
+    assert answer.exit_code == 0 and "Espresso machine" in answer.output, answer.output

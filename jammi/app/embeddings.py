@@ -25,7 +25,7 @@ from jammi.tables.build import EmbedStats, SourceRows, build_embedding_table, do
 from jammi.tables.catalog import STATUS_READY, Catalog, Snapshot, TableRecord, with_sidecars
 from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar
 from jammi.tables.cost import unchanged_usage, usage_tokens
-from jammi.tables.frames import stored_partitions
+from jammi.tables.frames import check_frame, stored_partitions
 from jammi.tables.generation import generation_of, source_schema_version
 from jammi.tables.index import IndexStats, VersionIndex, build_index, segment_base, sidecar_files
 from jammi.tables.parity import SOURCE_TABLE_PARITY, compare, parity_check
@@ -82,9 +82,13 @@ def embed_pipeline(project: Project, pipeline: str, encoder: Encoder,
             if not store.exists(frame):
                 raise SourceError(f"pipeline {pipeline!r}: {frame_asset} has not been "
                                   f"materialized ({frame} missing); materialize it first")
-        done = None if full else _unchanged(project, pipeline, catalog, frame, partition, run_id, recovered)
+        snap = catalog.snapshot(pipeline, frames=[frame])  # one read for what follows
+        done = None if full else _unchanged(project, pipeline, catalog, snap, frame, partition, run_id,
+                                            recovered)
         if done is not None:
             return done
+        # never embed from a damaged frame
+        check_frame(project.artifact_dir, frame_asset, frame, digests=snap.frame_digests)
         if partition is not None and not store.is_url(frame):  # a partition's own file: one writer
             run = _embed_frame(project, pipeline, encoder, catalog, progress, run_id, full, partition,
                                Path(frame), recovered, full_token)
@@ -130,12 +134,12 @@ def _remember(project: Project, pipeline: str, catalog: Catalog, frame: Location
                      if o.name in (checks.ROW_COUNT, SOURCE_TABLE_PARITY)]})
 
 
-def _unchanged(project: Project, pipeline: str, catalog: Catalog, frame: Location, partition: str | None,
-               run_id: str | None, recovered: list) -> EmbeddingRun | None:
+def _unchanged(project: Project, pipeline: str, catalog: Catalog, snap: Snapshot, frame: Location,
+               partition: str | None, run_id: str | None, recovered: list) -> EmbeddingRun | None:
     """The run's result without reading a row, when the frame and the table's current version
     are exactly what the last run of this pipeline (and partition) left: nothing can have
-    changed, and what it checked (row count, parity) still holds."""
-    snap = catalog.snapshot(pipeline)  # one read for the memo's inputs and the result
+    changed, and what it checked (row count, parity) still holds. `snap`: the catalog read once
+    for the memo's inputs and the result."""
     found = _embed_inputs(project, pipeline, snap, frame, partition)
     done = found and memo.recall(found[0], found[1], [])
     if not done:

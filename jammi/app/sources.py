@@ -159,12 +159,12 @@ def _store_raw(project: Project, source: str, partition: str | None, path: Locat
     if partition is None:
         writer = _write(path, extract_batches(project, source), ledger)
         with committing([writer]):
-            register_frame(project.artifact_dir, asset, path, writer.rows)
+            register_frame(project.artifact_dir, asset, path, writer.rows, digest=writer.digest)
         return StoredFrame(path, writer.rows, writer.head)
     got = partition_batches(project, source, partition)
     writer = _write(path, got.batches, ledger)
     with committing([writer]):
-        register_frame(project.artifact_dir, asset, path, writer.rows, partition)
+        register_frame(project.artifact_dir, asset, path, writer.rows, partition, digest=writer.digest)
     return StoredFrame(path, writer.rows, writer.head, got.unplaced)
 
 
@@ -304,8 +304,9 @@ def _validate(project: Project, source: str, run_id: str | None, partition: str 
                                 sampled=valid_w.rows if sample.sampled else None)
         with committing([valid_w, quarantine_w]):
             register_frame(project.artifact_dir, validated, valid_path, valid_w.rows, **where,
-                           unique_key=spec.key)
-            register_frame(project.artifact_dir, quarantine, quarantine_path, quarantine_w.rows, **where)
+                           unique_key=spec.key, digest=valid_w.digest)
+            register_frame(project.artifact_dir, quarantine, quarantine_path, quarantine_w.rows, **where,
+                           digest=quarantine_w.digest)
             Catalog(project.artifact_dir).record_checks(run_id, validated, partition, outcomes)
     except BaseException:
         valid_w.discard()

@@ -16,7 +16,7 @@ from jammi.spec.project import Project
 from jammi.tables.build import partition_rows
 from jammi.tables.catalog import Catalog
 from jammi.tables.contract import manifest_index_spec
-from jammi.tables.frames import stored_partitions
+from jammi.tables.frames import check_frame, stored_partitions
 from jammi.tables.parity import Parity, compare
 from jammi.tables.refresh import source_rows
 from jammi.tables.versions import DamagedFile, Version, check_files
@@ -34,6 +34,7 @@ class Verification:
     sink: str = ""  # a sink's row: table_name is then the store table its stable name serves
     damaged: str = ""  # the damaged file of the table, if any
     intact: int | None = None  # a damaged file: the newest earlier version whose files all read
+    rewrite: tuple[str, ...] = ()  # a damaged input frame: the assets that write it again
 
     @property
     def clean(self) -> bool:
@@ -42,13 +43,16 @@ class Verification:
     @property
     def needs_rebuild(self) -> bool:
         """The table cannot be read as recorded: only a full rebuild repairs it."""
-        return bool(self.problem) and bool(self.table_name) and not self.sink
+        return bool(self.problem) and bool(self.table_name) and not self.sink and not self.rewrite
 
     @property
     def repair_assets(self) -> list[str]:
         """What `--repair` materializes: the pipeline's table and index, or the sink (comparing
-        every store row with the table)."""
-        return [keys.sink(self.pipeline, self.sink)] if self.sink else keys.pipeline_assets(self.pipeline)
+        every store row with the table); a damaged input frame is written again from its source
+        first."""
+        if self.sink:
+            return [keys.sink(self.pipeline, self.sink)]
+        return [*self.rewrite, *keys.pipeline_assets(self.pipeline)]
 
     @property
     def repair_full(self) -> bool:
@@ -75,6 +79,11 @@ def verify_pipeline(project: Project, pipeline: str) -> Verification:
                                     "materialized")
     if rec is None:
         return Verification(pipeline, problem="no ready embedding table")
+    try:
+        check_frame(project.artifact_dir, asset, frame, fresh=True)
+    except ArtifactError as err:  # written again from its source by --repair, then refreshed
+        return Verification(pipeline, rec.table_name, rec.current_version, problem=str(err),
+                            rewrite=tuple(keys.frame_assets(project, project.pipeline_input(pipeline))))
     catalog = Catalog(project.artifact_dir)
     try:
         version = catalog.current_version(rec)

@@ -42,6 +42,7 @@ from jammi.spec.project import Project
 from jammi.store import Location
 from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.contract import manifest_index_spec
+from jammi.tables.frames import check_frame
 from jammi.tables.index import VersionIndex
 from jammi.tables.versions import Version
 
@@ -196,6 +197,7 @@ class Searcher:
                 if identity(path) is None:  # neither the file nor a folder of partitions
                     name = store.name_of(path).removesuffix(".parquet")
                     raise SearchError(f"{name} has not been materialized ({path} missing)")
+                check_frame(self.project.artifact_dir, self.project.frame_asset(source), path)
                 rows = SourceRows(path, key)
                 self._rows[source] = rows
             return rows

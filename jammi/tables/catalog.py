@@ -165,6 +165,11 @@ CREATE TABLE IF NOT EXISTS fusion_labels (
     origin VARCHAR,
     PRIMARY KEY (entity, left_source, left_id, right_source, right_id)
 );
+CREATE TABLE IF NOT EXISTS frame_checksums (
+    path VARCHAR PRIMARY KEY,
+    digest VARCHAR NOT NULL,
+    recorded_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sidecar_checksums (
     table_name VARCHAR NOT NULL,
     file VARCHAR NOT NULL,
@@ -177,7 +182,7 @@ CREATE TABLE IF NOT EXISTS sidecar_checksums (
 _ADDED_COLUMNS = {"source_schema_version": "VARCHAR", "text_separator": "VARCHAR", "generation": "VARCHAR",
                   "current_version": "INTEGER"}
 STATE_TABLES = ("embedding_tables", "active_tables", "quality_report", "table_versions", "refresh_log",
-                "asset_outputs", "fusion_labels", "sidecar_checksums")
+                "asset_outputs", "fusion_labels", "sidecar_checksums", "frame_checksums")
 _SIDECAR_COLUMNS = ("table_name", "file", "digest", "recorded_at")
 LABEL_COLUMNS = ("entity", "left_source", "left_id", "right_source", "right_id", "is_match", "labelled_by",
                  "labelled_at", "origin")
@@ -451,6 +456,7 @@ class Snapshot:
     active: TableRecord | None  # the table search serves
     version: Version | None  # the version of it served
     pointer: Pointer | None
+    frame_digests: dict = dataclasses.field(default_factory=dict)  # of the frames asked for
 
 
 class Catalog:
@@ -1171,16 +1177,17 @@ class Catalog:
             return rec, (self._current(con, rec) if rec.status == STATUS_READY else
                          with_sidecars(_initial_version(rec), self._sidecars(con, rec.table_name)))
 
-    def snapshot(self, pipeline: str) -> Snapshot:
+    def snapshot(self, pipeline: str, frames: list[Location] | tuple = ()) -> Snapshot:
         """What a step of `pipeline` reads before it works, in one read: the table search
-        serves (`active`), the version of it served (`current_version`) and the pointer."""
+        serves (`active`), the version of it served (`current_version`), the pointer, and the
+        digests recorded for the frame files `frames` (frame_digests)."""
         if not self.exists():
             return Snapshot(None, None, None)
         with self.connect(read_only=True) as con:
             row = self._serving(con, pipeline=pipeline)
             rec = _record(row, self.data_root) if row else None
             return Snapshot(rec, self._current(con, rec) if rec is not None else None,
-                            self._pointer(con, pipeline))
+                            self._pointer(con, pipeline), self._frame_digests(con, list(frames)))
 
     def stamp(self) -> tuple | None:
         """Differs after every publish (see jammi.tables.published.published_stamp): a reader
@@ -1277,10 +1284,33 @@ class Catalog:
 
     # --- views ------------------------------------------------------------------------
 
-    def register_output(self, name: str, path: Location, rows: int) -> None:
-        with self.connect() as con:
+    def register_output(self, name: str, path: Location, rows: int, file: Location | None = None,
+                        digest: str | None = None) -> None:
+        """Record asset `name`'s frame (its view reads `path`: a file, or a partitioned asset's
+        folder) and, in the same commit, the `digest` of the frame file just written (`file`,
+        default `path`: a partition's file), which readers compare it with (jammi.checksums)."""
+        with self.connect() as con, (_transaction(con) if digest else contextlib.nullcontext()):
             con.execute(_upsert(con, "asset_outputs", ("name", "path", "rows", "updated_at"), ("name",)),
                         [name, _relative(self.data_root, path), rows, now()])
+            if digest:
+                con.execute(_upsert(con, "frame_checksums", ("path", "digest", "recorded_at"), ("path",)),
+                            [_relative(self.data_root, file or path), digest, now()])
+
+    def frame_digests(self, files: list[Location]) -> dict[Location, str]:
+        """The digest recorded for each of the frame `files` that has one."""
+        if not files or not self.exists():
+            return {}
+        with self.connect(read_only=True) as con:
+            return self._frame_digests(con, files)
+
+    def _frame_digests(self, con: duckdb.DuckDBPyConnection, files: list[Location]) -> dict[Location, str]:
+        if not files or not _has_table(con, "frame_checksums"):
+            return {}
+        wanted = {_relative(self.data_root, f): f for f in files}
+        listed = "path = ANY(?)" if getattr(con, "is_postgres", False) else "list_contains(?, path)"
+        rows = con.execute(f"SELECT path, digest FROM frame_checksums WHERE {listed}",
+                           [list(wanted)]).fetchall()
+        return {wanted[p]: d for p, d in rows}
 
     def _make_views(self, con: duckdb.DuckDBPyConnection) -> None:
         """The published file's views, made over its copies of the state tables."""
