@@ -2,8 +2,9 @@
 
 A project (one CSV source of `--rows` demo products, one pipeline) is built, then refreshed
 (edits, deletions and additions), so that the version it serves has a base segment, a refresh
-segment and a deletion file, each segment with its HNSW sidecar (`.usearch`) and rowmap. That
-copy is kept pristine. Each trial copies it, damages one file of one kind — bytes flipped at
+segment and a deletion file, each segment with its HNSW sidecar (`.usearch`) and rowmap, and
+the validated frame they were embedded from (which search reads its columns from). That copy
+is kept pristine. Each trial copies it, damages one file of one kind — bytes flipped at
 random offsets (1 to 64 of them, in one run or scattered) or the file cut short at a random
 length — and does what a user does, through the `jammi` command line (in process, as the
 console script runs it):
@@ -55,7 +56,7 @@ RESULTS = ROOT / "bench" / "results" / "integrity.json"
 PIPELINE = "products_pipe"
 FIELDS = ["product_id", "title", "description", "category", "brand", "price"]
 QUERIES = ["waterproof jacket for rainy hikes", "espresso machine", "running shoes", "yoga mat"]
-KINDS = ("segment", "refresh_segment", "deletes", "usearch", "rowmap")
+KINDS = ("segment", "refresh_segment", "deletes", "usearch", "rowmap", "frame")
 TABLE_SQL = (f"SELECT _row_id, _content_hash, round(list_sum(vector), 5) AS s "
              f"FROM jammi.{PIPELINE}_embeddings ORDER BY _row_id")
 
@@ -118,7 +119,8 @@ def files_of(root: Path) -> dict[str, Path]:
     tables = root / "artifacts" / TABLES_DIR
     base, refresh = (tables / ref.file for ref in version.segments)
     return {"segment": base, "refresh_segment": refresh, "deletes": tables / version.deletes[0].file,
-            "usearch": base.with_suffix(".usearch"), "rowmap": base.with_suffix(".rowmap")}
+            "usearch": base.with_suffix(".usearch"), "rowmap": base.with_suffix(".rowmap"),
+            "frame": root / "artifacts" / "frames" / "validated_products.parquet"}
 
 
 def damage(path: Path, rng: random.Random) -> str:
@@ -186,9 +188,7 @@ def equal_tables(a: dict, b: dict, tolerance: float) -> tuple[bool, float]:
 
 def trial(pristine: Path, work: Path, kind: str, rng: random.Random, expected: dict, table: dict,
           tolerance: float) -> dict:
-    root = work / "proj"
-    if root.exists():
-        shutil.rmtree(root)
+    root = work / f"proj-{kind}-{rng.randrange(10**9)}"  # a new folder each time, as a new project is
     shutil.copytree(pristine, root)
     config = root / "jammi.yaml"
     Catalog(root / "artifacts").publish()  # this copy's own published file
@@ -211,6 +211,7 @@ def trial(pristine: Path, work: Path, kind: str, rng: random.Random, expected: d
     equal, worst = (False, float("inf"))
     if code == 0 and clean == 0:
         equal, worst = equal_tables(table_of(config), table, tolerance)
+    shutil.rmtree(root, ignore_errors=True)
     return {"kind": kind, "file": target.name, "damage": what, "detected": detected, "wrong_answers": wrong,
             "verify_exit": verified, "repair_exit": code, "repaired": code == 0 and clean == 0 and equal,
             "max_vector_difference": None if worst == float("inf") else worst, "tracebacks": tracebacks,

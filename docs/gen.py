@@ -720,6 +720,7 @@ INTEGRITY_KINDS = {
     "deletes": "deletion file (`.deletes.parquet`)",
     "usearch": "HNSW sidecar (`.usearch`)",
     "rowmap": "row map (`.rowmap`)",
+    "frame": "validated frame (`frames/validated_*.parquet`)",
 }
 
 
