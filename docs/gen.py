@@ -915,6 +915,10 @@ LAYOUT = {
         "the files every node shares (frames, fusion state, watermarks, stream figures) under the "
         "artifact directory or its object-store URL"
     ),
+    "jammi/checksums.py": (
+        "the digests of table files and frames compared on first use, remembered per node by each "
+        "file's identity"
+    ),
     "jammi/terminal.py": "frames as text for a terminal: an aligned table, JSON or CSV",
     "jammi/types.py": "the one type vocabulary (str int float bool datetime date), its pandas dtypes, casts",
     "jammi/spec/": (

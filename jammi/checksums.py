@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import threading
 from pathlib import Path
 
 from jammi import store
+from jammi.errors import ArtifactError
+from jammi.storage import write_json_atomic
 from jammi.store import Location, file_digest
 
 KNOWN_FILE = "verified.json"
@@ -68,14 +69,10 @@ def _save(identity: str, digest: str) -> None:
     on_disk[identity] = digest  # newest last: the oldest are dropped first
     while len(on_disk) > KNOWN_LIMIT:
         on_disk.pop(next(iter(on_disk)))
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
+    # a read-only or full cache folder: this process still remembers it
+    with contextlib.suppress(OSError, ArtifactError):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(on_disk), encoding="utf-8")
-        os.replace(tmp, target)
-    except OSError:  # a read-only or full cache folder: this process still remembers it
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        write_json_atomic(target, on_disk)
 
 
 def remember(path: Path, digest: str) -> None:

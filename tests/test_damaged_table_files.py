@@ -217,7 +217,8 @@ def test_a_damaged_validated_frame_is_never_read_and_repair_writes_it_again(refr
     assert len(found.output.strip().splitlines()) == 1, found.output
 
     checked = cli(config, "verify", "--format", "csv")
-    assert checked.exit_code == 1 and "validated_products.parquet is damaged" in checked.output, checked.output
+    assert checked.exit_code == 1
+    assert "validated_products.parquet is damaged" in checked.output, checked.output
     repaired = cli(config, "verify", "--repair")
     assert repaired.exit_code == 0, repaired.output
     assert "full rebuild" not in repaired.output

@@ -25,7 +25,8 @@ from jammi.tables.build import EmbedStats, SourceRows, build_embedding_table, do
 from jammi.tables.catalog import STATUS_READY, Catalog, Snapshot, TableRecord, with_sidecars
 from jammi.tables.contract import manifest_index_spec, read_manifest, sidecar
 from jammi.tables.cost import unchanged_usage, usage_tokens
-from jammi.tables.frames import check_frame, stored_partitions
+from jammi.tables.frame_checksums import check_frame
+from jammi.tables.frames import stored_partitions
 from jammi.tables.generation import generation_of, source_schema_version
 from jammi.tables.index import IndexStats, VersionIndex, build_index, segment_base, sidecar_files
 from jammi.tables.parity import SOURCE_TABLE_PARITY, compare, parity_check

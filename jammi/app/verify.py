@@ -16,7 +16,8 @@ from jammi.spec.project import Project
 from jammi.tables.build import partition_rows
 from jammi.tables.catalog import Catalog
 from jammi.tables.contract import manifest_index_spec
-from jammi.tables.frames import check_frame, stored_partitions
+from jammi.tables.frame_checksums import check_frame
+from jammi.tables.frames import stored_partitions
 from jammi.tables.parity import Parity, compare
 from jammi.tables.refresh import source_rows
 from jammi.tables.versions import DamagedFile, Version, check_files

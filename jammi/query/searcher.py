@@ -42,7 +42,7 @@ from jammi.spec.project import Project
 from jammi.store import Location
 from jammi.tables.catalog import Catalog, TableRecord
 from jammi.tables.contract import manifest_index_spec
-from jammi.tables.frames import check_frame
+from jammi.tables.frame_checksums import check_frame
 from jammi.tables.index import VersionIndex
 from jammi.tables.versions import Version
 

@@ -51,7 +51,8 @@ def store_frame(artifact_dir: Path, asset: str, frame: pd.DataFrame, partition: 
 def register_frame(artifact_dir: Path, asset: str, path: Location, rows: int, partition: str | None = None,
                    unique_key: str | None = None, digest: str | None = None) -> None:
     """Record a written frame file in the catalog (its view), a partition's as its folder, with
-    the `digest` of its bytes (FrameWriter.digest) that readers compare it with (check_frame)."""
+    the `digest` of its bytes (FrameWriter.digest) that readers compare it with
+    (jammi.tables.frame_checksums)."""
     if digest is not None:
         checksums.written(path, digest)
     if partition is None:
@@ -62,28 +63,6 @@ def register_frame(artifact_dir: Path, asset: str, path: Location, rows: int, pa
     if not store.exists(meta) or unique_key != partition_key_of(folder):
         write_json(meta, {"unique_key": unique_key})
     Catalog(artifact_dir).register_output(asset, folder, rows, file=path, digest=digest)
-
-
-def check_frame(artifact_dir: Path, asset: str, frame: Location, fresh: bool = False,
-                digests: dict | None = None) -> None:
-    """The stored frame `frame` of `asset` (its file, or every partition file of its folder)
-    matches the digests recorded when it was written (jammi.checksums: hashed once per node
-    unless `fresh`; `digests`: those recorded, when the caller read them already, e.g. with
-    Catalog.snapshot), else raise ArtifactError naming the file and the fix. Frames written before
-    checksums were recorded have none and pass; an object in a store is hashed only when
-    `fresh` (the store checks each upload itself)."""
-    files = partition_files(frame) if is_folder(frame) else [frame]
-    if not fresh:
-        files = [f for f in files if not store.is_url(f)]
-    if digests is None:
-        digests = Catalog(artifact_dir).frame_digests(files)
-    for file in files:
-        if not checksums.matches(file, digests.get(file), fresh):
-            which = f" --partition {partition_of(file)}" if is_folder(frame) else ""
-            raise ArtifactError(
-                f"{file} is damaged (its bytes do not match the checksum recorded when it was written); "
-                f"run `jammi materialize --select {asset}{which}` to write it again from its source "
-                "(`jammi verify --repair` does that for a pipeline's input)")
 
 
 def stored_partitions(folder: Location) -> list[tuple[str, Location]]:
