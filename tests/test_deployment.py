@@ -73,13 +73,69 @@ def test_env_example_documents_every_variable_the_deployment_reads():
     for name in ["DAGSTER_DEPLOYMENT", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER",
                  "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB", executors.EXECUTOR_ENV, executors.MAX_CONCURRENT_ENV,
                  executors.BROKER_ENV, executors.BACKEND_ENV, executors.QUEUE_ENV, executors.K8S_CONFIG_ENV,
-                 "CELERY_CONCURRENCY"]:
+                 "CELERY_CONCURRENCY", "JAMMI_ARTIFACT_DIR", "JAMMI_CATALOG_DSN", "JAMMI_CACHE_DIR"]:
         assert f"{name}=" in text, name
 
 
 def test_k8s_instance_is_valid_without_a_cluster():
     pytest.importorskip("dagster_k8s", reason="needs the production extra: pip install -e '.[production]'")
     assert deployment.check_instance(REPO / "deploy" / "k8s") == []
+
+
+def _k8s_documents() -> dict[str, list]:
+    return {path.name: [d for d in yaml.safe_load_all(path.read_text()) if d]
+            for path in sorted((REPO / "deploy" / "k8s").glob("*.yaml"))}
+
+
+def _keys_and_values(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield k
+            yield from _keys_and_values(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _keys_and_values(v)
+    else:
+        yield node
+
+
+def test_k8s_pods_share_no_volume_only_the_store_and_postgres():
+    docs = _k8s_documents()
+    assert set(docs) == {"dagster.yaml", "executor.yaml", "jammi-env.yaml"}
+    words = [str(w) for d in docs.values() for w in _keys_and_values(d)]
+    for shared in ["persistent_volume_claim", "persistentVolumeClaim", "ReadWriteMany", "claim_name"]:
+        assert shared not in words, shared
+    env = {d["kind"]: d for d in docs["jammi-env.yaml"]}
+    config, secret = env["ConfigMap"]["data"], env["Secret"]["stringData"]
+    names = (env["ConfigMap"]["metadata"]["name"], env["Secret"]["metadata"]["name"])
+    assert names == ("jammi-env", "jammi-secrets")
+    assert config["JAMMI_ARTIFACT_DIR"].startswith("s3://") and "JAMMI_CATALOG_DSN" in secret
+    # every pod Jammi starts: the run worker (the launcher) and each step (the executor)
+    launcher = docs["dagster.yaml"][0]["run_launcher"]["config"]
+    executor = docs["executor.yaml"][0]["execution"]["config"]
+    for pod in (launcher, executor):
+        assert (pod["env_config_maps"], pod["env_secrets"]) == (["jammi-env"], ["jammi-secrets"])
+        assert [v["name"] for v in pod["volumes"]] == ["jammi-cache"] and "empty_dir" in pod["volumes"][0]
+        assert pod["volume_mounts"] == [{"name": "jammi-cache", "mount_path": config["JAMMI_CACHE_DIR"]}]
+    # the instance's PostgreSQL settings come from the same ConfigMap and Secret
+    db = docs["dagster.yaml"][0]["storage"]["postgres"]["postgres_db"]
+    assert {v["env"] for v in db.values() if isinstance(v, dict)} <= set(config) | set(secret)
+
+
+def test_a_project_reading_the_k8s_environment_keeps_its_files_in_the_store(tmp_path, monkeypatch):
+    env = {d["kind"]: d for d in _k8s_documents()["jammi-env.yaml"]}
+    for name, value in {**env["ConfigMap"]["data"], **env["Secret"]["stringData"]}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("JAMMI_CACHE_DIR", str(tmp_path / "cache"))   # the pod's emptyDir
+    (tmp_path / "jammi.yaml").write_text(yaml.safe_dump({
+        "artifact_dir": "${JAMMI_ARTIFACT_DIR}", "catalog": {"postgres": "${JAMMI_CATALOG_DSN}"},
+        "sources": {}, "pipelines": {}}))
+    from jammi.spec.project import load_project
+
+    project = load_project(tmp_path / "jammi.yaml")
+    assert project.artifact_url == env["ConfigMap"]["data"]["JAMMI_ARTIFACT_DIR"]
+    assert project.spec.catalog is not None
+    assert project.artifact_dir.is_relative_to(tmp_path / "cache")
 
 
 def test_a_broken_instance_file_is_reported_naming_the_field(tmp_path):
