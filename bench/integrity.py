@@ -226,6 +226,9 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=1e-5, help="largest vector difference after repair")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the trials of the kinds this run does not run from the existing --results "
+                         "(each kind records the commit it was measured at)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="jammi-integrity-"))
@@ -251,8 +254,21 @@ def main() -> None:
             print(f"  {kind:16s} {i + 1:3d}  {'detected' if result['detected'] else 'MISSED  '}  "
                   f"{'repaired' if result['repaired'] else 'NOT REPAIRED'}  {traced}{result['damage']}",
                   flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    measured_at = {kind: {"commit": commit, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                   for kind in args.kinds.split(",")}
+    if args.merge and args.results.exists():
+        before = json.loads(args.results.read_text(encoding="utf-8"))
+        kept = [t for t in before["trials"] if t["kind"] not in measured_at]
+        measured_at = {**{k: v for k, v in before.get("measured_at", {}).items() if k not in measured_at},
+                       **{k: {"commit": before.get("commit"), "date": before.get("date")}
+                          for k in {t["kind"] for t in kept} if k not in before.get("measured_at", {})},
+                       **measured_at}
+        trials = kept + trials
+    kinds = [k for k in KINDS if k in measured_at] + [k for k in measured_at if k not in KINDS]
     summary = {}
-    for kind in args.kinds.split(","):
+    for kind in kinds:
         mine = [t for t in trials if t["kind"] == kind]
         summary[kind] = {"trials": len(mine), "detected": sum(t["detected"] for t in mine),
                          "repaired": sum(t["repaired"] for t in mine),
@@ -265,9 +281,8 @@ def main() -> None:
     targets = {"detected_share": "== 1.0", "repaired_share": "== 1.0", "tracebacks": "== 0"}
     derived = {"detected_share": totals["detected"] / totals["trials"],
                "repaired_share": totals["repaired"] / totals["trials"], "tracebacks": totals["tracebacks"]}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
     payload = {"benchmark": "integrity", "date": time.strftime("%Y-%m-%d"), "commit": commit,
+               "measured_at": measured_at,
                "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}",
                "settings": {"trials_per_kind": args.trials, "rows": args.rows, "seed": args.seed,
                             "tolerance": args.tolerance, "queries": QUERIES},

@@ -45,7 +45,14 @@ import duckdb
 from jammi import keys, store
 from jammi.embedding.texts import TEXT_SEPARATOR
 from jammi.errors import ArtifactError
-from jammi.shared import FRAMES_DIR, is_folder, parquet_glob, partition_key_of, recorded_frame
+from jammi.shared import (
+    FRAMES_DIR,
+    is_folder,
+    parquet_glob,
+    partition_files,
+    partition_key_of,
+    recorded_frame,
+)
 from jammi.spec.catalog import PostgresCatalogSpec, configured_catalog, configured_tables
 from jammi.storage import write_atomic
 from jammi.store import Location
@@ -1319,8 +1326,12 @@ class Catalog:
         if _has_table(con, "asset_outputs"):
             for name, stored in con.execute("SELECT name, path FROM asset_outputs").fetchall():
                 path = recorded_frame(self.data_root, name, stored)
-                if path is not None:  # a deleted frame gets no view until it is materialized again
-                    con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {frame_view_sql(path)}")
+                if path is None:  # a deleted frame gets no view until it is materialized again
+                    continue
+                sql = frame_view_sql(path)
+                files = partition_files(path) if is_folder(path) else [path]
+                if _binds(name, sql, files, replaced=True):  # a damaged frame gets no view either
+                    con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {sql}")
         ready = {r["table_name"]: _record(r, self.data_root) for r in _rows(con.execute(
             "SELECT * FROM embedding_tables WHERE status = ?", [STATUS_READY]))}
         current = {r["table_name"]: _version(r) for r in _rows(con.execute(
@@ -1360,20 +1371,21 @@ class Catalog:
 _BINDS: dict[tuple, bool] = {}  # a view's files (path, size, mtime) -> whether DuckDB binds its SELECT
 
 
-def _identity(file: Location) -> tuple:
+def _identity(file: Location, replaced: bool = False) -> tuple:
     if store.is_url(file):
-        return (str(file), 0, 0)
+        return (str(file), *(store.state(file) or ())) if replaced else (str(file), 0, 0)
     st = os.stat(file)
     return (str(file), st.st_size, st.st_mtime_ns)
 
 
-def _binds(name: str, sql: str, files: list[Location]) -> bool:
-    """Whether DuckDB binds a table view's `sql` (a damaged deletion file or segment footer
+def _binds(name: str, sql: str, files: list[Location], replaced: bool = False) -> bool:
+    """Whether DuckDB binds a view's `sql` (a damaged deletion file, segment footer or frame
     fails it: `don't know what type`), tried once per process for the same files, on a
     connection of its own: the publish is one transaction, which a failed statement would
-    abort. Objects under a URL are immutable under their unique names: keyed by name."""
+    abort. A table's objects under a URL are immutable under their unique names: keyed by
+    name; frames, which are `replaced` in place, by their size and modification time too."""
     try:
-        key = tuple(_identity(f) for f in files)
+        key = tuple(_identity(f, replaced) for f in files)
     except OSError:
         return False
     found = _BINDS.get(key)

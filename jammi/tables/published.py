@@ -93,8 +93,11 @@ def _write_private(con: duckdb.DuckDBPyConnection, fresh: Path, root: Path, tabl
             con.execute("USE _publishing")
             try:
                 make_views(con)
-            finally:
+            except BaseException:  # a failed statement aborted the transaction: end it before
+                con.execute("ROLLBACK")  # anything else runs, or its error would hide this one
                 con.execute(f'USE "{state}"')
+                raise
+            con.execute(f'USE "{state}"')
             con.execute("COMMIT")
             con.execute("CHECKPOINT _publishing")
             con.execute("DETACH _publishing")
