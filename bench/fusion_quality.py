@@ -26,8 +26,8 @@ configuration for all, and the time to fuse 100,000 synthetic records from three
   of NOISE_WORDS random words drawn from the set's own vocabulary; F1 and its drop from the
   same scorer without the field, learned and hand-weighted.
 * Labels (issue 27): the review loop simulated with the gold answering (`simulate_review`):
-  each round takes the unanswered pairs in the order `jammi fusion review` asks them (the least
-  sure, and every fourth one drawn from a score band: labels.review_queue), up to
+  each round takes the unanswered pairs in the order `jammi fusion review` asks them (the
+  smallest decision margin first, one pair per record first: labels.review_queue), up to
   LABEL_ROUNDS answers, and fuses again with every answer; F1 after 25, 50, 100, 200 and 400
   answers, and the held-out precision and recall the `labelled_pairs` check reports.
 * Splink (issue 27): Splink 5 (DuckDB backend) on the same records and candidate pairs with the

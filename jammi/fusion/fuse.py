@@ -36,7 +36,7 @@ ENTITY_COLUMN = "_entity_id"
 LINK_OUTPUT = ["left_source", "left_id", "right_source", "right_id", "score", "rule", "accepted",
                "refused_because"]
 PAIR_OUTPUT = ["left_source", "left_id", "right_source", "right_id"]
-REVIEW_COLUMNS = [*PAIR_OUTPUT, "score", "threshold", "contender", "linked", "answer", "held_out"]
+REVIEW_COLUMNS = [*PAIR_OUTPUT, "score", "threshold", "margin", "contender", "linked", "answer", "held_out"]
 
 
 @dataclass
@@ -118,11 +118,12 @@ def _review_pairs(found: Matches, left: pd.DataFrame, right: pd.DataFrame, a: st
         score >= score.groupby(scored["right"]).transform("max"))
     keep = scored[contender | scored["answer"].notna()]
     linked = pd.MultiIndex.from_frame(found.links[["left", "right"]])
-    sims = [c for c in scored.columns if c not in ("left", "right", "score", "answer", "held_out")]
+    sims = [c for c in scored.columns if c not in ("left", "right", "score", "margin", "answer", "held_out")]
     out = pd.DataFrame({
         "left_source": a, "left_id": left["_record_id"].astype(str).to_numpy()[keep["left"].to_numpy()],
         "right_source": b, "right_id": right["_record_id"].astype(str).to_numpy()[keep["right"].to_numpy()],
         "score": keep["score"].to_numpy(dtype=np.float64), "threshold": float(found.threshold),
+        "margin": keep["margin"].to_numpy(dtype=np.float64),
         "contender": contender[keep.index].to_numpy(),
         "linked": pd.MultiIndex.from_frame(keep[["left", "right"]]).isin(linked),
         "answer": keep["answer"].to_numpy(), "held_out": keep["held_out"].to_numpy(),

@@ -42,12 +42,16 @@ expected partners at one (`one_to_one`); without it EM learns "similar products"
 Labels: pairs people answered keep their answer as their probability through EM (a `y` is 1,
 an `n` 0: they steer m and u, `LABEL_WEIGHT` times a pair's say). For the learned mean,
 `fit_mean` then fits a logistic model of the answers, P(yes) = σ(slope · (mean - threshold) +
-context · γ), with priors centred on the label-free fit (`PRIOR_SD` on log weights,
+context · γ), with priors centred on the label-free fit (`MEAN_PRIOR_SD` on log weights,
 `THRESHOLD_SD` on the threshold, `SLOPE_SD` on the log slope, `CONTEXT_SD` on what the pair's
-rival candidates say: matching.refit); matching.learn holds the refit back until the answers
-are enough to fit it. For the plain probability (`scoring: fellegi_sunter`), `calibrate` fits
-one scale per field on its EM weight plus an intercept, with priors `PRIOR_SD` and the looser
-`INTERCEPT_SD`, and the threshold becomes the calibrated probability 0.5.
+rival candidates say: matching.refit), from the first answer on: the priors are what keeps a
+few answers from moving it far. The people answer the pairs the matcher is least sure of, most
+of them in a close contest with a rival, so the answers are a sample of the hardest pairs,
+not of all: `MEAN_PRIOR_SD` is tight (a weight moves by a factor of 1.6 at two standard deviations)
+so that such a sample nudges the weights rather than turns them over. For the plain
+probability (`scoring: fellegi_sunter`), `calibrate` fits one scale per field on its EM weight
+plus an intercept, with priors `PRIOR_SD` and the looser `INTERCEPT_SD`, and the threshold
+becomes the calibrated probability 0.5.
 """
 
 from __future__ import annotations
@@ -55,8 +59,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from jammi.fusion.scoring import weighted_mean
 
 COSINE = "cos"
 # cut points per comparator: a similarity at or above the k-th cut (ascending) is level k + 1;
@@ -78,6 +80,7 @@ TOLERANCE = 1e-5
 MIN_PROBABILITY = 1e-6
 LABEL_WEIGHT = 20.0
 PRIOR_SD = 0.5  # per-field scale: the labels' pull away from the EM weights
+MEAN_PRIOR_SD = 0.25  # the learned mean's log weights: the labels' pull away from the label-free weights
 INTERCEPT_SD = 4.0  # the threshold (intercept, in bits) is freer: labels mostly move it
 MAX_STEP = 1.0
 TRUSTED_BITS = 1.0  # a declared (not free-text) field at or above this separation keeps its hand weight
@@ -349,13 +352,6 @@ class MeanFit:
     labels: int
     context: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    def logit(self, sims: dict[str, np.ndarray], context: np.ndarray | None = None) -> np.ndarray:
-        """The log-odds that each pair is a match (`sims` and `context` per pair)."""
-        z = self.slope * (weighted_mean(sims, self.weights) - self.threshold)
-        if context is not None and len(self.context):
-            z = z + context @ self.context
-        return z
-
 
 def mean_weights(model: MatchModel, base: dict[str, float], free: tuple[str, ...] = ()) -> dict[str, float]:
     """The learned mean's weights: each field's `base` weight (scoring.WEIGHTS for its kind, the
@@ -371,7 +367,7 @@ def fit_mean(sims: dict[str, np.ndarray], start: dict[str, float], threshold: fl
              context_centre: np.ndarray | float = 0.0) -> MeanFit:
     """Fit the weighted mean's weights and threshold to labelled pairs: the answers' likelihood
     under P(yes) = σ(slope · (mean - threshold) + context · γ), with Gaussian priors centred on
-    the label-free fit (log weight: `PRIOR_SD`; threshold: `THRESHOLD_SD`; log slope around
+    the label-free fit (log weight: `MEAN_PRIOR_SD`; threshold: `THRESHOLD_SD`; log slope around
     `SLOPE`; each context coefficient around 0: `CONTEXT_SD`), so a few answers nudge it and
     many answers move it. `context`: per labelled pair, features beside the fields (matching's
     `context_features`). Fields without weight stay out."""
@@ -389,7 +385,7 @@ def fit_mean(sims: dict[str, np.ndarray], start: dict[str, float], threshold: fl
     m = len(names)
     centre = np.r_[np.log([start[n] for n in names]), threshold, np.log(SLOPE),
                    np.broadcast_to(context_centre, (k,))]
-    spread = np.r_[np.full(m, PRIOR_SD), THRESHOLD_SD, SLOPE_SD, np.broadcast_to(context_sd, (k,))]
+    spread = np.r_[np.full(m, MEAN_PRIOR_SD), THRESHOLD_SD, SLOPE_SD, np.broadcast_to(context_sd, (k,))]
 
     def loss(theta: np.ndarray) -> float:
         w = np.exp(theta[:m])
