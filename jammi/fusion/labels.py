@@ -12,10 +12,10 @@ record's best candidate (the only ones whose answer can change a link), none alr
 the ones the matcher is least sure of first: the smallest decision margin (how far the score
 would have to move to change what the matcher does with the pair, against the threshold or
 against a rival candidate: matching.decision_margin), one pair per record before any record's
-second. The pairs in a close contest are where the matcher errs most (on Amazon-Google, 45% of
-the linked pairs within 0.02 of a rival are wrong), and one answer there often settles two
-links: a yes gives both records their partner and takes the rival's link away, a no hands the
-link to the rival.
+second. The pairs in a close contest are where the matcher errs most (on Amazon-Google, 44% of
+the pairs over the threshold within 0.02 of a rival are decided wrong, 20% of those within 0.02
+of the threshold), and one answer there often settles two links: a yes gives both records
+their partner and takes the rival's link away, a no hands the link to the rival.
 
 How the matcher does on the labelled pairs (the `labelled_pairs` check): each pair's decision
 by its score alone (what it would have done without that label) against the answer. Under
