@@ -792,6 +792,68 @@ def bench_search() -> dict[str, str]:
     return {"search.md": _snippet("bench/results/search.json", table + "\n" + more)}
 
 
+def bench_object_store() -> dict[str, str]:
+    d = _load("object_store")
+    runs, derived = d["runs"], d["derived"]
+
+    def wall(backend: str, step: str) -> str:
+        run = runs[backend].get(step)
+        return f"{run['wall_s']:.1f} s" if run and run["exit_code"] == 0 else "n/a"
+
+    def trips(backend: str, step: str) -> str:
+        run = runs[backend].get(step) or {}
+        counted = (run.get("round_trips") or {}).get("steps") or {}
+        return ", ".join(f"{k} {v}" for k, v in counted.items()) or "n/a"
+
+    def ratio(name: str) -> str:
+        return "n/a" if derived.get(name) is None else f"{derived[name]:.2f}×"
+
+    def search(backend: str, field: str, fmt: str) -> str:
+        run = runs[backend].get("search")
+        return format(run[field], fmt) if run and run["exit_code"] == 0 else "n/a"
+
+    rows = [
+        ["build (`jammi materialize --full`)", wall("local", "build"), wall("s3", "build"),
+         ratio("build_ratio"), "≤ 1.25×"],
+        [f"refresh, {_n(runs['s3']['refresh_1pct']['changed_rows'])} rows changed (1%)"
+         if runs["s3"].get("refresh_1pct") else "refresh, 1% of rows changed",
+         wall("local", "refresh_1pct"), wall("s3", "refresh_1pct"), ratio("refresh_1pct_ratio"), "≤ 1.5×"],
+        [f"search, warm p50 over {_n(d['settings']['queries'])} queries (ms)",
+         search("local", "warm_p50_ms", ".2f"), search("s3", "warm_p50_ms", ".2f"),
+         ratio("warm_search_p50_ratio"), "≤ 1.2×"],
+        ["search, warm p99 (ms)", search("local", "warm_p99_ms", ".2f"), search("s3", "warm_p99_ms", ".2f"),
+         "", ""],
+        ["search, cold: the first of a fresh process and node cache (s)", search("local", "cold_s", ".2f"),
+         search("s3", "cold_s", ".2f"), "", "≤ 2 s on S3"],
+        ["`jammi sql` count, the whole process", wall("local", "sql_count"), wall("s3", "sql_count"),
+         ratio("sql_count_ratio"), ""],
+    ]
+    table = _table(["step", "local disk", "S3 + PostgreSQL", "S3 / local", "target"], rows, "lrrrl")
+    trip_rows = [[step, trips("local", key), trips("s3", key)]
+                 for step, key in (("build", "build"), ("1% refresh", "refresh_1pct"))]
+    trip_rows.append(["search: cold / each warm query",
+                      f"{search('local', 'cold_round_trips', 'd')} / "
+                      f"{search('local', 'warm_round_trips_per_query', 'g')}",
+                      f"{search('s3', 'cold_round_trips', 'd')} / "
+                      f"{search('s3', 'warm_round_trips_per_query', 'g')}"])
+    trip_rows.append(["`jammi sql` count", str((runs["local"].get("sql_count", {}).get("round_trips") or {})
+                                                .get("total", "n/a")),
+                      str((runs["s3"].get("sql_count", {}).get("round_trips") or {}).get("total", "n/a"))])
+    round_trips = _table(["catalog round trips per step", "local disk (catalog file opens)",
+                          "S3 (PostgreSQL statements)"], trip_rows, "lll")
+    m, sw = d["machine"], d["software"]
+    load = d["load_average"]
+    caption = (
+        f"{'**Quick run** (`--quick`): ' if d['quick'] else ''}{_n(d['settings']['rows'])} rows drawn from "
+        f"{_n(d['pool']['size'])} distinct texts; {m['cpu']}, {m['cores']} CPUs shared with other work "
+        f"(load average {load['start'][0]:.1f} at the start, {load.get('end', [0.0])[0]:.1f} at the end); "
+        f"measured at commit {d['commit']}; python {sw['python']}, duckdb {sw['duckdb']}, "
+        f"pyarrow {sw['pyarrow']}.\n\n"
+    )
+    source = "bench/results/object_store.json"
+    return {"object_store.md": _snippet(source, caption + table + "\n" + round_trips)}
+
+
 def bench_near_duplicates() -> dict[str, str]:
     d = _load("near_duplicates")
     rows = [
@@ -890,6 +952,7 @@ BENCHMARKS: list[Callable[[], dict[str, str]]] = [
     bench_documents,
     bench_kills,
     bench_search,
+    bench_object_store,
     bench_near_duplicates,
     bench_providers,
     bench_sinks,
