@@ -154,7 +154,7 @@ OLD_README_SECTIONS = {
     "Assets": ("guide/assets.md", "`dagster/row_count`, `dagster/column_schema`"),
     "Quality gates": ("guide/quality.md", "jammi quarantine readmit products"),
     "Schema evolution": ("guide/schema-evolution.md", "classifies a change as `full`, `backward`"),
-    "Fused entities": ("guide/fusion.md", "Amazon–Google ≥ 0.75 is not met"),
+    "Fused entities": ("guide/fusion.md", "Amazon–Google ≥ 0.75 is met only with answers"),
     "Documents": ("guide/documents.md", "document search fetches k × 4 chunks"),
     "Streams": ("guide/streams.md", "SIGKILL at any\nmoment loses and duplicates nothing"),
     "Incremental refresh": ("guide/refresh.md", "jammi tables expire products --keep 3"),
