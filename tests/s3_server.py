@@ -94,8 +94,8 @@ def start(folder: Path) -> S3Server:
 def stop(server: S3Server) -> None:
     if server.process.poll() is None:
         os.killpg(server.process.pid, 15)
-        try:
-            server.process.wait(timeout=15)
+        try:  # weed's graceful stop can take 15 s; its folder is a throwaway, so 2 s is enough
+            server.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             os.killpg(server.process.pid, 9)
             server.process.wait()
