@@ -51,6 +51,15 @@ def refreshed(tmp_path_factory) -> Path:
     return root
 
 
+def copy_of(built: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the built project to damage (root, its jammi.yaml), its catalog published for
+    this folder."""
+    root = tmp_path / "proj"
+    shutil.copytree(built, root)
+    Catalog(root / "artifacts").publish()
+    return root, root / "jammi.yaml"
+
+
 def footer(path: Path) -> None:
     """24 bytes flipped at the start of the Parquet footer (its thrift metadata)."""
     data = bytearray(path.read_bytes())
@@ -86,10 +95,7 @@ def table_file(root: Path, which: str) -> Path:
                                                ("deletes", footer)])
 def test_a_damaged_version_file_is_named_and_repaired_from_the_newest_intact_version(
         refreshed, tmp_path, which, damage):
-    root = tmp_path / "proj"
-    shutil.copytree(refreshed, root)
-    config = root / "jammi.yaml"
-    Catalog(root / "artifacts").publish()  # this copy's folder
+    root, config = copy_of(refreshed, tmp_path)
     bad = table_file(root, which)
     damage(bad)
 
@@ -126,10 +132,7 @@ def test_a_damaged_version_file_is_named_and_repaired_from_the_newest_intact_ver
 
 @pytest.mark.slow
 def test_a_damaged_first_segment_is_rebuilt_and_verify_says_why(refreshed, tmp_path):
-    root = tmp_path / "proj"
-    shutil.copytree(refreshed, root)
-    config = root / "jammi.yaml"
-    Catalog(root / "artifacts").publish()
+    root, config = copy_of(refreshed, tmp_path)
     bad = table_file(root, "base")
     footer(bad)
     repaired = cli(config, "verify", "--repair")
@@ -142,10 +145,7 @@ def test_a_damaged_first_segment_is_rebuilt_and_verify_says_why(refreshed, tmp_p
 def test_a_vector_damaged_inside_a_segment_is_never_served_nor_copied_on(refreshed, tmp_path):
     """Reproduction 1: 64 bytes flipped in the middle of the refresh segment read as a vector of
     5.9e36 through `jammi sql`, and compaction copied it on."""
-    root = tmp_path / "proj"
-    shutil.copytree(refreshed, root)
-    config = root / "jammi.yaml"
-    Catalog(root / "artifacts").publish()
+    root, config = copy_of(refreshed, tmp_path)
     bad = table_file(root, "segment")
     middle(bad)
     query = "SELECT max(list_max(vector)) AS m FROM jammi.products_pipe_embeddings"
@@ -171,10 +171,7 @@ def test_a_vector_damaged_inside_a_segment_is_never_served_nor_copied_on(refresh
 def test_a_damaged_sidecar_is_not_trusted_and_repair_rebuilds_it(refreshed, tmp_path):
     """Reproduction 2: 4 KB flipped inside the base segment's .usearch lost three rows to search
     while verify said 0 unindexed and the recall check passed."""
-    root = tmp_path / "proj"
-    shutil.copytree(refreshed, root)
-    config = root / "jammi.yaml"
-    Catalog(root / "artifacts").publish()
+    root, config = copy_of(refreshed, tmp_path)
     index = table_file(root, "base").with_suffix(".usearch")
     data = bytearray(index.read_bytes())
     start = len(data) // 3
@@ -207,10 +204,7 @@ def test_a_damaged_validated_frame_is_never_read_and_repair_writes_it_again(refr
     again from its source. A frame DuckDB cannot bind (cut short) gets no view in the published
     catalog meanwhile: before, it aborted the publish's transaction and every write failed with
     `Current transaction is aborted`."""
-    root = tmp_path / "proj"
-    shutil.copytree(refreshed, root)
-    config = root / "jammi.yaml"
-    Catalog(root / "artifacts").publish()
+    root, config = copy_of(refreshed, tmp_path)
     frame = root / "artifacts" / "frames" / "validated_products.parquet"
     damage(frame)
     Catalog(root / "artifacts").publish()  # a write of the catalog with the damaged frame in place
