@@ -35,6 +35,7 @@ from jammi.storage import DIGEST_ALGORITHM, file_digest, tmp_path, write_atomic
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
     import pyarrow.fs as pafs
 
 Location = str | os.PathLike  # a local path or an object-store URL
@@ -437,8 +438,68 @@ def _duckdb_filesystem(scheme: str, env: tuple):
         def protocol(self):  # the URL scheme DuckDB hands to this file system
             return scheme
 
+        def _open(self, path, mode="rb", *args, **kwargs):
+            if mode != "rb":
+                return super()._open(path, mode, *args, **kwargs)
+            return PositionalReader(self.fs.open_input_file(path))
+
     fs, _ = filesystem(f"{scheme}://probe/")
     return StoreFS(fs)
+
+
+class PositionalReader:
+    """A read-only object-store file that DuckDB's threads may share: DuckDB reads a file at a
+    position as `seek(p)` then `read(n)` on one handle from several threads at once, and a
+    handle's single position (fsspec's `ArrowFile`) lets one thread's seek move another's read
+    (Parquet footers then fail to decode). Here the position is each thread's own and every
+    read is a positional `read_at`, which pyarrow's object-store files serve concurrently."""
+
+    def __init__(self, source: pa.NativeFile):
+        self._source = source
+        self._size = source.size()
+        self._position = threading.local()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.tell(), 2: self._size}[whence]
+        self._position.value = base + offset
+        return self._position.value
+
+    def tell(self) -> int:
+        return getattr(self._position, "value", 0)
+
+    def read(self, length: int = -1) -> bytes:
+        start = self.tell()
+        if length is None or length < 0:
+            length = self._size - start
+        length = max(0, min(length, self._size - start))
+        data = self._source.read_at(length, start) if length else b""
+        self._position.value = start + len(data)
+        return data
+
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self._source.closed
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> PositionalReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def register_duckdb(con: duckdb.DuckDBPyConnection, locations: list[Location] | tuple = ()) -> None:

@@ -127,6 +127,28 @@ def test_duckdb_reads_the_urls(s3_prefix):
                    ("seg1.parquet", "1b")]
 
 
+def test_duckdb_threads_share_one_object_handle(s3_prefix):
+    """DuckDB reads one Parquet object from several threads through one handle (seek, then
+    read): each thread's position is its own, so every row group decodes (with a shared
+    position, a thread's seek moved another's read and footers failed to decode)."""
+    import numpy as np
+
+    _, root = s3_prefix
+    url = store.join(root, "jammi_db", "wide.parquet")
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((20_000, 32), dtype=np.float32)
+    table = pa.table({"_row_id": [str(i) for i in range(len(vectors))],
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 32)})
+    store.write_object(url, lambda path: pq.write_table(table, path, row_group_size=500))
+    con = duckdb.connect(config={"threads": 8})
+    store.register_duckdb(con, [url])
+    for _ in range(5):
+        got = con.execute("SELECT count(*), sum(CAST(_row_id AS BIGINT)), sum(embedding[1]) "
+                          "FROM read_parquet(?)", [url]).fetchone()
+        assert got[0] == 20_000 and got[1] == sum(range(20_000))
+        assert got[2] == pytest.approx(float(vectors[:, 0].sum(dtype=np.float64)), rel=1e-4)
+
+
 def test_an_unreachable_store_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on port 9
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
