@@ -127,6 +127,62 @@ def test_a_second_node_follows_the_state_and_pays_one_query_per_read(tmp_path, s
         assert con.execute("SELECT current_version FROM jammi.embedding_status").fetchone()[0] == 1
 
 
+BEGIN_TABLE = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from jammi.spec.catalog import PostgresCatalogSpec
+    from jammi.tables.catalog import Catalog
+
+    artifacts, dsn, schema, name = sys.argv[1:5]
+    catalog = Catalog(Path(artifacts), postgres=PostgresCatalogSpec.model_validate(
+        {"postgres": dsn, "schema": schema}))
+    catalog.begin_table({"table_name": name, "pipeline": "p", "source": "s", "model_id": "m",
+                         "text_columns": ["title"], "key_column": "id", "generation": "g1",
+                         "parquet_path": catalog.artifact_dir / "jammi_db" / f"{name}.parquet"})
+""")
+
+
+def state_seq(schema: str) -> int:
+    with pg_connect() as conn:
+        return conn.execute(f'SELECT seq FROM "{schema}"._jammi_state').fetchone()[0]
+
+
+def test_a_searcher_sees_another_process_commit_by_notification_not_by_polling(tmp_path, schema,
+                                                                               monkeypatch):
+    """Catalog.stamp (what a search checks before each query) costs no round trip while
+    nothing was committed; another process's commit arrives as a notification; a killed
+    listening connection is replaced and the sequence asked again."""
+    from jammi.tables import catalog_pg
+
+    monkeypatch.setattr(catalog_pg, "WATCH_RECHECK_S", 3600.0)  # only notifications can tell
+    catalog = Catalog(tmp_path / "reader", postgres=pg_spec(schema))
+    begin(catalog, "t1")
+    first = catalog.stamp()
+    assert first == (catalog.pg.identity, state_seq(schema))
+    before = catalog.round_trips
+    assert all(catalog.stamp() == first for _ in range(200))
+    assert catalog.round_trips == before
+
+    def commit_elsewhere(name: str) -> None:
+        subprocess.run([sys.executable, "-c", BEGIN_TABLE, str(tmp_path / "writer"), DSN, schema, name],
+                       check=True, cwd=REPO, timeout=120)
+
+    def seen(seq: int) -> float:
+        start = time.monotonic()
+        while catalog.stamp()[1] != seq:
+            assert time.monotonic() - start < 5, f"sequence {seq} not seen after 5 s"
+            time.sleep(0.005)
+        return time.monotonic() - start
+
+    commit_elsewhere("t2")
+    assert seen(state_seq(schema)) < 5
+    assert catalog.table("t2").status == "building"
+    with pg_connect() as admin:  # the listening connection dies; the next stamp reconnects
+        admin.execute("SELECT pg_terminate_backend(%s)", [catalog.pg._watch.conn.info.backend_pid])
+    commit_elsewhere("t3")
+    assert catalog.stamp()[1] == state_seq(schema)  # asked again, not waited for
+
+
 def test_a_terminated_connection_is_replaced_and_a_failed_write_leaves_nothing(tmp_path, schema):
     catalog = Catalog(tmp_path / "artifacts", postgres=pg_spec(schema))
     begin(catalog, "t1")

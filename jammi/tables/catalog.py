@@ -1199,9 +1199,10 @@ class Catalog:
     def stamp(self) -> tuple | None:
         """Differs after every publish (see jammi.tables.published.published_stamp): a reader
         that keeps what it read checks this, which costs a stat, not an open. With the state in
-        PostgreSQL: the state sequence (one query), since another node may have written."""
+        PostgreSQL: the state sequence as PostgreSQL notifies it (PostgresState.watched_seq: no
+        round trip while nothing was committed), since another node may have written."""
         if self.pg is not None:
-            seq = self.pg.seq()
+            seq = self.pg.watched_seq()
             return (self.pg.identity, seq) if seq > 0 else None
         return published_stamp(self.path)
 

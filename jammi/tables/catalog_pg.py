@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,9 @@ CONNECT_TIMEOUT_S = 10
 KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
                               "keepalives_count": 3}
 SEQUENCE_TABLE = "_jammi_state"
+# a watched sequence (PostgresState.watched_seq) is also asked with a query at least this often,
+# whatever the notifications say: the bound on staleness should a notification ever be missed
+WATCH_RECHECK_S = 1.0
 
 
 @dataclass
@@ -120,6 +124,51 @@ class StateRows:
     tables: dict[str, tuple[list[str], list[tuple]]]
 
 
+@dataclass
+class _Watch:
+    """A connection LISTENing on a schema's channel, and the newest sequence seen."""
+
+    conn: Any
+    pid: int
+    seq: int = -1
+    checked: float = 0.0
+    ended: bool = False  # the server said it ends this connection (before its socket closes)
+
+    @classmethod
+    def listen(cls, conn: Any, channel: str) -> _Watch:
+        from psycopg import sql
+
+        round_trips.add()
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        watch = cls(conn, os.getpid())
+        conn.add_notice_handler(watch._notice)
+        return watch
+
+    def _notice(self, diagnostic: Any) -> None:
+        # an idle connection's FATAL (pg_terminate_backend, a server shutting down) comes as a
+        # notice; the closed socket is seen only on a later read
+        if diagnostic.severity_nonlocalized in ("FATAL", "PANIC"):
+            self.ended = True
+
+    def poll(self) -> int | None:
+        """The newest sequence notified since the last poll (-1: none), reading only what the
+        socket already holds; None: the connection broke."""
+        import psycopg
+
+        pgconn = self.conn.pgconn
+        try:
+            pgconn.consume_input()
+        except psycopg.Error:
+            return None
+        newest = -1
+        while (note := pgconn.notifies()) is not None:
+            payload = note.extra.decode()
+            newest = max(newest, int(payload) if payload.isdigit() else -1)
+        if self.ended or pgconn.status != psycopg.pq.ConnStatus.OK:  # what it said was its last
+            return None
+        return newest
+
+
 class PostgresState:
     """One project's catalog schema in PostgreSQL: connections (one per thread of a process,
     opened on first use), write transactions, the state sequence, pipeline locks."""
@@ -132,6 +181,9 @@ class PostgresState:
         self._ready = False
         self._guard = threading.Lock()
         self._held: dict[str, list] = {}  # pipeline -> [thread id, depth, connection]
+        self.channel = f"jammi_{_lock_key(schema, 'state') & (2**63 - 1):x}"  # NOTIFY per commit
+        self._watch: _Watch | None = None
+        self._watch_guard = threading.Lock()
 
     # --- connections ------------------------------------------------------------------
 
@@ -218,6 +270,45 @@ class PostgresState:
                     raise
         raise AssertionError("unreachable")
 
+    def watched_seq(self) -> int:
+        """The state sequence, with no round trip while nothing was committed: a connection of
+        this process LISTENs on the schema's channel, every write NOTIFYs its sequence in its
+        transaction (delivered when it commits), and a call reads what arrived on that socket.
+        A query is sent instead when the listening connection is new or broke, and at least
+        every WATCH_RECHECK_S. For readers that keep what they read (search): a commit of
+        another process is seen once its notification arrives (the round trip of a query
+        would be no sooner)."""
+        import psycopg
+
+        with self._watch_guard:
+            watch = self._watch
+            now = time.monotonic()
+            if watch is not None and watch.pid == os.getpid() and not watch.conn.broken:
+                notified = watch.poll()
+                if notified is not None:
+                    watch.seq = max(watch.seq, notified)
+                    if now - watch.checked < WATCH_RECHECK_S:
+                        return watch.seq
+                    watch.seq, watch.checked = max(watch.seq, self.seq()), now
+                    return watch.seq
+            if watch is not None and watch.pid == os.getpid():
+                with contextlib.suppress(Exception):
+                    watch.conn.close()
+            self._watch = None
+            try:
+                watch = _Watch.listen(self._open(search_path=False), self.channel)
+            except (ArtifactError, psycopg.Error):
+                return self.seq()  # no listener: ask every time
+            watch.seq, watch.checked = self.seq(), now  # after LISTEN: no commit falls between
+            self._watch = watch
+            return watch.seq
+
+    def _saw(self, seq: int) -> None:
+        """This process committed `seq`: its own watch need not wait for the notification."""
+        with self._watch_guard:
+            if self._watch is not None and self._watch.pid == os.getpid():
+                self._watch.seq = max(self._watch.seq, seq)
+
     @contextlib.contextmanager
     def write(self, lock_wait_s: float) -> Iterator[PgConnection]:
         """A write transaction under the schema's writer lock; when the block ends without an
@@ -241,6 +332,8 @@ class PostgresState:
                 with conn.pipeline() as batch:
                     seq = conn.execute(f"UPDATE {SEQUENCE_TABLE} SET seq = seq + 1 WHERE id = 1"
                                        " RETURNING seq")
+                    conn.execute(f"SELECT pg_notify(%s, seq::text) FROM {SEQUENCE_TABLE} WHERE id = 1",
+                                 [self.channel])
                     cursors = [conn.execute(f'SELECT * FROM "{t}"') for t in self.tables]
                     conn.execute("COMMIT")
                     batch.sync()
@@ -253,6 +346,7 @@ class PostgresState:
                                         f"for over {lock_wait_s:.0f}s; is a writer stuck?") from None
                 raise
             con.committed = self._state(int(seq.fetchone()[0]), cursors)
+            self._saw(con.committed.seq)
 
     def read(self) -> StateRows:
         """Every state table and the sequence, from one snapshot, in one round trip."""
