@@ -65,14 +65,18 @@ demo: demo-data
 	@echo; echo "== document search over the chunked reports: 'apple harvest and cider'"
 	$(BIN)/jammi search reports "apple harvest and cider" --documents -k 3
 
-# Tests make their own instances and choose executors themselves, whatever .env says.
+# Tests make their own instances and choose executors themselves, whatever .env says. Two
+# pytest-xdist workers, a test file each at a time (module fixtures such as an S3 server are
+# shared within a file): many tests wait on subprocesses and servers, so two CPUs do twice the work.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 test: install
-	env -u JAMMI_EXECUTOR -u DAGSTER_DEPLOYMENT DAGSTER_HOME=$(CURDIR) $(BIN)/pytest -q
+	env -u JAMMI_EXECUTOR -u DAGSTER_DEPLOYMENT DAGSTER_HOME=$(CURDIR) $(PYTEST)
 
 # The fast loop while changing the engine: every test but those marked slow (model-heavy,
 # end-to-end, subprocess or benchmark-like ones); under 3 minutes on 2 CPUs. `make test` runs all.
 test-fast: install
-	env -u JAMMI_EXECUTOR -u DAGSTER_DEPLOYMENT DAGSTER_HOME=$(CURDIR) $(BIN)/pytest -q -m "not slow"
+	env -u JAMMI_EXECUTOR -u DAGSTER_DEPLOYMENT DAGSTER_HOME=$(CURDIR) $(PYTEST) -m "not slow"
 
 ui: install
 	@test -f data/demo/products.csv || $(BIN)/python -m jammi.demo.generate --out data/demo

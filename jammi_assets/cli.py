@@ -50,6 +50,14 @@ def main() -> None:
                         own_signals=interrupts.stand_down)
     except interrupts.Interrupted as stop:
         interrupts.report(stop)
+    except BaseException as err:
+        # a library may catch the signal's exception and raise its own (pydantic building a
+        # model while the process imports turns it into a SchemaError): after a signal, any
+        # failure is the signal's
+        signalled = interrupts.arrived()
+        if signalled is None or (isinstance(err, SystemExit) and not err.code):
+            raise
+        interrupts.report(signalled)
 
 
 if __name__ == "__main__":

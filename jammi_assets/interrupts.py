@@ -61,6 +61,7 @@ class _State:
         self.seen: list[int] = []  # signals not yet taken by received()
         self.echoes: dict[int, int] = {}  # signals the watchdog sent itself, not yet read back
         self.first: int | None = None  # the signal being handled
+        self.raised: int | None = None  # the first signal raised in the main thread
         self.taken = False  # the command has taken it (received() or a caught Interrupted)
         self.cleanup: Callable[[], str] | None = None
         self.reported = False  # the command has printed its line
@@ -77,6 +78,7 @@ def _is_interrupt(exc: BaseException | None) -> bool:
 
 
 def _raise(signum: int, _frame) -> None:
+    _state.raised = _state.raised or signum  # whatever becomes of the exception (arrived())
     if not _state.taken:  # else the command is already ending (a second signal: the watchdog)
         raise Interrupted(signum)
 
@@ -211,6 +213,14 @@ def received() -> int | None:
         if first is not None:
             _state.taken = True
     return first
+
+
+def arrived() -> Interrupted | None:
+    """An Interrupted for the SIGINT or SIGTERM that has arrived, if one has (whether or not
+    the command has taken it); None when none has."""
+    with _state.lock:
+        signum = _state.raised or _state.first or next((s for s in _state.seen if s in SIGNALS), None)
+    return Interrupted(signum) if signum else None
 
 
 def taken() -> None:

@@ -12,6 +12,7 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.pop("COLUMNS", None)  # tables are laid out for a pipe (100 columns), whoever runs the tests
 
 from jammi.spec.project import DEFAULT_MODEL, Project, load_project  # noqa: E402
 from jammi.tables.catalog import Catalog  # noqa: E402

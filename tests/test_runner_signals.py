@@ -267,3 +267,30 @@ def test_the_watchdog_ends_a_process_that_swallows_the_interrupt(second):
         assert took < 2
     else:
         assert GRACE_SECONDS - 0.5 < took < GRACE_SECONDS + 3
+
+
+WRAPPER = """
+import os, signal, time
+import jammi.cli as engine
+from jammi_assets import cli
+
+def main(**_):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    except BaseException:
+        raise ValueError("a library turned the signal into its own error") from None
+
+engine.main = main
+cli.main()
+"""
+
+
+def test_a_signal_a_library_turned_into_its_own_error_still_ends_with_one_line():
+    """SIGTERM while pydantic built a model at import time came out as pydantic's SchemaError
+    (a traceback and exit status 1): after a signal, whatever error ends the command is the
+    signal's."""
+    proc = subprocess.run([sys.executable, "-c", WRAPPER], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert proc.stderr == "error: interrupted by SIGTERM\n"

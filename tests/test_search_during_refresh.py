@@ -77,3 +77,40 @@ def test_search_in_a_loop_across_commits_always_answers_k(project, encoder):
     assert not errors, errors
     assert commits[0] == 6 and len(counts) > 20
     assert set(counts) == {5}, counts
+
+
+def test_a_frame_replaced_during_a_read_is_read_again_and_a_damaged_one_is_not(tmp_path):
+    """DuckDB opens a Parquet file to bind and again to scan: a frame renamed over in between
+    fails to decode ("TProtocolException: Invalid data", seen in the loop above). The read is
+    made again when the file changed, and an error on an unchanged file is raised at once."""
+    import os
+
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jammi.query import search as search_module
+
+    frame = tmp_path / "validated_items.parquet"
+    pq.write_table(pa.table({"id": [1]}), frame)
+    calls = []
+
+    def replaced_mid_read():
+        calls.append(1)
+        if len(calls) == 1:
+            pq.write_table(pa.table({"id": [1, 2]}), tmp_path / "next.parquet")
+            os.replace(tmp_path / "next.parquet", frame)
+            raise duckdb.Error("TProtocolException: Invalid data")
+        return pq.read_table(frame).num_rows
+
+    assert search_module._unless_replaced(frame, replaced_mid_read) == 2 and len(calls) == 2
+
+    calls.clear()
+
+    def damaged():
+        calls.append(1)
+        raise duckdb.Error("TProtocolException: Invalid data")
+
+    with pytest.raises(duckdb.Error, match="Invalid data"):
+        search_module._unless_replaced(frame, damaged)
+    assert len(calls) == 1

@@ -8,8 +8,9 @@ keeps what it read between calls. What both share is in jammi.query.serving."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 
@@ -104,12 +105,43 @@ def search(
 
 
 def _read_frame(frame: Location):
-    con = duckdb.connect()
-    try:
-        store.register_duckdb(con, [frame])
-        return con.execute(frame_view_sql(frame)).to_arrow_table()
-    finally:
-        con.close()
+    def read():
+        con = duckdb.connect()
+        try:
+            store.register_duckdb(con, [frame])
+            return con.execute(frame_view_sql(frame)).to_arrow_table()
+        finally:
+            con.close()
+
+    return _unless_replaced(frame, read)
+
+
+FRAME_READ_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+def _unless_replaced(frame, read: Callable[[], T]) -> T:
+    """`read()` of a stored frame, made again when the frame was replaced while DuckDB read it.
+    DuckDB opens a Parquet file once to bind the query and again to scan it, so a refresh's
+    rename between the two pairs one file's footer with the other's bytes ("TProtocolException:
+    Invalid data"). An error on a frame that did not change is the frame's and is raised; an
+    object (replaced whole) is read once more without asking its state first, so a warm search
+    sends the store nothing extra."""
+    if not isinstance(frame, Path | str):  # rows already read
+        return read()
+    for attempt in range(FRAME_READ_ATTEMPTS):
+        before = None if store.is_url(frame) else store.state(frame)
+        try:
+            return read()
+        except duckdb.Error:
+            if attempt == FRAME_READ_ATTEMPTS - 1:
+                raise
+            if store.is_url(frame):
+                if attempt > 0:
+                    raise
+            elif before is None or store.state(frame) == before:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _frame_keys(rows, key: str) -> set[str]:
@@ -136,20 +168,24 @@ def _attach_columns(frame, key: str, cols: list[str], hits: list[tuple[str, floa
     import pandas as pd
 
     hit_frame = pd.DataFrame(hits, columns=["_row_id", "similarity"])
-    con = duckdb.connect()
-    try:
-        con.register("hits", hit_frame)
-        if isinstance(frame, Path | str):  # a stored frame's file or folder, local or a URL
-            store.register_duckdb(con, [frame])
-            rows = frame_view_sql(frame)
-        else:
-            con.register("source_rows", frame)
-            rows = "SELECT * FROM source_rows"
-        select = ", ".join(f"s.{quote_ident(c)}" for c in cols)
-        return con.execute(
-            f"SELECT {select}, h._row_id, h.similarity FROM hits h JOIN "
-            f"({rows}) s "
-            f"ON CAST(s.{quote_ident(key)} AS VARCHAR) = h._row_id ORDER BY h.similarity DESC"
-        ).df()
-    finally:
-        con.close()
+
+    def read() -> pd.DataFrame:
+        con = duckdb.connect()
+        try:
+            con.register("hits", hit_frame)
+            if isinstance(frame, Path | str):  # a stored frame's file or folder, local or a URL
+                store.register_duckdb(con, [frame])
+                rows = frame_view_sql(frame)
+            else:
+                con.register("source_rows", frame)
+                rows = "SELECT * FROM source_rows"
+            select = ", ".join(f"s.{quote_ident(c)}" for c in cols)
+            return con.execute(
+                f"SELECT {select}, h._row_id, h.similarity FROM hits h JOIN "
+                f"({rows}) s "
+                f"ON CAST(s.{quote_ident(key)} AS VARCHAR) = h._row_id ORDER BY h.similarity DESC"
+            ).df()
+        finally:
+            con.close()
+
+    return _unless_replaced(frame, read)
