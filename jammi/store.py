@@ -31,6 +31,7 @@ from typing import IO, TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from jammi.errors import ArtifactError, JammiError
+from jammi.redact import redact
 from jammi.storage import DIGEST_ALGORITHM, file_digest, tmp_path, write_atomic
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ def parent_of(location: Location) -> Location:
 
 
 def _fail(location: Location, doing: str, err: BaseException) -> ArtifactError:
-    return ArtifactError(f"cannot {doing} {location}: {first_line(err)}")
+    return ArtifactError(redact(f"cannot {doing} {location}: {first_line(err)}"))
 
 
 # --- reading --------------------------------------------------------------------------------

@@ -62,6 +62,29 @@ def test_redact_masks_expanded_values_but_not_short_ones():
     assert redact("could not reach h0st-42 at db", ["h0st-42", "db"]) == "could not reach *** at db"
 
 
+def test_object_store_credentials_are_masked(monkeypatch):
+    """The secrets of the AWS, Azure and GCS credential chains, from the environment or
+    echoed in a connection string, never reach a message; an access key id is a name and
+    stays, unless it has AWS's AKIA form."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-K7MDENG")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "jammi-reader")
+    text = ("cannot read s3://b/k: signature for key jammi-reader and secret wJalrXUtnFEMI-K7MDENG; "
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0LWtleQ==;Endpoint=x "
+            "https://acct.blob.core.windows.net/c?sv=2024&sig=abcDEF123%3D key AKIAIOSFODNN7EXAMPLE")
+    assert redact(text) == (
+        "cannot read s3://b/k: signature for key jammi-reader and secret ***; "
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=***;Endpoint=x "
+        "https://acct.blob.core.windows.net/c?sv=2024&sig=*** key ***")
+
+
+def test_a_store_error_never_shows_the_secret(monkeypatch):
+    from jammi import store
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-K7MDENG")
+    err = store._fail("s3://bucket/key", "read", OSError("AWS Error: bad signature wJalrXUtnFEMI-K7MDENG"))
+    assert str(err) == "cannot read s3://bucket/key: AWS Error: bad signature ***"
+
+
 def test_dsn_secrets_finds_the_password_however_the_dsn_is_written():
     assert dsn_secrets("postgresql://u:S%20PW@h/db") == ["S%20PW", "S PW"]
     assert dsn_secrets("postgres:SECRET PW@host/db") == ["SECRET PW", "SECRET PW"]
