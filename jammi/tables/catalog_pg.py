@@ -232,14 +232,13 @@ class PostgresState:
             return
         from psycopg import sql
 
-        with conn.transaction():
-            round_trips.add(3)
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_key(self.schema, "schema")])
-            round_trips.add()
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            for statement in self.ddl:
-                round_trips.add()
-                conn.execute(statement)
+        # one message, no parameters: PostgreSQL runs the statements of a simple query as one
+        # implicit transaction, and the lock keeps two processes' CREATEs of a new schema apart
+        create = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+        script = [f"SELECT pg_advisory_xact_lock({int(_lock_key(self.schema, 'schema'))})",
+                  create.as_string(conn), *self.ddl]
+        round_trips.add()
+        conn.execute(";\n".join(script))
         self._ready = True
 
     @contextlib.contextmanager
