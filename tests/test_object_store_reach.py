@@ -206,6 +206,29 @@ def test_search_options_and_document_search(shop):
     assert docs[0]["text"] == DOCS["d2"][docs[0]["start"]:docs[0]["end"]]
 
 
+def test_a_warm_search_asks_the_store_nothing(shop, monkeypatch):
+    """Search from a long-lived process (Jammi.search): after the first search, the catalog's
+    stamp comes from PostgreSQL's notifications and the frame object is looked at again only
+    when the stamp moved or OBJECT_RECHECK_S passed: no round trip, no store request."""
+    from jammi.app.facade import Jammi
+    from jammi.query import rows as rows_module
+    from jammi.query import searcher as searcher_module
+
+    looked = []
+    real = rows_module.SourceRows.current
+    monkeypatch.setattr(rows_module.SourceRows, "current", lambda self: looked.append(1) or real(self))
+    jammi = Jammi(shop)
+    first = jammi.search("products_pipe", "coffee", k=3, select=["title"])
+    trips, looked_before = jammi.searcher.catalog.round_trips, len(looked)
+    for _ in range(20):
+        again = jammi.search("products_pipe", "coffee", k=3, select=["title"])
+        assert again["_row_id"].tolist() == first["_row_id"].tolist()
+    assert jammi.searcher.catalog.round_trips == trips and len(looked) == looked_before
+    monkeypatch.setattr(searcher_module, "OBJECT_RECHECK_S", 0.0)
+    jammi.search("products_pipe", "coffee", k=3, select=["title"])
+    assert len(looked) == looked_before + 1  # the interval passed: the object is looked at
+
+
 def test_infer_quarantine_list_and_fusion_labels(shop):
     inferred = as_json(shop, "infer", "--source", "products", "--limit", "2")
     assert len(inferred) == 2 and all(len(r["vector"]) == 384 for r in inferred), inferred[0].keys()

@@ -8,7 +8,10 @@ row-position map and the keys each filter allowed, and the query encoder. Each s
 compares the published catalog's stamp (jammi.tables.published.published_stamp: a stat and a
 small read) with the one it resolved names under; after any publish (a refresh, a stream's
 micro-batch, a rollback) the names are resolved again in one opening of the catalog, and a
-version that changed gets its index. A frame is read again when its file was replaced.
+version that changed gets its index. A frame is read again when its file was replaced: a
+local frame's file is looked at (a stat) on every search; a frame that is an object (under an
+`s3://` artifact_dir) is looked at (one request to the store) when the catalog's stamp moved and
+at least every OBJECT_RECHECK_S, since its writer commits to the catalog once it is uploaded.
 
 `search_table` gives a search's rows as an Arrow table (what `jammi search` prints, without
 pandas); `search` gives them as the pandas frame DuckDB would."""
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+OBJECT_RECHECK_S = 1.0
 
 
 class Searcher:
@@ -65,6 +70,7 @@ class Searcher:
         self._selected: dict[tuple[str, tuple | None], tuple[str, list[str], Location]] = {}
         self._indexes: dict[str, VersionIndex] = {}
         self._rows: dict[str, SourceRows] = {}
+        self._rows_checked: dict[str, tuple[tuple | None, float]] = {}  # source -> (stamp, when)
         self._encoders: dict[str, object] = {}
 
     def search(self, name: str, query: str | None = None, *, vector=None, row_key=None, k: int = 10,
@@ -193,14 +199,28 @@ class Searcher:
     def _source_rows(self, source: str, path, key: str) -> SourceRows:
         with self._lock:
             rows = self._rows.get(source)
-            if rows is None or rows.path != path or rows.key != key or not rows.current():
+            if rows is None or rows.path != path or rows.key != key or not self._still_current(source, rows):
                 if identity(path) is None:  # neither the file nor a folder of partitions
                     name = store.name_of(path).removesuffix(".parquet")
                     raise SearchError(f"{name} has not been materialized ({path} missing)")
                 check_frame(self.project.artifact_dir, self.project.frame_asset(source), path)
                 rows = SourceRows(path, key)
                 self._rows[source] = rows
+                self._rows_checked[source] = (self._stamp, time.monotonic())
             return rows
+
+    def _still_current(self, source: str, rows: SourceRows) -> bool:
+        """Whether `rows` still holds the frame's file (see the module docstring: an object is
+        asked only when the catalog moved or OBJECT_RECHECK_S passed)."""
+        if not store.is_url(rows.path):
+            return rows.current()
+        now = time.monotonic()
+        stamp, when = self._rows_checked.get(source, (None, -OBJECT_RECHECK_S))
+        if stamp == self._stamp and stamp is not None and now - when < OBJECT_RECHECK_S:
+            return True
+        current = rows.current()
+        self._rows_checked[source] = (self._stamp, now)
+        return current
 
     def _encoder(self, rec: TableRecord):
         """The given loader's encoder, else the one that made the table's vectors, torch-free from
