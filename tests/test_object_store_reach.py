@@ -354,6 +354,17 @@ def test_watermark_sensors_keep_their_state_under_the_url(env):
         run = dg.materialize([_step], instance=instance, tags=request.tags)
         assert store.is_url(state_path(project.artifact_dir, "items"))
         assert committed_position(project.artifact_dir, "items") is None  # pending until the commit
+        # the state's read-change-write holds an advisory lock in the catalog's PostgreSQL, which
+        # a process on any other node (here: another connection) has to wait for
+        from jammi.ingest.watermark import state_lock
+        from jammi.tables.catalog import Catalog
+        from jammi.tables.catalog_pg import _lock_key
+
+        key = _lock_key(Catalog(project.artifact_dir).pg.schema, "pipeline", "watermark:items")
+        with state_lock(project.artifact_dir, state_path(project.artifact_dir, "items"), "items"):
+            assert not conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
+        assert conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
+        conn.execute("SELECT pg_advisory_unlock(%s)", [key])
         commit = sensors[COMMIT_SENSOR]
         commit(dg.build_run_status_sensor_context(sensor_name=COMMIT_SENSOR, dagster_instance=instance,
                                                   dagster_run=instance.get_run_by_id(run.run_id),

@@ -78,11 +78,30 @@ def _update_state(artifact_dir: Path, source: str, change) -> dict:
     path = state_path(artifact_dir, source)
     if not store.is_url(path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path(artifact_dir, path, f"{source}.lock")), timeout=LOCK_WAIT_S):
+    with state_lock(artifact_dir, path, source):
         state = read_state(artifact_dir, source)
         change(state)
         write_json(path, state)
     return state
+
+
+def state_lock(artifact_dir: Path, path: Location, source: str):
+    """One writer of a source's watermark state at a time (a read, a change, a write): for a
+    state under an object-store URL, whichever node it runs on, through an advisory lock in the
+    catalog's PostgreSQL (released with its connection should the holder die); for a local
+    one, a lock file beside it."""
+    if store.is_url(path):
+        from jammi.tables.catalog import Catalog
+
+        pg = Catalog(artifact_dir).pg  # a URL artifact_dir always has its catalog in PostgreSQL
+        if pg is not None:
+            def held() -> SourceError:
+                return SourceError(f"source {source!r}: another process has held its watermark state for "
+                                   f"over {LOCK_WAIT_S:.0f}s ({pg.where}); is a run stuck?")
+
+            return pg.pipeline_lock(f"watermark:{source}", LOCK_WAIT_S, LOCK_WAIT_S, busy=held, waiting=None,
+                                    timed_out=held)
+    return FileLock(str(lock_path(artifact_dir, path, f"{source}.lock")), timeout=LOCK_WAIT_S)
 
 
 def _position(record: dict | None) -> Position | None:
