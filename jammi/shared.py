@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,7 @@ from urllib.parse import quote, unquote
 from jammi import store
 from jammi.errors import ArtifactError
 from jammi.spec.catalog import configured_tables
-from jammi.storage import FrameWriter, tmp_path
+from jammi.storage import FrameWriter, glob_escape, tmp_path
 from jammi.storage import committing as committing_files
 from jammi.store import Location
 
@@ -288,6 +289,23 @@ def target_of(writer: FrameWriter) -> Location:
     return writer.target if isinstance(writer, ObjectFrameWriter) else writer.path
 
 
+PREVIOUS_KEPT_S = 3600.0  # a `.previous` copy older than this was left by a writer that died
+
+
+def sweep_previous(target: str) -> list[Location]:
+    """Remove the copies `committing` keeps of the object `target` (`.NAME.PID.previous`)
+    that writers killed mid-commit left behind: those older than PREVIOUS_KEPT_S, since a
+    live writer's copy lasts the seconds of its commit (one listing; the copies removed)."""
+    removed = []
+    pattern = f".{glob_escape(store.name_of(target))}.*.previous"
+    for found in store.listdir(store.parent_of(target), pattern):
+        state = store.state(found)
+        if state is not None and time.time() - state[-1] / 1e9 > PREVIOUS_KEPT_S:
+            store.delete(found)
+            removed.append(found)
+    return removed
+
+
 @contextmanager
 def committing(writers: list[FrameWriter]) -> Iterator[None]:
     """Put the finished frames of `writers` (FrameWriter.finish) in place, then run the block
@@ -299,6 +317,7 @@ def committing(writers: list[FrameWriter]) -> Iterator[None]:
         kept: list[tuple[ObjectFrameWriter, str | None]] = []
         try:
             for writer in objects:
+                sweep_previous(writer.target)
                 previous = None
                 if store.exists(writer.target):
                     previous = str(store.join(store.parent_of(writer.target),

@@ -157,3 +157,22 @@ def test_an_unreachable_store_is_named(monkeypatch, tmp_path):
     with pytest.raises(ArtifactError) as err:
         store.read_bytes("s3://bucket/key.parquet")
     assert "s3://bucket/key.parquet" in str(err.value) and "secret-never-shown" not in str(err.value)
+
+
+def test_a_killed_writers_previous_copy_is_swept_once_it_is_old(s3_prefix, monkeypatch):
+    """`committing` keeps a copy of the object it replaces (`.NAME.PID.previous`) until its
+    commit ends; a writer killed in between leaves it. The next commit of that frame removes
+    such copies once they are older than any live commit (PREVIOUS_KEPT_S), and no other."""
+    from jammi import shared
+
+    _, root = s3_prefix
+    target = store.join(root, "frames", "validated_items.parquet")
+    store.write_bytes(target, b"frame")
+    left = store.join(root, "frames", ".validated_items.parquet.4242.previous")
+    other = store.join(root, "frames", ".validated_items_2.parquet.4242.previous")
+    store.write_bytes(left, b"old")
+    store.write_bytes(other, b"old")
+    assert shared.sweep_previous(str(target)) == []  # young: may be a live writer's
+    monkeypatch.setattr(shared, "PREVIOUS_KEPT_S", 0.0)
+    assert shared.sweep_previous(str(target)) == [left]
+    assert not store.exists(left) and store.exists(other) and store.read_bytes(target) == b"frame"
