@@ -105,10 +105,12 @@ def write_day(path: Path, rows: list[dict]) -> None:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def make_project(root: Path, rows: int, rng: random.Random, partitions: int = 0
+def make_project(root: Path, rows: int, rng: random.Random, partitions: int = 0,
+                 artifact_dir: str = "artifacts", catalog: dict | None = None
                  ) -> tuple[Path, Path, list[dict] | dict[str, list[dict]]]:
     """The project; with `partitions`, its rows split over that many daily files (then the
-    records are {day: rows})."""
+    records are {day: rows}). `artifact_dir` and `catalog` as in jammi.yaml (an `s3://` URL and
+    `{postgres: DSN, schema: NAME}` for bench/object_store_faults.py)."""
     data = root / "data" / "products.csv"
     data.parent.mkdir(parents=True)
     made = make_products(rows, seed=rng.randint(0, 10**6), dirty=False)
@@ -128,8 +130,9 @@ def make_project(root: Path, rows: int, rng: random.Random, partitions: int = 0
         records = by_day
     else:
         write_source(data, records)
-    doc = {
-        "artifact_dir": "artifacts",
+    doc: dict = {
+        "artifact_dir": artifact_dir,
+        **({"catalog": catalog} if catalog else {}),
         "sources": {"products": source},
         "pipelines": {PIPELINE: {"source": "products", "text_columns": ["title", "description"],
                                  "keep_tables": 1}},
@@ -144,8 +147,10 @@ def make_project(root: Path, rows: int, rng: random.Random, partitions: int = 0
 class Run:
     """One `jammi materialize` child with its progress lines timed as they arrive."""
 
-    def __init__(self, project: Path, home: Path, full: bool, partition: str | None = None):
-        env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    def __init__(self, project: Path, home: Path, full: bool, partition: str | None = None,
+                 env: dict[str, str] | None = None):
+        """`env`: variables added to this process's (an object store's address, a node cache)."""
+        env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
         cmd = [sys.executable, "-m", "jammi_assets.cli", "--project", str(project), "materialize"]
         if partition:
             cmd += ["--partition", partition]

