@@ -23,7 +23,9 @@ Meanwhile a reader process with a node cache (JAMMI_CACHE_DIR) and working direc
 loops over the same project: `SELECT count(*), count(DISTINCT _row_id)` over the embedding
 table's view (Jammi.sql, what `jammi sql` runs) and, every third answer, a search. An answer is
 half-served when a key appears twice, or its count is not the row count of any version committed
-in PostgreSQL (`table_versions.rows`, read before and after each answer and polled between).
+in PostgreSQL (`table_versions.rows`, read before and after each answer and polled between);
+stale (reported, not half-served) when its count is a committed version's but not that of the
+version the catalog served at any moment of the answer.
 Errors are allowed before the first build (their words are recorded: they must say so) and
 while a service is down on purpose; any other is a violation.
 
@@ -86,9 +88,10 @@ EMBED = f"{PIPELINE}_embeddings"
 COMMIT = "commit"  # the end of the embed step: the version's files written, the commit made
 
 # The reader: argv = project, dsn, schema, out (JSON Lines), stop file. Loops until the stop
-# file exists; each answer is one line {t, kind, n, distinct, versions, error}, where `versions`
-# holds every row count committed (table_versions.rows) it has seen so far, read right before
-# and after the answer and polled by a thread between answers.
+# file exists; each answer is one line {t, kind, n, distinct, versions, current, error}:
+# `versions` every row count committed (table_versions.rows) seen so far, `current` the row
+# counts the catalog served (the active table's current version) at some moment during the
+# answer: read right before and after it, and by a thread polling between answers.
 READER = r"""
 import json, sys, threading, time
 from pathlib import Path
@@ -96,18 +99,27 @@ project_path, dsn, schema, out, stop = sys.argv[1:6]
 import psycopg
 from jammi.app.facade import Jammi
 from jammi.spec.project import load_project
-seen, guard = set(), threading.Lock()
+seen, timeline, guard = set(), [], threading.Lock()
+SERVED = (f'SELECT COALESCE(v.rows, e.rows_embedded) FROM "{schema}".active_tables a '
+          f'JOIN "{schema}".embedding_tables e ON e.table_name = a.table_name '
+          f'LEFT JOIN "{schema}".table_versions v ON v.table_name = e.table_name '
+          f"AND v.version = e.current_version WHERE a.pipeline = 'PIPE'")
 def poll(conn):
-    rows = conn.execute(f'SELECT rows FROM "{schema}".table_versions').fetchall()
+    try:
+        with conn.transaction():
+            rows = conn.execute(f'SELECT rows FROM "{schema}".table_versions').fetchall()
+            served = conn.execute(SERVED).fetchone()
+    except psycopg.Error:
+        return None  # before the schema exists
     with guard:
         seen.update(int(r[0]) for r in rows)
+        if served is not None:
+            timeline.append((time.time(), int(served[0])))
+    return None if served is None else int(served[0])
 def poller():
     with psycopg.connect(dsn, autocommit=True, application_name="jammi-faults-reader") as conn:
         while not Path(stop).exists():
-            try:
-                poll(conn)
-            except psycopg.Error:
-                pass  # before the schema exists
+            poll(conn)
             time.sleep(0.2)
 threading.Thread(target=poller, daemon=True).start()
 conn = psycopg.connect(dsn, autocommit=True, application_name="jammi-faults-reader")
@@ -119,10 +131,7 @@ with open(out, "a", encoding="utf-8") as fh:
         i += 1
         kind = "search" if i % 3 == 0 else "sql"
         row = {"t": time.time(), "kind": kind}
-        try:
-            poll(conn)
-        except psycopg.Error:
-            pass
+        before = poll(conn)
         try:
             if kind == "sql":
                 got = jammi.sql(sql)
@@ -132,13 +141,12 @@ with open(out, "a", encoding="utf-8") as fh:
                 row["n"], row["distinct"] = len(hits), hits["_row_id"].nunique()
         except Exception as err:
             row["error"] = f"{type(err).__name__}: {err}"[:400]
-        try:
-            poll(conn)
-        except psycopg.Error:
-            pass
+        after = poll(conn)
         row["t_end"] = time.time()
         with guard:
             row["versions"] = sorted(seen)
+            during = {n for t, n in timeline if row["t"] <= t <= row["t_end"]}
+        row["current"] = sorted(during | {n for n in (before, after) if n is not None})
         fh.write(json.dumps(row) + "\n")
         fh.flush()
         time.sleep(0.3)
@@ -281,11 +289,12 @@ def next_run(phase: Phase, day: str | None, timeout: float, trial: dict) -> bool
 
 def read_answers(path: Path, allowed: list[tuple[float, float]]) -> dict:
     """The reader's answers judged: half-served (a key twice, or a count no committed version
-    had), errors outside the allowed windows (a service down on purpose) other than "does not
+    had); stale (a committed version's count, but not one served while the answer was made);
+    errors outside the allowed windows (a service down on purpose) other than "does not
     exist yet" before the first answer."""
     answers = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] \
         if path.exists() else []
-    half, errors, expected, not_yet, served = [], [], [], [], 0
+    half, stale, errors, expected, not_yet, served = [], [], [], [], [], 0
     for a in answers:
         if "error" in a:
             if not served:  # before the first build: judged by its words (the examples)
@@ -301,11 +310,14 @@ def read_answers(path: Path, allowed: list[tuple[float, float]]) -> dict:
         elif a["kind"] == "sql" and a["n"] not in a["versions"]:
             half.append({**a, "why": "a count no committed version had",
                          "versions": a["versions"][-8:]})
+        elif a["kind"] == "sql" and a["n"] not in a["current"]:
+            stale.append({**a, "versions": a["versions"][-8:]})
     return {"answers": len(answers), "served": served, "not_built_yet": len(not_yet),
             "not_built_yet_examples": sorted(set(not_yet))[:3],
             "sql": sum(a["kind"] == "sql" and "error" not in a for a in answers),
             "search": sum(a["kind"] == "search" and "error" not in a for a in answers),
-            "half_served": len(half), "half_served_examples": half[:5], "errors": len(errors),
+            "half_served": len(half), "half_served_examples": half[:5],
+            "stale": len(stale), "stale_examples": stale[:5], "errors": len(errors),
             "error_examples": [e["error"] for e in errors[:5]],
             "errors_while_down": len(expected), "errors_while_down_examples": sorted(set(expected))[:3]}
 
@@ -525,7 +537,8 @@ def summarize(result: dict) -> None:
               f"{'; '.join(r.get('problems', [])) or 'ok'}; error: {' | '.join(r.get('error', []))[:300]}")
     reader = result["reader"]
     print(f"reader: {reader['answers']} answers ({reader['sql']} sql, {reader['search']} search), "
-          f"{reader['half_served']} half-served, {reader['errors']} unexpected errors, "
+          f"{reader['half_served']} half-served, {reader['stale']} stale, {reader['errors']} unexpected "
+          f"errors, "
           f"{reader['errors_while_down']} while a service was down")
 
 
@@ -590,7 +603,7 @@ def main() -> None:
     specials = [result[k] for k in ("s3_restart", "pg_terminate")]
     every = trials + specials
     reader = {k: sum(r[k] for r in readers.values()) for k in
-              ("answers", "served", "not_built_yet", "sql", "search", "half_served", "errors",
+              ("answers", "served", "not_built_yet", "sql", "search", "half_served", "stale", "errors",
                "errors_while_down")}
     result.update({
         "trials": len(trials), "kills": len(trials),

@@ -714,6 +714,59 @@ def bench_kills() -> dict[str, str]:
     return {"kill_trials.md": _snippet("bench/results/kill_trials.json", totals + "\n" + where)}
 
 
+def bench_object_store_faults() -> dict[str, str]:
+    d = _load("object_store_faults")
+    runs = d["runs"]
+    totals = _table(
+        ["kills", "rebuilds / refreshes / partition runs", "hangs", "lost rows", "duplicated keys",
+         "half-served answers", "violations"],
+        [[d["kills"],
+          f"{runs.get('full', 0) + runs.get('partition full', 0)} / {runs.get('refresh', 0)} / "
+          f"{runs.get('partition full', 0) + runs.get('partition refresh', 0)}",
+          d["hangs"], d["lost_rows"], d["duplicated_keys"], d["half_served"], d["violations"]]],
+    )
+    steps = {**KILL_STEPS, "commit": "end of the embeddings step (files written, commit)"}
+    where = _table(["killed in", "trials"], [
+        [steps.get(step, step), n]
+        for step, n in sorted(d["killed_in"].items(),
+                              key=lambda kv: list(steps).index(kv[0]) if kv[0] in steps else 99)])
+
+    def outcome(r: dict) -> str:
+        return "completed" if r.get("run_exit") == 0 else f"failed (exit {r.get('run_exit')})"
+
+    def error(r: dict) -> str:
+        text = " ".join(r.get("error") or []).replace("|", "/")
+        return f"`{text[:160]}{'…' if len(text) > 160 else ''}`" if text else ""
+
+    def after(r: dict) -> str:
+        return "ok" if not r.get("problems") else "; ".join(r["problems"])
+
+    s3, pg = d["s3_restart"], d["pg_terminate"]
+    services = _table(
+        ["fault", "the run", "its error", "next run", "checks"],
+        [[f"S3 server stopped in `{s3.get('stopped_in')}`, {s3.get('outage_s')} s down", outcome(s3),
+          error(s3), f"{s3.get('next_run_s')} s", after(s3)],
+         [f"{pg.get('terminated')} catalog connections terminated in {len(pg.get('rounds', []))} rounds",
+          outcome(pg), error(pg), f"{pg.get('next_run_s')} s", after(pg)]],
+        "lllrl",
+    )
+    r = d["reader"]
+    reader = (
+        f"\nThe reader answered {_n(r['answers'])} times ({_n(r['sql'])} counts, {_n(r['search'])} searches; "
+        f"{r['not_built_yet']} errors before the first build, {r['errors_while_down']} while the S3 server "
+        f"was down, {r['errors']} other errors): {r['half_served']} half-served, {r['stale']} stale.\n"
+    )
+    m, sw, load = d["machine"], d["software"], d["load_average"]
+    caption = (
+        f"{d['settings']['rows']} rows, {d['settings']['partitions']} daily partitions in the second "
+        f"phase; {m['cpu']}, {m['cores']} CPUs shared with other work (load average {load['start'][0]:.1f} "
+        f"at the start, {load['end'][0]:.1f} at the end); {d['seconds'] / 60:.0f} minutes; measured at "
+        f"commit {d['commit']}; python {sw['python']}, duckdb {sw['duckdb']}, pyarrow {sw['pyarrow']}.\n\n"
+    )
+    body = caption + totals + "\n" + where + "\n" + services + reader
+    return {"object_store_faults.md": _snippet("bench/results/object_store_faults.json", body)}
+
+
 INTEGRITY_KINDS = {
     "segment": "base segment (`.parquet`)",
     "refresh_segment": "refresh segment (`.vNNNNN-*.parquet`)",
@@ -953,6 +1006,7 @@ BENCHMARKS: list[Callable[[], dict[str, str]]] = [
     bench_kills,
     bench_search,
     bench_object_store,
+    bench_object_store_faults,
     bench_near_duplicates,
     bench_providers,
     bench_sinks,

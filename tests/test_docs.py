@@ -125,6 +125,8 @@ def test_the_benchmark_tables_carry_the_results_files_figures():
     assert f"{result('backends')['onnx-int8']['speedup']:.3f}" in snippet("backends")
     assert f"{result('fusion_quality')['sets']['dblp_acm']['f1']:.3f}" in snippet("fusion_quality")
     assert f"{result('partitions')['serial_seconds']:.1f}" in snippet("partitions")
+    faults = result("object_store_faults")
+    assert f"answered {faults['reader']['answers']:,} times" in snippet("object_store_faults")
 
 
 README_MAX_LINES = 150
