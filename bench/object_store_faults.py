@@ -44,7 +44,7 @@ Prints a table and writes bench/results/object_store_faults.json with {"trials",
 "hangs", "lost_rows", "duplicated_keys", "half_served", "violations", "reader", "s3_restart",
 "pg_terminate"} and the details.
 
-    flock -s /tmp/jammi-bench.lock python bench/object_store_faults.py    # about 20 min on 2 CPUs
+    flock -s /tmp/jammi-bench.lock python bench/object_store_faults.py    # about 15 min on 2 CPUs
     python bench/object_store_faults.py [--kills 30] [--rows 300] [--partitions 3] [--timeout 240]
         [--seed 11] [--dsn postgresql://127.0.0.1:5432/test] [--outage 60] [--terminate-every 3]
         [--work-dir DIR] [--keep] [--out bench/results/object_store_faults.json]
