@@ -432,6 +432,25 @@ def quarantine_readmit(ctx, source, keys, device) -> None:
 
 
 @cli.group(cls=_Group)
+def catalog() -> None:
+    """The catalog as a file for other DuckDB clients."""
+
+
+@catalog.command("export")
+@project_option
+@click.argument("target")
+@click.pass_context
+def catalog_export(ctx, target) -> None:
+    """Write the catalog to TARGET (a path, or an s3:// gs:// az:// URL) as one DuckDB file: a
+    view per output and embedding table over the files where they live (object-store URLs
+    need DuckDB's httpfs and the client's own credentials; the file holds none)."""
+    from jammi.app.facade import Jammi
+
+    written = Jammi(_project(ctx), recover_on_open=False).export_catalog(target)
+    click.echo(f"wrote {written}")
+
+
+@cli.group(cls=_Group)
 def tables() -> None:
     """Blue/green embedding tables: list them, roll a pipeline back, remove old ones."""
 

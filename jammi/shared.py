@@ -19,6 +19,7 @@ fetched objects, model exports and the quality plot.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -32,7 +33,8 @@ from urllib.parse import quote, unquote
 
 from jammi import store
 from jammi.errors import ArtifactError
-from jammi.spec.catalog import configured_tables
+from jammi.redact import dsn_display, dsn_secrets, redact
+from jammi.spec.catalog import configured_catalog, configured_tables
 from jammi.storage import FrameWriter, glob_escape, tmp_path
 from jammi.storage import committing as committing_files
 from jammi.store import Location
@@ -64,6 +66,53 @@ def lock_path(artifact_dir: Path | str, location: Location, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     relative = str(store.parent_of(location)).removeprefix(str(shared_root(artifact_dir)).rstrip("/"))
     return folder / f"{quote(relative.strip('/'), safe='')}__{name}"
+
+
+def write_lock_key(schema: str, name: str) -> int:
+    """The PostgreSQL advisory lock key of the shared file lock `name` in a catalog's schema."""
+    digest = hashlib.blake2b(f"{schema}\0shared\0{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextmanager
+def write_lock(artifact_dir: Path | str, location: Location, name: str, wait_s: float) -> Iterator[None]:
+    """One writer of the shared file at `location` at a time (a read, a change, a write). For an
+    object under a project's URL, whichever node the writer runs on: an advisory lock in the
+    catalog's PostgreSQL, on a connection of its own that PostgreSQL releases with the lock if
+    the holder dies. For a local file: the lock file `name` beside it. Waits up to `wait_s`, then
+    raises ArtifactError naming `location`."""
+    spec = configured_catalog(artifact_dir) if store.is_url(location) else None
+    if spec is None:
+        from filelock import FileLock, Timeout
+
+        try:
+            with FileLock(str(lock_path(artifact_dir, location, name)), timeout=wait_s):
+                yield
+        except Timeout:
+            raise ArtifactError(f"{location}: another process has held it for over {wait_s:.0f}s") from None
+        return
+    import psycopg
+
+    where = f"catalog PostgreSQL {dsn_display(spec.postgres)}"
+    try:
+        conn = psycopg.connect(spec.postgres, autocommit=True, connect_timeout=10,
+                               application_name="jammi-catalog")
+    except psycopg.Error as err:
+        raise ArtifactError(redact(f"{where}: cannot lock {location}: {store.first_line(err)}",
+                                   dsn_secrets(spec.postgres))) from None
+    try:
+        try:
+            conn.execute(f"SET lock_timeout = {int(wait_s * 1000)}")
+            conn.execute("SELECT pg_advisory_lock(%s)", [write_lock_key(spec.schema_name, name)])
+        except psycopg.errors.LockNotAvailable:
+            raise ArtifactError(f"{location}: another process has held it for over {wait_s:.0f}s ({where})") \
+                from None
+        except psycopg.Error as err:
+            raise ArtifactError(redact(f"{where}: cannot lock {location}: {store.first_line(err)}",
+                                       dsn_secrets(spec.postgres))) from None
+        yield
+    finally:
+        conn.close()  # the session ends: PostgreSQL releases the lock with it
 
 
 # --- where frames live -----------------------------------------------------------------------

@@ -190,6 +190,27 @@ def test_status_tables_and_sql_read_the_catalog_and_the_objects(shop):
     assert counts.split() == ["q,d,c", f"1,{len(DOCS)},3"]
 
 
+def test_an_exported_catalog_reads_the_objects_from_any_client(shop, tmp_path):
+    """`jammi catalog export` to a local file and to an object: a DuckDB client that can read
+    s3:// (here through the same fsspec registration `jammi sql` uses; elsewhere httpfs and a
+    secret) opens it and counts what `jammi sql` counts; the file names no credential."""
+    import duckdb
+
+    local, remote = tmp_path / "jammi-export.duckdb", f"{shop.artifact_url}/exports/jammi.duckdb"
+    for target in (str(local), remote):
+        assert cli(shop, "catalog", "export", target) == f"wrote {target}\n"
+    copy = tmp_path / "fetched.duckdb"
+    copy.write_bytes(store.read_bytes(remote))
+    assert copy.read_bytes() == local.read_bytes()
+    assert b"jammi-test-secret" not in local.read_bytes()
+    con = duckdb.connect()
+    store.register_duckdb(con, [shop.artifact_url])
+    con.execute(f"ATTACH '{local}' AS exported (READ_ONLY)")
+    assert con.execute("SELECT count(*) FROM exported.products_pipe_embeddings").fetchone()[0] == 5
+    assert con.execute("SELECT count(*) FROM exported.quarantine_products").fetchone()[0] == 1
+    con.close()
+
+
 def test_search_options_and_document_search(shop):
     exact = as_json(shop, "search", "products_pipe", "backpack for hiking", "-k", "2", "--exact",
                     "--select", "title,price")
@@ -357,10 +378,10 @@ def test_watermark_sensors_keep_their_state_under_the_url(env):
         # the state's read-change-write holds an advisory lock in the catalog's PostgreSQL, which
         # a process on any other node (here: another connection) has to wait for
         from jammi.ingest.watermark import state_lock
+        from jammi.shared import write_lock_key
         from jammi.tables.catalog import Catalog
-        from jammi.tables.catalog_pg import _lock_key
 
-        key = _lock_key(Catalog(project.artifact_dir).pg.schema, "pipeline", "watermark:items")
+        key = write_lock_key(Catalog(project.artifact_dir).pg.schema, "items.lock")
         with state_lock(project.artifact_dir, state_path(project.artifact_dir, "items"), "items"):
             assert not conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
         assert conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]

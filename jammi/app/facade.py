@@ -118,6 +118,13 @@ class Jammi:
                         "repairs it") if damaged(err) else ""
                 raise JammiError(f"SQL failed: {str(err).splitlines()[0]}{hint}") from None
 
+    def export_catalog(self, target: Location) -> Location:
+        """Write the catalog as one DuckDB file of views for any client to `target` (a path or
+        an object-store URL); see jammi.tables.export."""
+        from jammi.tables.export import export_catalog
+
+        return export_catalog(self.catalog, target)
+
     def status(self) -> pd.DataFrame:
         """Every embedding table in the catalog, one row each: name, pipeline, source, model,
         status (building, ready, failed, removed), whether search serves it, dimensions, row

@@ -25,13 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-from filelock import FileLock
 
 from jammi import store
 from jammi.errors import SourceError
 from jammi.ingest.extract import _typed_keys, check_columns, check_keys, storable
 from jammi.redact import dsn_secrets, redact
-from jammi.shared import lock_path, read_json, shared_path, write_json
+from jammi.shared import read_json, shared_path, write_json, write_lock
 from jammi.spec.project import Project, SourceSpec
 from jammi.store import Location
 
@@ -86,22 +85,10 @@ def _update_state(artifact_dir: Path, source: str, change) -> dict:
 
 
 def state_lock(artifact_dir: Path, path: Location, source: str):
-    """One writer of a source's watermark state at a time (a read, a change, a write): for a
-    state under an object-store URL, whichever node it runs on, through an advisory lock in the
-    catalog's PostgreSQL (released with its connection should the holder die); for a local
-    one, a lock file beside it."""
-    if store.is_url(path):
-        from jammi.tables.catalog import Catalog
-
-        pg = Catalog(artifact_dir).pg  # a URL artifact_dir always has its catalog in PostgreSQL
-        if pg is not None:
-            def held() -> SourceError:
-                return SourceError(f"source {source!r}: another process has held its watermark state for "
-                                   f"over {LOCK_WAIT_S:.0f}s ({pg.where}); is a run stuck?")
-
-            return pg.pipeline_lock(f"watermark:{source}", LOCK_WAIT_S, LOCK_WAIT_S, busy=held, waiting=None,
-                                    timed_out=held)
-    return FileLock(str(lock_path(artifact_dir, path, f"{source}.lock")), timeout=LOCK_WAIT_S)
+    """One writer of a source's watermark state at a time, across nodes for a state under an
+    object-store URL (jammi.shared.write_lock; its errors name the state's file, named for the
+    source)."""
+    return write_lock(artifact_dir, path, f"{source}.lock", LOCK_WAIT_S)
 
 
 def _position(record: dict | None) -> Position | None:
