@@ -3,8 +3,10 @@
 them), and the engine reads, writes, lists and deletes through the functions here whichever it
 is. Local paths behave exactly as before (jammi.storage's atomic writes); URLs go through
 `pyarrow.fs`, with credentials from the store's usual chain (for S3: `AWS_ACCESS_KEY_ID` /
-`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, instance roles) and an S3-compatible store's address from
-`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`.
+`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, instance roles; for GCS: Google's default credentials;
+for Azure: its default credential chain) and an S3-compatible store's address from
+`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`, a GCS emulator's (or other GCS endpoint's) from
+`STORAGE_EMULATOR_HOST` (Google's client libraries' convention; anonymous then).
 
 An object store has no rename, so a write here makes one immutable, uniquely named object:
 `write_object` spools what the caller writes to a local file and uploads it only once it is
@@ -42,8 +44,13 @@ if TYPE_CHECKING:
 Location = str | os.PathLike  # a local path or an object-store URL
 
 SCHEMES = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "abfs", "abfs": "abfs", "abfss": "abfs"}
+GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"  # `http://127.0.0.1:9023`: that GCS endpoint, anonymously
+GCS_RETRY_ENV = "JAMMI_GCS_RETRY_S"  # how long GCS calls retry a store that does not answer
+DEFAULT_GCS_RETRY_S = 60  # Google's client alone retries for 15 minutes
+AZURE_ACCOUNT_ENV = "AZURE_STORAGE_ACCOUNT_NAME"
 ENV_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
-            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", GCS_EMULATOR_ENV,
+            GCS_RETRY_ENV, "GOOGLE_APPLICATION_CREDENTIALS", AZURE_ACCOUNT_ENV)
 CACHE_ENV = "JAMMI_CACHE_DIR"  # where fetched sidecars and URL projects' node folders live
 CACHE_BYTES_ENV = "JAMMI_CACHE_BYTES"  # the bound of the fetched-object cache
 DEFAULT_CACHE_BYTES = 4 << 30
@@ -72,18 +79,57 @@ def _s3_options() -> dict:
     return options
 
 
+def _gcs_options() -> dict:
+    """GcsFileSystem's options: a bounded retry (`JAMMI_GCS_RETRY_S`), and with
+    `STORAGE_EMULATOR_HOST` set, that endpoint (`host:port` is plain http, as in Google's
+    clients) with anonymous credentials; otherwise Google's default credentials."""
+    from datetime import timedelta
+
+    raw = os.environ.get(GCS_RETRY_ENV) or str(DEFAULT_GCS_RETRY_S)
+    try:
+        retry = float(raw)
+    except ValueError:
+        raise ValueError(f"{GCS_RETRY_ENV}={raw!r} is not a number of seconds") from None
+    options: dict = {"retry_time_limit": timedelta(seconds=retry)}
+    emulator = os.environ.get(GCS_EMULATOR_ENV)
+    if emulator:
+        parts = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+        options.update(anonymous=True, endpoint_override=parts.netloc, scheme=parts.scheme)
+    return options
+
+
+def azure_account(authority: str) -> str:
+    """The storage account an `az://` URL's authority names (`container@account.dfs.core.windows.net`),
+    else `AZURE_STORAGE_ACCOUNT_NAME` (for `az://container/...`)."""
+    account = (authority.split("@", 1)[1].split(".")[0] if "@" in authority
+               else os.environ.get(AZURE_ACCOUNT_ENV, ""))
+    if not account:
+        raise ValueError(f"no storage account: write az://{authority or 'CONTAINER'}@ACCOUNT"
+                         f".dfs.core.windows.net/... or set {AZURE_ACCOUNT_ENV}")
+    return account
+
+
 @functools.lru_cache(maxsize=16)
 def _filesystem(scheme: str, authority: str, env: tuple) -> pafs.FileSystem:
+    import pyarrow as pa
     import pyarrow.fs as pafs
 
     if scheme == "s3":
         return pafs.S3FileSystem(**_s3_options())
     if scheme == "gcs":
-        return pafs.GcsFileSystem()
+        return pafs.GcsFileSystem(**_gcs_options())
     if not hasattr(pafs, "AzureFileSystem"):
         raise ValueError("az:// needs a pyarrow built with Azure support")
-    account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or authority.split("@")[-1].split(".")[0]
-    return pafs.AzureFileSystem(account_name=account)
+    fs = pafs.AzureFileSystem(account_name=azure_account(authority))
+    # The Azure client meets a credential it cannot get only at its first call; pyarrow 26
+    # aborts the whole process on it when that call opens a file or looks up a container, and
+    # raises a bare ArrowException (no OSError) when it looks up an object. So the client's
+    # first call is this look-up of an object, and its failure is this store's error.
+    try:
+        fs.get_file_info(f"{authority.split('@')[0]}/.jammi-probe")
+    except pa.ArrowException as err:
+        raise OSError(first_line(err)) from None
+    return fs
 
 
 def filesystem(url: str, error: type[JammiError] = ArtifactError) -> tuple[pafs.FileSystem, str]:

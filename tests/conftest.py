@@ -68,12 +68,35 @@ def s3_env(s3, monkeypatch, tmp_path):
     return s3
 
 
-def new_bucket(s3, prefix: str = "jammi") -> str:
-    """A fresh bucket on the S3 server: its name."""
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    """A GCS emulator (tests/gcs_server.py) for the test module; skips, saying why, when it
+    cannot start."""
+    from tests import gcs_server
+
+    server = gcs_server.start(tmp_path_factory.mktemp("gcs"))
+    yield server
+    gcs_server.stop(server)
+
+
+@pytest.fixture
+def gcs_env(gcs, monkeypatch, tmp_path):
+    """The GCS emulator's endpoint in the environment (STORAGE_EMULATOR_HOST), and a node cache
+    of the test's own; returns the server."""
+    from jammi import store
+
+    for name, value in gcs.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "node-cache"))
+    return gcs
+
+
+def new_bucket(server, prefix: str = "jammi") -> str:
+    """A fresh bucket on the S3 server or the GCS emulator: its name."""
     import uuid
 
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    s3.filesystem().create_dir(name)
+    server.filesystem().create_dir(name)
     return name
 
 

@@ -4,8 +4,9 @@ deletion files, sidecars, row maps, manifests) and the asset frames are objects 
 this node keeps only its own folder (published jammi.duckdb, locks, memos, fetched sidecars),
 and the CLI builds, refreshes, searches, queries and verifies the table, which equals a local
 build of the same data. A second node reads the tables (`jammi sql`) and searches them with the
-source's columns (tests/test_nodes_share_no_disk.py runs two processes). Without a PostgreSQL
-catalog, a URL artifact_dir is one clear error."""
+source's columns (tests/test_nodes_share_no_disk.py runs two processes). The same build,
+search, query and verify run on `gs://` (the GCS emulator, reached through
+STORAGE_EMULATOR_HOST). Without a PostgreSQL catalog, a URL artifact_dir is one clear error."""
 
 from __future__ import annotations
 
@@ -141,3 +142,29 @@ def test_build_refresh_search_sql_verify_on_s3_equal_a_local_build(bucket, schem
     on_s3, on_disk = table_rows(remote), table_rows(local)
     assert sorted(on_s3) == sorted(on_disk) == ["1", "2", "3", "5", "6"]
     assert max(float(np.abs(on_s3[k] - on_disk[k]).max()) for k in on_disk) <= 1e-5
+
+
+@pytest.mark.slow
+def test_build_search_sql_verify_on_gcs(gcs_env, schema, tmp_path, monkeypatch):
+    """A project whose artifact_dir is `gs://bucket/prefix`: built, queried, searched and
+    verified with its tables and frames as objects in the (emulated) bucket."""
+    monkeypatch.setenv("JAMMI_CATALOG_DSN", PG_DSN)
+    csv = tmp_path / "p.csv"
+    csv.write_text("id,title,body\n" + "\n".join(ROWS[:4]) + "\n", encoding="utf-8")
+    url = f"gs://{new_bucket(gcs_env)}/team/products"
+    remote = write_project(tmp_path / "remote", csv, url, schema)
+
+    assert "outcome=" in cli(remote, "materialize")
+    assert cli(remote, "sql", "SELECT count(*) AS n FROM jammi.products_pipe_embeddings", "--format", "csv"
+               ).split() == ["n", "4"]
+    hits = cli(remote, "search", "products_pipe", "coffee maker", "-k", "1", "--format", "csv")
+    assert "Espresso machine" in hits, hits
+    cli(remote, "verify")  # exits 1 on any difference between source, table and index
+
+    names = [store.name_of(p) for p in store.listdir(f"{url}/jammi_db")]
+    for suffix in (".parquet", ".usearch", ".rowmap", ".manifest.json"):
+        assert any(n.endswith(suffix) for n in names), (suffix, names)
+    assert "validated_products.parquet" in [store.name_of(p) for p in store.listdir(f"{url}/frames")]
+    fetched = [p.name for p in (store.cache_dir() / "objects").iterdir()]
+    assert any(n.endswith(".usearch") for n in fetched)
+    assert not (load_project(remote).artifact_dir / "jammi_db").exists()

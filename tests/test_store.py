@@ -1,7 +1,9 @@
-"""The storage layer (jammi.store): one set of calls for a local folder and an S3 prefix (a
-real SeaweedFS server, tests/s3_server.py): an object is written whole or not at all, read
-back seekable, listed, sized and deleted; a sidecar is fetched once into the bounded cache and
-fetched again when the object under its name changes; DuckDB reads the URLs."""
+"""The storage layer (jammi.store): one set of calls for a local folder, an S3 prefix (a real
+SeaweedFS server, tests/s3_server.py) and a GCS prefix (the gcp-storage-emulator,
+tests/gcs_server.py, reached through STORAGE_EMULATOR_HOST): an object is written whole or not
+at all, read back seekable, listed, sized and deleted; a sidecar is fetched once into the
+bounded cache and fetched again when the object under its name changes; DuckDB reads the URLs.
+An unreachable S3, GCS or Azure store is one line naming it."""
 
 from __future__ import annotations
 
@@ -17,19 +19,27 @@ from jammi.errors import ArtifactError
 from jammi.tables.versions import FileRef, Version, check_files
 from tests.conftest import new_bucket
 
-
-@pytest.fixture
-def s3_prefix(s3_env):
-    return s3_env, f"s3://{new_bucket(s3_env, 'store')}/prefix"
+SERVERS = {"s3": "s3_env", "gs": "gcs_env"}  # URL scheme -> the fixture of its test server
 
 
-@pytest.fixture(params=["local", "s3"])
+def _prefix(request, scheme: str) -> str:
+    """A prefix in a fresh bucket of the `scheme` test server, its address in the environment."""
+    return f"{scheme}://{new_bucket(request.getfixturevalue(SERVERS[scheme]), 'store')}/prefix"
+
+
+@pytest.fixture(params=list(SERVERS))
+def url_prefix(request):
+    """The same tests over an S3 prefix and a GCS prefix."""
+    return _prefix(request, request.param)
+
+
+@pytest.fixture(params=["local", *SERVERS])
 def root(request, tmp_path, monkeypatch):
-    """The same tests over a local folder and an S3 prefix."""
+    """The same tests over a local folder, an S3 prefix and a GCS prefix."""
     if request.param == "local":
         monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "cache"))
         return tmp_path / "artifacts"
-    return request.getfixturevalue("s3_prefix")[1]
+    return _prefix(request, request.param)
 
 
 def test_urls_are_told_from_local_paths(tmp_path):
@@ -85,8 +95,8 @@ def test_a_failed_write_leaves_nothing(root):
         assert not any((store.cache_dir() / "spool").glob("*"))  # nor a spool file
 
 
-def test_a_sidecar_is_fetched_once_and_again_when_replaced(s3_prefix, monkeypatch):
-    _, root = s3_prefix
+def test_a_sidecar_is_fetched_once_and_again_when_replaced(url_prefix):
+    root = url_prefix
     url = store.join(root, "jammi_db", "t.usearch")
     store.write_bytes(url, b"1" * 1000)
     first = store.local_copy(url)
@@ -101,8 +111,8 @@ def test_a_sidecar_is_fetched_once_and_again_when_replaced(s3_prefix, monkeypatc
         store.local_copy(store.join(root, "jammi_db", "missing.usearch"))
 
 
-def test_the_cache_keeps_to_its_bound(s3_prefix, monkeypatch):
-    _, root = s3_prefix
+def test_the_cache_keeps_to_its_bound(url_prefix, monkeypatch):
+    root = url_prefix
     monkeypatch.setenv(store.CACHE_BYTES_ENV, "2500")
     copies = []
     for i in range(4):
@@ -114,13 +124,13 @@ def test_the_cache_keeps_to_its_bound(s3_prefix, monkeypatch):
     assert copies[-1].read_bytes() == bytes([3]) * 1000
 
 
-def test_duckdb_reads_the_urls(s3_prefix):
-    _, root = s3_prefix
+def test_duckdb_reads_the_urls(root):
+    store.make_dirs(store.join(root, "jammi_db"))
     for i in range(2):
         store.write_object(store.join(root, "jammi_db", f"seg{i}.parquet"),
                            lambda path, i=i: pq.write_table(pa.table({"_row_id": [f"{i}a", f"{i}b"]}), path))
     con = duckdb.connect()
-    files = [store.join(root, "jammi_db", f"seg{i}.parquet") for i in range(2)]
+    files = [str(store.join(root, "jammi_db", f"seg{i}.parquet")) for i in range(2)]
     store.register_duckdb(con, files)
     got = con.execute("SELECT parse_filename(filename) AS f, _row_id FROM read_parquet(?, filename = true) "
                       "ORDER BY _row_id", [files]).fetchall()
@@ -128,14 +138,14 @@ def test_duckdb_reads_the_urls(s3_prefix):
                    ("seg1.parquet", "1b")]
 
 
-def test_duckdb_threads_share_one_object_handle(s3_prefix):
+@pytest.mark.parametrize("url_prefix", ["s3"], indirect=True)  # the GCS emulator serves one request at a time
+def test_duckdb_threads_share_one_object_handle(url_prefix):
     """DuckDB reads one Parquet object from several threads through one handle (seek, then
     read): each thread's position is its own, so every row group decodes (with a shared
     position, a thread's seek moved another's read and footers failed to decode)."""
     import numpy as np
 
-    _, root = s3_prefix
-    url = store.join(root, "jammi_db", "wide.parquet")
+    url = store.join(url_prefix, "jammi_db", "wide.parquet")
     rng = np.random.default_rng(7)
     vectors = rng.standard_normal((20_000, 32), dtype=np.float32)
     table = pa.table({"_row_id": [str(i) for i in range(len(vectors))],
@@ -160,13 +170,68 @@ def test_an_unreachable_store_is_named(monkeypatch, tmp_path):
     assert "s3://bucket/key.parquet" in str(err.value) and "secret-never-shown" not in str(err.value)
 
 
-def test_a_killed_writers_previous_copy_is_swept_once_it_is_old(s3_prefix, monkeypatch):
+def test_a_gcs_endpoint_comes_from_storage_emulator_host(monkeypatch):
+    """Google's client libraries' convention: `host:port` is plain http, with anonymous
+    credentials; without it, Google's default credentials and no endpoint override."""
+    monkeypatch.delenv(store.GCS_RETRY_ENV, raising=False)
+    monkeypatch.setenv(store.GCS_EMULATOR_ENV, "127.0.0.1:9023")
+    options = store._gcs_options()
+    assert (options["endpoint_override"], options["scheme"], options["anonymous"]) == (
+        "127.0.0.1:9023", "http", True)
+    assert options["retry_time_limit"].total_seconds() == store.DEFAULT_GCS_RETRY_S
+    monkeypatch.setenv(store.GCS_EMULATOR_ENV, "https://gcs.internal:8443/")
+    assert store._gcs_options()["scheme"] == "https"
+    monkeypatch.delenv(store.GCS_EMULATOR_ENV)
+    assert set(store._gcs_options()) == {"retry_time_limit"}
+    monkeypatch.setenv(store.GCS_RETRY_ENV, "soon")
+    with pytest.raises(ArtifactError, match="JAMMI_GCS_RETRY_S='soon' is not a number of seconds"):
+        store.filesystem("gs://bucket/key")
+
+
+def test_an_unreachable_gcs_store_is_named(monkeypatch):
+    monkeypatch.setenv(store.GCS_EMULATOR_ENV, "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setenv(store.GCS_RETRY_ENV, "1")
+    with pytest.raises(ArtifactError) as err:
+        store.read_bytes("gs://bucket/key.parquet")
+    message = str(err.value)
+    assert message.startswith("cannot open gs://bucket/key.parquet: ") and "\n" not in message
+    assert "Could not connect" in message
+
+
+def test_az_urls_name_their_container_and_account(monkeypatch):
+    monkeypatch.delenv(store.AZURE_ACCOUNT_ENV, raising=False)
+    assert store.azure_account("box@acct.dfs.core.windows.net") == "acct"
+    with pytest.raises(ValueError, match="no storage account: write az://box@ACCOUNT"):
+        store.azure_account("box")
+    with pytest.raises(ArtifactError, match="cannot reach az://box: no storage account"):
+        store.read_bytes("az://box/key.parquet")
+    monkeypatch.setenv(store.AZURE_ACCOUNT_ENV, "other")
+    assert store.azure_account("box") == "other"  # az://box/...: the account from the environment
+    assert store.azure_account("box@acct.blob.core.windows.net") == "acct"  # the URL's own account first
+
+
+def test_an_azure_store_without_credentials_is_named(monkeypatch):
+    """No Azure credential here (the AZURE_* variables cleared, no `az` login, no managed
+    identity): one line naming the store, where pyarrow's Azure client alone would abort the
+    process (opening a file) or raise a bare ArrowException (looking one up)."""
+    for name in [k for k in os.environ if k.startswith("AZURE_")]:
+        monkeypatch.delenv(name)
+    for url, doing in [("az://box@jammiacct.dfs.core.windows.net/t/key.parquet", store.read_bytes),
+                       ("abfss://box@jammiacct.dfs.core.windows.net/t", store.listdir)]:
+        with pytest.raises(ArtifactError) as err:
+            doing(url)
+        message = str(err.value)
+        assert message.startswith(f"cannot reach {url.split('/t')[0]}: ") and "\n" not in message
+        assert "DefaultAzureCredential" in message
+
+
+def test_a_killed_writers_previous_copy_is_swept_once_it_is_old(url_prefix, monkeypatch):
     """`committing` keeps a copy of the object it replaces (`.NAME.PID.previous`) until its
     commit ends; a writer killed in between leaves it. The next commit of that frame removes
     such copies once they are older than any live commit (PREVIOUS_KEPT_S), and no other."""
     from jammi import shared
 
-    _, root = s3_prefix
+    root = url_prefix
     target = store.join(root, "frames", "validated_items.parquet")
     store.write_bytes(target, b"frame")
     left = store.join(root, "frames", ".validated_items.parquet.4242.previous")
