@@ -1,4 +1,5 @@
-"""File sources on object storage, against a real S3-compatible server (SeaweedFS): a CSV glob,
+"""File sources on object storage, against a real S3-compatible server (SeaweedFS), and the CSV
+glob also on GCS (the gcp-storage-emulator): a CSV glob,
 JSON Lines partitioned by a `{date}` path segment and a Parquet file, read as the local files
 are; the extraction memo and the file sensors see a replaced object without downloading it; a
 missing object, an unreadable one and a wrong encoding are named."""
@@ -37,15 +38,18 @@ def test_urls_are_told_from_local_paths():
 
 
 @pytest.mark.slow
-def test_a_csv_glob_on_s3_is_read_file_by_file(s3_env, tmp_path):
-    s3_env.put("s3://jammi-src/glob/landing/a.csv", _csv([(1, "kettle"), (2, "teapot")]))
-    s3_env.put("s3://jammi-src/glob/landing/b.csv", _csv([(3, "mug")]))
-    s3_env.put("s3://jammi-src/glob/landing/notes.txt", b"not a source file")
-    s3_env.put("s3://jammi-src/glob/elsewhere/c.csv", _csv([(9, "not matched")]))
-    project = write_project(tmp_path, {"items": {"kind": "csv", "path": "s3://jammi-src/glob/landing/*.csv",
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_a_csv_glob_on_object_storage_is_read_file_by_file(scheme, request, tmp_path):
+    server = request.getfixturevalue({"s3": "s3_env", "gs": "gcs_env"}[scheme])  # its address in the env
+    base = f"{scheme}://jammi-src/glob"
+    server.put(f"{base}/landing/a.csv", _csv([(1, "kettle"), (2, "teapot")]))
+    server.put(f"{base}/landing/b.csv", _csv([(3, "mug")]))
+    server.put(f"{base}/landing/notes.txt", b"not a source file")
+    server.put(f"{base}/elsewhere/c.csv", _csv([(9, "not matched")]))
+    project = write_project(tmp_path, {"items": {"kind": "csv", "path": f"{base}/landing/*.csv",
                                                  "key": "id", "columns": COLUMNS}})
     files = source_files(project, "items", project.sources["items"])
-    assert [f.url for f in files] == ["s3://jammi-src/glob/landing/a.csv", "s3://jammi-src/glob/landing/b.csv"]
+    assert [f.url for f in files] == [f"{base}/landing/a.csv", f"{base}/landing/b.csv"]
     rows = pd.concat(list(extract_batches(project, "items")), ignore_index=True)
     assert rows["id"].tolist() == ["1", "2", "3"] and rows["title"].tolist() == ["kettle", "teapot", "mug"]
 
