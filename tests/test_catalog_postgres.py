@@ -197,6 +197,32 @@ def test_a_terminated_connection_is_replaced_and_a_failed_write_leaves_nothing(t
         assert conn.execute(f'SELECT seq FROM "{schema}"._jammi_state').fetchone()[0] == 2
 
 
+def test_a_commit_under_a_lost_pipeline_lock_is_refused(tmp_path, schema):
+    """A pipeline lock is a session lock on a connection of its own: when that connection ends
+    (a terminated backend, a restarted server) another writer may take the lock, so a commit
+    made under it checks, in its own transaction, that the lock is still held."""
+    catalog = Catalog(tmp_path / "artifacts", postgres=pg_spec(schema))
+    begin(catalog, "t1")
+    catalog.activate("t1", first=first_version("t1", 3), rows_embedded=3)
+    with catalog.pipeline_lock("p"):
+        base = catalog.current_version(catalog.table("t1"))
+        one = Version("t1", 1, (*base.segments, FileRef("a.parquet", 1)), rows=4)
+        catalog.commit_version("p", one, base)  # held: committed as before
+        backend = catalog.pg._held["p"][2].info.backend_pid
+        with pg_connect() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [backend])
+            deadline = time.monotonic() + 10
+            while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backend]).fetchone()[0]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        seq = state_seq(schema)
+        two = Version("t1", 2, (*one.segments, FileRef("b.parquet", 1)), rows=5)
+        with pytest.raises(ArtifactError, match="pipeline lock ended .* nothing was committed"):
+            catalog.commit_version("p", two, one)
+    assert state_seq(schema) == seq
+    assert catalog.current_version(catalog.table("t1")).version == 1
+
+
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path

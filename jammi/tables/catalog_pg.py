@@ -328,7 +328,12 @@ class PostgresState:
                 conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(key)})")
                 yield con
                 round_trips.add()
+                held = self._lock_backends()
                 with conn.pipeline() as batch:
+                    if held:  # a lost pipeline lock aborts the transaction (1/0) before COMMIT
+                        conn.execute("SELECT 1 / (count(DISTINCT pid) = %s)::int FROM pg_locks"
+                                     " WHERE locktype = 'advisory' AND granted AND pid = ANY(%s)",
+                                     [len(held), held])
                     seq = conn.execute(f"UPDATE {SEQUENCE_TABLE} SET seq = seq + 1 WHERE id = 1"
                                        " RETURNING seq")
                     conn.execute(f"SELECT pg_notify(%s, seq::text) FROM {SEQUENCE_TABLE} WHERE id = 1",
@@ -343,9 +348,21 @@ class PostgresState:
                 if isinstance(err, psycopg.errors.LockNotAvailable):
                     raise ArtifactError(f"{self.where}: another Jammi process has held the writer lock "
                                         f"for over {lock_wait_s:.0f}s; is a writer stuck?") from None
+                if isinstance(err, psycopg.errors.DivisionByZero):
+                    raise ArtifactError(f"{self.where}: the connection holding this process's pipeline lock "
+                                        "ended (the server restarted or the backend was terminated), so "
+                                        "another writer may have started; nothing was committed: run it "
+                                        "again") from None
                 raise
             con.committed = self._state(int(seq.fetchone()[0]), cursors)
             self._saw(con.committed.seq)
+
+    def _lock_backends(self) -> list[int]:
+        """The server processes of the connections holding this thread's pipeline locks: a
+        commit made under a lock checks, in its own transaction, that they still hold them."""
+        me = threading.get_ident()
+        with self._guard:
+            return [held[2].info.backend_pid for held in self._held.values() if held[0] == me]
 
     def read(self) -> StateRows:
         """Every state table and the sequence, from one snapshot, in one round trip."""
