@@ -212,7 +212,8 @@ def test_a_commit_under_a_lost_pipeline_lock_is_refused(tmp_path, schema):
         with pg_connect() as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", [backend])
             deadline = time.monotonic() + 10
-            while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backend]).fetchone()[0]:
+            alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+            while admin.execute(alive, [backend]).fetchone()[0]:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
         seq = state_seq(schema)
