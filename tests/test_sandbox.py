@@ -58,3 +58,12 @@ def test_sql_reads_the_views_and_nothing_else(jammi, tmp_path):
         with pytest.raises(JammiError, match=message):
             jammi.sql(query)
     assert not out.exists() and not (tmp_path / "dump").exists()
+
+
+def test_a_view_that_does_not_exist_is_named_with_how_to_list_and_make_views(jammi):
+    listed = jammi.sql("SHOW TABLES")
+    assert "products_embeddings" in set(listed["name"])
+    expected = (r"products_pipe_embeddings does not exist.*`jammi sql \"SHOW TABLES\"` lists them, "
+                r"`jammi materialize` makes the missing ones")
+    with pytest.raises(JammiError, match=expected):
+        jammi.sql("SELECT count(*) FROM jammi.products_pipe_embeddings")

@@ -116,6 +116,9 @@ class Jammi:
             except duckdb.Error as err:
                 hint = ("; a table file may be damaged: `jammi verify` names it and `jammi verify --repair` "
                         "repairs it") if damaged(err) else ""
+                if isinstance(err, duckdb.CatalogException) and "does not exist" in str(err):
+                    hint = ("; every output of a materialized asset is a view jammi.<name>: `jammi sql "
+                            "\"SHOW TABLES\"` lists them, `jammi materialize` makes the missing ones")
                 raise JammiError(f"SQL failed: {str(err).splitlines()[0]}{hint}") from None
 
     def export_catalog(self, target: Location) -> Location:
