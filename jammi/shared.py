@@ -19,7 +19,6 @@ fetched objects, model exports and the quality plot.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-from jammi import store
+from jammi import pg, store
 from jammi.errors import ArtifactError
 from jammi.redact import dsn_display, dsn_secrets, redact
 from jammi.spec.catalog import configured_catalog, configured_tables
@@ -68,12 +67,6 @@ def lock_path(artifact_dir: Path | str, location: Location, name: str) -> Path:
     return folder / f"{quote(relative.strip('/'), safe='')}__{name}"
 
 
-def write_lock_key(schema: str, name: str) -> int:
-    """The PostgreSQL advisory lock key of the shared file lock `name` in a catalog's schema."""
-    digest = hashlib.blake2b(f"{schema}\0shared\0{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 @contextmanager
 def write_lock(artifact_dir: Path | str, location: Location, name: str, wait_s: float) -> Iterator[None]:
     """One writer of the shared file at `location` at a time (a read, a change, a write). For an
@@ -95,15 +88,14 @@ def write_lock(artifact_dir: Path | str, location: Location, name: str, wait_s: 
 
     where = f"catalog PostgreSQL {dsn_display(spec.postgres)}"
     try:
-        conn = psycopg.connect(spec.postgres, autocommit=True, connect_timeout=10,
-                               application_name="jammi-catalog")
+        conn = pg.connect(spec.postgres)
     except psycopg.Error as err:
         raise ArtifactError(redact(f"{where}: cannot lock {location}: {store.first_line(err)}",
                                    dsn_secrets(spec.postgres))) from None
     try:
         try:
             conn.execute(f"SET lock_timeout = {int(wait_s * 1000)}")
-            conn.execute("SELECT pg_advisory_lock(%s)", [write_lock_key(spec.schema_name, name)])
+            conn.execute("SELECT pg_advisory_lock(%s)", [pg.lock_key(spec.schema_name, "shared", name)])
         except psycopg.errors.LockNotAvailable:
             raise ArtifactError(f"{location}: another process has held it for over {wait_s:.0f}s ({where})") \
                 from None

@@ -21,7 +21,7 @@ OUR_PACKAGES = ("jammi", "jammi_assets", "resources", "sensors")
 # each engine package's rank; an import may go to the same rank or a lower one, never higher
 RANK = {
     "errors": 0, "redact": 0, "types": 0, "storage": 0, "store": 0, "shared": 0, "keys": 0, "spec": 0,
-    "checksums": 0,
+    "checksums": 0, "pg": 0,
     "ingest": 1, "silver": 1, "quality": 1, "embedding": 1,
     "fusion": 2, "tables": 2, "chunking": 2,
     "query": 3, "sinks": 3,

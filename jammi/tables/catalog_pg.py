@@ -17,7 +17,6 @@ as one: the bench reports them per step."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import threading
@@ -26,14 +25,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from jammi import pg
 from jammi.errors import ArtifactError
+from jammi.pg import lock_key
 from jammi.redact import dsn_display, dsn_secrets, redact
 
-CONNECT_TIMEOUT_S = 10
-# libpq TCP keepalives: a writer whose machine vanishes (no FIN ever sent) is noticed in about a
-# minute, and its locks released with its connection
-KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-                              "keepalives_count": 3}
 SEQUENCE_TABLE = "_jammi_state"
 # a watched sequence (PostgresState.watched_seq) is also asked with a query at least this often,
 # whatever the notifications say: the bound on staleness should a notification ever be missed
@@ -65,13 +61,6 @@ def pg_schema_sql(duckdb_schema: str, added: dict[str, str]) -> list[str]:
                       " seq BIGINT NOT NULL)")
     statements.append(f"INSERT INTO {SEQUENCE_TABLE} VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
     return statements
-
-
-def _lock_key(*parts: str) -> int:
-    """A signed 64-bit advisory lock key for `parts` (the schema first: projects sharing a
-    database never share a lock)."""
-    digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 _PARAM = re.compile(r"\?")
@@ -181,7 +170,7 @@ class PostgresState:
         self._ready = False
         self._guard = threading.Lock()
         self._held: dict[str, list] = {}  # pipeline -> [thread id, depth, connection]
-        self.channel = f"jammi_{_lock_key(schema, 'state') & (2**63 - 1):x}"  # NOTIFY per commit
+        self.channel = f"jammi_{lock_key(schema, 'state') & (2**63 - 1):x}"  # NOTIFY per commit
         self._watch: _Watch | None = None
         self._watch_guard = threading.Lock()
 
@@ -197,8 +186,7 @@ class PostgresState:
         from psycopg import sql
 
         try:
-            conn = psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True,
-                                   application_name="jammi-catalog", **KEEPALIVES)
+            conn = pg.connect(self.dsn)
         except psycopg.Error as err:
             raise self.error("cannot connect", err) from None
         if search_path:  # a lock's connection names no table
@@ -235,7 +223,7 @@ class PostgresState:
         # one message, no parameters: PostgreSQL runs the statements of a simple query as one
         # implicit transaction, and the lock keeps two processes' CREATEs of a new schema apart
         create = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-        script = [f"SELECT pg_advisory_xact_lock({int(_lock_key(self.schema, 'schema'))})",
+        script = [f"SELECT pg_advisory_xact_lock({int(lock_key(self.schema, 'schema'))})",
                   create.as_string(conn), *self.ddl]
         round_trips.add()
         conn.execute(";\n".join(script))
@@ -322,7 +310,7 @@ class PostgresState:
                 round_trips.add()
                 conn.execute(f"SET lock_timeout = {int(lock_wait_s * 1000)}")
                 self._local.lock_wait_s = lock_wait_s
-            key = _lock_key(self.schema, "catalog")
+            key = lock_key(self.schema, "catalog")
             try:
                 round_trips.add()  # no parameters: both statements go in one message
                 conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(key)})")
@@ -419,7 +407,7 @@ class PostgresState:
             return
         conn = self._open(search_path=False)
         try:
-            self._acquire(conn, _lock_key(self.schema, "pipeline", pipeline), wait_s, max_wait_s, busy,
+            self._acquire(conn, lock_key(self.schema, "pipeline", pipeline), wait_s, max_wait_s, busy,
                           waiting, timed_out)
         except BaseException:
             conn.close()
