@@ -129,17 +129,14 @@ def _unless_replaced(frame, read: Callable[[], T]) -> T:
     sends the store nothing extra."""
     if not isinstance(frame, Path | str):  # rows already read
         return read()
+    url = store.is_url(frame)
     for attempt in range(FRAME_READ_ATTEMPTS):
-        before = None if store.is_url(frame) else store.state(frame)
+        before = None if url else store.state(frame)
         try:
             return read()
         except duckdb.Error:
-            if attempt == FRAME_READ_ATTEMPTS - 1:
-                raise
-            if store.is_url(frame):
-                if attempt > 0:
-                    raise
-            elif before is None or store.state(frame) == before:
+            replaced = attempt == 0 if url else before is not None and store.state(frame) != before
+            if not replaced or attempt == FRAME_READ_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
 
