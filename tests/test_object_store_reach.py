@@ -34,6 +34,7 @@ import yaml
 from jammi import store
 from jammi.spec.project import Project, load_project
 from tests.conftest import PG_DSN, invoke_cli, new_bucket, pg_connect
+from tests.test_nodes_share_no_disk import CRM, CUSTOMER, SHOP  # the same two customer sources
 
 pytestmark = pytest.mark.slow
 
@@ -50,20 +51,6 @@ DOCS = {
            f"The branch line carried passengers on market day. {FACT}"),
     "d3": ("Signal boxes were repainted and the timetable gained an evening train.\n\nA new roof kept the "
            "archive dry and the reading room hosted a chess club."),
-}
-CRM = ["id,name,email,updated", "c1,John Smith,john@old.example,2023-01-01",
-       "c2,Ann Lee,ann@example.com,2023-02-01"]
-SHOP = ["uid,full_name,mail,ts", "c1,Johnny Smith,john@new.example,2024-06-01",
-        "c3,Bo Chan,bo@example.com,2024-01-01"]
-CUSTOMER = {
-    "fields": {"name": "str", "email": "str", "customer_ref": "str"},
-    "link_keys": ["customer_ref"],
-    "sources": {"crm": {"priority": 1, "timestamp": "updated",
-                        "mapping": {"customer_ref": "id", "name": "name", "email": "email"}},
-                "shop": {"priority": 2, "timestamp": "ts",
-                         "mapping": {"customer_ref": "uid", "name": "full_name", "email": "mail"}}},
-    "resolution": {"email": ["most_recent"], "name": ["priority"]},
-    "matching": {"enabled": False},
 }
 
 
@@ -234,7 +221,11 @@ def test_a_warm_search_asks_the_store_nothing(shop, monkeypatch):
     from jammi.app.facade import Jammi
     from jammi.query import rows as rows_module
     from jammi.query import searcher as searcher_module
+    from jammi.tables import catalog_pg
 
+    # the once-a-second rechecks would fall inside the loop on a loaded machine
+    monkeypatch.setattr(searcher_module, "OBJECT_RECHECK_S", 3600.0)
+    monkeypatch.setattr(catalog_pg, "WATCH_RECHECK_S", 3600.0)
     looked = []
     real = rows_module.SourceRows.current
     monkeypatch.setattr(rows_module.SourceRows, "current", lambda self: looked.append(1) or real(self))
@@ -378,10 +369,10 @@ def test_watermark_sensors_keep_their_state_under_the_url(env):
         # the state's read-change-write holds an advisory lock in the catalog's PostgreSQL, which
         # a process on any other node (here: another connection) has to wait for
         from jammi.ingest.watermark import state_lock
-        from jammi.shared import write_lock_key
+        from jammi.pg import lock_key
         from jammi.tables.catalog import Catalog
 
-        key = write_lock_key(Catalog(project.artifact_dir).pg.schema, "items.lock")
+        key = lock_key(Catalog(project.artifact_dir).pg.schema, "shared", "items.lock")
         with state_lock(project.artifact_dir, state_path(project.artifact_dir, "items"), "items"):
             assert not conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
         assert conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
