@@ -7,16 +7,15 @@ saying why, when it cannot start."""
 from __future__ import annotations
 
 import importlib.util
-import os
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
+from tests.server_support import free_port, put_object, stop_group, wait_until_ready
 
 PROJECT = "jammi-test"  # creating a bucket needs a project id; the emulator takes any
 START_TIMEOUT_S = 20.0
@@ -40,17 +39,7 @@ class GcsServer:
 
     def put(self, url: str, data: bytes) -> None:
         """Write object `url` (gs://bucket/key), creating the bucket when missing."""
-        path = url.removeprefix("gs://")
-        fs = self.filesystem()
-        fs.create_dir(path.split("/", 1)[0])
-        with fs.open_output_stream(path) as out:
-            out.write(data)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        put_object(self.filesystem(), url.removeprefix("gs://"), data)
 
 
 def start(folder: Path) -> GcsServer:
@@ -58,31 +47,17 @@ def start(folder: Path) -> GcsServer:
         pytest.skip("no gcp_storage_emulator: install the dev extra (gcp-storage-emulator) to run the GCS "
                     "tests")
     folder.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     log = (folder / "gcs.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1", f"--port={port}",
          "--in-memory", "--quiet"],
         stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
     server = GcsServer(f"http://127.0.0.1:{port}", proc)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            server.put("gs://jammi-probe/ready", b"1")
-            return server
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                stop(server)
-                tail = (folder / "gcs.log").read_bytes()[-600:].decode("utf-8", "replace")
-                pytest.skip(f"the GCS emulator did not start: {tail.strip().splitlines()[-1:]}")
-            time.sleep(0.2)
+    wait_until_ready(proc, lambda: server.put("gs://jammi-probe/ready", b"1"), START_TIMEOUT_S, 0.2,
+                     lambda: stop(server), folder / "gcs.log", "the GCS emulator")
+    return server
 
 
 def stop(server: GcsServer) -> None:
-    if server.process.poll() is None:
-        os.killpg(server.process.pid, 15)
-        try:
-            server.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, 9)
-            server.process.wait()
+    stop_group(server.process, 5.0)

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.server_support import free_port
 
 INFINITY_VERSION = "0.0.78"
 TORCH_PIN = "torch==2.13.0"
@@ -72,12 +73,6 @@ def ensure_infinity() -> Path:
                             f"{tail[0][:300]}")
         (VENV / ".jammi-installed").write_text(INFINITY_VERSION, encoding="utf-8")
     return VENV / "bin" / "infinity_emb"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -5,16 +5,15 @@ key, and stopped afterwards. Tests that need it skip, saying why, when it cannot
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.server_support import free_port, put_object, stop_group, wait_until_ready
 
 ACCESS_KEY, SECRET_KEY = "jammi-test", "jammi-test-secret"
 START_TIMEOUT_S = 60.0
@@ -43,17 +42,7 @@ class S3Server:
 
     def put(self, url: str, data: bytes) -> None:
         """Write object `url` (s3://bucket/key), creating the bucket when missing."""
-        path = url.removeprefix("s3://")
-        fs = self.filesystem()
-        fs.create_dir(path.split("/", 1)[0])
-        with fs.open_output_stream(path) as out:
-            out.write(data)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        put_object(self.filesystem(), url.removeprefix("s3://"), data)
 
 
 def weed_binary() -> str | None:
@@ -71,7 +60,7 @@ def start(folder: Path, ports: dict[str, int] | None = None) -> S3Server:
     config.write_text(json.dumps({"identities": [{
         "name": "jammi", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}), encoding="utf-8")
-    ports = ports or {name: _free_port() for name in PORTS}
+    ports = ports or {name: free_port() for name in PORTS}
     flags = [f"-{name if '.' in name else name + '.port'}={port}" for name, port in ports.items()]
     log = (folder / "weed.log").open("ab")
     # only the S3 API, on ports of its own: the Iceberg and Lance listeners off
@@ -80,19 +69,10 @@ def start(folder: Path, ports: dict[str, int] | None = None) -> S3Server:
          f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=64",
          "-master.volumeSizeLimitMB=64", *flags],
         stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
-    s3 = ports["s3"]
-    server = S3Server(f"http://127.0.0.1:{s3}", proc, folder, ports)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            server.put("s3://jammi-probe/ready", b"1")
-            return server
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                stop(server)
-                tail = (folder / "weed.log").read_bytes()[-600:].decode("utf-8", "replace")
-                pytest.skip(f"the S3 server (weed) did not start: {tail.strip().splitlines()[-1:]}")
-            time.sleep(0.5)
+    server = S3Server(f"http://127.0.0.1:{ports['s3']}", proc, folder, ports)
+    wait_until_ready(proc, lambda: server.put("s3://jammi-probe/ready", b"1"), START_TIMEOUT_S, 0.5,
+                     lambda: stop(server), folder / "weed.log", "the S3 server (weed)")
+    return server
 
 
 def restart(server: S3Server) -> S3Server:
@@ -104,10 +84,4 @@ def restart(server: S3Server) -> S3Server:
 def stop(server: S3Server, wait_s: float = 2.0) -> None:
     """SIGTERM, then SIGKILL after `wait_s`: weed's graceful stop can take 15 s, and the tests'
     folders are throwaways, so 2 s is enough there; a server that is restarted waits longer."""
-    if server.process.poll() is None:
-        os.killpg(server.process.pid, 15)
-        try:
-            server.process.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, 9)
-            server.process.wait()
+    stop_group(server.process, wait_s)

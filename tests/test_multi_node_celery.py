@@ -32,21 +32,18 @@ import yaml
 pytest.importorskip("dagster_postgres", reason="needs the production extra: pip install -e '.[production]'")
 pytest.importorskip("dagster_celery", reason="needs the production extra: pip install -e '.[production]'")
 
-from dagster._core.definitions.assets.graph.asset_graph import AssetGraph  # noqa: E402
-from dagster._core.execution.backfill import PartitionBackfill  # noqa: E402
 from dagster._core.storage.dagster_run import DagsterRunStatus  # noqa: E402
 from dagster._core.storage.tags import PARTITION_NAME_TAG  # noqa: E402
-from dagster._core.utils import make_new_backfill_id  # noqa: E402
 
-from jammi import keys, store  # noqa: E402
+from jammi import store  # noqa: E402
 from jammi.spec.project import load_project  # noqa: E402
-from jammi_assets.definitions import build_assets  # noqa: E402
 from jammi_assets.executors import BROKER_ENV, QUEUE_ENV  # noqa: E402
 from tests.conftest import PG_DSN, REPO, materialize, new_bucket, write_project  # noqa: E402
 from tests.test_production_celery import (  # noqa: E402
     BIN,
     BROKER,
     PG_ADMIN,
+    add_reviews_backfill,
     celery_workers_of,
     log_tails,
     reachable,
@@ -54,6 +51,7 @@ from tests.test_production_celery import (  # noqa: E402
     wait_for_runs,
     wait_for_workers,
     where,
+    write_workspace,
 )
 
 pytestmark = [pytest.mark.slow,
@@ -206,17 +204,8 @@ def test_a_12_partition_backfill_on_nodes_that_share_no_disk(services, tmp_path,
         reader = nodes["reader"].start([sys.executable, "-c", READER, str(stop_file), str(seen_file)],
                                        logs / "reader.log")
         procs.append(reader)
-        selection = [dg.AssetKey(name) for name in keys.assets_of(project, "reviews")]
-        backfill = PartitionBackfill.from_asset_partitions(
-            backfill_id=make_new_backfill_id(), asset_graph=AssetGraph.from_assets(build_assets(project)),
-            partition_names=DAYS, asset_selection=selection, backfill_timestamp=time.time(), tags={},
-            dynamic_partitions_store=instance, all_partitions=False, title="12 days, no shared disk",
-            description=None, run_config=None)
-        instance.add_backfill(backfill)
-        workspace = nodes["daemon"].home / "workspace.yaml"
-        workspace.write_text("load_from:\n  - python_module:\n      module_name: jammi_assets.definitions\n"
-                             f"      working_directory: {REPO}\n      location_name: jammi\n",
-                             encoding="utf-8")
+        backfill = add_reviews_backfill(instance, project, DAYS, "12 days, no shared disk")
+        workspace = write_workspace(nodes["daemon"].home)
         procs.append(nodes["daemon"].start([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
                                            logs / "daemon.log"))
         runs = wait_for_runs(instance, backfill.backfill_id, len(DAYS), logs, timeout=1500)

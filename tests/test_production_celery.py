@@ -250,22 +250,34 @@ def test_celery_run_on_postgres_equals_single_process(deployment, single_process
     assert_same_table(table_vectors(project, "flat_pipe"), single_process)
 
 
-def test_four_partition_backfill_on_celery_equals_unpartitioned(deployment, single_process):
-    """An asset backfill of four days, as the UI launches it: the daemon queues one run per
-    partition, launches them (QueuedRunCoordinator), each run's steps go to the two workers."""
-    instance, project, home = deployment["instance"], deployment["project"], deployment["home"]
+def add_reviews_backfill(instance, project, days: list[str], title: str) -> PartitionBackfill:
+    """An asset backfill of the `reviews` source's assets over `days`, as the UI launches it (the
+    daemon queues one run per partition)."""
     selection = [dg.AssetKey(name) for name in keys.assets_of(project, "reviews")]
     backfill = PartitionBackfill.from_asset_partitions(
         backfill_id=make_new_backfill_id(), asset_graph=AssetGraph.from_assets(build_assets(project)),
-        partition_names=DAYS, asset_selection=selection, backfill_timestamp=time.time(), tags={},
-        dynamic_partitions_store=instance, all_partitions=False, title="4 days on celery",
-        description=None, run_config=None)
+        partition_names=days, asset_selection=selection, backfill_timestamp=time.time(), tags={},
+        dynamic_partitions_store=instance, all_partitions=False, title=title, description=None,
+        run_config=None)
     instance.add_backfill(backfill)
+    return backfill
 
+
+def write_workspace(home: Path) -> Path:
+    """The daemon's workspace.yaml in `home`: this repository's code location."""
     workspace = home / "workspace.yaml"
     workspace.write_text(
         "load_from:\n  - python_module:\n      module_name: jammi_assets.definitions\n"
         f"      working_directory: {REPO}\n      location_name: jammi\n", encoding="utf-8")
+    return workspace
+
+
+def test_four_partition_backfill_on_celery_equals_unpartitioned(deployment, single_process):
+    """An asset backfill of four days, as the UI launches it: the daemon queues one run per
+    partition, launches them (QueuedRunCoordinator), each run's steps go to the two workers."""
+    instance, project, home = deployment["instance"], deployment["project"], deployment["home"]
+    backfill = add_reviews_backfill(instance, project, DAYS, "4 days on celery")
+    workspace = write_workspace(home)
     daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
                               cwd=home, env={**os.environ}, start_new_session=True,
                               stdout=(deployment["logs"] / "daemon.log").open("w"),
