@@ -216,6 +216,30 @@ def served_keys(artifact_dir: Path) -> list[str]:
         con.close()
 
 
+def check_table(project, trial: dict) -> int:
+    """The checks after the run that follows a kill: no table left `building`, `jammi verify`
+    finds source = table = index, search answers. Appends what fails to `trial["problems"]`;
+    returns the rows lost (source rows the table does not serve)."""
+    building = [t.table_name for t in Catalog(project.artifact_dir).tables(status=STATUS_BUILDING)]
+    if building:
+        trial["problems"].append(f"tables left building: {building}")
+    found = verify_pipeline(project, PIPELINE)
+    lost = 0
+    if found.parity is None:
+        trial["problems"].append(f"verify: {found.problem}")
+    else:
+        lost = found.parity.missing
+        rest = {k: v for k, v in found.parity.counts().items() if k != "missing" and v}
+        if lost or rest:
+            trial["problems"].append(f"verify: {found.parity.counts()}")
+    try:
+        if Jammi(project, recover_on_open=False).search(PIPELINE, "waterproof jacket", k=3).empty:
+            trial["problems"].append("search returned nothing")
+    except Exception as err:  # noqa: BLE001 - a search that fails is a finding
+        trial["problems"].append(f"search failed: {err}")
+    return lost
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=50)
@@ -298,24 +322,8 @@ def main() -> None:
             trial["problems"].append("the next run hung: " + " | ".join(nxt.lines[-3:]))
         elif code != 0:
             trial["problems"].append(f"the next run failed ({code}): " + " | ".join(nxt.lines[-3:]))
-        catalog = Catalog(project.artifact_dir)
-        building = [t.table_name for t in catalog.tables(status=STATUS_BUILDING)]
-        if building:
-            trial["problems"].append(f"tables left building: {building}")
-        found = verify_pipeline(project, PIPELINE)
-        if found.parity is None:
-            trial["problems"].append(f"verify: {found.problem}")
-        else:
-            lost_rows += found.parity.missing
-            trial["lost_rows"] = found.parity.missing
-            rest = {k: v for k, v in found.parity.counts().items() if k != "missing" and v}
-            if found.parity.missing or rest:
-                trial["problems"].append(f"verify: {found.parity.counts()}")
-        try:
-            if Jammi(project, recover_on_open=False).search(PIPELINE, "waterproof jacket", k=3).empty:
-                trial["problems"].append("search returned nothing")
-        except Exception as err:  # noqa: BLE001
-            trial["problems"].append(f"search failed: {err}")
+        trial["lost_rows"] = check_table(project, trial)
+        lost_rows += trial["lost_rows"]
         violations += bool([p for p in trial["problems"] if not p.startswith("the next run hung")])
         trials.append(trial)
         print(f"{trial['trial']:>3} {day or '':<11}{'full' if full else 'refresh':<8} killed in {step:<26} "

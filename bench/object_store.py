@@ -68,6 +68,7 @@ from bench.scale import (  # noqa: E402
     read_runs,
     redraw_rows,
     run_ids,
+    save,
     software,
     write_csv,
 )
@@ -354,11 +355,6 @@ def print_report(result: dict) -> None:
         if derived.get(name) is not None:
             print(f"{'  (' + name + ')':<26}{derived[name]!s:>10}  no target")
     print(f"load average: start {result['load_average']['start']}, end {result['load_average']['end']}")
-
-
-def save(result: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------- main

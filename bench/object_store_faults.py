@@ -74,6 +74,7 @@ from bench.kill_trials import (  # noqa: E402
     STEP_WEIGHTS,
     STEPS,
     Run,
+    check_table,
     day_path,
     make_project,
     mutate,
@@ -243,31 +244,15 @@ def served_keys(project) -> list:
 def check_after(phase: Phase, trial: dict) -> tuple[int, int]:
     """The checks after the next run: nothing building, verify clean, no key twice, search
     answers. Appends problems to `trial`; returns (lost rows, duplicated keys)."""
-    from jammi.app.facade import Jammi
-    from jammi.app.verify import verify_pipeline
-    from jammi.tables.catalog import STATUS_BUILDING, Catalog
-
     project = phase.project()
     lost = twice = 0
     try:
-        building = [t.table_name for t in Catalog(project.artifact_dir).tables(status=STATUS_BUILDING)]
-        if building:
-            trial["problems"].append(f"tables left building: {building}")
-        found = verify_pipeline(project, PIPELINE)
-        if found.parity is None:
-            trial["problems"].append(f"verify: {found.problem}")
-        else:
-            lost = found.parity.missing
-            rest = {k: v for k, v in found.parity.counts().items() if k != "missing" and v}
-            if lost or rest:
-                trial["problems"].append(f"verify: {found.parity.counts()}")
+        lost = check_table(project, trial)  # kill_trials' checks: nothing building, verify, search
         keys = served_keys(project)
         twice = sum(n - 1 for n in Counter(keys).values() if n > 1)
         if twice:
             trial["problems"].append(f"{twice} keys served twice")
         trial["served_rows"] = len(keys)
-        if Jammi(project, recover_on_open=False).search(PIPELINE, "waterproof jacket", k=3).empty:
-            trial["problems"].append("search returned nothing")
     except Exception as err:  # noqa: BLE001 - any error of a check is a finding
         trial["problems"].append(f"check failed: {type(err).__name__}: {err}")
     trial["lost_rows"], trial["duplicated_keys"] = lost, twice
