@@ -19,6 +19,7 @@ fetched objects, model exports and the quality plot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -92,10 +93,11 @@ def write_lock(artifact_dir: Path | str, location: Location, name: str, wait_s: 
     except psycopg.Error as err:
         raise ArtifactError(redact(f"{where}: cannot lock {location}: {store.first_line(err)}",
                                    dsn_secrets(spec.postgres))) from None
+    key = pg.lock_key(spec.schema_name, "shared", name)
     try:
         try:
             conn.execute(f"SET lock_timeout = {int(wait_s * 1000)}")
-            conn.execute("SELECT pg_advisory_lock(%s)", [pg.lock_key(spec.schema_name, "shared", name)])
+            conn.execute("SELECT pg_advisory_lock(%s)", [key])
         except psycopg.errors.LockNotAvailable:
             raise ArtifactError(f"{location}: another process has held it for over {wait_s:.0f}s ({where})") \
                 from None
@@ -103,8 +105,11 @@ def write_lock(artifact_dir: Path | str, location: Location, name: str, wait_s: 
             raise ArtifactError(redact(f"{where}: cannot lock {location}: {store.first_line(err)}",
                                        dsn_secrets(spec.postgres))) from None
         yield
+        # released now: a closed connection's locks go only once its server process notices
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("SELECT pg_advisory_unlock(%s)", [key])
     finally:
-        conn.close()  # the session ends: PostgreSQL releases the lock with it
+        conn.close()  # a holder that died: the session ends and PostgreSQL releases the lock with it
 
 
 # --- where frames live -----------------------------------------------------------------------
